@@ -1,0 +1,10 @@
+"""Full fine-tuning: every parameter trainable."""
+
+from memprof.methods import register
+
+
+@register("ft", "full fine-tuning: every parameter trainable")
+def apply(model, backbone, task):
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model

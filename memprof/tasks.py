@@ -1,0 +1,112 @@
+"""Model heads and synthetic batches per task.
+
+Tasks: ``classification`` (sequence classification, 2 labels), ``causal-lm`` and ``seq2seq``
+(BART conditional generation). Synthetic batches are padded to the full sequence length, as the
+MEFT paper did for its memory measurements, and put ``</s>`` last in every row so that BART's
+classification head finds exactly one end-of-sentence token per row.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from memprof.backbones import Backbone
+from memprof.errors import MemprofError
+
+TASKS = ("classification", "causal-lm", "seq2seq")
+TASKS_BY_FAMILY = {
+    "bert": ("classification",),
+    "roberta": ("classification",),
+    "bart": ("classification", "seq2seq"),
+    "opt": ("causal-lm", "classification"),
+}
+ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
+NUM_LABELS = 2
+
+
+def check_task(backbone: Backbone, task: str | None) -> str:
+    task = task or backbone.default_task
+    allowed = TASKS_BY_FAMILY[backbone.family]
+    if task not in allowed:
+        raise MemprofError(
+            f"task {task!r} is not available for {backbone.family} backbone {backbone.name!r}; "
+            f"use one of {', '.join(allowed)}"
+        )
+    return task
+
+
+def _auto_class(task: str):
+    import transformers
+
+    return {
+        "classification": transformers.AutoModelForSequenceClassification,
+        "causal-lm": transformers.AutoModelForCausalLM,
+        "seq2seq": transformers.AutoModelForSeq2SeqLM,
+    }[task]
+
+
+def build_model(
+    backbone: Backbone,
+    task: str | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    attn_implementation: str = "eager",
+    pretrained: bool = True,
+) -> nn.Module:
+    """Build the task model for ``backbone`` on ``device`` (``"meta"`` for the fake engine).
+
+    Real weights are loaded when the backbone has them, ``pretrained`` is true and the device is
+    not meta; otherwise parameters are randomly initialised (meta: not initialised at all).
+    The model is returned in train mode.
+    """
+    task = check_task(backbone, task)
+    if attn_implementation not in ATTN_IMPLEMENTATIONS:
+        raise MemprofError(
+            f"attention implementation {attn_implementation!r} is not one of {', '.join(ATTN_IMPLEMENTATIONS)}; "
+            "pass --attn eager or --attn sdpa"
+        )
+    cls = _auto_class(task)
+    extra = {"num_labels": NUM_LABELS} if task == "classification" else {}
+    config = backbone.hf_config(**extra)
+    config._attn_implementation = attn_implementation
+    if backbone.weights and pretrained and str(device) != "meta":
+        model = cls.from_pretrained(
+            backbone.weights, config=config, local_files_only=True, dtype=dtype, attn_implementation=attn_implementation
+        )
+        model = model.to(device)
+    else:
+        with torch.device(device):
+            model = cls.from_config(config, dtype=dtype, attn_implementation=attn_implementation)
+    model.train()
+    return model
+
+
+def make_batch(
+    backbone: Backbone,
+    task: str,
+    batch_size: int,
+    seq_len: int,
+    *,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+) -> dict[str, torch.Tensor]:
+    """A synthetic batch of token ids (no padding) with labels for ``task``."""
+    cfg = backbone.config
+    vocab = int(cfg["vocab_size"])
+    gen = torch.Generator().manual_seed(seed)
+    # Ids above the special tokens, so no row accidentally holds a pad or </s>.
+    low = 4 if vocab > 8 else 0
+    ids = torch.randint(low, vocab, (batch_size, seq_len), generator=gen)
+    eos = cfg.get("eos_token_id")
+    if eos is not None and backbone.family == "bart":
+        ids[:, -1] = int(eos)
+    batch = {"input_ids": ids, "attention_mask": torch.ones(batch_size, seq_len, dtype=torch.long)}
+    if task == "classification":
+        batch["labels"] = torch.randint(0, NUM_LABELS, (batch_size,), generator=gen)
+    elif task == "causal-lm":
+        batch["labels"] = ids.clone()
+    elif task == "seq2seq":
+        batch["labels"] = torch.randint(low, vocab, (batch_size, seq_len), generator=gen)
+    return {k: v.to(device) for k, v in batch.items()}

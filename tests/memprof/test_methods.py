@@ -1,0 +1,102 @@
+"""The method registry: trainable parameter counts computed by hand, and what each method freezes."""
+
+import pytest
+import torch
+
+from memprof import backbones, methods
+from memprof.methods.adapter import SequentialAdapter, remove_adapters
+from memprof.tasks import build_model, make_batch
+
+
+def tiny(name):
+    bb = backbones.resolve(name)
+    shrink = {"bert": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64),
+              "roberta": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64),
+              "bart": dict(d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
+                           decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64),
+              "opt": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, ffn_dim=64,
+                          word_embed_proj_dim=32)}[bb.family]
+    return backbones.Backbone(name=f"tiny-{bb.family}", family=bb.family, config={**bb.config, **shrink, "vocab_size": 128})
+
+
+def test_registry_has_core_methods():
+    assert {"ft", "lora", "adapter", "ft+ckpt", "lora+ckpt"} <= set(methods.names())
+
+
+def test_ft_trains_everything():
+    bb = backbones.resolve("bert-base")
+    model = methods.get("ft").apply(build_model(bb, device="meta"), bb, "classification")
+    trainable, total = methods.count_params(model)
+    assert trainable == total
+
+
+def test_lora_counts_bert_base():
+    bb = backbones.resolve("bert-base")
+    model = methods.get("lora").apply(build_model(bb, device="meta"), bb, "classification")
+    trainable, _ = methods.count_params(model)
+    # query and value of 12 layers: A (8 x 768) + B (768 x 8) each; classifier 768 x 2 + 2.
+    assert trainable == 12 * 2 * (8 * 768 + 768 * 8) + 768 * 2 + 2
+
+
+def test_lora_keeps_bart_head_trainable():
+    bb = backbones.resolve("bart-base")
+    model = methods.get("lora").apply(build_model(bb, device="meta"), bb, "classification")
+    trainable, _ = methods.count_params(model)
+    lora = 18 * 2 * (8 * 768 + 768 * 8)  # q, v of 6 encoder self, 6 decoder self, 6 cross attentions
+    head = 768 * 768 + 768 + 768 * 2 + 2
+    assert trainable == lora + head
+
+
+def test_adapter_counts_bert_base():
+    bb = backbones.resolve("bert-base")
+    model = methods.get("adapter").apply(build_model(bb, device="meta"), bb, "classification")
+    trainable, _ = methods.count_params(model)
+    r, h = 768 // 16, 768
+    adapters = 12 * 2 * (h * r + r + r * h + h)
+    layer_norms = (12 * 2 + 1) * 2 * h  # two per layer plus the embedding LayerNorm
+    head = h * 2 + 2
+    assert trainable == adapters + layer_norms + head
+
+
+@pytest.mark.parametrize("family", ["bert-base", "roberta-base", "bart-base", "opt-125m"])
+def test_adapter_starts_at_the_pretrained_function_and_undoes(family):
+    bb = tiny(family)
+    torch.manual_seed(0)
+    model = build_model(bb, pretrained=False).eval()
+    batch = make_batch(bb, bb.default_task, 2, 8)
+    batch.pop("labels")
+    before = model(**batch).logits
+    methods.get("adapter").apply(model, bb, bb.default_task)
+    assert sum(isinstance(m, SequentialAdapter) for m in model.modules()) == 2 * bb.num_layers
+    torch.testing.assert_close(model(**batch).logits, before)  # zero-initialised up projection
+    remove_adapters(model)
+    assert not any(isinstance(m, SequentialAdapter) for m in model.modules())
+
+
+@pytest.mark.parametrize("method", ["ft+ckpt", "lora+ckpt"])
+def test_checkpointed_methods_match_plain_gradients(method):
+    bb = tiny("bert-base")
+    base = method.split("+")[0]
+    grads = {}
+    for name in (base, method):
+        torch.manual_seed(0)
+        model = build_model(bb, pretrained=False)  # train mode: transformers checkpoints only then
+        for m in model.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0  # dropout off, so the two runs see identical activations
+        model = methods.get(name).apply(model, bb, "classification")
+        calls = []
+        attention = next(m for n, m in model.named_modules() if n.endswith("layer.0.attention"))
+        attention.register_forward_hook(lambda *_: calls.append(1))
+        model(**make_batch(bb, "classification", 2, 8)).loss.backward()
+        assert len(calls) == (2 if "ckpt" in name else 1)  # checkpointing recomputes in backward
+        grads[name] = {n.replace("._checkpoint_wrapped_module", ""): p.grad for n, p in model.named_parameters()
+                       if p.requires_grad}
+    assert grads[base].keys() == grads[method].keys()
+    for n in grads[base]:
+        torch.testing.assert_close(grads[method][n], grads[base][n])
+
+
+def test_unknown_method_lists_known():
+    with pytest.raises(Exception, match="use one of ft, lora"):
+        methods.get("prefix")
