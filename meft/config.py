@@ -1,0 +1,138 @@
+"""MEFTConfig: the one configuration of a MEFT conversion, validated on construction.
+
+The per-variant constants (lam, beta, whether the streams swap, which stream carries the
+pre-trained model's representation) follow /work/shared/MEFT.md, "The three variants".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from meft.errors import MEFTError
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """Constants of one variant. ``plm_stream`` indexes the stack's final (x1, x2), after the swap."""
+
+    lam: float
+    beta: float
+    swap: bool
+    plm_stream: int
+
+
+# NOTE [ Which stream carries the PLM ]
+# With (x1, x2) = (h0, h0) and adapters near zero at init:
+#   meft1: y1 = 0.1 x1 + L(x2), y2 = x2 + A(y1) ~ x2; swap -> (x1, x2) = (~x2, ~L(x2)): x2 carries L.
+#   meft2: y1 = x1 + A(x2) ~ x1, y2 = 0.1 x2 + L(y1);  swap -> (x1, x2) = (~L(x1), ~x1): x1 carries L.
+#   meft3: y1 = 0.1 x1 + Attn(x2), y2 = 0.1 x2 + FFN(y1); no swap: x2 = ~FFN(Attn(x2)) carries L.
+# In each case the other stream holds the previous layer's representation (meft1, meft2) or the
+# attention block's output (meft3), so merge="mean" blends two depths while merge="plm" keeps one.
+VARIANTS: dict[str, VariantSpec] = {
+    "meft1": VariantSpec(lam=0.1, beta=1.0, swap=True, plm_stream=1),
+    "meft2": VariantSpec(lam=1.0, beta=0.1, swap=True, plm_stream=0),
+    "meft3": VariantSpec(lam=0.1, beta=0.1, swap=False, plm_stream=1),
+}
+MERGES = ("mean", "plm")
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass
+class MEFTConfig:
+    """How to make a pre-trained model reversible (MEFT, Liao, Tan and Monz, NeurIPS 2023).
+
+    Example::
+
+        cfg = MEFTConfig(variant="meft3", adapter_dim=16)
+        model = meft.convert(model, cfg)
+    """
+
+    variant: str = field(default="meft1", metadata=_help(
+        "meft1: F = PLM layer, G = adapter; meft2: F = adapter, G = PLM layer; "
+        "meft3: F = attention block, G = feed-forward block."))
+    adapter_dim: int = field(default=8, metadata=_help("Bottleneck width r of every adapter (hidden -> r -> hidden)."))
+    lam: float | None = field(default=None, metadata=_help(
+        "Scale of x1 in y1 = lam * x1 + F(x2); None takes the variant's value (0.1, 1, 0.1). Must not be 0."))
+    beta: float | None = field(default=None, metadata=_help(
+        "Scale of x2 in y2 = beta * x2 + G(y1); None takes the variant's value (1, 0.1, 0.1). Must not be 0."))
+    num_rev_layers: int | None = field(default=None, metadata=_help(
+        "How many of the lowest layers of each layer stack use reversible backprop; None: all; "
+        "0: the same architecture trained with ordinary backprop. Reconstruction error grows about "
+        "tenfold per reversible layer (meft.reconstruction_error measures it)."))
+    adapter_dropout: float = field(default=0.1, metadata=_help("Dropout probability inside every adapter."))
+    init_std: float = field(default=0.02, metadata=_help("Std of the normal init of adapter weights (biases are 0)."))
+    merge: str = field(default="plm", metadata=_help(
+        "How the two streams become one hidden state after the last layer: 'mean' = (x1 + x2) / 2 as in "
+        "the authors' BERT code, 'plm' = keep the stream that carries the PLM's representation."))
+
+    def __post_init__(self) -> None:
+        self.variant = str(self.variant).lower()
+        if self.variant not in VARIANTS:
+            raise MEFTError(f"variant {self.variant!r} is unknown; use one of {', '.join(VARIANTS)}")
+        if isinstance(self.adapter_dim, bool) or not isinstance(self.adapter_dim, int) or self.adapter_dim < 1:
+            raise MEFTError(f"adapter_dim={self.adapter_dim!r} must be an integer >= 1; pass e.g. adapter_dim=8")
+        for name in ("lam", "beta"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise MEFTError(f"{name}={value!r} must be a finite number; pass a float such as {name}=0.1, or None")
+            if value == 0:
+                raise MEFTError(f"{name}=0 makes the layer impossible to invert (the inverse divides by {name}); "
+                                f"pass a non-zero {name}, e.g. 0.1, or None for the variant's default")
+            setattr(self, name, float(value))
+        n = self.num_rev_layers
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
+            raise MEFTError(f"num_rev_layers={n!r} must be None (all layers) or an integer >= 0; "
+                            "pass e.g. num_rev_layers=6, or 0 for ordinary backprop")
+        if not 0.0 <= float(self.adapter_dropout) < 1.0:
+            raise MEFTError(f"adapter_dropout={self.adapter_dropout!r} must be in [0, 1); pass e.g. 0.1")
+        if not math.isfinite(float(self.init_std)) or float(self.init_std) < 0:
+            raise MEFTError(f"init_std={self.init_std!r} must be a finite number >= 0; pass e.g. 0.02")
+        if self.merge not in MERGES:
+            raise MEFTError(f"merge {self.merge!r} is unknown; use one of {', '.join(MERGES)}")
+
+    @property
+    def spec(self) -> VariantSpec:
+        return VARIANTS[self.variant]
+
+    @property
+    def effective_lam(self) -> float:
+        return self.spec.lam if self.lam is None else self.lam
+
+    @property
+    def effective_beta(self) -> float:
+        return self.spec.beta if self.beta is None else self.beta
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MEFTConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise MEFTError(f"MEFTConfig has no field(s) {', '.join(map(repr, unknown))}; "
+                            f"use only {', '.join(sorted(known))}")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> MEFTConfig:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise MEFTError(f"MEFTConfig JSON is not valid ({exc.msg} at char {exc.pos}); pass the text "
+                            "written by MEFTConfig.to_json") from None
+        if not isinstance(data, dict):
+            raise MEFTError(f"MEFTConfig JSON must be an object, got {type(data).__name__}; "
+                            "pass MEFTConfig.to_json output")
+        return cls.from_dict(data)

@@ -1,0 +1,46 @@
+"""``memprof baseline``: write or refresh the baseline that ``memprof check`` compares against."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from memprof.cli.app import app, console
+
+
+@app.command("baseline")
+def baseline_cmd(
+    sources: Annotated[
+        list[Path], typer.Argument(help="results.json files, folders holding one, or single result JSONs.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The baseline JSON to write (replaced if it exists).")],
+    keep_layers: Annotated[
+        bool, typer.Option("--keep-layers", help="Keep the per-layer tables (the gate compares totals only).")
+    ] = False,
+) -> None:
+    """Write the SOURCES' results as the baseline (replacing it), per-layer data stripped unless --keep-layers.
+
+    A configuration found twice keeps its last result. The gate compares totals only.
+    """
+    from memprof.gate import make_baseline, refresh_summary
+    from memprof.result import load_results, write_json
+
+    new = make_baseline(sources, keep_layers=keep_layers)
+    old = None
+    if out.is_file():
+        try:
+            old = load_results(out)
+        except Exception:  # an unreadable old baseline is simply replaced
+            old = None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(new, out)
+    console.print(refresh_summary(new, old, out), highlight=False, soft_wrap=True)
+    for r in new.results:
+        if r.status == "error":
+            console.print(
+                f"[yellow]warning:[/] {r.backbone} {r.method} seq={r.seq_len} batch={r.batch_size} has status "
+                f"error in the baseline ({r.message}); the gate will not fail it until it is ok once",
+                highlight=False, soft_wrap=True,
+            )

@@ -1,0 +1,122 @@
+"""``memprof check``: the memory-regression gate against a committed baseline.
+
+Exit codes: 0 nothing regressed beyond the tolerance, 1 something regressed (or a configuration
+that was ok in the baseline now fails), 2 unusable input (from ``memprof.cli.app.run``).
+The comparison is ``memprof.gate.compare``; this module only renders it.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from memprof.cli.app import app, console
+
+_STYLE = {"regression": "bold red", "failed": "bold red", "improvement": "green", "fixed": "green",
+          "ok": "dim", "unmeasured": "yellow"}
+
+
+def _table(report) -> Table:
+    from memprof.budget import format_bytes
+    from memprof.gate import format_change
+
+    table = Table(title=f"memory gate (tolerance {report.tolerance:.1%})")
+    table.add_column("configuration", overflow="fold")
+    table.add_column("metric", no_wrap=True)
+    for col in ("baseline", "current", "change"):
+        table.add_column(col, justify="right")
+    table.add_column("verdict")
+    last = None
+    for r in report.rows:
+        style = _STYLE.get(r.verdict, "yellow")
+        table.add_row(
+            r.label if r.key != last else "",
+            r.metric,
+            format_bytes(r.baseline) if r.baseline is not None else r.baseline_status,
+            format_bytes(r.current) if r.current is not None else r.current_status,
+            format_change(r),
+            f"[{style}]{r.verdict}[/]",
+        )
+        last = r.key
+    return table
+
+
+def _print_report(report, update: str) -> None:
+    """The table, then warnings, one-sided configurations, failures, improvements and the summary."""
+    from memprof.gate import format_change, key_label, summary
+
+    # Not a terminal (a CI log, a pipe): print the table wide rather than folding every cell.
+    width = console.width
+    if not console.is_terminal:
+        console.width = max(width, 150)
+    try:
+        console.print(_table(report))
+    finally:
+        console.width = width
+
+    def say(text: str, **kw) -> None:
+        console.print(text, highlight=False, soft_wrap=True, **kw)
+
+    for w in report.warnings:
+        say(f"[yellow]warning:[/] {w}")
+    for k in report.only_baseline:
+        say(f"only in the baseline (not compared): {key_label(k)}")
+    for k in report.only_current:
+        say(f"only in the current results (not compared): {key_label(k)}")
+    for r in report.failures:
+        what = (f"{r.metric} {format_change(r)}, beyond {report.tolerance:.1%}" if r.metric != "status"
+                else f"was {r.baseline_status}, now {r.current_status}")
+        say(f"[bold red]{r.verdict}:[/] {r.label}: {what}")
+    for r in report.improvements:
+        what = f"{r.metric} {format_change(r)}" if r.metric != "status" else f"was {r.baseline_status}, now ok"
+        say(f"[green]{r.verdict}:[/] {r.label}: {what}")
+    if report.improvements:
+        say(f"to accept the improvements, update the baseline: {update}")
+    say(summary(report), style="bold red" if report.failures else "bold green")
+
+
+@app.command("check")
+def check_cmd(
+    current: Annotated[
+        list[Path],
+        typer.Argument(help="Current results: results.json files, folders holding one, or single result JSONs."),
+    ],
+    baseline: Annotated[Path, typer.Option("--baseline", "-b", help="The committed baseline JSON to compare against.")],
+    tolerance: Annotated[str, typer.Option(help="Allowed growth per metric, 0% to 50%, e.g. 2% or 0.5%.")] = "2%",
+    metrics: Annotated[
+        str, typer.Option(help="Comma-separated Memory fields to compare.")
+    ] = "saved_activations,peak_activations,peak",
+    markdown: Annotated[
+        Optional[Path], typer.Option(help="Also write the report as Markdown here (overwritten), e.g. $GITHUB_STEP_SUMMARY.")
+    ] = None,
+) -> None:
+    """Compare CURRENT results with a baseline; exit 1 when a metric grew beyond the tolerance.
+
+    Configurations are matched by backbone, method, sequence length, batch size, dtype, engine and target.
+
+    Improvements are reported with the command that updates the baseline.
+    """
+    from memprof import gate
+    from memprof.errors import MemprofError
+    from memprof.result import load_results
+
+    tol = gate.parse_tolerance(tolerance)
+    names = gate.parse_metrics(metrics)
+    report = gate.compare(gate.load_sources(current), load_results(baseline), tolerance=tol, metrics=names)
+    update = shlex.join(["memprof", "baseline", *map(str, current), "--out", str(baseline)])
+
+    _print_report(report, update)
+
+    if markdown is not None:
+        try:
+            markdown.write_text(gate.markdown(report, update_command=update))
+        except OSError as exc:
+            raise MemprofError(
+                f"cannot write the Markdown report to {str(markdown)!r} ({exc.strerror}); pass a writable path"
+            ) from None
+    if report.failures:
+        raise typer.Exit(1)

@@ -1,0 +1,76 @@
+"""Engines: one instrumented training step of a ``ProfileConfig``, as a ``Result``.
+
+* ``fake``: fake tensors (no weights, no arithmetic); models the target's kernels (``--target``).
+* ``cpu``: real compute on the CPU; also times the step.
+* ``cuda``: real compute on the GPU; adds the allocator's and NVML's figures.
+
+All three measure with the same instruments (``memprof.instrument``): saved-tensor hooks per
+module and category, and the live-storage timeline for the peak and its split.
+"""
+
+from __future__ import annotations
+
+from memprof.config import ProfileConfig
+from memprof.engines.common import Built, ModelCache, is_oom, oom_result
+from memprof.result import Result
+
+__all__ = ["Built", "ModelCache", "run", "profile"]
+
+
+def _engine(name: str):
+    if name == "fake":
+        from memprof.engines import fake as engine
+    elif name == "cpu":
+        from memprof.engines import cpu as engine
+    else:
+        from memprof.engines import cuda as engine
+    return engine
+
+
+def run(config: ProfileConfig, cache: ModelCache | None = None) -> Result:
+    """Profile one training step of ``config`` with its engine.
+
+    ``cache`` (a ``ModelCache``) reuses the model built for an earlier configuration that differs
+    only in sequence length, batch size or seed. Running out of memory (building or stepping)
+    gives a Result with status ``"oom"`` and the allocator's message; any other exception
+    propagates.
+    """
+    engine = _engine(config.engine)
+    try:
+        built = cache.get(config, engine.build) if cache is not None else engine.build(config)
+        return engine.run(built, config)
+    except Exception as exc:
+        if not is_oom(exc):
+            raise
+        if config.engine == "cuda":
+            engine.cleanup()
+        return oom_result(config, exc, device_name=config.engine)
+
+
+def profile(
+    backbone: str,
+    method: str = "ft",
+    seq_len: int = 512,
+    batch_size: int = 8,
+    engine: str = "fake",
+    target: str | None = None,
+    dtype: str = "fp32",
+    attn: str = "sdpa",
+    task: str | None = None,
+) -> Result:
+    """Profile one training step of ``backbone`` fine-tuned with ``method``.
+
+    Validates the arguments (``ProfileConfig``; a ``MemprofError`` names the bad value) and runs
+    the engine. ``target`` defaults to cuda for the fake engine and to the engine's own device
+    otherwise; ``task`` to the backbone family's task.
+
+    Example::
+
+        >>> r = memprof.profile("bert-base", "lora", seq_len=128, batch_size=8)
+        >>> r.memory.saved_activations, r.layers.head()
+    """
+    config = ProfileConfig(
+        backbone=backbone, method=method, seq_len=seq_len, batch_size=batch_size, engine=engine, target=target,
+        dtype=dtype, attn=attn, task=task,
+    )
+    return run(config)

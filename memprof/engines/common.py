@@ -1,0 +1,180 @@
+"""What every engine shares: the built model and its cache, the instrumented training step, and
+turning a measurement into a ``Result``.
+
+The step is the one the paper measures: ``zero_grad(set_to_none=True)``, forward with labels
+(the model computes its loss), ``loss.backward()``, ``AdamW.step()``; a fresh optimizer each run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from memprof.config import ProfileConfig
+from memprof.instrument.session import Instrument, Measurement
+from memprof.result import Result, environment
+
+
+@dataclass
+class Built:
+    """A model built and converted by its method, ready for any number of profiled steps."""
+
+    model: nn.Module
+    trainable: int
+    total: int
+    device: torch.device
+    #: engine-specific (the fake engine keeps its FakeTensorMode here)
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+class ModelCache:
+    """Memoises built models per (backbone, method, task, dtype, attn, engine, target).
+
+    A sweep that runs method by method builds each model once. Only the ``max_models`` most
+    recently used models are kept (one by default: a sweep is method-major, and a real model can
+    be large). Each run leaves the model as it found it: gradients None, no optimizer, no hooks.
+    """
+
+    def __init__(self, max_models: int = 1) -> None:
+        self.max_models = max_models
+        self._models: OrderedDict[tuple, Built] = OrderedDict()
+        #: how many times a model was built (tests and benchmarks read it)
+        self.builds = 0
+
+    @staticmethod
+    def key(config: ProfileConfig) -> tuple:
+        return (config.backbone, config.method, config.task, config.dtype, config.attn, config.engine, config.target)
+
+    def get(self, config: ProfileConfig, build: Callable[[ProfileConfig], Built]) -> Built:
+        key = self.key(config)
+        built = self._models.get(key)
+        if built is None:
+            while len(self._models) >= self.max_models:
+                self._models.popitem(last=False)
+            built = build(config)
+            self.builds += 1
+            self._models[key] = built
+        self._models.move_to_end(key)
+        return built
+
+    def clear(self) -> None:
+        self._models.clear()
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+
+def adamw(model: nn.Module, *, foreach: bool) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters; ``foreach`` as the target's default (cuda: yes, cpu: no)."""
+    return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], foreach=foreach)
+
+
+def instrumented_step(
+    model: nn.Module,
+    batch: dict[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    forward_context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    synchronize: Callable[[], None] | None = None,
+    after_step: Callable[[], None] | None = None,
+    backward: Callable[[torch.Tensor], None] | None = None,
+) -> tuple[Measurement, float]:
+    """One training step of ``model`` on ``batch`` under ``Instrument``; (measurement, seconds).
+
+    ``synchronize`` waits for the device (before the clock starts and before it stops);
+    ``after_step`` runs once the step is timed, before anything of it is freed; ``backward(loss)``
+    replaces ``loss.backward()``. The model is left with its gradients set to None whatever happens.
+    """
+    model.zero_grad(set_to_none=True)
+    inst = Instrument(model, optimizer)
+    try:
+        if synchronize:
+            synchronize()
+        start = time.perf_counter()
+        with inst:
+            inst.begin_forward(batch)
+            with forward_context():
+                loss = model(**batch).loss
+            inst.begin_backward(loss)
+            if backward is None:
+                loss.backward()
+            else:
+                backward(loss)
+            inst.begin_optimizer()
+            optimizer.step()
+            if synchronize:
+                synchronize()
+            elapsed = time.perf_counter() - start
+            inst.end()
+            if after_step:
+                after_step()
+            del loss
+    finally:
+        model.zero_grad(set_to_none=True)
+        optimizer.state.clear()
+    return inst.measurement, elapsed
+
+
+def attention_name(choices: list[str], attn: str | None) -> str:
+    """``eager``, or the SDPA kernels the step used (``KernelModel.choices``), joined by '+'."""
+    if attn == "eager":
+        return "eager"
+    return "+".join(dict.fromkeys(choices)) or ("sdpa-unused" if attn == "sdpa" else str(attn or "none"))
+
+
+def make_result(
+    config: ProfileConfig, built: Built, measurement: Measurement, attn: str, step_time: float | None,
+    device_name: str = "cpu",
+) -> Result:
+    return Result(
+        backbone=config.backbone,
+        method=config.method,
+        engine=config.engine,
+        target=config.target,
+        dtype=config.dtype,
+        attn_implementation=attn,
+        seq_len=config.seq_len,
+        batch_size=config.batch_size,
+        task=config.task,
+        trainable_params=built.trainable,
+        total_params=built.total,
+        memory=measurement.memory,
+        layers=measurement.layers,
+        step_time_s=step_time,
+        environment=environment(device_name),
+    )
+
+
+def is_oom(exc: BaseException) -> bool:
+    """An allocation failure: CUDA's OutOfMemoryError, or the CPU allocator giving up."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    if isinstance(exc, (RuntimeError, MemoryError)):
+        text = str(exc).lower()
+        return isinstance(exc, MemoryError) or any(
+            words in text for words in ("out of memory", "not enough memory", "can't allocate memory")
+        )
+    return False
+
+
+def oom_result(config: ProfileConfig, exc: BaseException, device_name: str = "cpu") -> Result:
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return Result(
+        backbone=config.backbone,
+        method=config.method,
+        engine=config.engine,
+        target=config.target,
+        dtype=config.dtype,
+        attn_implementation=config.attn,
+        seq_len=config.seq_len,
+        batch_size=config.batch_size,
+        task=config.task,
+        status="oom",
+        message=f"out of memory: {first}",
+        environment=environment(device_name),
+    )

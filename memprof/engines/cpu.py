@@ -1,0 +1,42 @@
+"""The cpu engine: one real training step on the CPU (random weights, or the real ones a
+pretrained backbone ships), under the same instrumentation as the fake engine; also timed."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from memprof import methods, tasks
+from memprof.config import ProfileConfig
+from memprof.engines.common import Built, adamw, attention_name, instrumented_step, make_result
+from memprof.engines.kernels import KernelModel
+from memprof.result import Result
+
+
+def build(config: ProfileConfig) -> Built:
+    torch.manual_seed(config.seed)
+    bb = config.resolved
+    model = tasks.build_model(bb, config.task, device="cpu", dtype=config.param_dtype, attn_implementation=config.attn)
+    model = methods.get(config.method).apply(model, bb, config.task)
+    model.train()
+    trainable, total = methods.count_params(model)
+    return Built(model=model, trainable=trainable, total=total, device=torch.device("cpu"))
+
+
+def forward_context(config: ProfileConfig, device_type: str):
+    if config.autocast_dtype is None:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device_type, dtype=config.autocast_dtype)
+
+
+def run(built: Built, config: ProfileConfig) -> Result:
+    torch.manual_seed(config.seed)
+    batch = tasks.make_batch(config.resolved, config.task, config.batch_size, config.seq_len, seed=config.seed)
+    optimizer = adamw(built.model, foreach=False)
+    kernels = KernelModel("cpu", observe=True)
+    with kernels:
+        measurement, seconds = instrumented_step(built.model, batch, optimizer, forward_context(config, "cpu"))
+    del optimizer, batch
+    attn = attention_name(kernels.choices, config.attn)
+    return make_result(config, built, measurement, attn, step_time=seconds)

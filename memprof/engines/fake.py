@@ -1,0 +1,171 @@
+"""The fake engine: one training step on fake tensors (``FakeTensorMode``): shapes, dtypes and
+storage sizes without weights or arithmetic, so any registry backbone profiles in seconds.
+
+The model is built on the meta device (``tasks.build_model(device="meta")``), the method applied
+there (peft cannot build under FakeTensorMode), then every parameter and buffer is turned into a
+fake CPU tensor. The target device's kernels are modelled by ``kernels.KernelModel``.
+
+NOTE [ Values derived from the batch ]
+Fake tensors have no values, so an operator whose output shape depends on values (``nonzero``,
+``unique_consecutive``, boolean-mask indexing) or a Python branch on a value (``mask.all()``)
+cannot run. BART's classification head does both: it checks that every row has as many ``</s>``
+as the others (``torch.unique_consecutive``) and picks the last ``</s>`` per row with a boolean
+mask; transformers' mask code asks whether the padding mask is all ones. FakeTensorMode already
+computes, for real, any operator whose inputs are all "constants" (fake tensors that carry a real
+value), but keeps only one-element results constant. Here any result up to ``FOLD_LIMIT``
+elements stays constant, the batch (token ids, masks, labels) enters as constants, and the
+factories ``arange``/``ones``/``zeros``/``full`` make constants. Weights are never constants, so
+everything downstream of a weight stays fake (no arithmetic), while the bookkeeping derived from
+the batch alone -- ``input_ids.eq(eos)``, its row sums, ``unique_consecutive``, the ``nonzero``
+inside the mask indexing, position ids, padding masks and their checks -- is computed on real
+values exactly as the cpu engine computes it. The head keeps its real memory: the index tensor
+the boolean indexing saves, the dense/tanh/out_proj activations; the fake engine equals the cpu
+engine on it byte for byte (tested).
+
+transformers, for its part, skips value checks on any fake tensor (``is_tracing``), and would
+then build a full (B, 1, S, S) attention mask where real tensors give none (an all-ones padding
+mask is dropped so that SDPA can use its fused kernels). While a fake step runs, a fake tensor
+that carries its real value is not "tracing" to transformers (``known_values_for_transformers``),
+so it takes the branch real tensors take.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils._mode_utils import no_dispatch
+
+from memprof import methods, tasks
+from memprof.config import ProfileConfig
+from memprof.engines.common import Built, adamw, attention_name, instrumented_step, make_result
+from memprof.engines.kernels import KernelModel
+from memprof.errors import MemprofError
+from memprof.result import Result
+
+#: Largest tensor kept as a real constant under the fake mode (elements).
+FOLD_LIMIT = 1 << 24
+_CPU = torch.device("cpu")
+
+
+aten = torch.ops.aten
+#: Factories whose results are real constants (position ids, cache positions, default masks).
+_FACTORIES = frozenset({
+    aten.arange.default, aten.arange.start, aten.arange.start_step, aten.full.default, aten.ones.default,
+    aten.zeros.default, aten.scalar_tensor.default,
+})
+
+
+class ConstantFoldingFakeMode(FakeTensorMode):
+    """FakeTensorMode that keeps values derived from the batch real (NOTE [ Values derived from the batch ])."""
+
+    def __init__(self) -> None:
+        super().__init__(allow_non_fake_inputs=False, static_shapes=True)
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        return False  # nothing is compiled here; skips a per-operator wrapper
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        return self.dispatch(func, types, args, kwargs)
+
+    def dispatch(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _FACTORIES and kwargs.get("device", None) in (None, _CPU, "cpu"):
+            with no_dispatch():
+                out = func(*args, **kwargs)
+            if self.may_turn_const(out):
+                return self.fake_tensor_converter.from_real_tensor(self, out, make_constant=True)
+        return super().dispatch(func, types, args, kwargs)
+
+    def may_turn_const(self, t: torch.Tensor) -> bool:
+        return (
+            t.numel() <= FOLD_LIMIT and t.layout == torch.strided and not self.is_our_fake(t)
+            and t.device.type != "meta"
+        )
+
+
+def fakeify(model: nn.Module, mode: FakeTensorMode) -> nn.Module:
+    """Replace every meta parameter and buffer of ``model`` by a fake CPU tensor (ties kept)."""
+    convert = mode.fake_tensor_converter
+    cpu = torch.device("cpu")
+    memo: dict[int, torch.Tensor] = {}
+
+    def fake(t: torch.Tensor) -> torch.Tensor:
+        if t.device.type == "meta":
+            return convert.from_meta_and_device(mode, t, cpu)
+        # A real tensor a method made: an integer one keeps its values (see the NOTE above).
+        t = t.detach().cpu()
+        return convert.from_real_tensor(mode, t, make_constant=not t.is_floating_point() and mode.may_turn_const(t))
+
+    for module in model.modules():
+        for name, p in list(module._parameters.items()):
+            if p is None:
+                continue
+            if id(p) not in memo:
+                memo[id(p)] = nn.Parameter(fake(p.data), requires_grad=p.requires_grad)
+            module._parameters[name] = memo[id(p)]
+        for name, b in list(module._buffers.items()):
+            if b is None:
+                continue
+            if id(b) not in memo:
+                memo[id(b)] = fake(b)
+            module._buffers[name] = memo[id(b)]
+    return model
+
+
+@contextlib.contextmanager
+def known_values_for_transformers() -> Iterator[None]:
+    """transformers' ``is_fake_tensor`` says False for fake tensors that carry a real value."""
+    try:
+        from transformers.utils import import_utils
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        yield
+        return
+    original = import_utils.is_fake_tensor
+
+    def is_fake_tensor(x) -> bool:
+        return original(x) and getattr(x, "constant", None) is None
+
+    import_utils.is_fake_tensor = is_fake_tensor
+    try:
+        yield
+    finally:
+        import_utils.is_fake_tensor = original
+
+
+def build(config: ProfileConfig) -> Built:
+    method = methods.get(config.method)
+    if not method.meta_ok:
+        raise MemprofError(
+            f"method {config.method!r} cannot be built on the meta device, so the fake engine cannot profile it; "
+            "use --engine cpu or --engine cuda"
+        )
+    bb = config.resolved
+    model = tasks.build_model(bb, config.task, device="meta", dtype=config.param_dtype, attn_implementation=config.attn)
+    model = method.apply(model, bb, config.task)
+    model.train()
+    mode = ConstantFoldingFakeMode()
+    fakeify(model, mode)
+    trainable, total = methods.count_params(model)
+    return Built(model=model, trainable=trainable, total=total, device=torch.device("cpu"), state={"mode": mode})
+
+
+def run(built: Built, config: ProfileConfig) -> Result:
+    mode: ConstantFoldingFakeMode = built.state["mode"]
+    batch = tasks.make_batch(config.resolved, config.task, config.batch_size, config.seq_len, seed=config.seed)
+    kernels = KernelModel(config.target, config.autocast_dtype)
+    if config.target == "cpu" and config.autocast_dtype is not None:
+        def forward_context():
+            return torch.autocast("cpu", dtype=config.autocast_dtype)
+    else:
+        forward_context = kernels.autocast
+    with mode, kernels, known_values_for_transformers():
+        fake_batch = {k: mode.fake_tensor_converter.from_real_tensor(mode, v, make_constant=True) for k, v in batch.items()}
+        optimizer = adamw(built.model, foreach=config.target == "cuda")
+        measurement, _ = instrumented_step(built.model, fake_batch, optimizer, forward_context, backward=kernels.backward)
+        del optimizer, fake_batch
+    return make_result(config, built, measurement, attention_name(kernels.choices, config.attn), step_time=None)

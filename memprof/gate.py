@@ -1,0 +1,384 @@
+"""The regression gate: compare current results with a committed baseline.
+
+``compare(current, baseline, tolerance=0.02, metrics=DEFAULT_METRICS)`` matches configurations by
+``Result.key`` (backbone, method, sequence length, batch size, dtype, engine, target) and returns a
+``GateReport``: plain data, one ``GateRow`` per (configuration x metric), plus the configurations
+found on one side only and warnings (library versions or settings that differ between the two
+sides). It never prints; ``memprof.cli.check`` renders it and turns it into an exit code, and
+``markdown(report)`` renders it for a pull-request comment or a CI job summary.
+
+NOTE [ Verdicts ]
+    For a metric measured on both sides, with ``change = (current - baseline) / baseline``:
+    ``regression`` when change > tolerance, ``improvement`` when change < -tolerance, ``ok``
+    otherwise. A baseline of 0 bytes that grew is a regression whatever the tolerance (the relative
+    change is infinite). A metric missing on a side (the CUDA-only fields) is ``unmeasured``.
+    When either side's status is not ``ok`` the configuration gets one row, metric ``status``:
+    ``failed`` if the baseline was ok (this fails the gate), ``fixed`` if only the baseline was
+    not ok, ``still <status>`` if neither was.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import pandas as pd
+
+from memprof.budget import METRICS, format_bytes
+from memprof.errors import MemprofError
+from memprof.result import Result, ResultSet, empty_layers, load_results
+
+DEFAULT_METRICS = ("saved_activations", "peak_activations", "peak")
+DEFAULT_TOLERANCE = 0.02
+#: The largest tolerance accepted: beyond it a memory gate no longer gates anything.
+MAX_TOLERANCE = 0.5
+#: Libraries whose version can move the numbers; a change between the two sides is a warning.
+VERSIONED = ("torch", "transformers", "peft")
+#: Result fields outside the key that change the numbers when they differ for the same key.
+SETTINGS = ("task", "attn_implementation")
+KEY_FIELDS = ("backbone", "method", "seq_len", "batch_size", "dtype", "engine", "target")
+
+FAILING = ("regression", "failed")
+
+
+def parse_tolerance(text: str | float) -> float:
+    """``"2%"``, ``"2"`` (a string is always percent) or a fraction ``0.02`` -> a fraction in ``[0, MAX_TOLERANCE]``."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        value = float(text)
+    else:
+        match = re.fullmatch(r"\s*(-?[0-9]*\.?[0-9]+)\s*%?\s*", str(text))
+        if not match:
+            raise MemprofError(
+                f"tolerance {text!r} is not a percentage from 0% to {MAX_TOLERANCE:.0%}; pass e.g. --tolerance 2%"
+            )
+        value = float(match.group(1)) / 100
+    if not 0 <= value <= MAX_TOLERANCE or math.isnan(value):
+        raise MemprofError(
+            f"tolerance {text!r} is outside 0% to {MAX_TOLERANCE:.0%}; pass e.g. --tolerance 2%"
+        )
+    return value
+
+
+def parse_metrics(text: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """``"saved_activations,peak"`` -> a tuple of Memory field names, each checked."""
+    names = [m.strip() for m in (text.split(",") if isinstance(text, str) else text)]
+    names = [m for m in names if m]
+    if not names:
+        raise MemprofError(f"no metric given; pass e.g. --metrics {','.join(DEFAULT_METRICS)}")
+    for m in names:
+        if m not in METRICS:
+            raise MemprofError(f"unknown metric {m!r}; use one or more of {', '.join(METRICS)}, separated by commas")
+    return tuple(dict.fromkeys(names))
+
+
+def key_label(key: tuple) -> str:
+    """``("bert-base", "ft", 128, 8, "fp32", "fake", "cuda")`` -> ``bert-base ft seq=128 batch=8 fp32 fake->cuda``."""
+    backbone, method, seq_len, batch_size, dtype, engine, target = key
+    where = engine if engine == target else f"{engine}->{target}"
+    return f"{backbone} {method} seq={seq_len} batch={batch_size} {dtype} {where}"
+
+
+@dataclass(frozen=True)
+class GateRow:
+    """One (configuration x metric) comparison; ``baseline``/``current`` are bytes or None."""
+
+    key: tuple
+    metric: str
+    baseline: int | None
+    current: int | None
+    verdict: str
+    baseline_status: str = "ok"
+    current_status: str = "ok"
+
+    @property
+    def label(self) -> str:
+        return key_label(self.key)
+
+    @property
+    def delta(self) -> int | None:
+        if self.baseline is None or self.current is None:
+            return None
+        return self.current - self.baseline
+
+    @property
+    def change(self) -> float | None:
+        """Relative change; ``inf`` for growth from 0, None when not measured on both sides."""
+        if self.delta is None:
+            return None
+        if self.baseline == 0:
+            return 0.0 if self.current == 0 else math.inf
+        return self.delta / self.baseline
+
+
+@dataclass
+class GateReport:
+    rows: list[GateRow]
+    only_baseline: list[tuple] = field(default_factory=list)
+    only_current: list[tuple] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    tolerance: float = DEFAULT_TOLERANCE
+    metrics: tuple[str, ...] = DEFAULT_METRICS
+
+    def with_verdict(self, *verdicts: str) -> list[GateRow]:
+        return [r for r in self.rows if r.verdict in verdicts]
+
+    @property
+    def failures(self) -> list[GateRow]:
+        return self.with_verdict(*FAILING)
+
+    @property
+    def improvements(self) -> list[GateRow]:
+        return self.with_verdict("improvement", "fixed")
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    @property
+    def compared(self) -> int:
+        return len({r.key for r in self.rows})
+
+    def frame(self) -> pd.DataFrame:
+        """One row per (configuration x metric): key columns, metric, bytes, change and verdict."""
+        records = [
+            {
+                **dict(zip(KEY_FIELDS, r.key)),
+                "metric": r.metric,
+                "baseline": r.baseline,
+                "current": r.current,
+                "delta": r.delta,
+                "change": r.change,
+                "verdict": r.verdict,
+                "baseline_status": r.baseline_status,
+                "current_status": r.current_status,
+            }
+            for r in self.rows
+        ]
+        columns = [*KEY_FIELDS, "metric", "baseline", "current", "delta", "change", "verdict",
+                   "baseline_status", "current_status"]
+        return pd.DataFrame(records, columns=columns)
+
+
+def _index(results: ResultSet, side: str) -> dict[tuple, Result]:
+    out: dict[tuple, Result] = {}
+    for r in results.results:
+        if r.key in out:
+            fix = ("rewrite it with `memprof baseline`, which keeps the last" if side == "baseline"
+                   else "pass each configuration's result once")
+            raise MemprofError(f"the {side} holds configuration {key_label(r.key)!r} twice; {fix}")
+        out[r.key] = r
+    return out
+
+
+def _metric_verdict(base: int | None, cur: int | None, tolerance: float) -> str:
+    if base is None or cur is None:
+        return "unmeasured"
+    if base == 0:
+        return "ok" if cur == 0 else "regression"
+    change = (cur - base) / base
+    if change > tolerance:
+        return "regression"
+    if change < -tolerance:
+        return "improvement"
+    return "ok"
+
+
+def _status_verdict(base: str, cur: str) -> str:
+    if base == "ok":
+        return "failed"
+    if cur == "ok":
+        return "fixed"
+    return f"still {cur}"
+
+
+def _version_warnings(baseline: list[Result], current: list[Result]) -> list[str]:
+    """Libraries whose recorded versions differ between the matched results of the two sides."""
+    warnings = []
+    for lib in VERSIONED:
+        before = sorted({str(r.environment[lib]) for r in baseline if r.environment.get(lib)})
+        after = sorted({str(r.environment[lib]) for r in current if r.environment.get(lib)})
+        if before and after and before != after:
+            warnings.append(
+                f"{lib} {', '.join(before)} in the baseline, {', '.join(after)} now: a version change can move "
+                "the numbers; refresh the baseline if the difference is expected"
+            )
+    return warnings
+
+
+def _setting_warnings(pairs: list[tuple[Result, Result]]) -> list[str]:
+    warnings = []
+    for base, cur in pairs:
+        for name in SETTINGS:
+            a, b = getattr(base, name), getattr(cur, name)
+            if a and b and a != b:
+                warnings.append(f"{key_label(base.key)}: {name} is {a!r} in the baseline and {b!r} now")
+    return warnings
+
+
+def compare(
+    current: ResultSet,
+    baseline: ResultSet,
+    *,
+    tolerance: float = DEFAULT_TOLERANCE,
+    metrics: tuple[str, ...] = DEFAULT_METRICS,
+) -> GateReport:
+    """Compare ``current`` with ``baseline``; see NOTE [ Verdicts ] for what each row says.
+
+    Raises MemprofError when either side is empty, a side holds a configuration twice, the two have
+    no configuration in common, or a metric or the tolerance is invalid.
+    """
+    metrics = parse_metrics(metrics)
+    tolerance = parse_tolerance(tolerance)
+    if not baseline.results:
+        raise MemprofError("the baseline holds no results; write one with `memprof baseline RESULTS --out BASELINE.json`")
+    if not current.results:
+        raise MemprofError("the current results file holds no results; pass the results.json of a finished run")
+    base, cur = _index(baseline, "baseline"), _index(current, "current results")
+    common = [k for k in base if k in cur]
+    if not common:
+        raise MemprofError(
+            f"no configuration in common between the current results ({len(cur)}) and the baseline ({len(base)}): "
+            f"e.g. current {key_label(next(iter(cur)))!r}, baseline {key_label(next(iter(base)))!r}; "
+            "profile the baseline's configurations (same backbone, method, sizes, dtype, engine and target)"
+        )
+    rows = []
+    for key in common:
+        b, c = base[key], cur[key]
+        if b.status != "ok" or c.status != "ok":
+            rows.append(GateRow(key, "status", None, None, _status_verdict(b.status, c.status), b.status, c.status))
+            continue
+        for m in metrics:
+            bv, cv = getattr(b.memory, m), getattr(c.memory, m)
+            rows.append(GateRow(key, m, bv, cv, _metric_verdict(bv, cv, tolerance)))
+    pairs = [(base[k], cur[k]) for k in common]
+    return GateReport(
+        rows=rows,
+        only_baseline=[k for k in base if k not in cur],
+        only_current=[k for k in cur if k not in base],
+        warnings=_version_warnings([b for b, _ in pairs], [c for _, c in pairs]) + _setting_warnings(pairs),
+        tolerance=tolerance,
+        metrics=metrics,
+    )
+
+
+def format_change(row: GateRow) -> str:
+    """``+12.0 MiB (+5.0%)``, ``0 B``, ``+1.00 KiB (from 0)`` or ``-``."""
+    if row.delta is None:
+        return "-"
+    if row.delta == 0:
+        return "0 B"
+    sign = "+" if row.delta > 0 else ""
+    pct = "from 0" if row.change == math.inf else f"{row.change:+.1%}"
+    return f"{sign}{format_bytes(row.delta)} ({pct})"
+
+
+def summary(report: GateReport) -> str:
+    """One line: how many configurations, how many failed, improved, and at which tolerance."""
+    failed = sorted({r.label for r in report.failures})
+    improved = sorted({r.label for r in report.improvements} - set(failed))
+    head = "FAIL" if failed else "PASS"
+    return (
+        f"{head}: {report.compared} configuration(s) x {len(report.metrics)} metric(s) compared at "
+        f"{report.tolerance:.1%} tolerance; {len(failed)} regressed, {len(improved)} improved"
+        + (f", {len(report.only_baseline)} only in the baseline" if report.only_baseline else "")
+        + (f", {len(report.only_current)} only in the current results" if report.only_current else "")
+    )
+
+
+_MD_VERDICT = {"regression": "❌ regression", "failed": "❌ failed", "improvement": "🟢 improvement",
+               "fixed": "🟢 fixed", "ok": "✅ ok", "unmeasured": "➖ unmeasured"}
+
+
+def _md_value(value: int | None, status: str) -> str:
+    return format_bytes(value) if value is not None else status
+
+
+def _md_table(rows: list[GateRow]) -> list[str]:
+    lines = ["| configuration | metric | baseline | current | change | verdict |", "|---|---|---:|---:|---:|---|"]
+    for r in rows:
+        lines.append(
+            f"| `{r.label}` | {r.metric} | {_md_value(r.baseline, r.baseline_status)} | "
+            f"{_md_value(r.current, r.current_status)} | {format_change(r)} | {_MD_VERDICT.get(r.verdict, r.verdict)} |"
+        )
+    return lines
+
+
+def markdown(report: GateReport, *, update_command: str = "") -> str:
+    """The report as GitHub-flavoured Markdown: summary, what changed, then every row folded away."""
+    lines = ["## memprof memory gate", "", f"**{summary(report)}**", ""]
+    for w in report.warnings:
+        lines.append(f"> ⚠️ {w}")
+    if report.warnings:
+        lines.append("")
+    changed = [r for r in report.rows if r.verdict not in ("ok", "unmeasured")]
+    if changed:
+        lines += ["### Changes beyond the tolerance", "", *_md_table(changed), ""]
+    if report.improvements and update_command:
+        lines += [f"To accept the improvements, update the baseline: `{update_command}`", ""]
+    for title, keys in (("Only in the baseline", report.only_baseline), ("Only in the current results", report.only_current)):
+        if keys:
+            lines += [f"### {title}", "", *(f"- `{key_label(k)}`" for k in keys), ""]
+    lines += ["<details><summary>All comparisons</summary>", "", *_md_table(report.rows), "", "</details>", ""]
+    return "\n".join(lines)
+
+
+def _results_path(source: str | Path) -> Path:
+    path = Path(source)
+    if path.is_dir():
+        if not (path / "results.json").is_file():
+            raise MemprofError(
+                f"folder {str(path)!r} holds no results.json; pass a results.json, a folder with one, or a result JSON"
+            )
+        return path / "results.json"
+    return path
+
+
+def load_sources(sources: str | Path | list[str | Path]) -> ResultSet:
+    """Results from one or more sources, concatenated in order: each a results.json, a folder holding
+    one (a ``memprof compare`` output folder) or a single result JSON. One source keeps its command
+    and options; several give their commands joined by `` && `` and ``options = {"sources": [...]}``."""
+    paths = [_results_path(s) for s in (sources if isinstance(sources, (list, tuple)) else [sources])]
+    if not paths:
+        raise MemprofError("no results file given; pass a results.json, a folder holding one, or a result JSON")
+    sets = [load_results(p) for p in paths]
+    results = [r for rs in sets for r in rs.results]
+    if len(sets) == 1:
+        return ResultSet(results=results, command=sets[0].command, options=dict(sets[0].options))
+    commands = list(dict.fromkeys(rs.command for rs in sets if rs.command))
+    return ResultSet(results=results, command=" && ".join(commands), options={"sources": [rs.options for rs in sets]})
+
+
+def make_baseline(sources: str | Path | list[str | Path], *, keep_layers: bool = False) -> ResultSet:
+    """The baseline to commit from ``sources`` (see ``load_sources``).
+
+    Per-layer tables are dropped unless ``keep_layers`` (the gate compares totals; the file stays
+    small enough to review). A configuration present twice keeps its last result.
+    """
+    rs = load_sources(sources)
+    if not rs.results:
+        raise MemprofError("the results given hold no results; run the sweep or profile first")
+    by_key: dict[tuple, Result] = {}
+    for r in rs.results:
+        by_key.pop(r.key, None)
+        by_key[r.key] = r if keep_layers else replace(r, layers=empty_layers())
+    return ResultSet(
+        results=list(by_key.values()),
+        command=rs.command,
+        options={**rs.options, "baseline_layers": "kept" if keep_layers else "stripped"},
+    )
+
+
+def refresh_summary(new: ResultSet, old: ResultSet | None, out: str | Path) -> str:
+    """One line: what was written, and how it differs from the baseline it replaced."""
+    head = f"wrote {len(new.results)} configuration(s) to {out}"
+    if old is None:
+        return head
+    before = {r.key: (r.status, asdict(r.memory)) for r in old.results}
+    after = {r.key: (r.status, asdict(r.memory)) for r in new.results}
+    added = sum(k not in before for k in after)
+    removed = sum(k not in after for k in before)
+    changed = sum(k in before and before[k] != v for k, v in after.items())
+    same = len(after) - added - changed
+    return f"{head}; against the previous baseline: {added} added, {removed} removed, {changed} changed, {same} unchanged"

@@ -1,0 +1,79 @@
+"""Which category a saved tensor belongs to, from the autograd node (operator) that saved it.
+
+A node's ``name()`` is the backward class PyTorch generates for the operator (``AddmmBackward0``
+for ``nn.Linear``'s ``addmm``, ``NativeLayerNormBackward0`` for LayerNorm, ...); custom
+``autograd.Function`` nodes are named after the class (``_ReversibleFunctionBackward``). The
+categories are ``memprof.result.CATEGORIES``.
+
+NOTE [ Dropout on the CPU ]
+On CUDA, ``F.dropout`` runs the fused ``native_dropout`` kernel, whose node saves a boolean mask.
+On the CPU it is ``input * (bernoulli(1 - p) / (1 - p))``: the mask is a float tensor saved by a
+plain ``MulBackward0``. The node name cannot tell it from any other product, so the live tracker
+marks storages written by a random-sampling operator (``bernoulli``) and such a storage is a
+``dropout_mask`` whatever node saved it (``random_mask=True`` below).
+"""
+
+from __future__ import annotations
+
+from memprof.result import CATEGORIES
+
+#: Node name -> category. Names not listed are "other".
+NODE_CATEGORY: dict[str, str] = {
+    # nn.Linear is addmm (with bias) or mm (without) on the flattened input; mv/addmv for 1-D input.
+    **dict.fromkeys(("AddmmBackward0", "MmBackward0", "AddmvBackward0", "MvBackward0", "AddbmmBackward0"),
+                    "linear_input"),
+    # Attention: batched products of Q, K^T, probabilities and V (eager and SDPA's math path), and
+    # the fused SDPA kernels, which save Q, K, V, the output and the log-sum-exp instead.
+    **dict.fromkeys((
+        "BmmBackward0",
+        "BaddbmmBackward0",
+        "ScaledDotProductEfficientAttentionBackward0",
+        "ScaledDotProductFlashAttentionBackward0",
+        "ScaledDotProductFlashAttentionForCpuBackward0",
+        "ScaledDotProductCudnnAttentionBackward0",
+        "ScaledDotProductFusedAttentionOverrideableBackward0",
+    ), "attention_scores"),
+    **dict.fromkeys(("SoftmaxBackward0", "LogSoftmaxBackward0"), "softmax_output"),
+    **dict.fromkeys(("NativeDropoutBackward0", "FusedDropoutBackward0"), "dropout_mask"),
+    **dict.fromkeys((
+        "NativeLayerNormBackward0",
+        "NativeBatchNormBackward0",
+        "CudnnBatchNormBackward0",
+        "NativeGroupNormBackward0",
+        "FusedRmsNormBackward0",
+        "RmsNormBackward0",
+    ), "normalization"),
+    **dict.fromkeys((
+        "GeluBackward0",
+        "ReluBackward0",
+        "TanhBackward0",
+        "SigmoidBackward0",
+        "SiluBackward0",
+        "ThresholdBackward0",
+        "HardtanhBackward0",
+        "EluBackward0",
+        "LeakyReluBackward0",
+        "SoftplusBackward0",
+        "MishBackward0",
+        "HardswishBackward0",
+        "HardsigmoidBackward0",
+        "GluBackward0",
+        "PreluKernelBackward0",
+    ), "activation_fn"),
+    **dict.fromkeys(("EmbeddingBackward0", "EmbeddingBagBackward0", "EmbeddingDenseBackward0"), "embedding"),
+}
+
+assert set(NODE_CATEGORY.values()) <= set(CATEGORIES)
+
+
+def category(node_name: str | None, *, random_mask: bool = False) -> str:
+    """The category of a tensor saved by the node called ``node_name`` (None: node unknown).
+
+    ``random_mask``: the storage was written by a random-sampling operator, i.e. it is a dropout
+    mask (see NOTE [ Dropout on the CPU ]).
+    """
+    if random_mask:
+        return "dropout_mask"
+    if node_name is None:
+        return "other"
+    return NODE_CATEGORY.get(node_name, "other")

@@ -1,0 +1,185 @@
+"""Saved-activation accounting: what the training forward keeps for backward, per module and category.
+
+Mechanism: ``torch.autograd.graph.saved_tensors_hooks``. Its pack hook is called every time an
+operator saves a tensor for backward; here it records the tensor's storage, the innermost module
+running at that moment (``ModuleStack``) and the autograd node doing the saving, then hands the
+tensor back unchanged (detached, as the hook's contract asks). After the forward the records still
+alive are the saved activations.
+
+NOTE [ One storage, one allocation ]
+Records are keyed on the live ``UntypedStorage`` object (``t.untyped_storage()`` returns the same
+Python object for every view of a storage), never on data pointers, which the allocator reuses.
+A weak reference forgets a storage when it dies, so a dead storage's id that Python hands to a new
+one cannot collide. A storage's bytes are counted once however many views of it are saved, and
+whichever node saves it first owns it (module and category). Storages of parameters and buffers,
+frozen or trainable, are never activations (they are ``Memory.parameters``).
+
+NOTE [ Which node saved a tensor ]
+The pack hook is not told which node it runs for, but autograd numbers nodes as it creates them
+(``Node._sequence_nr()``) and packs an operator's tensors right after creating its node, before any
+other node exists. So the node saving a tensor is the one numbered ``_get_sequence_nr() - 1`` at
+pack time. After the forward, one walk of the graph (``next_functions``) from the outputs maps
+numbers to node names; only names and numbers are read, never the saved tensors themselves, so the
+walk neither runs another hook (a checkpoint's unpack hook would recompute the region) nor creates
+a tensor. Inside a non-reentrant checkpoint, torch's own hooks replace these ones (only the
+innermost pair runs): what such a region keeps inside is invisible here. Its inputs are another
+matter: ``torch.utils.checkpoint`` saves them itself (``_CheckpointFrame.save_inputs``, outside its
+hooks), so they are packed here, with no node of their own; the pack hook recognises the caller
+and files them under the checkpointed layer as ``other``. Only what nothing saves -- tensors kept
+as attributes of a ``ctx``, or by Python references -- is ``Memory.unattributed``.
+"""
+
+from __future__ import annotations
+
+import sys
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import pandas as pd
+import torch
+import torch.utils.checkpoint
+
+from memprof.instrument.categories import category
+from memprof.instrument.modules import ModuleStack
+from memprof.result import CATEGORIES, LAYER_COLUMNS, empty_layers
+
+_next_sequence_nr = torch._C._autograd._get_sequence_nr
+#: Code that saves tensors without creating a node (see NOTE [ Which node saved a tensor ]).
+_NODELESS_SAVERS = frozenset({torch.utils.checkpoint.__file__})
+
+
+class _Record:
+    """One saved storage: its bytes, the module and node that saved it first."""
+
+    __slots__ = ("nbytes", "module", "seq", "ref")
+
+    def __init__(self, nbytes: int, module: str, seq: int) -> None:
+        self.nbytes = nbytes
+        self.module = module
+        self.seq = seq
+        self.ref: weakref.ref | None = None
+
+
+@dataclass
+class SavedSummary:
+    """What the forward left saved for backward: unique bytes, per module and category."""
+
+    total: int = 0
+    layers: pd.DataFrame = field(default_factory=empty_layers)
+    #: id() of every saved storage (alive when the summary was taken).
+    storage_ids: frozenset[int] = frozenset()
+
+
+class SavedTensorTracker:
+    """Records every tensor saved for backward while ``recording`` is true.
+
+    Use ``hooks()`` as the context manager around the step; set ``recording`` for the training
+    forward only (saves made in backward, by recomputation, are not the forward's activations).
+    ``exclude`` lists storages that are never activations (parameters, buffers).
+    ``random_mask(storage_id)`` says whether a storage was written by a random-sampling operator
+    (see NOTE [ Dropout on the CPU ] in categories.py).
+    """
+
+    def __init__(
+        self,
+        stack: ModuleStack,
+        exclude: Iterable[torch.UntypedStorage] = (),
+        random_mask: Callable[[int], bool] | None = None,
+    ) -> None:
+        self.stack = stack
+        self.recording = False
+        self.random_mask = random_mask
+        self._exclude = {id(st) for st in exclude}
+        self._exclude_refs = list(exclude)  # keep them alive: their ids must not be reused
+        self._records: dict[int, _Record] = {}
+        self._names: dict[int, str] = {}  # sequence number -> node name
+        self._seen_seq: set[int] = set()
+
+    # -- the hooks -------------------------------------------------------------------------
+
+    def hooks(self) -> torch.autograd.graph.saved_tensors_hooks:
+        return torch.autograd.graph.saved_tensors_hooks(self._pack, _unpack)
+
+    def _pack(self, t: torch.Tensor) -> Any:
+        if self.recording:
+            try:
+                st = t.untyped_storage()
+            except (RuntimeError, NotImplementedError):  # no storage (nested, sparse): not counted
+                return t.detach()
+            sid = id(st)
+            if sid not in self._records and sid not in self._exclude:
+                caller = sys._getframe(1).f_code.co_filename
+                seq = -1 if caller in _NODELESS_SAVERS else _next_sequence_nr() - 1
+                rec = _Record(st.nbytes(), self.stack.current, seq)
+                rec.ref = weakref.ref(st, _forget(self._records, sid, rec))
+                self._records[sid] = rec
+        return t.detach()
+
+    # -- naming nodes ----------------------------------------------------------------------
+
+    def name_nodes(self, roots: Iterable[Any]) -> None:
+        """Walk the autograd graph from ``roots`` (tensors or nodes), learning node names.
+
+        Call it while the graph is whole: at the end of the forward, or as backward starts. It
+        keeps no reference to any node or tensor.
+        """
+        stack = []
+        for root in roots:
+            node = root.grad_fn if isinstance(root, torch.Tensor) else root
+            if node is not None:
+                stack.append(node)
+        names, seen = self._names, self._seen_seq
+        while stack:
+            node = stack.pop()
+            seq = node._sequence_nr()
+            if seq in seen:
+                continue
+            seen.add(seq)
+            names[seq] = node.name()
+            for nxt, _ in node.next_functions:
+                if nxt is not None:
+                    stack.append(nxt)
+        stack.clear()
+
+    # -- the result ------------------------------------------------------------------------
+
+    def summary(self) -> SavedSummary:
+        """Saved storages alive now, grouped by module (first-saved order) and category."""
+        rows: dict[str, dict[str, int]] = {}
+        total = 0
+        alive = []
+        for sid, rec in list(self._records.items()):
+            if rec.ref is None or rec.ref() is None:
+                continue
+            alive.append(sid)
+            cat = category(self._names.get(rec.seq), random_mask=bool(self.random_mask and self.random_mask(sid)))
+            row = rows.get(rec.module)
+            if row is None:
+                row = rows[rec.module] = dict.fromkeys(CATEGORIES, 0)
+            row[cat] += rec.nbytes
+            total += rec.nbytes
+        if not rows:
+            return SavedSummary(storage_ids=frozenset(alive))
+        frame = pd.DataFrame(
+            [{"module": m, "saved_bytes": sum(c.values()), **c} for m, c in rows.items()], columns=list(LAYER_COLUMNS)
+        ).astype({c: "int64" for c in LAYER_COLUMNS[1:]})
+        return SavedSummary(total=total, layers=frame, storage_ids=frozenset(alive))
+
+    def clear(self) -> None:
+        self._records.clear()
+        self._names.clear()
+        self._seen_seq.clear()
+        self._exclude_refs.clear()
+
+
+def _unpack(t: torch.Tensor) -> torch.Tensor:
+    return t
+
+
+def _forget(records: dict[int, _Record], sid: int, rec: _Record) -> Callable[[weakref.ref], None]:
+    def callback(_ref: weakref.ref) -> None:
+        if records.get(sid) is rec:
+            del records[sid]
+
+    return callback

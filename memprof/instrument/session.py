@@ -1,0 +1,287 @@
+"""One instrumented training step: saved-tensor hooks, the live-storage tracker and module hooks
+together, with the phase marks that join them; and ``track``, the same around a user's own step.
+
+The engines drive the phases themselves (``begin_forward`` ... ``end``). ``track`` finds them:
+the forward starts on entering the block (the root module's forward pre-hook records the batch),
+backward starts at the first operator run inside an autograd graph task, and the optimizer phase
+is bracketed by ``Optimizer.register_step_pre_hook`` / ``register_step_post_hook``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import pandas as pd
+import torch
+from torch import nn
+
+from memprof.instrument.live import LiveSummary, LiveTracker
+from memprof.instrument.modules import ModuleStack
+from memprof.instrument.saved import SavedSummary, SavedTensorTracker
+from memprof.result import Memory, Result, empty_layers
+
+
+def tensors_in(obj: Any, _depth: int = 0) -> Iterator[torch.Tensor]:
+    """Every tensor in a nested structure of tuples, lists, dicts and HF ModelOutputs."""
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif _depth > 6:
+        return
+    elif isinstance(obj, Mapping):
+        for v in obj.values():
+            yield from tensors_in(v, _depth + 1)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from tensors_in(v, _depth + 1)
+
+
+@dataclass
+class Measurement:
+    """What one instrumented step measured."""
+
+    memory: Memory
+    layers: pd.DataFrame
+    saved: SavedSummary
+    live: LiveSummary
+
+
+class Instrument:
+    """Instrumentation of one training step of ``model`` (with ``optimizer``, optional).
+
+    Use as a context manager around the whole step and call ``begin_forward``,
+    ``begin_backward``, ``begin_optimizer`` and ``end`` at the phase boundaries (or let ``track``
+    do it). ``measurement`` is filled on exit.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *, auto: bool = False) -> None:
+        self.model = model
+        self.optimizer = optimizer
+        self.live = LiveTracker(on_backward=self._auto_backward if auto else None)
+        self.stack = ModuleStack(model, on_outer=self.live.module_call)
+        self.saved: SavedTensorTracker | None = None
+        self.measurement: Measurement | None = None
+        self._saved_summary: SavedSummary | None = None
+        self._saved_keys: set[int] = set()
+        self._grad_keys: set[int] = set()
+        self._exit = contextlib.ExitStack()
+        self._auto = auto
+        #: (batch size, sequence length) of the first 2-D input the model saw; (0, 0) if none
+        self.batch_shape: tuple[int, int] = (0, 0)
+
+    # -- entering and leaving --------------------------------------------------------------
+
+    def __enter__(self) -> "Instrument":
+        stores = []
+        for t in [*self.model.parameters(), *self.model.buffers()]:
+            self.live.register(t, "parameters")
+            stores.append(t.untyped_storage())
+        if self.optimizer is not None:
+            for t in _optimizer_tensors(self.optimizer):
+                self.live.register(t, "optimizer_state")
+        self.saved = SavedTensorTracker(self.stack, exclude=stores, random_mask=self.live.is_random)
+        ex = self._exit
+        try:
+            ex.enter_context(self.stack)
+            ex.callback(self._root_hooks())
+            if self.optimizer is not None and self._auto:
+                ex.callback(self._optimizer_hooks())
+            ex.enter_context(self.saved.hooks())
+            ex.enter_context(self.live)
+        except BaseException:
+            ex.close()
+            raise
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                if self.live.phase in ("", "forward"):
+                    self.begin_backward()
+                if self.live.phase == "backward":
+                    self._collect_gradients()
+        finally:
+            self._exit.close()
+        if exc_type is None:
+            self.measurement = self._measure()
+        self.saved.clear()
+
+    # -- phases ----------------------------------------------------------------------------
+
+    def begin_forward(self, batch: Any = None) -> None:
+        """The training forward starts; ``batch`` (any nesting of tensors) counts as activations."""
+        self._register_batch(batch)
+        self.live.begin("forward")
+        self.saved.recording = True
+
+    def _register_batch(self, batch: Any) -> None:
+        for t in tensors_in(batch):
+            self.live.register(t, "activations")
+            if self.batch_shape == (0, 0) and t.dim() >= 2:
+                self.batch_shape = (int(t.shape[0]), int(t.shape[1]))
+
+    def begin_backward(self, roots: Any = None) -> None:
+        """The forward is over (``roots``: its outputs or loss, to name the graph's nodes)."""
+        if self.live.phase == "":
+            self.begin_forward()
+        self.saved.recording = False
+        if roots is not None:
+            self.saved.name_nodes(tensors_in(roots))
+        self._saved_summary = self.saved.summary()
+        self._saved_keys = self.live.keys_of_storages(self._saved_summary.storage_ids)
+        self.live.begin("backward")
+
+    def begin_optimizer(self) -> None:
+        if self.live.phase in ("", "forward"):
+            self.begin_backward()
+        self._collect_gradients()
+        self.live.begin("optimizer")
+
+    def end(self) -> None:
+        self.live.begin("end")
+
+    def _collect_gradients(self) -> None:
+        for p in self.model.parameters():
+            if p.grad is not None:
+                key = self.live.key_of(p.grad)
+                if key is not None:
+                    self._grad_keys.add(key)
+
+    def _auto_backward(self) -> None:
+        node = torch._C._current_autograd_node()
+        self.begin_backward([node] if node is not None else None)
+
+    # -- hooks ---------------------------------------------------------------------------------
+
+    def _root_hooks(self):
+        def pre(module, args, kwargs):
+            if self.live.phase == "forward":
+                self._register_batch((args, kwargs))
+
+        def post(module, args, kwargs, output):
+            if self.live.phase == "forward":
+                self.saved.name_nodes(tensors_in(output))
+
+        h1 = self.model.register_forward_pre_hook(pre, with_kwargs=True, prepend=True)
+        h2 = self.model.register_forward_hook(post, with_kwargs=True)
+
+        def remove():
+            h1.remove()
+            h2.remove()
+
+        return remove
+
+    def _optimizer_hooks(self):
+        h1 = self.optimizer.register_step_pre_hook(lambda opt, args, kwargs: self.begin_optimizer())
+        h2 = self.optimizer.register_step_post_hook(lambda opt, args, kwargs: self.end())
+
+        def remove():
+            h1.remove()
+            h2.remove()
+
+        return remove
+
+    # -- the measurement -------------------------------------------------------------------
+
+    def _measure(self) -> Measurement:
+        live = self.live
+        opt_keys: set[int] = set()
+        if self.optimizer is not None:
+            for t in _optimizer_tensors(self.optimizer):
+                key = live.key_of(t)
+                if key is not None:
+                    opt_keys.add(key)
+        live.close()
+        kinds = live.classify(self._grad_keys, opt_keys)
+        summary = live.replay(kinds, self._saved_keys)
+        saved = self._saved_summary or SavedSummary()
+        memory = Memory(
+            parameters=summary.parameters,
+            gradients=summary.gradients,
+            optimizer_state=summary.optimizer_state,
+            saved_activations=saved.total,
+            peak_activations=summary.peak_activations,
+            temporaries=summary.temporaries,
+            peak=summary.peak,
+            unattributed=summary.unattributed,
+            activations_at_peak=summary.activations_at_peak,
+        )
+        layers = saved.layers if len(saved.layers) else empty_layers()
+        return Measurement(memory, layers, saved, summary)
+
+
+def _attn_config(model: nn.Module) -> str | None:
+    config = getattr(model, "config", None)
+    return getattr(config, "_attn_implementation", None) if config is not None else None
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> Iterator[torch.Tensor]:
+    for state in optimizer.state.values():
+        yield from tensors_in(state)
+
+
+class Tracker:
+    """What ``memprof.track`` yields; ``result`` is filled when the block ends."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None, name: str) -> None:
+        self.model = model
+        self.optimizer = optimizer
+        self.name = name
+        self.result: Result | None = None
+        self.measurement: Measurement | None = None
+
+
+@contextlib.contextmanager
+def track(model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *, name: str = "custom") -> Iterator[Tracker]:
+    """Profile one training step of your own model, batch and loop.
+
+    The block should run one forward, one backward and (optionally) one ``optimizer.step()``::
+
+        with memprof.track(model, opt) as prof:
+            loss = model(**batch).loss
+            loss.backward()
+            opt.step()
+        prof.result.memory.saved_activations, prof.result.layers
+
+    The phases are found without help: the forward starts with the block (the root module's
+    inputs count as activations, as does anything made in the block and still alive when
+    backward starts), backward starts with the first operator autograd runs, the optimizer phase
+    is ``optimizer.step()``. ``prof.result`` is a ``memprof.Result`` (engine
+    ``"track"``, status ``"ok"``); an exception in the block propagates and leaves it None.
+
+    Note: only real tensors are expected (cpu or cuda); the saved-tensor figure is the first
+    forward's, and a checkpointed region's tensors appear as ``memory.unattributed``.
+    """
+    from memprof.engines.common import attention_name
+    from memprof.engines.kernels import KernelModel
+    from memprof.methods import count_params
+    from memprof.result import environment
+
+    tracker = Tracker(model, optimizer, name)
+    inst = Instrument(model, optimizer, auto=True)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    kernels = KernelModel(device.type, observe=True)
+    with kernels, inst:
+        inst.begin_forward()
+        yield tracker
+    m = inst.measurement
+    tracker.measurement = m
+    trainable, total = count_params(model)
+    dtype = next((p.dtype for p in model.parameters()), torch.float32)
+    tracker.result = Result(
+        backbone=name,
+        method="custom",
+        engine="track",
+        target=device.type,
+        dtype=str(dtype).replace("torch.", ""),
+        attn_implementation=attention_name(kernels.choices, _attn_config(model)),
+        seq_len=inst.batch_shape[1],
+        batch_size=inst.batch_shape[0],
+        trainable_params=trainable,
+        total_params=total,
+        memory=m.memory,
+        layers=m.layers,
+        environment=environment(str(device)),
+    )

@@ -1,0 +1,48 @@
+"""Reporters: turn a saved ResultSet into tables, plots, an HTML page and a Markdown summary.
+
+They read only ``memprof.result`` objects and never run a model (memray's shape: each reporter
+has functions returning plain data, which tests assert exactly, and a ``render``).
+
+    table.py     results.csv, layers.csv and the summary table shared by every view
+    plots.py     the PNG plots (matplotlib Agg)
+    html.py      report.html, self-contained
+    markdown.py  summary.md
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from memprof.errors import MemprofError
+from memprof.result import ResultSet
+
+RESULTS_FILE = "results.json"
+REPORT_FILE = "report.html"
+SUMMARY_FILE = "summary.md"
+
+
+def prepare_out_dir(out_dir: str | Path) -> Path:
+    """Create the output folder (parents too); MemprofError when it, or a parent, is a file."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise MemprofError(f"output directory {str(out)!r} is a file; pass --out with a folder path (new or existing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise MemprofError(
+            f"output directory {str(out)!r} cannot be created because part of its path is a file; pass another --out"
+        ) from None
+    return out
+
+
+def render_all(rs: ResultSet, out_dir: str | Path) -> dict[str, Path]:
+    """Write every view of ``rs`` into ``out_dir`` (created if missing); returns {file name: path}."""
+    from memprof.reporters import html, markdown, plots, table
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = table.render(rs, out)
+    paths.update(plots.render(rs, out))
+    paths[REPORT_FILE] = html.render(rs, out / REPORT_FILE, image_dir=out)
+    paths[SUMMARY_FILE] = markdown.render(rs, out / SUMMARY_FILE)
+    return paths

@@ -1,0 +1,212 @@
+"""Tables: the flat ``results.csv`` and ``layers.csv``, and the summary table every view shares.
+
+Each function turns a ResultSet into a plain DataFrame (tests assert it exactly); ``render`` writes
+the CSV files; ``summary_cells`` formats the summary for the Markdown, HTML and terminal views.
+Byte counts stay integers here; units are chosen only when formatting.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import fields
+from pathlib import Path
+
+import pandas as pd
+
+from memprof.result import CATEGORIES, Memory, Result, ResultSet
+
+MIB = 1024**2
+GIB = 1024**3
+
+ID_COLUMNS = ("backbone", "method", "task", "engine", "target", "dtype", "attn_implementation", "seq_len", "batch_size")
+MEMORY_COLUMNS = tuple(f.name for f in fields(Memory))
+#: The memory columns the summary shows; the reduction against ft is computed for each of these.
+SUMMARY_MEMORY = ("saved_activations", "peak_activations", "peak")
+REDUCED = ("peak_activations", "peak")
+SUMMARY_COLUMNS = (
+    "backbone", "engine", "target", "dtype", "method", "seq_len", "batch_size", "status", "trainable_params",
+    *SUMMARY_MEMORY, *(f"{c}_reduction_pct" for c in REDUCED), "message",
+)
+
+
+def method_order(rs: ResultSet) -> list[str]:
+    """Methods in the order the sweep listed them, then any others in order of appearance."""
+    order = [m for m in rs.options.get("methods", []) if isinstance(m, str)]
+    for r in rs.results:
+        if r.method not in order:
+            order.append(r.method)
+    return order
+
+
+def _sorted(rs: ResultSet) -> list[Result]:
+    rank = {m: i for i, m in enumerate(method_order(rs))}
+    return sorted(rs.results, key=lambda r: (r.backbone, r.dtype, r.engine, r.target, r.seq_len, r.batch_size,
+                                             rank[r.method]))
+
+
+def results_frame(rs: ResultSet) -> pd.DataFrame:
+    """``results.csv``: one row per result, in file order, with flat memory columns (bytes)."""
+    rows = []
+    for r in rs.results:
+        row = {c: getattr(r, c) for c in ID_COLUMNS}
+        row.update(status=r.status, message=r.message, trainable_params=r.trainable_params, total_params=r.total_params)
+        row.update({c: getattr(r.memory, c) for c in MEMORY_COLUMNS})
+        row["step_time_s"] = r.step_time_s
+        rows.append(row)
+    columns = [*ID_COLUMNS, "status", "message", "trainable_params", "total_params", *MEMORY_COLUMNS, "step_time_s"]
+    frame = pd.DataFrame(rows, columns=columns)
+    nullable = [c for c in MEMORY_COLUMNS if c.startswith(("cuda_", "nvml_"))]
+    return frame.astype({c: "Int64" for c in nullable}).astype({"step_time_s": "Float64"})
+
+
+def layers_table(rs: ResultSet) -> pd.DataFrame:
+    """``layers.csv``: per-module saved bytes (total and by category) of every configuration."""
+    keys = ("backbone", "method", "engine", "target", "dtype", "seq_len", "batch_size")
+    parts = []
+    for r in rs.results:
+        if r.layers.empty:
+            continue
+        part = r.layers.copy()
+        for i, k in enumerate(keys):
+            part.insert(i, k, getattr(r, k))
+        parts.append(part)
+    columns = [*keys, "module", "saved_bytes", *CATEGORIES]
+    if not parts:
+        return pd.DataFrame({c: pd.Series(dtype="object") for c in columns})
+    return pd.concat(parts, ignore_index=True)[columns]
+
+
+def reduction_pct(value: int, baseline: int) -> float:
+    """How much smaller ``value`` is than ``baseline``, in percent (negative: larger)."""
+    if not baseline:
+        return math.nan
+    return 100.0 * (baseline - value) / baseline
+
+
+def summary_frame(rs: ResultSet) -> pd.DataFrame:
+    """The summary table: one row per configuration, grouped by (sequence length, batch size), with
+    each method's reduction against ``ft`` at the same configuration (NaN without an ok ft result).
+    Memory of configurations that did not finish is NA."""
+    def base_key(r: Result) -> tuple:
+        return (r.backbone, r.seq_len, r.batch_size, r.dtype, r.engine, r.target)
+
+    ft = {base_key(r): r for r in rs.results if r.method == "ft" and r.status == "ok"}
+    rows = []
+    for r in _sorted(rs):
+        ok = r.status == "ok"
+        row = {c: getattr(r, c) for c in SUMMARY_COLUMNS[:8]}  # backbone ... status
+        row["trainable_params"] = r.trainable_params if ok else None
+        row.update({c: getattr(r.memory, c) if ok else None for c in SUMMARY_MEMORY})
+        base = ft.get(base_key(r))
+        for c in REDUCED:
+            row[f"{c}_reduction_pct"] = (
+                reduction_pct(getattr(r.memory, c), getattr(base.memory, c)) if ok and base is not None else math.nan
+            )
+        row["message"] = r.message
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+    return frame.astype({c: "Int64" for c in ("trainable_params", *SUMMARY_MEMORY)}).astype(
+        {f"{c}_reduction_pct": "float64" for c in REDUCED}
+    )
+
+
+def largest_config(rs: ResultSet) -> tuple[int, int] | None:
+    """(seq_len, batch_size) of the largest configuration with an ok result: most tokens, then
+    the longest sequence; None if nothing finished."""
+    ok = [(r.seq_len * r.batch_size, r.seq_len, r.batch_size) for r in rs.results if r.status == "ok"]
+    if not ok:
+        return None
+    _, seq, batch = max(ok)
+    return seq, batch
+
+
+def headline_frame(rs: ResultSet) -> pd.DataFrame:
+    """The summary's rows at the largest configuration: one per method."""
+    frame = summary_frame(rs)
+    largest = largest_config(rs)
+    if largest is None:
+        return frame.iloc[0:0]
+    seq, batch = largest
+    return frame[(frame.seq_len == seq) & (frame.batch_size == batch)].reset_index(drop=True)
+
+
+def render(rs: ResultSet, out_dir: str | Path) -> dict[str, Path]:
+    """Write ``results.csv`` and ``layers.csv`` into ``out_dir``."""
+    out = Path(out_dir)
+    paths = {"results.csv": out / "results.csv", "layers.csv": out / "layers.csv"}
+    results_frame(rs).to_csv(paths["results.csv"], index=False)
+    layers_table(rs).to_csv(paths["layers.csv"], index=False)
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------
+# Formatting, shared by the Markdown, HTML and terminal views
+
+
+def unit_for(max_bytes: float) -> tuple[str, int]:
+    """GiB when the largest value is at least 1 GiB, MiB otherwise."""
+    return ("GiB", GIB) if max_bytes >= GIB else ("MiB", MIB)
+
+
+def fmt_bytes(value, divisor: int) -> str:
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return f"{value / divisor:,.2f}" if divisor == GIB else f"{value / divisor:,.1f}"
+
+
+def fmt_pct(value) -> str:
+    if value is None or value is pd.NA or math.isnan(value):
+        return "—"
+    return f"{value:.1f}"
+
+
+def fmt_params(value) -> str:
+    if value is None or value is pd.NA:
+        return "—"
+    return f"{value / 1e6:,.2f} M"
+
+
+def summary_cells(frame: pd.DataFrame, *, per_config: bool = True) -> tuple[list[str], list[list[str]]]:
+    """Headers and formatted cells of a summary (or headline) frame; each memory column in its own
+    unit (MiB or GiB, by that column's largest value), named in its header.
+
+    ``per_config`` adds the sequence length and batch size columns (the full table).
+    """
+    units = {c: unit_for(max(frame[c].dropna().tolist(), default=0)) for c in SUMMARY_MEMORY}
+    headers = ["method"]
+    if per_config:
+        headers += ["seq len", "batch"]
+    headers += ["status", "trainable params"]
+    headers += [f"{c.replace('_', ' ')} ({units[c][0]})" for c in SUMMARY_MEMORY]
+    headers += [f"{c.replace('_', ' ')} reduction vs ft (%)" for c in REDUCED]
+    rows = []
+    for rec in frame.to_dict("records"):
+        row = [rec["method"]]
+        if per_config:
+            row += [str(rec["seq_len"]), str(rec["batch_size"])]
+        row.append(rec["status"] if rec["status"] == "ok" else f"{rec['status']}: {rec['message']}".rstrip(": "))
+        row += [fmt_params(rec["trainable_params"]), *(fmt_bytes(rec[c], units[c][1]) for c in SUMMARY_MEMORY)]
+        row += [fmt_pct(rec[f"{c}_reduction_pct"]) for c in REDUCED]
+        rows.append(row)
+    return headers, rows
+
+
+#: Columns of ``summary_cells`` holding text (left-aligned); the others are numbers.
+TEXT_HEADERS = ("method", "status")
+
+
+def describe(rs: ResultSet) -> dict[str, str]:
+    """What the results were measured with: backbone, engine, target, dtype, attention (each value
+    listed once; several only when the file mixes sweeps)."""
+    def values(attr: str) -> str:
+        seen: list[str] = []
+        for r in rs.results:
+            v = str(getattr(r, attr))
+            if v not in seen:
+                seen.append(v)
+        return ", ".join(seen) if seen else str(rs.options.get(attr, "") or "")
+
+    return {
+        "backbone": values("backbone"), "engine": values("engine"), "target": values("target"),
+        "dtype": values("dtype"), "attention": values("attn_implementation"), "task": values("task"),
+    }

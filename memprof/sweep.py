@@ -1,0 +1,469 @@
+"""The ``compare`` grid: every (method, sequence length, batch size) of one backbone, profiled in turn.
+
+The sweep only runs configurations and records Results; the reporters turn the saved
+``results.json`` into tables and plots afterwards. NOTE [Robust sweeps]: the ResultSet is written
+atomically (``result.write_json``) after every configuration, so a crash or Ctrl-C at any moment
+leaves a valid, partial ``results.json``; a configuration that fails or runs out of memory is
+recorded as a Result with status ``"error"`` / ``"oom"`` and the sweep goes on; ``resume`` skips
+every configuration whose key is already in the file. Results are kept in grid order, so an
+interrupted-then-resumed sweep writes the same file as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from memprof import methods as method_registry
+from memprof.config import ProfileConfig
+from memprof.errors import MemprofError
+from memprof.reporters import RESULTS_FILE, prepare_out_dir
+from memprof.result import Result, ResultSet, load_results, write_json
+
+#: run(config, cache) -> Result; memprof.engines.run has this shape.
+RunFn = Callable[[ProfileConfig, Any], Result]
+
+DEFAULTS: dict[str, Any] = {
+    "backbone": "bart-large",
+    "methods": ["ft", "lora", "meft"],
+    "seq_lens": [128, 256, 512],
+    "batch_sizes": [8, 16, 32],
+    "engine": "fake",
+    "target": None,
+    "dtype": "fp32",
+    "attn": "sdpa",
+    "task": None,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing the comma-separated lists the CLI takes
+
+
+def parse_methods(text: str) -> list[str]:
+    """``"ft,lora,meft"`` -> ``["ft", "lora", "meft"]``: non-empty, no duplicates, all registered."""
+    names = [part.strip() for part in text.split(",")]
+    if not text.strip() or any(not n for n in names):
+        raise MemprofError(
+            f"method list {text!r} is empty or has an empty entry; pass comma-separated names, e.g. --methods ft,lora"
+        )
+    _check_methods(names)
+    return names
+
+
+def parse_ints(text: str, what: str, flag: str) -> list[int]:
+    """``"128,256"`` -> ``[128, 256]``: whole numbers of at least 1, no duplicates."""
+    parts = [part.strip() for part in text.split(",")]
+    if not text.strip() or any(not p for p in parts):
+        raise MemprofError(f"{what} list {text!r} is empty or has an empty entry; pass e.g. {flag} 128,256")
+    values = []
+    for part in parts:
+        try:
+            value = int(part)
+        except ValueError:
+            raise MemprofError(
+                f"{what} {part!r} in {flag} {text!r} is not a whole number; pass e.g. {flag} 128,256"
+            ) from None
+        values.append(value)
+    _check_ints(values, what, flag)
+    return values
+
+
+def _check_methods(names: list[str]) -> None:
+    if not names:
+        raise MemprofError("method list is empty; pass at least one, e.g. --methods ft,lora")
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise MemprofError(f"method {name!r} is listed twice in --methods; list each method once")
+        seen.add(name)
+        method_registry.get(name)
+
+
+def _check_ints(values: list[int], what: str, flag: str) -> None:
+    if not values:
+        raise MemprofError(f"{what} list is empty; pass at least one, e.g. {flag} 128")
+    seen: set[int] = set()
+    for value in values:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise MemprofError(f"{what} {value!r} in {flag} must be a whole number of at least 1; pass e.g. {flag} 128")
+        if value in seen:
+            raise MemprofError(f"{what} {value} is listed twice in {flag}; list each value once")
+        seen.add(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# The grid
+
+
+@dataclass
+class Grid:
+    """What ``memprof compare`` sweeps: the product methods x sequence lengths x batch sizes.
+
+    Validated on construction; ``configs()`` builds (and so validates) every ProfileConfig before
+    anything runs, so bad input fails at once instead of after an hour of profiling.
+    """
+
+    backbone: str = DEFAULTS["backbone"]
+    methods: list[str] = field(default_factory=lambda: list(DEFAULTS["methods"]))
+    seq_lens: list[int] = field(default_factory=lambda: list(DEFAULTS["seq_lens"]))
+    batch_sizes: list[int] = field(default_factory=lambda: list(DEFAULTS["batch_sizes"]))
+    engine: str = DEFAULTS["engine"]
+    target: str | None = DEFAULTS["target"]
+    dtype: str = DEFAULTS["dtype"]
+    attn: str = DEFAULTS["attn"]
+    task: str | None = DEFAULTS["task"]
+
+    def __post_init__(self) -> None:
+        self.methods = list(self.methods)
+        self.seq_lens = list(self.seq_lens)
+        self.batch_sizes = list(self.batch_sizes)
+        _check_methods(self.methods)
+        _check_ints(self.seq_lens, "sequence length", "--seq-lens")
+        _check_ints(self.batch_sizes, "batch size", "--batch-sizes")
+        # Resolve target and task once, the way ProfileConfig does; ``backbone`` stays as given (a
+        # config path must stay a path), ``name`` is what results call it.
+        first = self._config(self.methods[0], max(self.seq_lens), self.batch_sizes[0])
+        self.name, self.target, self.task = first.backbone, first.target, first.task
+
+    def _config(self, method: str, seq_len: int, batch_size: int) -> ProfileConfig:
+        return ProfileConfig(
+            backbone=self.backbone, method=method, seq_len=seq_len, batch_size=batch_size, engine=self.engine,
+            target=self.target, dtype=self.dtype, attn=self.attn, task=self.task,
+        )
+
+    def configs(self) -> list[ProfileConfig]:
+        """Every configuration, method-major (so a model cache holds one method's model at a time)."""
+        return [self._config(m, s, b) for m in self.methods for b in self.batch_sizes for s in self.seq_lens]
+
+    def options(self) -> dict[str, Any]:
+        return {
+            "backbone": self.backbone, "methods": list(self.methods), "seq_lens": list(self.seq_lens),
+            "batch_sizes": list(self.batch_sizes), "engine": self.engine, "target": self.target,
+            "dtype": self.dtype, "attn": self.attn, "task": self.task,
+        }
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> "Grid":
+        known = {k: options[k] for k in DEFAULTS if k in options}
+        return cls(**known)
+
+    def command(self) -> str:
+        """The exact command line that reproduces this grid."""
+        parts = [
+            "memprof compare", f"--backbone {shlex.quote(self.backbone)}", f"--methods {','.join(self.methods)}",
+            f"--seq-lens {','.join(map(str, self.seq_lens))}", f"--batch-sizes {','.join(map(str, self.batch_sizes))}",
+            f"--engine {self.engine}", f"--target {self.target}", f"--dtype {self.dtype}", f"--attn {self.attn}",
+        ]
+        if self.task:
+            parts.append(f"--task {self.task}")
+        return " ".join(parts)
+
+
+def config_key(config: ProfileConfig) -> tuple:
+    """The key a Result of this configuration will have (``Result.key``)."""
+    return (config.backbone, config.method, config.seq_len, config.batch_size, config.dtype, config.engine, config.target)
+
+
+# ---------------------------------------------------------------------------------------------
+# Output folders
+
+
+def default_out_dir(backbone: str, root: str | Path = "reports", now: datetime | None = None) -> Path:
+    """``reports/<backbone>-<YYYYmmdd-HHMMSS>``, with ``-2``, ``-3``... if that folder exists."""
+    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", backbone).strip("-.") or "backbone"
+    base = Path(root) / f"{safe}-{stamp}"
+    out, n = base, 1
+    while out.exists():
+        n += 1
+        out = base.with_name(f"{base.name}-{n}")
+    return out
+
+
+def point_latest(out_dir: Path) -> Path:
+    """Make ``<parent>/latest`` point at ``out_dir``: a relative symlink, or, where symlinks fail,
+    a small file holding the folder's name. A real folder named ``latest`` is left alone."""
+    latest = out_dir.parent / "latest"
+    if latest.is_dir() and not latest.is_symlink():
+        return latest
+    tmp = latest.with_name(f".latest.{os.getpid()}.tmp")
+    try:
+        if tmp.is_symlink() or tmp.exists():
+            tmp.unlink()
+        os.symlink(out_dir.name, tmp, target_is_directory=True)
+        os.replace(tmp, latest)
+    except OSError:
+        if tmp.is_symlink():
+            tmp.unlink()
+        tmp.write_text(out_dir.name + "\n")
+        os.replace(tmp, latest)
+    return latest
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+
+
+class Progress(Protocol):
+    """What the sweep reports as it goes (the CLI draws a rich progress bar from it)."""
+
+    def start(self, total: int, done: int) -> None: ...
+    def begin(self, config: ProfileConfig) -> None: ...
+    def end(self, config: ProfileConfig, result: Result) -> None: ...
+
+
+class _NoProgress:
+    def start(self, total: int, done: int) -> None:
+        pass
+
+    def begin(self, config: ProfileConfig) -> None:
+        pass
+
+    def end(self, config: ProfileConfig, result: Result) -> None:
+        pass
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a sweep; ``results.json`` in ``out_dir`` holds the ``done`` finished results."""
+
+    def __init__(self, out_dir: Path, done: int, total: int) -> None:
+        super().__init__(f"interrupted after {done} of {total} configurations")
+        self.out_dir, self.done, self.total = out_dir, done, total
+
+
+def default_runner() -> tuple[RunFn, Any]:
+    """The real profiler and a fresh model cache: ``memprof.engines.run`` and ``engines.ModelCache()``
+    (each model is built once per method and reused across sequence lengths and batch sizes)."""
+    try:
+        from memprof import engines
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("memprof.engines"):
+            raise MemprofError(
+                "the profiling engines (memprof.engines) are not installed in this checkout; "
+                "reinstall memprof, or render saved results with `memprof report`"
+            ) from None
+        raise
+    return engines.run, engines.ModelCache()
+
+
+def failed_result(config: ProfileConfig, exc: BaseException) -> Result:
+    """A Result recording that ``config`` failed: status ``"oom"`` for out-of-memory, else ``"error"``."""
+    import torch
+
+    oom = (MemoryError, getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError))
+    status = "oom" if isinstance(exc, oom) else "error"
+    text = str(exc).strip().splitlines()
+    message = f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+    return Result(
+        backbone=config.backbone, method=config.method, engine=config.engine, target=config.target or "",
+        dtype=config.dtype, attn_implementation=config.attn, seq_len=config.seq_len, batch_size=config.batch_size,
+        task=config.task or "", status=status, message=message[:500],
+    )
+
+
+def auto_jobs(grid: Grid) -> int:
+    """Worker processes for ``grid`` when none are asked for: one per method up to the CPUs this
+    process may use, for the fake engine (models on fake tensors cost no memory); 1 for the cpu
+    and cuda engines, whose real models and measurements should not share the machine."""
+    if grid.engine != "fake":
+        return 1
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cpus, len(grid.methods)))
+
+
+def run_sweep(
+    grid: Grid,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    run: RunFn | None = None,
+    cache: Any = None,
+    progress: Progress | None = None,
+    jobs: int = 1,
+) -> ResultSet:
+    """Profile every configuration of ``grid`` and keep ``out_dir/results.json`` up to date.
+
+    With ``resume``, configurations already in ``out_dir/results.json`` are skipped (the file must
+    exist and hold a sweep of the same grid). ``run`` defaults to ``memprof.engines.run`` with a
+    fresh ``engines.ModelCache`` (``default_runner``: each model built once per method); tests
+    inject a function. With ``jobs`` > 1 the methods are shared among that many worker processes
+    (NOTE [Parallel sweeps]); ``run`` must then be picklable and ``cache`` is not used. Ctrl-C
+    raises SweepInterrupted after the finished results are safely on disk.
+    """
+    configs = grid.configs()
+    out = prepare_out_dir(out_dir)
+    path = out / RESULTS_FILE
+    done: dict[tuple, Result] = {}
+    if resume:
+        saved = load_results(path)
+        check_resumable(saved, grid, path)
+        wanted = {config_key(c) for c in configs}
+        done = {r.key: r for r in saved.results if r.key in wanted}
+    todo = [c for c in configs if config_key(c) not in done]
+    parallel = jobs > 1 and len({c.method for c in todo}) > 1
+    if run is None:
+        default_run, fresh_cache = default_runner()  # fails here, not in a worker, without engines
+        fresh_cache = fresh_cache if cache is None else cache
+        if not parallel:
+            run, cache = default_run, fresh_cache
+    progress = progress or _NoProgress()
+    command, options = grid.command(), grid.options()
+    as_dict: dict[tuple, dict] = {}  # each result serialised once, not once per save
+
+    def save() -> None:
+        keys = [k for k in map(config_key, configs) if k in done]
+        for k in keys:
+            if k not in as_dict:
+                as_dict[k] = done[k].to_dict()
+        write_json(_Serialised(ResultSet(command=command, options=options), [as_dict[k] for k in keys]), path)
+
+    def record(config: ProfileConfig, result: Result) -> None:
+        done[config_key(config)] = result
+        save()
+        progress.end(config, result)
+
+    save()
+    progress.start(len(configs), len(configs) - len(todo))
+    try:
+        if parallel:
+            todo = [todo[i] for i in _run_parallel(todo, run, jobs, record, progress)]
+            if run is None:
+                run, cache = default_run, fresh_cache
+        for config in todo:  # everything, or what no worker process took (NOTE [Parallel sweeps])
+            progress.begin(config)
+            record(config, _run_one(run, config, cache))
+    except KeyboardInterrupt:
+        save()  # an interrupt may have landed between a result and its write; the write is atomic
+        raise SweepInterrupted(out, len(done), len(configs)) from None
+    return load_results(path)
+
+
+def _run_one(run: RunFn, config: ProfileConfig, cache: Any) -> Result:
+    try:
+        return run(config, cache)
+    except Exception as exc:  # noqa: BLE001 - NOTE [Robust sweeps]: record and go on
+        return failed_result(config, exc)
+
+
+# NOTE [Parallel sweeps]: the fake engine is single-threaded Python, so a sweep on n cores runs n
+# worker processes. Each worker takes a whole method at a time (all of its configurations), so
+# every model is still built once per method, by the worker's own ModelCache. Workers are spawned
+# (not forked: the parent has imported torch) with SIGINT ignored, and report ("take" | "begin" |
+# "end", payload) events over their own pipe, written synchronously so that nothing finished is
+# lost if a worker dies. Only the parent writes results.json, in grid order, so the file is the
+# same as a serial sweep's. Ctrl-C reaches the parent, which terminates the workers. A worker that
+# dies has its unfinished configurations recorded as errors. Parallelism is only a speed-up: when
+# no worker can start (``run`` cannot be pickled, ``__main__`` cannot be re-imported) or every
+# worker is gone, what no worker took runs in the parent.
+
+
+def _worker(run: RunFn | None, tasks: Any, conn: Any) -> None:
+    cache = None
+    if run is None:
+        run, cache = default_runner()
+    while (task := tasks.get()) is not None:
+        conn.send(("take", [i for i, _ in task]))
+        for i, config in task:
+            conn.send(("begin", i))
+            conn.send(("end", (i, _run_one(run, config, cache))))
+    conn.close()
+
+
+def _run_parallel(todo: list[ProfileConfig], run: RunFn | None, jobs: int,
+                  record: Callable[[ProfileConfig, Result], None], progress: Progress) -> list[int]:
+    """Profile ``todo`` in worker processes; returns the indices no worker took, in order."""
+    import multiprocessing
+    import pickle
+    import signal
+    import threading
+    from multiprocessing.connection import wait
+
+    ctx = multiprocessing.get_context("spawn")
+    tasks = ctx.Queue()
+    by_method: dict[str, list[tuple[int, ProfileConfig]]] = {}
+    for i, config in enumerate(todo):
+        by_method.setdefault(config.method, []).append((i, config))
+    for task in by_method.values():
+        tasks.put(task)
+    n = min(jobs, len(by_method))
+    for _ in range(n):
+        tasks.put(None)
+    workers: dict[Any, Any] = {}  # the parent's end of each worker's pipe -> the worker
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None  # inherited: workers ignore Ctrl-C
+    try:
+        for _ in range(n):
+            reader, writer = ctx.Pipe(duplex=False)
+            worker = ctx.Process(target=_worker, args=(run, tasks, writer), daemon=True)
+            try:
+                worker.start()
+            except (pickle.PicklingError, AttributeError, TypeError):  # run cannot go to a worker
+                reader.close()
+                break
+            finally:
+                writer.close()
+            workers[reader] = worker
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
+    pending, taken = set(range(len(todo))), {}
+    try:
+        while workers:
+            for conn in wait(list(workers)):
+                try:
+                    kind, payload = conn.recv()
+                except EOFError:  # the worker exited: normally, or not
+                    worker = workers.pop(conn)
+                    conn.close()
+                    worker.join()
+                    lost = sorted(set(taken.pop(conn, [])) & pending)
+                    for i in lost:
+                        pending.discard(i)
+                        why = f"the worker process profiling it died (exit code {worker.exitcode})"
+                        record(todo[i], failed_result(todo[i], RuntimeError(why)))
+                    continue
+                if kind == "take":
+                    taken[conn] = payload
+                elif kind == "begin":
+                    progress.begin(todo[payload])
+                else:
+                    i, result = payload
+                    pending.discard(i)
+                    record(todo[i], result)
+        return sorted(pending)  # every worker is gone and nobody took these
+    finally:
+        for worker in workers.values():
+            if worker.is_alive():
+                worker.terminate()
+            worker.join()
+        tasks.cancel_join_thread()  # tasks nobody took must not hold up the interpreter's exit
+        tasks.close()
+
+
+class _Serialised:
+    """A ResultSet whose results are already dicts, for ``write_json`` (same output as the ResultSet)."""
+
+    def __init__(self, header: ResultSet, results: list[dict]) -> None:
+        self.header, self.results = header, results
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.header.to_dict(), "results": self.results}
+
+
+def check_resumable(saved: ResultSet, grid: Grid, path: Path) -> None:
+    """A resumed sweep must be the same grid; say which option differs otherwise."""
+    if not saved.options:
+        return
+    mine = grid.options()
+    for key, value in saved.options.items():
+        if key in mine and mine[key] != value:
+            raise MemprofError(
+                f"{str(path)!r} was swept with {key}={value!r}, not {mine[key]!r}; "
+                "drop that option to resume, or pass a new --out to start another sweep"
+            )

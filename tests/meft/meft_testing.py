@@ -1,0 +1,107 @@
+"""Tiny models and batches shared by the meft tests (hidden 16, 2 layers, dropout 0.1 by default)."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import transformers as tf
+
+import meft
+
+VOCAB, BATCH, SEQ = 64, 2, 6
+
+# case name -> (config class, model class, config kwargs)
+_COMMON = dict(vocab_size=VOCAB, max_position_embeddings=40, num_labels=2)
+MODELS = {
+    "bert-cls": (tf.BertConfig, tf.BertForSequenceClassification, dict(
+        hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32)),
+    "roberta-cls": (tf.RobertaConfig, tf.RobertaForSequenceClassification, dict(
+        hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, pad_token_id=1,
+        type_vocab_size=1)),
+    "bart-seq2seq": (tf.BartConfig, tf.BartForConditionalGeneration, dict(
+        d_model=16, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2,
+        encoder_ffn_dim=32, decoder_ffn_dim=32, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+        decoder_start_token_id=2, forced_eos_token_id=None)),
+    "bart-cls": (tf.BartConfig, tf.BartForSequenceClassification, dict(
+        d_model=16, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2,
+        encoder_ffn_dim=32, decoder_ffn_dim=32, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+        decoder_start_token_id=2, forced_eos_token_id=None)),
+    "opt-causal-lm": (tf.OPTConfig, tf.OPTForCausalLM, dict(
+        hidden_size=16, num_hidden_layers=2, num_attention_heads=2, ffn_dim=32, word_embed_proj_dim=16,
+        pad_token_id=1, bos_token_id=2, eos_token_id=2)),
+    # opt-350m's shape: post-LayerNorm layers, embeddings projected 8 <-> 16, no final LayerNorm.
+    "opt350m-causal-lm": (tf.OPTConfig, tf.OPTForCausalLM, dict(
+        hidden_size=16, num_hidden_layers=2, num_attention_heads=2, ffn_dim=32, word_embed_proj_dim=8,
+        do_layer_norm_before=False, pad_token_id=1, bos_token_id=2, eos_token_id=2)),
+}
+
+_DROPOUT_KEYS = {
+    tf.BertConfig: ("hidden_dropout_prob", "attention_probs_dropout_prob"),
+    tf.RobertaConfig: ("hidden_dropout_prob", "attention_probs_dropout_prob"),
+    tf.BartConfig: ("dropout", "attention_dropout", "activation_dropout", "classifier_dropout"),
+    tf.OPTConfig: ("dropout", "attention_dropout"),
+}
+
+
+def hf_config(case: str, dropout: float = 0.1, **overrides):
+    config_cls, _, kwargs = MODELS[case]
+    drop = {k: dropout for k in _DROPOUT_KEYS[config_cls]}
+    return config_cls(**{**_COMMON, **kwargs, **drop, **overrides})
+
+
+def tiny_model(case: str, dtype=torch.float64, dropout: float = 0.1, seed: int = 0, device="cpu", attn="eager",
+               **overrides):
+    """A randomly initialised tiny model in train mode."""
+    _, model_cls, _ = MODELS[case]
+    config = hf_config(case, dropout, **overrides)
+    config._attn_implementation = attn
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = model_cls(config)
+    assert model.config._attn_implementation == attn
+    return model.to(dtype).train()
+
+
+def batch_for(case: str, seed: int = 0, batch: int = BATCH, seq: int = SEQ) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(4, VOCAB, (batch, seq), generator=gen)
+    out = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    if case.startswith("bart"):
+        ids[:, -1] = 2  # one </s> per row, for BART's classification head
+    if case.endswith("cls"):
+        out["labels"] = torch.randint(0, 2, (batch,), generator=gen)
+    elif case.endswith("causal-lm"):
+        out["labels"] = ids.clone()
+    else:
+        out["labels"] = torch.randint(4, VOCAB, (batch, seq), generator=gen)
+    return out
+
+
+def converted_pair(case: str, config: meft.MEFTConfig, dtype=torch.float64, **kw):
+    """(reversible, ordinary): the same tiny model converted twice with identical adapters; the second
+    with num_rev_layers=0 (ordinary backprop through the same architecture)."""
+    base = tiny_model(case, dtype=dtype, **kw)
+    other = copy.deepcopy(base)
+    torch.manual_seed(1)
+    rev = meft.convert(base, config)
+    torch.manual_seed(1)
+    ref = meft.convert(other, meft.MEFTConfig(**{**config.to_dict(), "num_rev_layers": 0}))
+    return rev, ref
+
+
+def grads_after_step(model, batch, seed: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Loss and gradients of every trainable parameter after one forward/backward with ``seed``."""
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)
+    loss = model(**batch).loss
+    loss.backward()
+    # A parameter autograd never reached has grad None: count it as zero (meft1 with merge="plm" leaves
+    # the top layer's G adapter unused, see meft.config NOTE [ Which stream carries the PLM ]).
+    grads = {n: torch.zeros_like(p) if p.grad is None else p.grad.detach().clone()
+             for n, p in model.named_parameters() if p.requires_grad}
+    return loss.detach(), grads
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-300))

@@ -1,0 +1,73 @@
+"""MEFTConfig: defaults per variant, validation messages, JSON round-trip, help strings."""
+
+from dataclasses import fields
+
+import pytest
+
+from meft import VARIANTS, MEFTConfig, MEFTError
+
+
+@pytest.mark.parametrize(("variant", "lam", "beta", "swap"), [
+    ("meft1", 0.1, 1.0, True),
+    ("meft2", 1.0, 0.1, True),
+    ("meft3", 0.1, 0.1, False),
+])
+def test_variant_defaults(variant, lam, beta, swap):
+    cfg = MEFTConfig(variant=variant)
+    assert (cfg.effective_lam, cfg.effective_beta, cfg.spec.swap) == (lam, beta, swap)
+    assert (cfg.lam, cfg.beta) == (None, None)
+    assert (cfg.adapter_dim, cfg.init_std, cfg.adapter_dropout, cfg.num_rev_layers) == (8, 0.02, 0.1, None)
+
+
+def test_explicit_lam_beta_override_the_variant():
+    cfg = MEFTConfig(variant="meft1", lam=1.0, beta=1.0)
+    assert (cfg.effective_lam, cfg.effective_beta) == (1.0, 1.0)
+
+
+def test_variant_is_case_insensitive():
+    assert MEFTConfig(variant="MEFT2").variant == "meft2"
+
+
+@pytest.mark.parametrize(("kwargs", "needles"), [
+    ({"lam": 0}, ["lam=0", "invert", "non-zero"]),
+    ({"beta": 0.0}, ["beta=0", "invert", "non-zero"]),
+    ({"lam": float("nan")}, ["lam=nan", "finite"]),
+    ({"adapter_dim": 0}, ["adapter_dim=0", ">= 1", "adapter_dim=8"]),
+    ({"adapter_dim": 2.5}, ["adapter_dim=2.5", "integer"]),
+    ({"variant": "meft4"}, ["'meft4'", "meft1, meft2, meft3"]),
+    ({"num_rev_layers": -1}, ["num_rev_layers=-1", ">= 0", "None"]),
+    ({"merge": "sum"}, ["'sum'", "mean, plm"]),
+    ({"adapter_dropout": 1.0}, ["adapter_dropout=1.0", "[0, 1)"]),
+    ({"init_std": -0.1}, ["init_std=-0.1", ">= 0"]),
+])
+def test_invalid_values_name_value_constraint_and_fix(kwargs, needles):
+    with pytest.raises(MEFTError) as info:
+        MEFTConfig(**kwargs)
+    message = str(info.value)
+    assert "\n" not in message
+    for needle in needles:
+        assert needle in message
+
+
+def test_dict_and_json_round_trip():
+    cfg = MEFTConfig(variant="meft3", adapter_dim=4, lam=0.5, num_rev_layers=2, merge="mean")
+    assert MEFTConfig.from_dict(cfg.to_dict()) == cfg
+    assert MEFTConfig.from_json(cfg.to_json()) == cfg
+    assert cfg.to_dict()["lam"] == 0.5 and cfg.to_dict()["beta"] is None
+
+
+def test_from_dict_rejects_unknown_fields_and_bad_json():
+    with pytest.raises(MEFTError, match="no field.*'rank'"):
+        MEFTConfig.from_dict({"variant": "meft1", "rank": 8})
+    with pytest.raises(MEFTError, match="not valid"):
+        MEFTConfig.from_json("{")
+
+
+def test_every_field_has_help():
+    for f in fields(MEFTConfig):
+        assert len(f.metadata.get("help", "")) > 10, f.name
+
+
+def test_plm_stream_per_variant():
+    # NOTE [ Which stream carries the PLM ] in meft/config.py
+    assert {k: v.plm_stream for k, v in VARIANTS.items()} == {"meft1": 1, "meft2": 0, "meft3": 1}

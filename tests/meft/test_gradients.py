@@ -1,0 +1,132 @@
+"""Reversible backprop gives the gradients of ordinary backprop through the same converted model.
+
+One generic check, a table of cases (family/task x variant, partial reversibility), dropout active.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from meft_testing import MODELS, batch_for, converted_pair, grads_after_step, relative_error, tiny_model
+
+import meft
+
+VARIANTS = ("meft1", "meft2", "meft3")
+FAMILY_CASES = ("bert-cls", "roberta-cls", "bart-seq2seq", "bart-cls", "opt-causal-lm", "opt350m-causal-lm")
+CASES = [(case, {"variant": v}) for case in FAMILY_CASES for v in VARIANTS] + [
+    ("bert-cls", {"variant": "meft1", "num_rev_layers": 1}),
+    ("bart-seq2seq", {"variant": "meft3", "num_rev_layers": 1}),
+    ("opt-causal-lm", {"variant": "meft2", "merge": "mean"}),
+    ("roberta-cls", {"variant": "meft1", "lam": 1.0, "beta": 1.0}),
+]
+
+
+def _dead(name: str, config: meft.MEFTConfig, depth: int = 2) -> bool:
+    """meft1 with merge="plm" drops x1 after the top layer, so the top layer's G adapter gets no gradient."""
+    return config.variant == "meft1" and config.merge == "plm" and f"adapters.{depth - 1}.g." in name
+
+
+def check_gradients(case: str, config: meft.MEFTConfig, **model_kwargs) -> None:
+    """The generic check: same loss, same gradient for every trainable parameter (float64, rel. 1e-7),
+    every adapter reached (except meft1's dead top G adapter under merge="plm")."""
+    rev, ref = converted_pair(case, config, dtype=torch.float64, **model_kwargs)
+    batch = batch_for(case)
+    loss_rev, grads_rev = grads_after_step(rev, batch)
+    loss_ref, grads_ref = grads_after_step(ref, batch)
+
+    assert torch.equal(loss_rev, loss_ref)  # same dropout masks, same forward
+    assert grads_rev.keys() == grads_ref.keys()
+    for name, g in grads_ref.items():
+        if g.abs().max() == 0:
+            assert grads_rev[name].abs().max() == 0, name
+        else:
+            assert relative_error(grads_rev[name], g) < 1e-7, name
+    adapters = [n for n in grads_rev if ".adapters." in n]
+    assert adapters
+    for name in adapters:
+        assert (grads_rev[name].abs().max() > 0) != _dead(name, config), name
+
+
+@pytest.mark.parametrize(("case", "kwargs"), CASES, ids=[f"{c}-{'-'.join(f'{k}={v}' for k, v in kw.items())}" for c, kw in CASES])
+def test_reversible_gradients_equal_ordinary_backprop(case, kwargs):
+    check_gradients(case, meft.MEFTConfig(**kwargs))
+
+
+@pytest.mark.parametrize("case", ["bert-cls", "bart-seq2seq", "opt-causal-lm"])
+def test_sdpa_attention_with_dropout_gives_the_same_gradients(case):
+    # sdpa draws its attention-dropout mask inside the fused kernel; the RNG restore covers it too.
+    check_gradients(case, meft.MEFTConfig(variant="meft2"), attn="sdpa")
+
+
+@pytest.mark.parametrize("case", ["bart-seq2seq", "bart-cls"])
+def test_bart_encoder_gets_gradients_through_cross_attention(case):
+    # The encoder's output reaches the loss only through the decoder layers' cross-attention.
+    rev, ref = converted_pair(case, meft.MEFTConfig(variant="meft2"))
+    _, grads = grads_after_step(rev, batch_for(case))
+    encoder = {n: g for n, g in grads.items() if ".encoder." in n}
+    assert len(encoder) == 16  # 2 layers x 2 adapters x (2 weights + 2 biases)
+    assert all(g.abs().max() > 0 for g in encoder.values())
+
+
+def test_trainable_embeddings_get_the_gradient_of_the_function_inputs():
+    # With the embeddings trainable, x1 and x2 require grad: the Function's dx1 + dx2 reach them.
+    rev, ref = converted_pair("opt-causal-lm", meft.MEFTConfig(variant="meft3"))
+    for model in (rev, ref):
+        model.get_input_embeddings().weight.requires_grad_(True)
+    batch = batch_for("opt-causal-lm")
+    _, grads_rev = grads_after_step(rev, batch)
+    _, grads_ref = grads_after_step(ref, batch)
+    name = "model.decoder.embed_tokens.weight"
+    assert grads_ref[name].abs().max() > 0
+    assert relative_error(grads_rev[name], grads_ref[name]) < 1e-7
+
+
+def test_no_frozen_parameter_gets_a_gradient_or_becomes_trainable():
+    rev, _ = converted_pair("bart-seq2seq", meft.MEFTConfig(variant="meft1"))
+    before = {n: p.requires_grad for n, p in rev.named_parameters()}
+    grads_after_step(rev, batch_for("bart-seq2seq"))
+    assert {n: p.requires_grad for n, p in rev.named_parameters()} == before
+    assert all(p.grad is None for p in rev.parameters() if not p.requires_grad)
+
+
+def test_autograd_grad_works_without_backward():
+    # Gradients are returned from the Function, not accumulated inside it, so torch.autograd.grad works.
+    rev, ref = converted_pair("opt-causal-lm", meft.MEFTConfig(variant="meft3"))
+    batch = batch_for("opt-causal-lm")
+    params = [p for p in rev.parameters() if p.requires_grad]
+    torch.manual_seed(0)
+    grads = torch.autograd.grad(rev(**batch).loss, params)
+    _, expected = grads_after_step(ref, batch)
+    for g, e in zip(grads, expected.values()):
+        assert relative_error(g, e) < 1e-7
+    assert all(p.grad is None for p in params)
+
+
+def _saved_bytes(model, batch) -> int:
+    total = 0
+
+    def pack(t):
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(**batch).loss
+    return total
+
+
+@pytest.mark.parametrize("case", ["bert-cls", "opt-causal-lm"])
+def test_saved_activations_do_not_grow_with_depth(case):
+    batch = batch_for(case)
+    saved = {}
+    for depth in (2, 4):
+        for rev in (None, 0):
+            model = tiny_model(case, num_hidden_layers=depth)
+            meft.convert(model, meft.MEFTConfig(num_rev_layers=rev))
+            saved[depth, rev] = _saved_bytes(model, batch)
+    assert saved[4, None] == saved[2, None]  # only the top two streams (and masks) are kept
+    assert saved[4, 0] > saved[2, 0] > saved[2, None]
+
+
+def test_case_table_covers_every_model():
+    assert set(FAMILY_CASES) == set(MODELS)

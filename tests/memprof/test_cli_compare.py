@@ -1,0 +1,243 @@
+"""``memprof compare`` and ``memprof report`` through the real entry point (memprof.cli.main, which
+turns MemprofError into one line and exit code 2), with the engine replaced by synthetic results."""
+
+import json
+import os
+import sys
+
+import pytest
+
+import memprof.sweep
+from memprof.cli import main
+from synthetic_results import fake_run
+
+SMALL = ["--methods", "ft,lora,adapter", "--seq-lens", "128,256", "--batch-sizes", "2,4"]
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys, tmp_path):
+    """cli(*args) -> (exit code, stdout, stderr), run in tmp_path with the fake run function."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(memprof.sweep, "default_runner", lambda: (fake_run, None))
+    monkeypatch.setattr(memprof.sweep, "auto_jobs", lambda grid: 1)  # workers would not see the patch
+    monkeypatch.delenv("MEMPROF_DEBUG", raising=False)
+
+    def invoke(*args):
+        monkeypatch.setattr(sys, "argv", ["memprof", *map(str, args)])
+        with pytest.raises(SystemExit) as exit_:
+            main()
+        out, err = capsys.readouterr()
+        code = exit_.value.code
+        return (0 if code is None else code), out, err
+
+    return invoke
+
+
+@pytest.fixture
+def stub_plots(monkeypatch):
+    """Tiny placeholder PNGs instead of matplotlib, for tests about other files (saves ~1 s a render)."""
+    import base64
+
+    from memprof.reporters import plots
+
+    png = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==")
+
+    def render(rs, out_dir):
+        paths = {name: os.path.join(out_dir, name) for name in plots.PLOTS}
+        for path in paths.values():
+            with open(path, "wb") as f:
+                f.write(png)
+        return paths
+
+    monkeypatch.setattr(plots, "render", render)
+
+
+def test_compare_writes_every_output(cli, tmp_path):
+    code, out, err = cli("compare", *SMALL, "--out", "run")
+    assert code == 0, err
+    names = {p.name for p in (tmp_path / "run").iterdir()}
+    assert names == {"results.json", "results.csv", "layers.csv", "report.html", "summary.md",
+                     "activations_vs_seq_len.png", "activations_vs_batch_size.png", "layers_largest.png",
+                     "peak_breakdown.png", "saved_by_category.png"}
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert len(saved["results"]) == 12
+    assert saved["command"].startswith("memprof compare --backbone bart-large --methods ft,lora,adapter")
+    assert "ft" in out and "23.8" in out  # the summary table, with lora's reduction
+    assert out.strip().splitlines()[-1] == f"report: {os.path.join('run', 'report.html')}"
+    assert "12/12" in err  # the progress bar
+
+
+def test_default_out_dir_and_latest(cli, tmp_path):
+    code, out, err = cli("compare", *SMALL, "--quiet")
+    assert code == 0, err
+    (folder,) = [p for p in (tmp_path / "reports").iterdir() if p.name != "latest"]
+    assert folder.name.startswith("bart-large-")
+    latest = tmp_path / "reports" / "latest"
+    assert latest.resolve() == folder.resolve()
+    assert out == f"{folder.relative_to(tmp_path) / 'report.html'}\n"  # --quiet: only the path
+    assert err == ""
+
+
+def test_failed_configurations_are_reported_and_do_not_stop_the_sweep(cli, tmp_path, monkeypatch, stub_plots):
+    def run(config, cache):
+        if config.method == "lora" and config.seq_len == 256:
+            raise RuntimeError("kaboom")
+        return fake_run(config)
+
+    monkeypatch.setattr(memprof.sweep, "default_runner", lambda: (run, None))
+    code, out, err = cli("compare", *SMALL, "--out", "run")
+    assert code == 0
+    assert "2 of 12 configurations did not finish" in out
+    statuses = [r["status"] for r in json.loads((tmp_path / "run" / "results.json").read_text())["results"]]
+    assert statuses.count("error") == 2
+
+
+def test_interrupt_then_resume(cli, tmp_path, monkeypatch, stub_plots):
+    code, _, err = cli("compare", *SMALL, "--out", "full", "--quiet")
+    assert code == 0, err
+
+    calls = []
+
+    def interrupted(config, cache):
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        calls.append(config)
+        return fake_run(config)
+
+    monkeypatch.setattr(memprof.sweep, "default_runner", lambda: (interrupted, None))
+    code, out, err = cli("compare", *SMALL, "--out", "cut", "--quiet")
+    assert code == 130
+    line = err.strip()
+    assert line == ("interrupted after 5 of 12 configurations; the results so far are in "
+                    f"{os.path.join('cut', 'results.json')}; resume with: memprof compare --resume cut")
+    assert len(json.loads((tmp_path / "cut" / "results.json").read_text())["results"]) == 5
+    assert not (tmp_path / "cut" / "report.html").exists()
+
+    monkeypatch.setattr(memprof.sweep, "default_runner", lambda: (fake_run, None))
+    code, out, err = cli("compare", "--resume", "cut", "--quiet")  # options come from results.json
+    assert code == 0, err
+    full = json.loads((tmp_path / "full" / "results.json").read_text())
+    assert json.loads((tmp_path / "cut" / "results.json").read_text()) == full
+    assert (tmp_path / "cut" / "summary.md").read_text() == (tmp_path / "full" / "summary.md").read_text()
+
+
+def test_report_renders_again_from_saved_results(cli, tmp_path, stub_plots):
+    assert cli("compare", *SMALL, "--out", "run", "--quiet")[0] == 0
+    code, out, err = cli("report", "run/results.json", "--out", "again")
+    assert code == 0, err
+    for name in ("summary.md", "results.csv", "layers.csv"):
+        assert (tmp_path / "again" / name).read_text() == (tmp_path / "run" / name).read_text()
+    assert (tmp_path / "again" / "results.json").read_text() == (tmp_path / "run" / "results.json").read_text()
+    assert (tmp_path / "again" / "report.html").is_file()
+    (tmp_path / "run" / "summary.md").unlink()
+    assert cli("report", "run/results.json", "--quiet") == (0, f"{os.path.join('run', 'report.html')}\n", "")
+    assert (tmp_path / "run" / "summary.md").is_file()
+
+
+def _write(tmp_path, name, text):
+    (tmp_path / name).write_text(text)
+    return name
+
+
+BAD = [
+    (["compare", "--methods", ""], "method list '' is empty"),
+    (["compare", "--methods", "ft,lora,ft"], "method 'ft' is listed twice"),
+    (["compare", "--methods", "ft,bogus"], "unknown method 'bogus'"),
+    (["compare", "--seq-lens", "128,abc"], "sequence length 'abc' in --seq-lens '128,abc' is not a whole number"),
+    (["compare", "--seq-lens", "0,128"], "sequence length 0 in --seq-lens must be a whole number of at least 1"),
+    (["compare", "--seq-lens", "-128"], "must be a whole number of at least 1"),
+    (["compare", "--batch-sizes", "8,x"], "batch size 'x' in --batch-sizes '8,x' is not a whole number"),
+    (["compare", "--batch-sizes", "0"], "batch size 0 in --batch-sizes must be a whole number of at least 1"),
+    (["compare", "--seq-lens", "2048"], "exceeds bart-large's maximum of 1024"),
+    (["compare", "--engine", "tpu"], "unknown engine 'tpu'"),
+    (["compare", "--jobs", "0"], "--jobs 0 must be at least 1"),
+    (["compare", "--out", "afile"], "output directory 'afile' is a file"),
+    (["compare", "--resume", "nowhere"], "does not exist"),
+    (["report", "missing.json"], "results file 'missing.json' does not exist"),
+    (["report", "notjson"], "results file 'notjson' is not valid JSON"),
+    (["report", "other.json"], "results file has schema_version 999, this memprof reads"),
+    (["report", "list.json"], "holds JSON but not a memprof result"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_input_is_one_line_and_exit_2(cli, tmp_path, args, message):
+    _write(tmp_path, "afile", "x")
+    _write(tmp_path, "notjson", "{not json")
+    _write(tmp_path, "other.json", json.dumps({"schema_version": 999, "results": []}))
+    _write(tmp_path, "list.json", "[1, 2]")
+    extra = []
+    if args[0] == "compare":  # the small grid for every option the case leaves out
+        for flag, value in zip(SMALL[::2], SMALL[1::2]):
+            if flag not in args:
+                extra += [flag, value]
+    code, out, err = cli(*args, *extra)
+    assert code == 2
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert message in lines[0]
+    assert not (tmp_path / "reports").exists()
+
+
+def test_existing_results_need_resume(cli, tmp_path, stub_plots):
+    assert cli("compare", *SMALL, "--out", "run", "--quiet")[0] == 0
+    code, out, err = cli("compare", *SMALL, "--out", "run")
+    assert code == 2 and "already holds a results.json; pass --resume run to continue it" in err
+    code, out, err = cli("compare", "--resume", "run", "--seq-lens", "128")
+    assert code == 2 and "was swept with seq_lens=[128, 256], not [128]" in err
+    code, out, err = cli("report", "run/results.json", "--out", "run2", "--quiet")
+    assert code == 0
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "results.json").write_text((tmp_path / "run" / "results.json").read_text())
+    code, out, err = cli("report", "run/results.json", "--out", "other")
+    assert code == 2 and "already holds another results.json" in err
+
+
+
+SLOW_ENGINE = """
+import sys, time
+sys.path.insert(0, {tests!r})
+import memprof.sweep
+from synthetic_results import fake_run
+
+def slow(config, cache):
+    time.sleep(0.3)
+    return fake_run(config)
+
+memprof.sweep.default_runner = lambda: (slow, None)
+"""
+
+
+def test_real_ctrl_c_leaves_valid_partial_results(tmp_path):
+    """SIGINT to a running `memprof compare` process: exit 130, one line saying how to resume, and
+    a results.json that loads."""
+    import signal
+    import subprocess
+    import time
+    from pathlib import Path
+
+    from memprof.result import load_results
+
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text(SLOW_ENGINE.format(tests=str(Path(__file__).parent)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shim), os.environ.get("PYTHONPATH", "")])}
+    env.pop("MEMPROF_DEBUG", None)
+    proc = subprocess.Popen([sys.executable, "-c", "from memprof.cli import main; main()", "compare", *SMALL,
+                             "--out", "run", "--jobs", "1"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    results = tmp_path / "run" / "results.json"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if results.is_file() and len(json.loads(results.read_text())["results"]) >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    done = len(load_results(results).results)
+    assert 2 <= done < 12
+    assert err.strip().splitlines()[-1] == (
+        f"interrupted after {done} of 12 configurations; the results so far are in "
+        f"{os.path.join('run', 'results.json')}; resume with: memprof compare --resume run")

@@ -1,0 +1,292 @@
+"""The engines: fake (target cpu) equals cpu byte for byte on every family and method; the kernels
+modelled for target cuda save what the hand computes; the model cache; out-of-memory results."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+import memprof
+from memprof import backbones, methods
+from memprof.config import ProfileConfig
+from memprof.engines import ModelCache, run
+from memprof.result import LAYER_COLUMNS
+
+FAMILIES = ("bert", "roberta", "bart", "opt")
+B, S, H, HEADS, FFN, LAYERS = 2, 8, 16, 2, 32, 2
+F32 = 4
+SHRINK = {
+    "bert": dict(hidden_size=H, num_hidden_layers=LAYERS, num_attention_heads=HEADS, intermediate_size=FFN,
+                 max_position_embeddings=32),
+    "roberta": dict(hidden_size=H, num_hidden_layers=LAYERS, num_attention_heads=HEADS, intermediate_size=FFN,
+                    max_position_embeddings=34),
+    "bart": dict(d_model=H, encoder_layers=LAYERS, decoder_layers=LAYERS, encoder_attention_heads=HEADS,
+                 decoder_attention_heads=HEADS, encoder_ffn_dim=FFN, decoder_ffn_dim=FFN, max_position_embeddings=32),
+    "opt": dict(hidden_size=H, num_hidden_layers=LAYERS, num_attention_heads=HEADS, ffn_dim=FFN, word_embed_proj_dim=H,
+                max_position_embeddings=32),
+}
+BUILTIN = {"bert": "bert-base", "roberta": "roberta-base", "bart": "bart-base", "opt": "opt-125m"}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """family -> path of a two-layer, 16-wide config.json of that family (vocabulary 64)."""
+    root = tmp_path_factory.mktemp("tiny")
+    paths = {}
+    for family, name in BUILTIN.items():
+        folder = root / f"tiny-{family}"
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps({**backbones.BUILTIN[name], **SHRINK[family], "vocab_size": 64}))
+        paths[family] = str(folder)
+    return paths
+
+
+_RESULTS: dict = {}
+
+
+def profile(tiny, family, method="ft", **kw):
+    """Profile a tiny config; each configuration runs once per test session (tests only read results)."""
+    key = (tiny[family], method, tuple(sorted(kw.items())))
+    if key not in _RESULTS:
+        _RESULTS[key] = run(ProfileConfig(tiny[family], method, kw.pop("seq_len", S), kw.pop("batch_size", B), **kw))
+    return _RESULTS[key]
+
+
+def row(result, module):
+    rows = result.layers[result.layers["module"] == module]
+    assert len(rows) == 1, f"no single row {module!r} in {result.layers['module'].tolist()}"
+    return rows.iloc[0]
+
+
+# -- fake (target cpu) == cpu --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", methods.names())
+@pytest.mark.parametrize("family", FAMILIES)
+def test_fake_equals_cpu(tiny, family, method):
+    fake = profile(tiny, family, method, engine="fake", target="cpu")
+    cpu = profile(tiny, family, method, engine="cpu")
+    assert fake.memory.saved_activations == cpu.memory.saved_activations > 0
+    pd.testing.assert_frame_equal(fake.layers, cpu.layers)
+    # Not only the hooks' figure: the whole live timeline replays to the same bytes.
+    assert fake.memory == cpu.memory
+    assert fake.attn_implementation == cpu.attn_implementation
+    assert (fake.trainable_params, fake.total_params) == (cpu.trainable_params, cpu.total_params)
+
+
+@pytest.mark.parametrize("method", ["ft", "lora+ckpt", "meft"])  # plain, checkpoint recomputation, reversible
+def test_fake_equals_cpu_under_autocast(tiny, method):
+    fake = profile(tiny, "bart", method, dtype="mixed-bf16", engine="fake", target="cpu")
+    cpu = profile(tiny, "bart", method, dtype="mixed-bf16", engine="cpu")
+    pd.testing.assert_frame_equal(fake.layers, cpu.layers)
+    assert fake.memory == cpu.memory
+
+
+def test_fake_equals_cpu_in_bf16(tiny):
+    fake = profile(tiny, "opt", dtype="bf16", engine="fake", target="cpu")
+    cpu = profile(tiny, "opt", dtype="bf16", engine="cpu")
+    pd.testing.assert_frame_equal(fake.layers, cpu.layers)
+    assert fake.memory == cpu.memory
+
+
+@pytest.mark.parametrize("method", methods.names())
+def test_recomputation_meets_the_same_cuda_kernels(tiny, method):
+    # Checkpointing and MEFT recompute in backward; torch.utils.checkpoint compares what the
+    # recomputation saves with what the forward saved, so a kernel model missing in backward fails.
+    r = profile(tiny, "bart", method, dtype="mixed-bf16", engine="fake", target="cuda")
+    assert (r.status, r.attn_implementation) == ("ok", "sdpa-flash")
+    assert r.memory.peak_activations >= r.memory.saved_activations > 0
+
+
+def test_bart_classification_head_is_profiled(tiny):
+    # The head finds </s> with a data-dependent mask: fake runs it on real integer values.
+    r = profile(tiny, "bart", engine="fake", target="cpu")
+    assert row(r, "classification_head.dense")["linear_input"] == B * H * F32  # the picked </s> states
+    assert row(r, "classification_head")["activation_fn"] == B * H * F32  # tanh's output: out_proj's input
+    assert row(r, "")["other"] >= B * 2 * 8  # the (B, 2) int64 indices of the boolean indexing, labels
+
+
+# -- what the fake engine models for target cuda -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "family, dtype, attn, expected",
+    [
+        ("bert", "fp32", "sdpa", "sdpa-efficient"),  # flash needs half precision
+        ("bert", "bf16", "sdpa", "sdpa-flash"),
+        ("opt", "mixed-fp16", "sdpa", "sdpa-flash"),  # autocast casts q, k, v to fp16
+        ("bart", "fp32", "eager", "eager"),
+    ],
+)
+def test_attention_kernel_for_target_cuda(tiny, family, dtype, attn, expected):
+    assert profile(tiny, family, dtype=dtype, attn=attn, engine="fake", target="cuda").attn_implementation == expected
+
+
+def test_attention_kernel_for_target_cpu(tiny):
+    # CPU's flash kernel takes no dropout: BERT (attention dropout 0.1) runs the math path, OPT flash.
+    assert profile(tiny, "bert", engine="fake", target="cpu").attn_implementation == "sdpa-math"
+    assert profile(tiny, "opt", engine="fake", target="cpu").attn_implementation == "sdpa-flash-cpu"
+
+
+def test_efficient_attention_saves_q_k_v_output_and_logsumexp(tiny):
+    r = profile(tiny, "opt", engine="fake", target="cuda")
+    qkv_out = 4 * B * S * H * F32  # q, k, v projections and the output, (B, S, H) each
+    lse = B * HEADS * 32 * F32  # (B, heads, S rounded up to 32) fp32
+    philox = 2 * 8  # seed and offset, int64 scalars
+    assert row(r, "model.decoder.layers.0.self_attn")["attention_scores"] == qkv_out + lse + philox
+
+
+def test_flash_attention_saves_q_k_v_output_and_logsumexp(tiny):
+    r = profile(tiny, "opt", dtype="bf16", engine="fake", target="cuda")
+    qkv_out = 4 * B * S * H * 2  # bf16
+    lse = B * HEADS * S * F32  # (B, heads, S) fp32
+    rng = 2 * 8 + 8  # the RNG state: a (2,) uint64 seed/offset pair, and an unused uint64 scalar
+    assert row(r, "model.decoder.layers.0.self_attn")["attention_scores"] == qkv_out + lse + rng
+
+
+def test_eager_attention_saves_the_probabilities(tiny):
+    r = profile(tiny, "bert", attn="eager", engine="fake", target="cuda")
+    probs = B * HEADS * S * S * F32
+    self_attn = row(r, "bert.encoder.layer.0.attention.self")
+    assert self_attn["softmax_output"] == probs
+    assert self_attn["dropout_mask"] == probs // F32  # CUDA's fused dropout keeps a boolean mask
+    # The two batched products keep q, k, v and the dropped-out probabilities.
+    assert self_attn["attention_scores"] == 3 * B * S * H * F32 + probs
+
+
+def test_dropout_mask_follows_the_target(tiny):
+    cuda = profile(tiny, "bert", engine="fake", target="cuda")
+    cpu = profile(tiny, "bert", engine="fake", target="cpu")
+    assert row(cuda, "bert.embeddings.dropout")["dropout_mask"] == B * S * H  # bool
+    assert row(cpu, "bert.embeddings.dropout")["dropout_mask"] == B * S * H * F32  # float
+
+
+def test_emulated_cuda_autocast_runs_matmuls_in_half(tiny):
+    r = profile(tiny, "bert", dtype="mixed-bf16", engine="fake", target="cuda")
+    # LayerNorm runs in fp32, so the next Linear keeps a bf16 copy of its input, and autocast's bf16
+    # copy of its weight (which backward needs for the input's gradient) ...
+    assert row(r, "bert.encoder.layer.0.intermediate.dense")["linear_input"] == B * S * H * 2 + FFN * H * 2
+    # ... and GELU keeps the Linear's bf16 output.
+    assert row(r, "bert.encoder.layer.0.intermediate.intermediate_act_fn")["activation_fn"] == B * S * FFN * 2
+    fp32 = profile(tiny, "bert", engine="fake", target="cuda")
+    assert r.memory.saved_activations < fp32.memory.saved_activations
+
+
+# -- results, the cache, failures ---------------------------------------------------------------
+
+
+def test_result_fields(tiny):
+    r = profile(tiny, "opt", "lora", engine="fake")
+    assert (r.engine, r.target, r.dtype, r.task, r.status) == ("fake", "cuda", "fp32", "causal-lm", "ok")
+    assert list(r.layers.columns) == list(LAYER_COLUMNS)
+    assert r.environment["torch"] == torch.__version__
+    assert 0 < r.trainable_params < r.total_params
+    assert r.memory.peak == (r.memory.parameters + r.memory.gradients + r.memory.optimizer_state
+                             + r.memory.activations_at_peak + r.memory.temporaries)
+    assert r.step_time_s is None and profile(tiny, "opt", engine="cpu").step_time_s > 0
+
+
+def test_model_cache_builds_once_and_leaves_the_model_reusable(tiny):
+    cache = ModelCache()
+    first = run(ProfileConfig(tiny["bert"], "lora", S, B, engine="cpu"), cache)
+    bigger = run(ProfileConfig(tiny["bert"], "lora", 2 * S, B, engine="cpu"), cache)
+    again = run(ProfileConfig(tiny["bert"], "lora", S, B, engine="cpu"), cache)
+    assert cache.builds == 1
+    assert again.memory == first.memory
+    pd.testing.assert_frame_equal(again.layers, first.layers)
+    assert bigger.memory.saved_activations > first.memory.saved_activations
+    (built,) = cache._models.values()
+    assert all(p.grad is None for p in built.model.parameters())
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in built.model.modules())
+    run(ProfileConfig(tiny["bert"], "ft", S, B, engine="cpu"), cache)
+    assert cache.builds == 2 and len(cache) == 1
+
+
+def test_out_of_memory_becomes_a_result(tiny, monkeypatch):
+    from memprof.engines import cpu
+
+    def boom(built, config):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(cpu, "run", boom)
+    r = run(ProfileConfig(tiny["bert"], "ft", S, B, engine="cpu"))
+    assert (r.status, r.seq_len, r.batch_size) == ("oom", S, B)
+    assert "Tried to allocate 2.00 GiB" in r.message
+
+
+def test_other_errors_propagate(tiny, monkeypatch):
+    from memprof.engines import cpu
+
+    def boom(built, config):
+        raise ValueError("something else")
+
+    monkeypatch.setattr(cpu, "run", boom)
+    with pytest.raises(ValueError, match="something else"):
+        run(ProfileConfig(tiny["bert"], "ft", S, B, engine="cpu"))
+
+
+def test_public_profile_validates(tiny):
+    r = memprof.profile(tiny["opt"], "lora", seq_len=S, batch_size=B)
+    assert (r.method, r.engine, r.target) == ("lora", "fake", "cuda")
+    with pytest.raises(memprof.MemprofError, match="batch size 0"):
+        memprof.profile(tiny["opt"], batch_size=0)
+
+
+# -- gradient checkpointing: the layer-boundary hidden states -------------------------------------
+
+
+def test_checkpointed_layer_inputs_are_live_activations(tiny):
+    from memprof.tasks import build_model, make_batch
+
+    bb = backbones.resolve(tiny["bert"])
+    batch = make_batch(bb, "classification", B, S)
+
+    def measure(checkpointing: bool):
+        torch.manual_seed(0)
+        model = build_model(bb, attn_implementation="sdpa")
+        if checkpointing:
+            kwargs = {"use_reentrant": False}
+            if hasattr(model, "activation_checkpointing_enable"):
+                model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+            else:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        opt = torch.optim.AdamW(model.parameters())
+        with memprof.track(model, opt) as prof:
+            loss = model(**batch).loss
+            loss.backward()
+            opt.step()
+            del loss
+        return prof
+
+    plain, ckpt = measure(False), measure(True)
+    hidden = B * S * H * F32
+    m = ckpt.result.memory
+    # Every checkpointed layer keeps its input hidden states until backward recomputes it: live
+    # activation memory at the end of the forward. torch.utils.checkpoint saves these inputs itself,
+    # outside its own hooks, so memprof's hooks see them and file them under the layer, as "other";
+    # what nothing saves would be unattributed.
+    assert ckpt.measurement.live.forward_end_activations == m.saved_activations + m.unattributed
+    assert m.saved_activations + m.unattributed >= LAYERS * hidden
+    for i in range(LAYERS):
+        assert row(ckpt.result, f"bert.encoder.layer.{i}")["other"] == hidden
+    assert m.saved_activations < plain.result.memory.saved_activations
+    # The recomputation makes each layer's activations live again, one layer at a time.
+    assert m.peak_activations < plain.result.memory.peak_activations
+
+
+# -- the cuda engine (skipped without a GPU) ------------------------------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("family", ["bert", "opt"])
+def test_cuda_engine_matches_the_fake_model_of_cuda(tiny, family):
+    cuda = profile(tiny, family, engine="cuda")
+    fake = profile(tiny, family, engine="fake", target="cuda")
+    assert cuda.status == "ok" and cuda.attn_implementation == fake.attn_implementation
+    assert cuda.memory.saved_activations == fake.memory.saved_activations
+    pd.testing.assert_frame_equal(cuda.layers, fake.layers)
+    assert cuda.memory.cuda_max_allocated >= cuda.memory.parameters
+    assert cuda.memory.cuda_max_reserved >= cuda.memory.cuda_max_allocated
+    assert cuda.memory.nvml_used is None or cuda.memory.nvml_used >= cuda.memory.cuda_max_reserved
