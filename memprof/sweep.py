@@ -240,15 +240,8 @@ class SweepInterrupted(KeyboardInterrupt):
 def default_runner() -> tuple[RunFn, Any]:
     """The real profiler and a fresh model cache: ``memprof.engines.run`` and ``engines.ModelCache()``
     (each model is built once per method and reused across sequence lengths and batch sizes)."""
-    try:
-        from memprof import engines
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("memprof.engines"):
-            raise MemprofError(
-                "the profiling engines (memprof.engines) are not installed in this checkout; "
-                "reinstall memprof, or render saved results with `memprof report`"
-            ) from None
-        raise
+    from memprof import engines
+
     return engines.run, engines.ModelCache()
 
 

@@ -42,9 +42,11 @@ def run(config: ProfileConfig, cache: ModelCache | None = None) -> Result:
     except Exception as exc:
         if not is_oom(exc):
             raise
-        if config.engine == "cuda":
-            engine.cleanup()
-        return oom_result(config, exc, device_name=config.engine)
+        result = oom_result(config, exc, device_name=config.engine)
+    # Outside the handler: the traceback, and the tensors its frames held, are gone now.
+    if config.engine == "cuda":
+        engine.cleanup()
+    return result
 
 
 def profile(

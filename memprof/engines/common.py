@@ -120,11 +120,29 @@ def instrumented_step(
     return inst.measurement, elapsed
 
 
-def attention_name(choices: list[str], attn: str | None) -> str:
-    """``eager``, or the SDPA kernels the step used (``KernelModel.choices``), joined by '+'."""
+def attention_name(kernels: list[str], attn: str | None, *, observed: bool = False) -> str:
+    """``eager``, or the SDPA kernels the step used, joined by '+' in order of first use.
+
+    ``kernels``: the fake engine's kernel choices, or (``observed=True``) the fused kernels a real
+    step ran, where SDPA's math path leaves no operator of its own: an sdpa model that ran no fused
+    kernel ran the math path.
+    """
     if attn == "eager":
         return "eager"
-    return "+".join(dict.fromkeys(choices)) or ("sdpa-unused" if attn == "sdpa" else str(attn or "none"))
+    names = "+".join(dict.fromkeys(kernels))
+    if names:
+        return names
+    if attn == "sdpa":
+        return "sdpa-math" if observed else "sdpa-unused"
+    return str(attn or "none")
+
+
+def _configuration(config: ProfileConfig) -> dict:
+    """The Result fields that name the configuration."""
+    return dict(
+        backbone=config.backbone, method=config.method, engine=config.engine, target=config.target,
+        dtype=config.dtype, seq_len=config.seq_len, batch_size=config.batch_size, task=config.task,
+    )
 
 
 def make_result(
@@ -132,15 +150,8 @@ def make_result(
     device_name: str = "cpu",
 ) -> Result:
     return Result(
-        backbone=config.backbone,
-        method=config.method,
-        engine=config.engine,
-        target=config.target,
-        dtype=config.dtype,
+        **_configuration(config),
         attn_implementation=attn,
-        seq_len=config.seq_len,
-        batch_size=config.batch_size,
-        task=config.task,
         trainable_params=built.trainable,
         total_params=built.total,
         memory=measurement.memory,
@@ -165,15 +176,8 @@ def is_oom(exc: BaseException) -> bool:
 def oom_result(config: ProfileConfig, exc: BaseException, device_name: str = "cpu") -> Result:
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     return Result(
-        backbone=config.backbone,
-        method=config.method,
-        engine=config.engine,
-        target=config.target,
-        dtype=config.dtype,
+        **_configuration(config),
         attn_implementation=config.attn,
-        seq_len=config.seq_len,
-        batch_size=config.batch_size,
-        task=config.task,
         status="oom",
         message=f"out of memory: {first}",
         environment=environment(device_name),

@@ -10,7 +10,6 @@ import torch
 from memprof import methods, tasks
 from memprof.config import ProfileConfig
 from memprof.engines.common import Built, adamw, attention_name, instrumented_step, make_result
-from memprof.engines.kernels import KernelModel
 from memprof.result import Result
 
 
@@ -34,9 +33,7 @@ def run(built: Built, config: ProfileConfig) -> Result:
     torch.manual_seed(config.seed)
     batch = tasks.make_batch(config.resolved, config.task, config.batch_size, config.seq_len, seed=config.seed)
     optimizer = adamw(built.model, foreach=False)
-    kernels = KernelModel("cpu", observe=True)
-    with kernels:
-        measurement, seconds = instrumented_step(built.model, batch, optimizer, forward_context(config, "cpu"))
+    measurement, seconds = instrumented_step(built.model, batch, optimizer, forward_context(config, "cpu"))
     del optimizer, batch
-    attn = attention_name(kernels.choices, config.attn)
+    attn = attention_name(measurement.attention_kernels, config.attn, observed=True)
     return make_result(config, built, measurement, attn, step_time=seconds)

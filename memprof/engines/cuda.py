@@ -17,7 +17,6 @@ from memprof import methods, tasks
 from memprof.config import ProfileConfig
 from memprof.engines.common import Built, adamw, attention_name, instrumented_step, make_result
 from memprof.engines.cpu import forward_context
-from memprof.engines.kernels import KernelModel
 from memprof.result import Result
 
 
@@ -64,20 +63,21 @@ def run(built: Built, config: ProfileConfig) -> Result:
         torch.cuda.synchronize(device)
         used[0] = nvml_used(device)
 
-    kernels = KernelModel("cuda", observe=True)
-    with kernels:
-        measurement, seconds = instrumented_step(built.model, batch, optimizer, forward_context(config, "cuda"),
-                                                 synchronize=synchronize, after_step=after_step)
+    measurement, seconds = instrumented_step(built.model, batch, optimizer, forward_context(config, "cuda"),
+                                             synchronize=synchronize, after_step=after_step)
     memory = measurement.memory
     memory.cuda_max_allocated = int(torch.cuda.max_memory_allocated(device))
     memory.cuda_max_reserved = int(torch.cuda.max_memory_reserved(device))
     memory.nvml_used = used[0]
     del optimizer, batch
-    attn = attention_name(kernels.choices, config.attn)
+    attn = attention_name(measurement.attention_kernels, config.attn, observed=True)
     return make_result(config, built, measurement, attn, step_time=seconds, device_name=torch.cuda.get_device_name(device))
 
 
 def cleanup() -> None:
     """After an out-of-memory error: hand the cached blocks back so the next run starts clean."""
+    import gc
+
+    gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

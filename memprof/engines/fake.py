@@ -46,8 +46,9 @@ from memprof.engines.kernels import KernelModel
 from memprof.errors import MemprofError
 from memprof.result import Result
 
-#: Largest tensor kept as a real constant under the fake mode (elements).
-FOLD_LIMIT = 1 << 24
+#: Largest tensor kept as a real constant under the fake mode (elements): index and mask
+#: bookkeeping is (B, S) or (B, 1, S, S); nothing the size of the activations is ever computed.
+FOLD_LIMIT = 1 << 22
 _CPU = torch.device("cpu")
 
 

@@ -144,24 +144,20 @@ class KernelModel(TorchFunctionMode):
 
     ``choices`` lists the attention kernel of every SDPA call, by name. Turn the emulated
     autocast on around the forward with ``autocast()`` (only does something for target cuda
-    with an ``autocast_dtype``). With ``observe=True`` (the real engines) nothing is changed:
-    each SDPA call's backend is asked of PyTorch's own dispatcher and recorded, then it runs.
+    with an ``autocast_dtype``).
     """
 
-    def __init__(self, target: str, autocast_dtype: torch.dtype | None = None, *, observe: bool = False) -> None:
+    def __init__(self, target: str, autocast_dtype: torch.dtype | None = None) -> None:
         super().__init__()
         self.target = target
-        self.observe = observe
-        self.autocast_dtype = autocast_dtype if target == "cuda" and not observe else None
+        self.autocast_dtype = autocast_dtype if target == "cuda" else None
         self.choices: list[str] = []
         self._autocast_on = False
         self._autocast_used = False
         self._cache_casts = True
         self._cast_cache: dict[int, torch.Tensor] = {}
         handlers: dict[Callable, Callable] = {F.scaled_dot_product_attention: self._sdpa}
-        if observe:
-            handlers[F.scaled_dot_product_attention] = self._observe_sdpa
-        elif target == "cuda":
+        if target == "cuda":
             handlers[F.dropout] = self._dropout
         if self.autocast_dtype is not None:
             for fn in _LOWER:
@@ -270,13 +266,6 @@ class KernelModel(TorchFunctionMode):
             return aten._scaled_dot_product_efficient_attention(
                 q, k, v, bias, lse, dropout_p, is_causal, scale=scale
             )[0]
-        return func(*args, **kwargs)
-
-    def _observe_sdpa(self, func, args, kwargs):
-        q, k, v, mask, dropout_p, is_causal, scale, gqa = _sdpa_args(args, kwargs)
-        backend = SDPBackend(torch._fused_sdp_choice(q, k, v, mask, dropout_p, is_causal, scale=scale, enable_gqa=gqa))
-        names = CUDA_NAMES if q.device.type == "cuda" else CPU_NAMES
-        self.choices.append(names.get(backend, f"sdpa-{backend.name.lower()}"))
         return func(*args, **kwargs)
 
     def _dropout(self, func, args, kwargs):

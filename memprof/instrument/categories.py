@@ -11,6 +11,13 @@ On the CPU it is ``input * (bernoulli(1 - p) / (1 - p))``: the mask is a float t
 plain ``MulBackward0``. The node name cannot tell it from any other product, so the live tracker
 marks storages written by a random-sampling operator (``bernoulli``) and such a storage is a
 ``dropout_mask`` whatever node saved it (``random_mask=True`` below).
+
+NOTE [ Weights under autocast ]
+Under autocast a Linear runs on a low-precision copy of its weight, and backward needs that copy
+for the input's gradient, so the Linear's node saves it: the copy is memory held for backward
+like any activation (for a frozen fp32 model under bf16 autocast, half the model's size again)
+and is counted, with the node's other tensors, as ``linear_input``. The fp32 parameter itself is
+never counted (it is ``Memory.parameters``).
 """
 
 from __future__ import annotations

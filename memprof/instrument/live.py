@@ -38,6 +38,17 @@ _KIND_INDEX = {k: i for i, k in enumerate(KINDS)}
 #: Operators that fill a tensor with random draws: their storages are dropout masks on the CPU.
 _RANDOM_INPLACE = frozenset({aten.bernoulli_.float, aten.bernoulli_.Tensor})
 _RANDOM_OUT = frozenset({aten.bernoulli.default, aten.bernoulli.p})
+_SPECIAL = _RANDOM_INPLACE | _RANDOM_OUT
+
+#: SDPA's fused kernels, by the name a Result gives them (the math path is decomposed above
+#: the dispatcher and shows no operator of its own).
+ATTENTION_KERNELS = {
+    aten._scaled_dot_product_flash_attention_for_cpu.default: "sdpa-flash-cpu",
+    aten._scaled_dot_product_flash_attention.default: "sdpa-flash",
+    aten._scaled_dot_product_efficient_attention.default: "sdpa-efficient",
+    aten._scaled_dot_product_cudnn_attention.default: "sdpa-cudnn",
+    aten._scaled_dot_product_fused_attention_overrideable.default: "sdpa-overrideable",
+}
 
 _graph_task_id = torch._C._current_graph_task_id
 
@@ -81,10 +92,13 @@ class LiveTracker(TorchDispatchMode):
         self.random: set[int] = set()  # keys written by a random-sampling operator
         self.marks: dict[str, int] = {}
         self.recomputes: list[tuple[int, int]] = []
+        #: fused attention kernels run in the forward phase (``ATTENTION_KERNELS`` names), in order
+        self.attention_kernels: list[str] = []
         self.phase = ""
         self._refs: dict[int, _Ref] = {}  # id(storage) -> weak reference
         self._recompute_start = -1
         self._on_backward = on_backward
+        self._watch_backward = False  # in the forward phase, with someone to tell when backward starts
         self._closed = False
 
     # -- the mode --------------------------------------------------------------------------
@@ -94,18 +108,34 @@ class LiveTracker(TorchDispatchMode):
         return False  # nothing is compiled inside; skips a per-operator wrapper
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if self.phase == "forward" and self._on_backward is not None and _graph_task_id() != -1:
+        # The hot path: one call per operator of the step; keep it lean.
+        if self._watch_backward and _graph_task_id() != -1:
             self._on_backward()
-        out = func(*args, **(kwargs or {}))
-        if func in _RANDOM_INPLACE:
-            self._see(args[0], random=True)
-        elif type(out) is tuple or type(out) is list:
+        out = func(*args, **kwargs) if kwargs else func(*args)
+        kind = type(out)
+        if kind is tuple or kind is list:
             for o in out:
                 if isinstance(o, torch.Tensor):
                     self._see(o)
         elif isinstance(out, torch.Tensor):
-            self._see(out, random=func in _RANDOM_OUT)
+            if func in _SPECIAL:
+                self._special(func, args, out)
+            else:
+                try:
+                    sid = id(out.untyped_storage())
+                except (RuntimeError, NotImplementedError):
+                    return out
+                if sid not in self._refs:
+                    self._see(out)
+        if func in ATTENTION_KERNELS and self.phase == "forward":
+            self.attention_kernels.append(ATTENTION_KERNELS[func])
         return out
+
+    def _special(self, func, args, out: torch.Tensor) -> None:
+        if func in _RANDOM_INPLACE:
+            self._see(args[0], random=True)
+        else:
+            self._see(out, random=func in _RANDOM_OUT)
 
     def _see(self, t: torch.Tensor, random: bool = False) -> int | None:
         try:
@@ -162,6 +192,7 @@ class LiveTracker(TorchDispatchMode):
 
     def begin(self, phase: str) -> None:
         self.phase = phase
+        self._watch_backward = phase == "forward" and self._on_backward is not None
         self.marks.setdefault(phase, len(self.events))
 
     def module_call(self, entering: bool) -> None:

@@ -49,16 +49,10 @@ _next_sequence_nr = torch._C._autograd._get_sequence_nr
 _NODELESS_SAVERS = frozenset({torch.utils.checkpoint.__file__})
 
 
-class _Record:
-    """One saved storage: its bytes, the module and node that saved it first."""
+class _Record(weakref.ref):
+    """One saved storage (weakly referenced): its bytes, the module and node that saved it first."""
 
-    __slots__ = ("nbytes", "module", "seq", "ref")
-
-    def __init__(self, nbytes: int, module: str, seq: int) -> None:
-        self.nbytes = nbytes
-        self.module = module
-        self.seq = seq
-        self.ref: weakref.ref | None = None
+    __slots__ = ("sid", "nbytes", "module", "seq")
 
 
 @dataclass
@@ -106,15 +100,15 @@ class SavedTensorTracker:
             try:
                 st = t.untyped_storage()
             except (RuntimeError, NotImplementedError):  # no storage (nested, sparse): not counted
-                return t.detach()
+                return _keep(t)
             sid = id(st)
             if sid not in self._records and sid not in self._exclude:
                 caller = sys._getframe(1).f_code.co_filename
-                seq = -1 if caller in _NODELESS_SAVERS else _next_sequence_nr() - 1
-                rec = _Record(st.nbytes(), self.stack.current, seq)
-                rec.ref = weakref.ref(st, _forget(self._records, sid, rec))
+                rec = _Record(st, self._forget)
+                rec.sid, rec.nbytes, rec.module = sid, st.nbytes(), self.stack.current
+                rec.seq = -1 if caller in _NODELESS_SAVERS else _next_sequence_nr() - 1
                 self._records[sid] = rec
-        return t.detach()
+        return _keep(t)
 
     # -- naming nodes ----------------------------------------------------------------------
 
@@ -150,7 +144,7 @@ class SavedTensorTracker:
         total = 0
         alive = []
         for sid, rec in list(self._records.items()):
-            if rec.ref is None or rec.ref() is None:
+            if rec() is None:
                 continue
             alive.append(sid)
             cat = category(self._names.get(rec.seq), random_mask=bool(self.random_mask and self.random_mask(sid)))
@@ -166,6 +160,11 @@ class SavedTensorTracker:
         ).astype({c: "int64" for c in LAYER_COLUMNS[1:]})
         return SavedSummary(total=total, layers=frame, storage_ids=frozenset(alive))
 
+    def _forget(self, rec: _Record) -> None:
+        """A saved storage died (its graph was dropped): it is no longer held for backward."""
+        if self._records.get(rec.sid) is rec:
+            del self._records[rec.sid]
+
     def clear(self) -> None:
         self._records.clear()
         self._names.clear()
@@ -173,13 +172,17 @@ class SavedTensorTracker:
         self._exclude_refs.clear()
 
 
-def _unpack(t: torch.Tensor) -> torch.Tensor:
+def _keep(t: torch.Tensor) -> torch.Tensor:
+    """What the graph keeps for a saved tensor: the tensor itself, unless it is an output of the
+    node saving it -- then a detached alias, or node -> tensor -> grad_fn -> node would be a
+    reference cycle autograd cannot free (saved_tensors_hooks' warning). Inputs and leaves are kept
+    as they are, as autograd keeps them without hooks; skipping their ``detach`` matters under
+    FakeTensorMode, where it is a dispatched operator."""
+    fn = t.grad_fn
+    if fn is not None and fn._sequence_nr() == _next_sequence_nr() - 1:
+        return t.detach()
     return t
 
 
-def _forget(records: dict[int, _Record], sid: int, rec: _Record) -> Callable[[weakref.ref], None]:
-    def callback(_ref: weakref.ref) -> None:
-        if records.get(sid) is rec:
-            del records[sid]
-
-    return callback
+def _unpack(t: torch.Tensor) -> torch.Tensor:
+    return t

@@ -46,6 +46,8 @@ class Measurement:
     layers: pd.DataFrame
     saved: SavedSummary
     live: LiveSummary
+    #: fused SDPA kernels the forward ran (see ``live.ATTENTION_KERNELS``)
+    attention_kernels: list[str]
 
 
 class Instrument:
@@ -209,7 +211,7 @@ class Instrument:
             activations_at_peak=summary.activations_at_peak,
         )
         layers = saved.layers if len(saved.layers) else empty_layers()
-        return Measurement(memory, layers, saved, summary)
+        return Measurement(memory, layers, saved, summary, list(live.attention_kernels))
 
 
 def _attn_config(model: nn.Module) -> str | None:
@@ -251,32 +253,33 @@ def track(model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *, n
     is ``optimizer.step()``. ``prof.result`` is a ``memprof.Result`` (engine
     ``"track"``, status ``"ok"``); an exception in the block propagates and leaves it None.
 
-    Note: only real tensors are expected (cpu or cuda); the saved-tensor figure is the first
-    forward's, and a checkpointed region's tensors appear as ``memory.unattributed``.
+    Note: real tensors (cpu or cuda) are expected. The saved-tensor figure is the first
+    forward's. What a non-reentrant checkpoint keeps inside its regions is recomputed in backward
+    (it shows in ``peak_activations``); the regions' inputs are saved tensors like any other.
+    ``dtype`` is the parameters' (``fp32``, ``bf16``, ``fp16``); autocast is not detected.
     """
     from memprof.engines.common import attention_name
-    from memprof.engines.kernels import KernelModel
     from memprof.methods import count_params
     from memprof.result import environment
 
     tracker = Tracker(model, optimizer, name)
     inst = Instrument(model, optimizer, auto=True)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    kernels = KernelModel(device.type, observe=True)
-    with kernels, inst:
+    with inst:
         inst.begin_forward()
         yield tracker
     m = inst.measurement
     tracker.measurement = m
     trainable, total = count_params(model)
     dtype = next((p.dtype for p in model.parameters()), torch.float32)
+    dtype_name = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype)[6:])
     tracker.result = Result(
         backbone=name,
         method="custom",
         engine="track",
         target=device.type,
-        dtype=str(dtype).replace("torch.", ""),
-        attn_implementation=attention_name(kernels.choices, _attn_config(model)),
+        dtype=dtype_name,
+        attn_implementation=attention_name(m.attention_kernels, _attn_config(model), observed=True),
         seq_len=inst.batch_shape[1],
         batch_size=inst.batch_shape[0],
         trainable_params=trainable,

@@ -8,6 +8,8 @@ from memprof.methods import ft, lora, register
 
 def checkpoint(model):
     kwargs = {"use_reentrant": False}
+    if hasattr(model.config, "use_cache"):
+        model.config.use_cache = False  # what transformers would switch off itself, with a warning
     if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5 renamed it
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     else:

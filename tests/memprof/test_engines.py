@@ -29,6 +29,8 @@ SHRINK = {
 BUILTIN = {"bert": "bert-base", "roberta": "roberta-base", "bart": "bart-base", "opt": "opt-125m"}
 
 
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """family -> path of a two-layer, 16-wide config.json of that family (vocabulary 64)."""
@@ -199,6 +201,9 @@ def test_model_cache_builds_once_and_leaves_the_model_reusable(tiny):
     (built,) = cache._models.values()
     assert all(p.grad is None for p in built.model.parameters())
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in built.model.modules())
+    from torch.nn.modules import module as nn_module
+
+    assert not nn_module._global_forward_hooks and not nn_module._global_forward_pre_hooks
     run(ProfileConfig(tiny["bert"], "ft", S, B, engine="cpu"), cache)
     assert cache.builds == 2 and len(cache) == 1
 

@@ -16,6 +16,8 @@ from memprof.result import CATEGORIES, LAYER_COLUMNS
 F32 = 4
 
 
+
+
 class Fn(nn.Module):
     """A module whose forward is ``fn(x)``: the unit under test for raw operators."""
 
@@ -69,7 +71,9 @@ def test_dead_saves_are_not_counted():
     x = torch.randn(64, 32, requires_grad=True)
 
     def forward(x):
-        x.exp().sum()  # ExpBackward0 saves its result, but the graph is dropped at once
+        # ExpBackward0 saves its own result, but the graph is dropped at once: what the pack hook
+        # returns must not keep it (a saved output kept with its grad_fn would be a reference cycle).
+        x.exp().sum()
         return x * 2  # saves nothing (a Python scalar)
 
     m = step(Fn(forward), x)

@@ -190,14 +190,6 @@ def test_output_directory_that_is_a_file(tmp_path):
         sweep.run_sweep(grid(), tmp_path / "f" / "sub", run=fake_run)
 
 
-def test_no_engines_is_one_clear_error(monkeypatch):
-    import sys
-
-    monkeypatch.setitem(sys.modules, "memprof.engines", None)
-    with pytest.raises(MemprofError, match="memprof.engines"):
-        sweep.default_runner()
-
-
 # --- output folders -------------------------------------------------------------------------------
 
 

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The memory-regression gate: profile the gated configurations with the fake engine (exact byte
+# counts, no GPU) and compare them with the committed baseline. Extra arguments go to
+# `memprof check` (e.g. --markdown "$GITHUB_STEP_SUMMARY").
+#
+# Refresh the baseline after an intended change:  REFRESH=1 bash .ci/gate.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BACKBONES=(bert-base bart-base opt-125m)
+SEQ_LENS=128,512
+BATCH_SIZES=8
+BASELINE=reports/baseline/baseline.json
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+
+methods=$(python -c "from memprof import methods; print(','.join(methods.names()))")
+for backbone in "${BACKBONES[@]}"; do
+    memprof compare --backbone "$backbone" --methods "$methods" --seq-lens "$SEQ_LENS" \
+        --batch-sizes "$BATCH_SIZES" --engine fake --out "$out/$backbone" --quiet >/dev/null
+done
+
+if [ "${REFRESH:-0}" = 1 ]; then
+    memprof baseline "$out"/*/ --out "$BASELINE"
+else
+    # The fake engine is deterministic: any growth is real, so the tolerance is tiny.
+    memprof check "$out"/*/ --baseline "$BASELINE" --tolerance 0.1% "$@"
+fi
