@@ -72,9 +72,18 @@ def build_model(
     config = backbone.hf_config(**extra)
     config._attn_implementation = attn_implementation
     if backbone.weights and pretrained and str(device) != "meta":
-        model = cls.from_pretrained(
-            backbone.weights, config=config, local_files_only=True, dtype=dtype, attn_implementation=attn_implementation
-        )
+        from transformers.utils import logging as hf_logging
+
+        # The task head is new by design; transformers' load report about it is noise here.
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        try:
+            model = cls.from_pretrained(
+                backbone.weights, config=config, local_files_only=True, dtype=dtype,
+                attn_implementation=attn_implementation,
+            )
+        finally:
+            hf_logging.set_verbosity(verbosity)
         model = model.to(device)
     else:
         with torch.device(device):
