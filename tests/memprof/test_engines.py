@@ -242,6 +242,7 @@ def test_public_profile_validates(tiny):
 
 
 def test_checkpointed_layer_inputs_are_live_activations(tiny):
+    from memprof.methods.ckpt import checkpoint
     from memprof.tasks import build_model, make_batch
 
     bb = backbones.resolve(tiny["bert"])
@@ -251,11 +252,7 @@ def test_checkpointed_layer_inputs_are_live_activations(tiny):
         torch.manual_seed(0)
         model = build_model(bb, attn_implementation="sdpa")
         if checkpointing:
-            kwargs = {"use_reentrant": False}
-            if hasattr(model, "activation_checkpointing_enable"):
-                model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-            else:
-                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+            checkpoint(model)  # non-reentrant, through transformers, as the ckpt methods do
         opt = torch.optim.AdamW(model.parameters())
         with memprof.track(model, opt) as prof:
             loss = model(**batch).loss
