@@ -121,15 +121,10 @@ def format_excess(over: list[Excess], memory: Memory, budgets: Mapping[str, int]
 
 
 def _track() -> Callable[..., Any]:
+    """``memprof.track``, looked up at call time so tests can stand a stub in for it."""
     import memprof
 
-    track = getattr(memprof, "track", None)
-    if track is None:  # the tracker itself, before the package exports it
-        try:
-            from memprof.instrument.session import track
-        except ImportError:
-            raise MemprofError("memprof.track is not available in this version of memprof; install one that has it") from None
-    return track
+    return memprof.track
 
 
 @contextmanager

@@ -23,3 +23,12 @@ def test_readme_has_the_two_setup_commands():
     setup = text[text.index("## Set up"):text.index("## Quickstart")]
     assert "memprof compare" in setup and "python -m pytest -q" in setup
     assert "python -m pytest -q" in (Path(__file__).parents[1] / ".ci" / "run").read_text()
+
+
+def test_public_api_names_resolve():
+    import memprof
+    from memprof.budget import assert_memory
+    from memprof.engines import profile
+    from memprof.instrument.session import track
+
+    assert (memprof.profile, memprof.track, memprof.assert_memory) == (profile, track, assert_memory)

@@ -7,11 +7,7 @@ from memprof.cli.app import app, run
 # One module per command; each registers itself on ``app`` when imported.
 COMMANDS = ("profile", "backbones", "compare", "report", "check", "baseline", "diagnose")
 for _name in COMMANDS:
-    try:
-        importlib.import_module(f"memprof.cli.{_name}")
-    except ModuleNotFoundError as _exc:  # a command still being written
-        if _exc.name != f"memprof.cli.{_name}":
-            raise
+    importlib.import_module(f"memprof.cli.{_name}")
 
 
 def main() -> None:

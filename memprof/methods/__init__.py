@@ -91,11 +91,5 @@ def unfreeze_head(model: nn.Module) -> None:
 
 
 # Each import registers its methods; the order here is the order users see.
-from memprof.methods import ft, lora  # noqa: E402,F401
-
-for _optional in ("adapter", "ckpt", "meft"):
-    try:
-        __import__(f"memprof.methods.{_optional}")
-    except ModuleNotFoundError as _exc:  # modules still being written
-        if _exc.name != f"memprof.methods.{_optional}":
-            raise
+from memprof.methods import ft, lora  # noqa: E402,F401,I001
+from memprof.methods import adapter, ckpt, meft  # noqa: E402,F401,I001

@@ -47,12 +47,10 @@ class SequentialAdapter(nn.Module):
 
 
 def layer_modules(model: nn.Module) -> list[nn.Module]:
-    """Every transformer layer (encoder and decoder) of a BERT, RoBERTa, BART or OPT model."""
-    layer_types = ("Layer", "EncoderLayer", "DecoderLayer")
-    return [
-        m for m in model.modules()
-        if type(m).__name__.endswith(layer_types) and type(m).__name__.startswith(("Bert", "Roberta", "Bart", "OPT"))
-    ]
+    """Every transformer layer (encoder and decoder), found where meft.families says the stacks are."""
+    from meft.families import family_of
+
+    return [layer for site in family_of(model).sites(model) for layer in site.layers]
 
 
 def add_adapters(model: nn.Module, family: str) -> nn.Module:
