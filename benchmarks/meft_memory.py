@@ -1,10 +1,14 @@
-"""MEFT's activation memory against ft, lora+ckpt and the floor, with the fake engine.
+"""MEFT's activation memory against ft, lora and lora+ckpt, in exact and in float arithmetic, with
+the fake engine.
 
 bert-base width (hidden 768, 12 heads) at 6, 12 and 24 layers, seq 512, batch 8, fp32, eager
-attention, target cpu (the MEFT issue's setting). The floor of a fully reversible model is the two
-top streams plus one layer's recomputation with frozen weights: ``2 * B*S*H*4`` bytes plus the
-saved bytes of one lora layer (frozen linears save no input for a weight gradient; ft's layer saves
-more, so it would overstate the floor).
+attention, target cpu (the MEFT issue's setting). A fully reversible stack keeps its two top streams
+(int64 fixed point in exact arithmetic, fp32 in float arithmetic) and, in exact arithmetic only, the
+low bits each scaling by lam or beta = 13/128 dropped: one byte per element of each scaled stream per
+layer (meft1 scales x1, meft2 x2, meft3 both), i.e. B*T*H bytes per layer for meft1 and meft2 and
+twice that for meft3 (saved-activation category ``reversible_bits``). Its floor is those streams and
+bits plus one layer's recomputation with frozen weights (the saved bytes of one lora layer: frozen
+linears save no input for a weight gradient; ft's layer saves more, so it would overstate the floor).
 
     python benchmarks/meft_memory.py
 """
@@ -12,6 +16,7 @@ more, so it would overstate the floor).
 from __future__ import annotations
 
 import json
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -19,9 +24,14 @@ from pathlib import Path
 from memprof.backbones import BUILTIN
 from memprof.config import ProfileConfig
 from memprof.engines import ModelCache, run
+from memprof.result import Result
 
 SEQ, BATCH, HIDDEN = 512, 8, 768
-METHODS = ("ft", "lora", "lora+ckpt", "meft1", "meft2", "meft3")
+DEPTHS = (6, 12, 24)
+METHODS = ("ft", "lora", "lora+ckpt", "meft1", "meft2", "meft3", "meft1-float", "meft2-float", "meft3-float")
+#: bytes per element of one stream: int64 fixed point in exact arithmetic, the model's fp32 in float
+STREAM_BYTES = {"exact": 8, "float": 4}
+MIB = 2**20
 
 
 def bert_base_with(layers: int, folder: Path) -> str:
@@ -30,34 +40,66 @@ def bert_base_with(layers: int, folder: Path) -> str:
     return str(path)
 
 
-def peak_activations(backbone: str, method: str, cache: ModelCache) -> tuple[int, int]:
-    cfg = ProfileConfig(backbone, method=method, seq_len=SEQ, batch_size=BATCH, attn="eager", target="cpu")
-    r = run(cfg, cache)
-    return r.memory.peak_activations, r.memory.saved_activations
+def profile(backbone: str, method: str, cache: ModelCache) -> Result:
+    r = run(ProfileConfig(backbone, method=method, seq_len=SEQ, batch_size=BATCH, attn="eager", target="cpu"), cache)
+    if r.status != "ok":
+        raise RuntimeError(f"{method} on {backbone} ended with status {r.status}: {r.message}")
+    return r
 
 
-def measure(depths=(6, 12, 24), methods=METHODS) -> dict[tuple[int, str], tuple[int, int]]:
+def measure(depths=DEPTHS, methods=METHODS) -> dict[tuple[int, str], Result]:
     cache = ModelCache()
     with tempfile.TemporaryDirectory() as tmp:
-        return {(n, m): peak_activations(bert_base_with(n, Path(tmp)), m, cache) for n in depths for m in methods}
+        return {(n, m): profile(bert_base_with(n, Path(tmp)), m, cache) for n in depths for m in methods}
+
+
+def kept_bits(r: Result) -> int:
+    """Bytes the reversible stack keeps of the bits its scalings dropped (all layers)."""
+    return int(r.layers["reversible_bits"].sum())
+
+
+def reversible_layers(r: Result) -> int:
+    """How many layers ran through the reversible Function, from the stack's name (``11 of 12 layers
+    reversible`` when meft keeps the top layer's graph under a small head, ``12 layers`` otherwise)."""
+    (name,) = [m for m in r.layers["module"] if "(reversible stack, " in m]
+    match = re.search(r"\(reversible stack, (\d+) (?:of \d+ )?layers", name)
+    return int(match.group(1))
+
+
+def arithmetic(method: str) -> str:
+    return "float" if method.endswith("-float") else "exact"
 
 
 def main() -> None:
-    depths = (6, 12, 24)
-    numbers = measure(depths)
-    mib = 2**20
-    streams = 2 * BATCH * SEQ * HIDDEN * 4
-    # Saved bytes grow by one layer's worth per layer: the difference of 12 and 24 layers / 12.
-    per_layer = (numbers[(24, "lora")][1] - numbers[(12, "lora")][1]) // 12
-    floor = streams + per_layer
-    print(f"bert-base width, seq {SEQ}, batch {BATCH}, fp32, eager, fake engine target cpu. "
-          f"Floor = two streams ({streams / mib:.0f} MiB) + one frozen layer ({per_layer / mib:.0f} MiB) = {floor / mib:.0f} MiB\n")
-    print("| method | " + " | ".join(f"{n} layers: peak act. MiB (% of ft)" for n in depths) + " | 24 vs 6 layers | x floor (24 layers) |")
-    print("| --- " * (len(depths) + 3) + "|")
+    results = measure()
+    peak = {k: r.memory.peak_activations for k, r in results.items()}
+    top, bottom = max(DEPTHS), min(DEPTHS)
+    elements = BATCH * SEQ * HIDDEN  # of one stream
+    # A frozen layer's saved bytes: lora's growth per layer (the difference of the deepest and the shallowest, per layer).
+    frozen_layer = (results[(top, "lora")].memory.saved_activations
+                    - results[(bottom, "lora")].memory.saved_activations) // (top - bottom)
+    print(f"bert-base width, seq {SEQ}, batch {BATCH}, fp32, eager, fake engine target cpu. One stream has "
+          f"B*T*H = {elements:,} elements: one byte each is {elements / MIB:.0f} MiB. Floor = two top streams "
+          f"+ kept bits + one frozen layer ({frozen_layer / MIB:.0f} MiB); meft3 recomputes its attention and "
+          "feed-forward blocks one at a time, so it stays below. Under the classification head meft keeps the "
+          f"top layer's graph (cache_top_layer): {reversible_layers(results[(top, 'meft1')])} of {top} layers "
+          "are reversible.\n")
+    print("| method | " + " | ".join(f"{n} layers: peak act. MiB (% of ft)" for n in DEPTHS)
+          + f" | growth per layer, {bottom} to {top} (MiB) | kept bits per layer (MiB) | "
+          "kept bytes per element per layer | x float (24 layers) | x floor (24 layers) |")
+    print("| --- " * (len(DEPTHS) + 6) + "|")
     for m in METHODS:
-        cells = [f"{numbers[(n, m)][0] / mib:,.0f} ({100 * numbers[(n, m)][0] / numbers[(n, 'ft')][0]:.1f}%)" for n in depths]
-        growth = numbers[(24, m)][0] / numbers[(6, m)][0]
-        print(f"| {m} | " + " | ".join(cells) + f" | {growth:.3f} | {numbers[(24, m)][0] / floor:.2f} |")
+        cells = [f"{peak[(n, m)] / MIB:,.0f} ({100 * peak[(n, m)] / peak[(n, 'ft')]:.1f}%)" for n in DEPTHS]
+        growth = (peak[(top, m)] - peak[(bottom, m)]) / (top - bottom)
+        cells.append(f"{growth / MIB:,.2f}")
+        if m.startswith("meft"):
+            bits = kept_bits(results[(top, m)]) / reversible_layers(results[(top, m)])
+            floor = 2 * elements * STREAM_BYTES[arithmetic(m)] + kept_bits(results[(top, m)]) + frozen_layer
+            versus_float = "—" if arithmetic(m) == "float" else f"{peak[(top, m)] / peak[(top, m + '-float')]:.3f}"
+            cells += [f"{bits / MIB:.2f}", f"{bits / elements:g}", versus_float, f"{peak[(top, m)] / floor:.2f}"]
+        else:
+            cells += ["—"] * 4
+        print(f"| {m} | " + " | ".join(cells) + " |")
     sys.stdout.flush()
 
 

@@ -1,7 +1,8 @@
 """MEFT: memory-efficient fine-tuning by making a pre-trained model reversible.
 
 Liao, Tan and Monz, "Make Pre-trained Model Reversible: From Parameter to Memory Efficient
-Fine-Tuning", NeurIPS 2023 (arXiv 2306.00477). See /work/shared/MEFT.md for the method.
+Fine-Tuning", NeurIPS 2023 (arXiv 2306.00477). The README's MEFT section describes the method
+and the exact arithmetic this implementation adds.
 
     import meft
     model = meft.convert(model, meft.MEFTConfig(variant="meft1"))
@@ -11,7 +12,15 @@ Fine-Tuning", NeurIPS 2023 (arXiv 2306.00477). See /work/shared/MEFT.md for the 
 
 from meft.config import VARIANTS, MEFTConfig
 from meft.convert import config_of, convert, is_converted, load_adapters, save_adapters, trained_parameters, unconvert
-from meft.diagnostics import LayerReconstruction, reconstruction_error, starting_point_similarity
+from meft.diagnostics import (
+    GradientFidelity,
+    LayerFidelity,
+    LayerReconstruction,
+    ParameterFidelity,
+    gradient_fidelity,
+    reconstruction_error,
+    starting_point_similarity,
+)
 from meft.errors import MEFTError
 from meft.families import SUPPORTED
 
@@ -20,9 +29,13 @@ __all__ = [
     "MEFTError",
     "SUPPORTED",
     "VARIANTS",
+    "GradientFidelity",
+    "LayerFidelity",
     "LayerReconstruction",
+    "ParameterFidelity",
     "config_of",
     "convert",
+    "gradient_fidelity",
     "is_converted",
     "load_adapters",
     "reconstruction_error",

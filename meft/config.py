@@ -1,7 +1,7 @@
 """MEFTConfig: the one configuration of a MEFT conversion, validated on construction.
 
 The per-variant constants (lam, beta, whether the streams swap, which stream carries the
-pre-trained model's representation) follow /work/shared/MEFT.md, "The three variants".
+pre-trained model's representation) follow MEFT.md (the method's description), "The three variants".
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from meft import fixed_point
 from meft.errors import MEFTError
 
 
@@ -37,6 +38,7 @@ VARIANTS: dict[str, VariantSpec] = {
     "meft3": VariantSpec(lam=0.1, beta=0.1, swap=False, plm_stream=1),
 }
 MERGES = ("mean", "plm")
+ARITHMETICS = ("exact", "float")
 
 
 def _help(text: str) -> dict[str, str]:
@@ -70,6 +72,15 @@ class MEFTConfig:
     merge: str = field(default="plm", metadata=_help(
         "How the two streams become one hidden state after the last layer: 'mean' = (x1 + x2) / 2 as in "
         "the authors' BERT code, 'plm' = keep the stream that carries the PLM's representation."))
+    cache_top_layer: bool | None = field(default=None, metadata=_help(
+        "Keep the top layer's autograd graph instead of recomputing it in backward (its activations are what "
+        "its recomputation would hold at the peak anyway, so this saves one layer's recomputation for free when "
+        "little else is live as backward starts). None: only for the last layer stack of a model with a small "
+        "task head (classification, QA); not under an LM head, whose logits are live when backward starts."))
+    arithmetic: str = field(default="exact", metadata=_help(
+        "'exact': streams in int64 fixed point, lam and beta rounded to multiples of 1/256 (0.1 -> 13/128), "
+        "the bits each scaling drops kept per layer, so reversible gradients equal ordinary backprop at any "
+        "depth and dtype; 'float': the paper's float arithmetic, whose inverse loses about 3.3 bits per layer."))
 
     def __post_init__(self) -> None:
         self.variant = str(self.variant).lower()
@@ -84,7 +95,7 @@ class MEFTConfig:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise MEFTError(f"{name}={value!r} must be a finite number; pass a float such as {name}=0.1, or None")
             if value == 0:
-                raise MEFTError(f"{name}=0 makes the layer impossible to invert (the inverse divides by {name}); "
+                raise MEFTError(f"{name}={value!r} makes the layer impossible to invert (the inverse divides by {name}); "
                                 f"pass a non-zero {name}, e.g. 0.1, or None for the variant's default")
             setattr(self, name, float(value))
         n = self.num_rev_layers
@@ -97,18 +108,40 @@ class MEFTConfig:
             raise MEFTError(f"init_std={self.init_std!r} must be a finite number >= 0; pass e.g. 0.02")
         if self.merge not in MERGES:
             raise MEFTError(f"merge {self.merge!r} is unknown; use one of {', '.join(MERGES)}")
+        if self.cache_top_layer is not None and not isinstance(self.cache_top_layer, bool):
+            raise MEFTError(f"cache_top_layer={self.cache_top_layer!r} must be True, False or None (automatic)")
+        if self.arithmetic not in ARITHMETICS:
+            raise MEFTError(f"arithmetic {self.arithmetic!r} is unknown; use one of {', '.join(ARITHMETICS)}")
+        if self.arithmetic == "exact":
+            self.scales()  # raises for a lam or beta exact arithmetic cannot represent
 
     @property
     def spec(self) -> VariantSpec:
         return VARIANTS[self.variant]
 
+    def scales(self) -> tuple[Any, Any]:
+        """(lam, beta) as the arithmetic uses them: floats, or ``fixed_point.Dyadic`` in exact arithmetic."""
+        lam = self.spec.lam if self.lam is None else self.lam
+        beta = self.spec.beta if self.beta is None else self.beta
+        if self.arithmetic == "exact":
+            return fixed_point.dyadic("lam", lam), fixed_point.dyadic("beta", beta)
+        return lam, beta
+
     @property
     def effective_lam(self) -> float:
-        return self.spec.lam if self.lam is None else self.lam
+        """The lam actually used (exact arithmetic: the dyadic rounding, 13/128 for 0.1)."""
+        lam = self.scales()[0]
+        return lam if isinstance(lam, float) else lam.value
 
     @property
     def effective_beta(self) -> float:
-        return self.spec.beta if self.beta is None else self.beta
+        beta = self.scales()[1]
+        return beta if isinstance(beta, float) else beta.value
+
+    def describe_scales(self) -> str:
+        """``lam=13/128 (0.1015625), beta=1`` in exact arithmetic; ``lam=0.1, beta=1.0`` in float."""
+        return ", ".join(f"{name}={s}" if isinstance(s, float) or s.k == 0 else f"{name}={s} ({s.value})"
+                         for name, s in zip(("lam", "beta"), self.scales()))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -70,8 +70,12 @@ def convert(model: nn.Module, config: MEFTConfig | None = None) -> nn.Module:
     original = {name: p.requires_grad for name, p in model.named_parameters()}
     model.requires_grad_(False)
     hidden, activation = family.hidden_size(model.config), family.activation(model.config)
-    for site in sites:
-        stack = MEFTStack(site.layers, site.kind, config, hidden, activation, name=site.name)
+    small_head = bool(family.head_modules(model))
+    for i, site in enumerate(sites):
+        cache_top = config.cache_top_layer
+        if cache_top is None:  # free only where the stack's output feeds a small head (MEFTConfig.cache_top_layer)
+            cache_top = small_head and i == len(sites) - 1
+        stack = MEFTStack(site.layers, site.kind, config, hidden, activation, name=site.name, cache_top=cache_top)
         stack.train(model.training)
         setattr(site.parent, site.attr, nn.ModuleList([stack]))
     for _, head in family.head_modules(model):

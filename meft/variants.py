@@ -13,26 +13,36 @@ the family's ``LayerKind`` only, so nothing here knows the family.
 from __future__ import annotations
 
 from functools import partial
-from typing import Callable
 
 import torch
 from torch import nn
 
 from meft.adapter import Adapter
 from meft.config import MEFTConfig
+from meft.coupling import SubNet
 from meft.families import Call, LayerKind
-
-SubNet = Callable[[torch.Tensor, Call], torch.Tensor]
 
 ADAPTER_SLOTS = {"meft1": ("ffn", "g"), "meft2": ("f", "ffn"), "meft3": ("attn", "ffn")}
 
 
-def make_adapters(config: MEFTConfig, hidden_size: int, activation: str, like: torch.Tensor) -> nn.ModuleDict:
-    """The two adapters of one layer, on the device and in the dtype of ``like`` (a weight of the layer)."""
+def adapter_slots(config: MEFTConfig, top: bool) -> tuple[str, ...]:
+    """The adapters a layer gets. meft1's top layer under merge="plm" has no G adapter: its output
+    would only reach the stream that the merge drops (meft.config NOTE [ Which stream carries the PLM ]),
+    so it would never receive a gradient."""
+    slots = ADAPTER_SLOTS[config.variant]
+    if top and config.variant == "meft1" and config.merge == "plm":
+        return tuple(s for s in slots if s != "g")
+    return slots
+
+
+def make_adapters(
+    config: MEFTConfig, hidden_size: int, activation: str, like: torch.Tensor, top: bool = False
+) -> nn.ModuleDict:
+    """The adapters of one layer (``top``: the stack's last), on the device and in the dtype of ``like``."""
     return nn.ModuleDict({
         slot: Adapter(hidden_size, config.adapter_dim, activation, config.adapter_dropout, config.init_std,
                       device=like.device, dtype=like.dtype)
-        for slot in ADAPTER_SLOTS[config.variant]
+        for slot in adapter_slots(config, top)
     })
 
 
@@ -55,10 +65,13 @@ def _adapter(adapter: nn.Module, h: torch.Tensor, call: Call) -> torch.Tensor:
     return adapter(h)
 
 
-def sub_networks(variant: str, kind: LayerKind, layer: nn.Module, adapters: nn.ModuleDict) -> tuple[SubNet, SubNet]:
-    """(F, G) of one layer for ``variant``."""
+def sub_networks(
+    variant: str, kind: LayerKind, layer: nn.Module, adapters: nn.ModuleDict
+) -> tuple[SubNet, SubNet | None]:
+    """(F, G) of one layer for ``variant``; G is None (G = 0) where the layer has no G adapter."""
     if variant == "meft1":
-        return partial(_plm_layer, kind, layer, adapters["ffn"]), partial(_adapter, adapters["g"])
+        g = partial(_adapter, adapters["g"]) if "g" in adapters else None
+        return partial(_plm_layer, kind, layer, adapters["ffn"]), g
     if variant == "meft2":
         return partial(_adapter, adapters["f"]), partial(_plm_layer, kind, layer, adapters["ffn"])
     f = partial(_attention_then_adapter, kind, layer, adapters["attn"])

@@ -16,7 +16,12 @@ import pandas as pd
 
 from memprof.errors import MemprofError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Versions this memprof reads. Version 2 added the category ``reversible_bits`` (MEFT's kept bits);
+#: a version 1 file is a version 2 file without it (no version 1 result had such bits: exact MEFT
+#: came with version 2), so it is read with 0 there. A version 1 memprof refuses version 2 files
+#: rather than drop those bytes from its per-category split.
+READABLE_SCHEMA_VERSIONS = (1, 2)
 
 #: Categories a saved tensor is grouped into, by the autograd node (operator) that saved it.
 CATEGORIES = (
@@ -27,6 +32,7 @@ CATEGORIES = (
     "normalization",
     "activation_fn",
     "embedding",
+    "reversible_bits",
     "other",
 )
 
@@ -121,16 +127,21 @@ class Result:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Result":
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_SCHEMA_VERSIONS:
             raise MemprofError(
-                f"result has schema_version {version!r}, this memprof reads {SCHEMA_VERSION}; "
+                f"result has schema_version {version!r}, this memprof reads {_readable()}; "
                 "re-run the profile with this version of memprof"
             )
         known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in known and k not in ("memory", "layers")}
         kwargs["memory"] = Memory(**{k: v for k, v in data.get("memory", {}).items() if k in Memory.__dataclass_fields__})
         kwargs["layers"] = layers_frame(data.get("layers", []))
+        kwargs["schema_version"] = SCHEMA_VERSION  # read into this version's form, written as this version
         return cls(**kwargs)
+
+
+def _readable() -> str:
+    return " or ".join(map(str, READABLE_SCHEMA_VERSIONS))
 
 
 def layers_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
@@ -165,10 +176,10 @@ class ResultSet:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ResultSet":
-        if data.get("schema_version") != SCHEMA_VERSION:
+        if data.get("schema_version") not in READABLE_SCHEMA_VERSIONS:
             raise MemprofError(
                 f"results file has schema_version {data.get('schema_version')!r}, this memprof reads "
-                f"{SCHEMA_VERSION}; re-run the sweep with this version of memprof"
+                f"{_readable()}; re-run the sweep with this version of memprof"
             )
         return cls(
             results=[Result.from_dict(r) for r in data.get("results", [])],

@@ -1,10 +1,13 @@
-"""``memprof diagnose``: per-layer reconstruction error of MEFT's inverse for a backbone, variant and dtype.
+"""``memprof diagnose``: gradient fidelity of MEFT's reversible backprop for a backbone, variant,
+arithmetic and dtype.
 
-The measurement is ``meft.reconstruction_error``; this module builds the model and batch and prints.
+The measurement is ``meft.gradient_fidelity`` (one training step through the reversible layers
+against ordinary backprop through the same model); this module builds the model and batch and prints.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 import typer
@@ -12,7 +15,9 @@ from rich.table import Table
 
 from memprof.cli.app import app, console
 
-DTYPES = ("fp32", "bf16", "fp16", "fp64")
+#: name -> (weights dtype name, autocast dtype name or None)
+DTYPES = {"fp32": ("float32", None), "bf16": ("bfloat16", None), "fp16": ("float16", None),
+          "fp64": ("float64", None), "mixed-bf16": ("float32", "bfloat16"), "mixed-fp16": ("float32", "float16")}
 #: relative error thresholds of the verdict column
 OK, FAIR = 1e-3, 1e-2
 
@@ -27,17 +32,17 @@ def _verdict(error: float) -> str:
 def diagnose_cmd(
     backbone: Annotated[str, typer.Option(help="Backbone name or config path.")] = "bert-base",
     variant: Annotated[str, typer.Option(help="MEFT variant: meft1, meft2 or meft3.")] = "meft1",
-    dtype: Annotated[str, typer.Option(help="fp32, bf16, fp16 or fp64.")] = "fp32",
+    arithmetic: Annotated[str, typer.Option(help="exact (fixed point, the default) or float (the paper's).")] = "exact",
+    dtype: Annotated[str, typer.Option(help=f"{', '.join(DTYPES)} (mixed-*: autocast over fp32 weights).")] = "fp32",
     seq_len: Annotated[int, typer.Option(help="Sequence length of the synthetic batch.")] = 128,
     batch_size: Annotated[int, typer.Option(help="Batch size of the synthetic batch.")] = 2,
     task: Annotated[str | None, typer.Option(help="Model head.  [default: the backbone family's]")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the random weights, adapters and batch.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the random weights, adapters, dropout and batch.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full result as JSON instead of tables.")] = False,
 ) -> None:
-    """Print the relative error ||x_rec - x|| / ||x|| of every layer's input, reconstructed from the top
-    of its stack by MEFT's inverse (as if every layer were reversible), on CPU in eval mode.
-
-    The error grows towards the bottom (each inverse divides by lam or beta); the last line says how
-    many layers stay under 1%, a bound for MEFTConfig.num_rev_layers.
+    """One training step (dropout on) with every layer reversible, against ordinary backprop through
+    the same model: how exactly each layer's input was reconstructed, and how close each trainable
+    parameter's gradient is (relative error, cosine), per layer. On CPU.
     """
     import torch
 
@@ -46,7 +51,8 @@ def diagnose_cmd(
     from memprof.errors import MemprofError
     from memprof.tasks import build_model, check_task, make_batch
 
-    config = meft.MEFTConfig(variant=variant)
+    # every layer through the reversible Function, the top one included, so that each is measured
+    config = meft.MEFTConfig(variant=variant, arithmetic=arithmetic, cache_top_layer=False)
     if dtype not in DTYPES:
         raise MemprofError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}; pass e.g. --dtype bf16")
     for name, value, flag in (("sequence length", seq_len, "--seq-len"), ("batch size", batch_size, "--batch-size")):
@@ -58,19 +64,48 @@ def diagnose_cmd(
         raise MemprofError(f"sequence length {seq_len} exceeds {bb.name}'s maximum of {bb.max_seq_len} positions; "
                            f"pass --seq-len {bb.max_seq_len} or less")
 
+    weights, autocast = (getattr(torch, n) if n else None for n in DTYPES[dtype])
     torch.manual_seed(seed)
-    model = meft.convert(build_model(bb, task, attn_implementation="eager"), config)
-    batch = make_batch(bb, task, batch_size, seq_len, seed=seed)
-    errors = meft.reconstruction_error(model, batch, {"fp32": torch.float32, "bf16": torch.bfloat16,
-                                                      "fp16": torch.float16, "fp64": torch.float64}[dtype])
+    model = meft.convert(build_model(bb, task, attn_implementation="eager").to(weights), config)
+    report = meft.gradient_fidelity(model, make_batch(bb, task, batch_size, seq_len, seed=seed),
+                                    autocast=autocast, seed=seed)
+    if as_json:
+        print(json.dumps({"backbone": bb.name, "variant": variant, "seq_len": seq_len, "batch_size": batch_size,
+                          **report.to_dict(), "dtype": dtype}, indent=2))
+        return
+    _print(report, f"{bb.name} {variant} {arithmetic} {dtype} seq {seq_len} batch {batch_size}")
 
-    table = Table(title=f"MEFT reconstruction error: {bb.name} {variant} {dtype} seq {seq_len} batch {batch_size}")
-    for col in ("stack", "layer", "x1 error", "x2 error", ""):
-        table.add_column(col, justify="right" if "error" in col or col == "layer" else "left")
-    for r in errors:
-        table.add_row(r.stack, str(r.layer), f"{r.error_x1:.2e}", f"{r.error_x2:.2e}", _verdict(r.error))
+
+def _print(report, title: str) -> None:
+    table = Table(title=f"MEFT gradient fidelity: {title}")
+    for col in ("stack", "layer", "input max abs error", "input rel. error", "worst grad rel. error",
+                "lowest grad cosine", ""):
+        table.add_column(col, justify="left" if col in ("stack", "") else "right")
+    by_layer: dict[tuple, list] = {}
+    for p in report.parameters:
+        by_layer.setdefault((p.stack, p.layer), []).append(p)
+    rebuilt = {(r.stack, r.layer): r for r in report.layers}
+    for key, params in by_layer.items():
+        rec = rebuilt.get(key)
+        worst = max(p.relative_error for p in params)
+        table.add_row(key[0], "" if key[1] is None else str(key[1]),
+                      "-" if rec is None else f"{rec.max_abs:.2e}", "-" if rec is None else f"{rec.relative:.2e}",
+                      f"{worst:.2e}", f"{min(p.cosine for p in params):.6f}", _verdict(worst))
     console.print(table)
-    for stack in dict.fromkeys(r.stack for r in errors):
-        rows = [r for r in errors if r.stack == stack]
-        safe = max((len(rows) - r.layer for r in rows if r.error < FAIR), default=0)
-        console.print(f"{stack}: {safe} of {len(rows)} layers reconstruct under 1% error in {dtype}", highlight=False)
+    for stack in dict.fromkeys(r.stack for r in report.layers):
+        rows = [r for r in report.layers if r.stack == stack]
+        exact = sum(r.max_abs == 0 for r in rows)
+        safe = sum(1 for _ in _under(sorted(rows, key=lambda r: -r.layer), FAIR))
+        console.print(f"{stack}: {exact} of {len(rows)} layers reconstructed bit for bit, {safe} under 1% error "
+                      f"({report.arithmetic} arithmetic, {report.dtype})", highlight=False)
+    console.print(f"worst gradient relative error {report.worst_relative_error:.2e}, lowest cosine "
+                  f"{report.lowest_cosine:.6f}; trainable parameters without a gradient: "
+                  f"{', '.join(report.missing) or 'none'}", highlight=False, markup=False)
+
+
+def _under(rows_top_down, limit: float):
+    """The layers, from the top of the stack down, until the first whose reconstruction is off by ``limit``."""
+    for r in rows_top_down:
+        if not r.relative < limit:
+            return
+        yield r

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -11,29 +10,24 @@ import typer
 from rich.table import Table
 
 from memprof.cli.app import app, console
+from memprof.module_names import is_layer_number, layer_row
 from memprof.result import CATEGORIES, Result
-
-_INDEX = re.compile(r"\d+")
 
 
 def group_path(module: str, depth: int | None = None) -> str:
     """The row a module path is shown in.
 
-    ``depth=None``: a numbered layer keeps its path up to the number (``bert.encoder.layer.3``),
-    anything else its first two components (``bert.embeddings``). ``depth=N``: the first N
-    components, a layer number riding along with the name before it (``layer.3`` counts once).
+    ``depth=None``: its layer row (``memprof.module_names.layer_row``: ``bert.encoder.layer.3``, a
+    reversible stack, or the first two components). ``depth=N``: the first N components, a layer
+    number riding along with the name before it (``layer.3`` counts once).
     """
+    if depth is None:
+        return layer_row(module)
     if not module:
         return ""
-    parts = module.split(".")
-    if depth is None:
-        for i, part in enumerate(parts):
-            if _INDEX.fullmatch(part):
-                return ".".join(parts[: i + 1])
-        return ".".join(parts[:2])
     kept, named = [], 0
-    for part in parts:
-        if _INDEX.fullmatch(part):
+    for part in module.split("."):
+        if is_layer_number(part):
             kept.append(part)
             continue
         if named == depth:

@@ -18,9 +18,20 @@ for the input's gradient, so the Linear's node saves it: the copy is memory held
 like any activation (for a frozen fp32 model under bf16 autocast, half the model's size again)
 and is counted, with the node's other tensors, as ``linear_input``. The fp32 parameter itself is
 never counted (it is ``Memory.parameters``).
+
+NOTE [ MEFT's kept bits ]
+MEFT's reversible Function (``meft.reversible``) saves everything its backward needs in one node,
+``_ReversibleFunctionBackward``: the two streams atop its layers, the call's tensors (masks), and, in
+exact arithmetic, int64 checksums of each layer's input (on real tensors only) and the low bits each
+scaling by lam or beta dropped, one uint8 per element of each scaled stream per layer
+(meft.fixed_point). Those bits are what grows with depth and what exact arithmetic costs over float
+arithmetic, so they get their own category, ``reversible_bits``: the uint8 tensors that node saves.
+Its other tensors stay ``other``.
 """
 
 from __future__ import annotations
+
+import torch
 
 from memprof.result import CATEGORIES
 
@@ -70,11 +81,17 @@ NODE_CATEGORY: dict[str, str] = {
     **dict.fromkeys(("EmbeddingBackward0", "EmbeddingBagBackward0", "EmbeddingDenseBackward0"), "embedding"),
 }
 
-assert set(NODE_CATEGORY.values()) <= set(CATEGORIES)
+#: (node name, dtype of the saved tensor) -> category, for nodes that save tensors of several kinds;
+#: it takes precedence over ``NODE_CATEGORY``.
+NODE_DTYPE_CATEGORY: dict[tuple[str, torch.dtype], str] = {
+    ("_ReversibleFunctionBackward", torch.uint8): "reversible_bits",  # NOTE [ MEFT's kept bits ]
+}
+
+assert set(NODE_CATEGORY.values()) | set(NODE_DTYPE_CATEGORY.values()) <= set(CATEGORIES)
 
 
-def category(node_name: str | None, *, random_mask: bool = False) -> str:
-    """The category of a tensor saved by the node called ``node_name`` (None: node unknown).
+def category(node_name: str | None, dtype: torch.dtype | None = None, *, random_mask: bool = False) -> str:
+    """The category of a tensor of ``dtype`` saved by the node called ``node_name`` (None: node unknown).
 
     ``random_mask``: the storage was written by a random-sampling operator, i.e. it is a dropout
     mask (see NOTE [ Dropout on the CPU ]).
@@ -83,4 +100,4 @@ def category(node_name: str | None, *, random_mask: bool = False) -> str:
         return "dropout_mask"
     if node_name is None:
         return "other"
-    return NODE_CATEGORY.get(node_name, "other")
+    return NODE_DTYPE_CATEGORY.get((node_name, dtype)) or NODE_CATEGORY.get(node_name, "other")

@@ -50,9 +50,10 @@ _NODELESS_SAVERS = frozenset({torch.utils.checkpoint.__file__})
 
 
 class _Record(weakref.ref):
-    """One saved storage (weakly referenced): its bytes, the module and node that saved it first."""
+    """One saved storage (weakly referenced): its bytes, the module and node that saved it first, and
+    the dtype it was saved as (categories.py tells some tensors of one node apart by it)."""
 
-    __slots__ = ("sid", "nbytes", "module", "seq")
+    __slots__ = ("sid", "nbytes", "module", "seq", "dtype")
 
 
 @dataclass
@@ -105,7 +106,7 @@ class SavedTensorTracker:
             if sid not in self._records and sid not in self._exclude:
                 caller = sys._getframe(1).f_code.co_filename
                 rec = _Record(st, self._forget)
-                rec.sid, rec.nbytes, rec.module = sid, st.nbytes(), self.stack.current
+                rec.sid, rec.nbytes, rec.module, rec.dtype = sid, st.nbytes(), self.stack.current, t.dtype
                 rec.seq = -1 if caller in _NODELESS_SAVERS else _next_sequence_nr() - 1
                 self._records[sid] = rec
         return _keep(t)
@@ -147,7 +148,8 @@ class SavedTensorTracker:
             if rec() is None:
                 continue
             alive.append(sid)
-            cat = category(self._names.get(rec.seq), random_mask=bool(self.random_mask and self.random_mask(sid)))
+            cat = category(self._names.get(rec.seq), rec.dtype,
+                           random_mask=bool(self.random_mask and self.random_mask(sid)))
             row = rows.get(rec.module)
             if row is None:
                 row = rows[rec.module] = dict.fromkeys(CATEGORIES, 0)

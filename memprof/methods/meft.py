@@ -1,30 +1,50 @@
 """MEFT (reversible memory-efficient fine-tuning, Liao et al., NeurIPS 2023) through the ``meft``
-package: ``meft1``, ``meft2``, ``meft3``, and ``meft`` as an alias of ``meft1``.
+package: ``meft1``, ``meft2``, ``meft3`` in meft's default exact arithmetic, ``meft`` as an alias of
+``meft1``, and ``meft1-float``, ``meft2-float``, ``meft3-float`` in the paper's float arithmetic.
 
 Each converts the task model with ``meft.convert`` and the defaults of ``meft.MEFTConfig``
-(adapters of width 8, every layer reversible, merge="plm"): PLM weights and embeddings frozen,
-adapters and the task head trainable. Conversion works on the meta device.
+(adapters of width 8, every layer reversible, merge="plm"), only ``arithmetic`` set: PLM weights
+and embeddings frozen, adapters and the task head trainable. Conversion works on the meta device.
+
+Exact arithmetic carries both streams as int64 fixed point and keeps, per reversible layer, the low
+bits each scaling by lam or beta drops: one byte per element of each scaled stream (saved-activation
+category ``reversible_bits``). lam = 0.1 becomes 13/128. Float arithmetic keeps nothing per layer
+but its inverse loses about 3.3 bits per layer; the ``-float`` methods show what exactness costs.
 """
 
 from memprof.methods import register
 
-DESCRIPTIONS = {
-    "meft1": "MEFT1: F = PLM layer (+ parallel FFN adapter), G = adapter; lam 0.1, beta 1; reversible",
-    "meft2": "MEFT2: F = adapter, G = PLM layer (+ parallel FFN adapter); lam 1, beta 0.1; reversible",
-    "meft3": "MEFT3: F = attention block (+ adapter), G = FFN block (+ parallel adapter); lam = beta = 0.1",
+#: variant -> (F and G, its scales in exact arithmetic, in float arithmetic), as meft.MEFTConfig has them
+VARIANTS = {
+    "meft1": ("F = PLM layer (+ parallel FFN adapter), G = adapter", "lam 13/128 (for 0.1), beta 1",
+              "lam 0.1, beta 1"),
+    "meft2": ("F = adapter, G = PLM layer (+ parallel FFN adapter)", "lam 1, beta 13/128 (for 0.1)",
+              "lam 1, beta 0.1"),
+    "meft3": ("F = attention block (+ adapter), G = FFN block (+ parallel adapter)",
+              "lam = beta = 13/128 (for 0.1)", "lam = beta = 0.1"),
 }
 
 
-def _apply(variant: str):
+def _apply(variant: str, arithmetic: str):
     def apply(model, backbone, task):
         import meft
 
-        return meft.convert(model, meft.MEFTConfig(variant=variant))
+        return meft.convert(model, meft.MEFTConfig(variant=variant, arithmetic=arithmetic))
 
-    apply.__name__ = f"apply_{variant}"
+    apply.__name__ = f"apply_{variant}_{arithmetic}"
     return apply
 
 
-for _variant, _description in DESCRIPTIONS.items():
-    register(_variant, _description)(_apply(_variant))
-register("meft", "alias of meft1")(_apply("meft1"))
+def description(variant: str, arithmetic: str) -> str:
+    nets, exact_scales, float_scales = VARIANTS[variant]
+    if arithmetic == "exact":
+        return f"{variant.upper()}: {nets}; exact arithmetic (int64 streams, dropped bits kept), {exact_scales}"
+    return f"{variant.upper()}: {nets}; float arithmetic (the paper's, nothing kept), {float_scales}"
+
+
+# The order users see: the exact variants, the alias, then the float ones.
+for _variant in VARIANTS:
+    register(_variant, description(_variant, "exact"))(_apply(_variant, "exact"))
+register("meft", "alias of meft1 (exact arithmetic)")(_apply("meft1", "exact"))
+for _variant in VARIANTS:
+    register(f"{_variant}-float", description(_variant, "float"))(_apply(_variant, "float"))

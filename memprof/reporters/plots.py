@@ -7,13 +7,13 @@ configurations with status ``"ok"`` are plotted. The unit (MiB or GiB) is chosen
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
 
+from memprof.module_names import layer_row
 from memprof.reporters.table import largest_config, method_order, unit_for
 from memprof.result import CATEGORIES, Result, ResultSet
 
@@ -52,20 +52,14 @@ def activations_vs_batch_size_data(rs: ResultSet) -> dict[int, dict[str, list[tu
 
 
 def layer_group(module: str) -> str:
-    """The block a module belongs to, for the per-layer plot: the path up to the first numeric
-    component (``model.encoder.layers.3.fc1`` -> ``encoder.layers.3``), without peft's
-    ``base_model.model.`` and a leading ``model.``; other paths keep two components."""
+    """The block a module belongs to, for the per-layer plot: its layer row
+    (``memprof.module_names.layer_row``: ``model.encoder.layers.3.fc1`` -> ``encoder.layers.3``, or
+    a reversible stack), without peft's ``base_model.model.`` and a leading ``model.``."""
     name = module
     for prefix in ("base_model.model.", "model."):
         if name.startswith(prefix):
             name = name[len(prefix):]
-    if not name:
-        return "(model)"
-    parts = name.split(".")
-    for i, part in enumerate(parts):
-        if re.fullmatch(r"\d+", part):
-            return ".".join(parts[: i + 1])
-    return ".".join(parts[:2])
+    return layer_row(name) or "(model)"
 
 
 def _at_largest(rs: ResultSet) -> tuple[tuple[int, int] | None, dict[str, Result]]:
@@ -140,8 +134,9 @@ def _empty(outfile: str | Path, title: str) -> None:
 def _colors(keys: list[str]) -> dict[str, Any]:
     from matplotlib import colormaps
 
-    cmap = colormaps["tab10"]
-    return {k: cmap(i % 10) for i, k in enumerate(keys)}
+    # tab10 is the most distinct; beyond ten keys (every registered method) tab20 keeps them apart
+    cmap = colormaps["tab10" if len(keys) <= 10 else "tab20"]
+    return {k: cmap(i % cmap.N) for i, k in enumerate(keys)}
 
 
 def _plot_lines(data, outfile, *, title: str, xlabel: str, panel_label: str, methods: list[str]) -> None:

@@ -96,8 +96,7 @@ def grads_after_step(model, batch, seed: int = 0) -> tuple[torch.Tensor, dict[st
     torch.manual_seed(seed)
     loss = model(**batch).loss
     loss.backward()
-    # A parameter autograd never reached has grad None: count it as zero (meft1 with merge="plm" leaves
-    # the top layer's G adapter unused, see meft.config NOTE [ Which stream carries the PLM ]).
+    # A parameter autograd never reached has grad None: count it as zero (the checks then see it).
     grads = {n: torch.zeros_like(p) if p.grad is None else p.grad.detach().clone()
              for n, p in model.named_parameters() if p.requires_grad}
     return loss.detach(), grads

@@ -13,10 +13,23 @@ from meft import VARIANTS, MEFTConfig, MEFTError
     ("meft3", 0.1, 0.1, False),
 ])
 def test_variant_defaults(variant, lam, beta, swap):
-    cfg = MEFTConfig(variant=variant)
+    cfg = MEFTConfig(variant=variant, arithmetic="float")
     assert (cfg.effective_lam, cfg.effective_beta, cfg.spec.swap) == (lam, beta, swap)
     assert (cfg.lam, cfg.beta) == (None, None)
     assert (cfg.adapter_dim, cfg.init_std, cfg.adapter_dropout, cfg.num_rev_layers) == (8, 0.02, 0.1, None)
+    # exact arithmetic (the default) uses the nearest multiple of 1/256: 0.1 -> 26/256 = 13/128
+    exact = MEFTConfig(variant=variant)
+    assert exact.arithmetic == "exact"
+    assert (exact.effective_lam, exact.effective_beta) == tuple(13 / 128 if v == 0.1 else v for v in (lam, beta))
+
+
+def test_exact_scales_are_reported_as_fractions():
+    assert MEFTConfig(variant="meft1").describe_scales() == "lam=13/128 (0.1015625), beta=1"
+    assert MEFTConfig(variant="meft3").describe_scales() == "lam=13/128 (0.1015625), beta=13/128 (0.1015625)"
+    assert MEFTConfig(variant="meft1", arithmetic="float").describe_scales() == "lam=0.1, beta=1.0"
+    # user values are rounded the same way: 0.3 * 256 = 76.8 -> 77/256; 0.5 -> 1/2; -0.25 -> -1/4
+    assert MEFTConfig(lam=0.3).describe_scales().startswith("lam=77/256 (0.30078125)")
+    assert MEFTConfig(lam=0.5).scales()[0].k == 1 and MEFTConfig(lam=-0.25).effective_lam == -0.25
 
 
 def test_explicit_lam_beta_override_the_variant():
@@ -29,7 +42,7 @@ def test_variant_is_case_insensitive():
 
 
 @pytest.mark.parametrize(("kwargs", "needles"), [
-    ({"lam": 0}, ["lam=0", "invert", "non-zero"]),
+    ({"lam": 0}, ["lam=0 ", "invert", "non-zero"]),
     ({"beta": 0.0}, ["beta=0", "invert", "non-zero"]),
     ({"lam": float("nan")}, ["lam=nan", "finite"]),
     ({"adapter_dim": 0}, ["adapter_dim=0", ">= 1", "adapter_dim=8"]),
@@ -39,6 +52,12 @@ def test_variant_is_case_insensitive():
     ({"merge": "sum"}, ["'sum'", "mean, plm"]),
     ({"adapter_dropout": 1.0}, ["adapter_dropout=1.0", "[0, 1)"]),
     ({"init_std": -0.1}, ["init_std=-0.1", ">= 0"]),
+    ({"arithmetic": "fixed"}, ["'fixed'", "exact, float"]),
+    ({"lam": -0.0}, ["lam=-0.0", "non-zero"]),
+    ({"beta": float("inf")}, ["beta=inf", "finite"]),
+    ({"lam": 1 / 512}, ["lam=0.001953125", "more than 8 discarded bits", "1/256", "|lam| >= 0.00390625",
+                        "arithmetic='float'"]),
+    ({"beta": 1.5}, ["beta=1.5", "[-1, 1]", "arithmetic='float'"]),
 ])
 def test_invalid_values_name_value_constraint_and_fix(kwargs, needles):
     with pytest.raises(MEFTError) as info:
@@ -47,6 +66,10 @@ def test_invalid_values_name_value_constraint_and_fix(kwargs, needles):
     assert "\n" not in message
     for needle in needles:
         assert needle in message
+
+
+def test_float_arithmetic_takes_any_non_zero_scale():
+    assert MEFTConfig(lam=1 / 512, beta=1.5, arithmetic="float").scales() == (1 / 512, 1.5)
 
 
 def test_dict_and_json_round_trip():

@@ -1,4 +1,6 @@
-"""reconstruction_error and starting_point_similarity (the latter on real all-MiniLM-L6-v2 weights)."""
+"""reconstruction_error and starting_point_similarity (the latter on real all-MiniLM-L6-v2 weights).
+
+gradient_fidelity is tested with the exact arithmetic in test_exact.py."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import meft
 
 @pytest.mark.parametrize("variant", ["meft1", "meft2", "meft3"])
 def test_reconstruction_error_per_layer_of_every_stack(variant):
-    model = meft.convert(tiny_model("bart-seq2seq"), meft.MEFTConfig(variant=variant))
+    model = meft.convert(tiny_model("bart-seq2seq"), meft.MEFTConfig(variant=variant, arithmetic="float"))
     params = {n: p.clone() for n, p in model.state_dict().items()}
     batch = batch_for("bart-seq2seq")
     exact = meft.reconstruction_error(model, batch, torch.float64)
@@ -29,14 +31,22 @@ def test_reconstruction_error_per_layer_of_every_stack(variant):
 
 def test_error_grows_towards_the_bottom_of_the_stack():
     # Each inverse divides by lam or beta (0.1): the error of the inputs grows layer by layer downwards.
-    model = meft.convert(tiny_model("bert-cls", num_hidden_layers=4), meft.MEFTConfig(variant="meft3"))
+    model = meft.convert(tiny_model("bert-cls", num_hidden_layers=4), meft.MEFTConfig(variant="meft3", arithmetic="float"))
     errors = [r.error for r in meft.reconstruction_error(model, batch_for("bert-cls"), torch.float32)]
     assert errors == sorted(errors, reverse=True)
     assert errors[0] > 100 * errors[-1]
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_exact_arithmetic_reconstructs_every_layer_without_error(dtype):
+    model = meft.convert(tiny_model("bart-seq2seq", encoder_layers=8, decoder_layers=8), meft.MEFTConfig(variant="meft3"))
+    errors = meft.reconstruction_error(model, batch_for("bart-seq2seq"), dtype)
+    assert len(errors) == 16 and all(r.error == 0 for r in errors)
+
+
 def test_non_finite_reconstruction_names_the_layer():
-    model = meft.convert(tiny_model("bert-cls", num_hidden_layers=4), meft.MEFTConfig(variant="meft3", lam=1e-30, beta=1e-30))
+    model = meft.convert(tiny_model("bert-cls", num_hidden_layers=4), meft.MEFTConfig(variant="meft3", lam=1e-30, beta=1e-30,
+                                                                                   arithmetic="float"))
     with pytest.raises(meft.MEFTError) as info:
         meft.reconstruction_error(model, batch_for("bert-cls"), torch.float32)
     message = str(info.value)

@@ -40,6 +40,14 @@ def test_profile_prints_tables_and_writes_json(tiny_opt, tmp_path):
     assert result.layers.equals(expected.layers)
 
 
+def test_profile_names_the_reversible_stack(tiny_opt):
+    res = CliRunner().invoke(app, ["profile", "--backbone", tiny_opt, "--method", "meft3", "--seq-len", "16",
+                                   "--batch-size", "2", "--engine", "fake", "--target", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert "model.decoder.layers (reversible stack, 2 layers)" in res.output
+    assert "model.decoder.layers.0" not in res.output
+
+
 def test_profile_runs_with_no_options():
     res = CliRunner().invoke(app, ["profile"])
     assert res.exit_code == 0, res.output
@@ -58,6 +66,12 @@ def test_profile_runs_with_no_options():
         ("bert.encoder.layer.3.attention.self", 3, "bert.encoder.layer.3"),
         ("bert.encoder.layer.3.attention.self", 4, "bert.encoder.layer.3.attention"),
         ("model.decoder.layers.11.encoder_attn.q_proj", 9, "model.decoder.layers.11.encoder_attn.q_proj"),
+        # MEFT's reversible stack: one row by default; its name counts as one component
+        ("bert.encoder.layer (reversible stack, 12 layers)", None, "bert.encoder.layer (reversible stack, 12 layers)"),
+        ("bert.encoder.layer (reversible stack, 12 layers).base_layers.3.output", None,
+         "bert.encoder.layer (reversible stack, 12 layers)"),
+        ("bert.encoder.layer (reversible stack, 12 layers).base_layers.3.output", 4,
+         "bert.encoder.layer (reversible stack, 12 layers).base_layers.3"),
     ],
 )
 def test_group_path(path, depth, expected):

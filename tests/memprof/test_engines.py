@@ -1,6 +1,7 @@
 """The engines: fake (target cpu) equals cpu byte for byte on every family and method; the kernels
 modelled for target cuda save what the hand computes; the model cache; out-of-memory results."""
 
+import dataclasses
 import json
 
 import pandas as pd
@@ -27,8 +28,13 @@ SHRINK = {
                 max_position_embeddings=32),
 }
 BUILTIN = {"bert": "bert-base", "roberta": "roberta-base", "bart": "bart-base", "opt": "opt-125m"}
-
-
+#: Layers each reversible stack runs through the reversible Function, bottom-up (BART: encoder, decoder).
+#: The last stack under a classification head keeps its top layer's graph (meft's cache_top_layer).
+REVERSIBLE = {"bert": (1,), "roberta": (1,), "bart": (2, 1), "opt": (2,)}
+#: MEFT methods in exact arithmetic, and how many streams each reversible layer scales (and keeps bits of)
+EXACT_MEFT = {"meft": 1, "meft1": 1, "meft2": 1, "meft3": 2}
+FLOAT_MEFT = ("meft1-float", "meft2-float", "meft3-float")
+I64 = 8
 
 
 @pytest.fixture(scope="module")
@@ -64,25 +70,85 @@ def row(result, module):
 # -- fake (target cpu) == cpu --------------------------------------------------------------------
 
 
+def checksum_bytes(family):
+    """What exact MEFT's reconstruction check saves, which runs on real tensors only: one
+    ``meft.fixed_point.checksum`` of each of the two input streams of every reversible layer, kept
+    for backward to compare the reconstruction with. On fake tensors, which have no values, meft
+    skips it."""
+    from meft import fixed_point
+
+    per_layer = 2 * fixed_point.checksum(torch.zeros(B, S, H, dtype=torch.int64)).nbytes
+    return [per_layer * n for n in REVERSIBLE[family]]
+
+
+def assert_fake_equals_cpu(fake, cpu, family, method):
+    """Byte for byte; for exact MEFT, the cpu engine's figures hold its reconstruction check too."""
+    extra = checksum_bytes(family) if method in EXACT_MEFT else [0] * len(REVERSIBLE[family])
+    layers = cpu.layers.copy()
+    stacks = layers.index[layers["module"].str.contains("(reversible stack", regex=False)]
+    if method.startswith("meft"):
+        assert len(stacks) == len(extra)
+        for i, n in zip(stacks, extra):
+            layers.loc[i, ["saved_bytes", "other"]] -= n
+    pd.testing.assert_frame_equal(fake.layers, layers)
+    checksums = sum(extra)
+    f, c = fake.memory, cpu.memory
+    assert c.saved_activations - f.saved_activations == checksums
+    assert c.peak_activations - f.peak_activations == checksums  # saved until backward ends
+    assert c.activations_at_peak - f.activations_at_peak == checksums
+    # backward's comparisons: one byte per reconstructed layer, alive until its stack's backward ends
+    results = c.temporaries - f.temporaries
+    assert 0 <= results <= (max(REVERSIBLE[family]) - 1 if checksums else 0)
+    assert c.peak - f.peak == checksums + results
+    assert dataclasses.replace(c, saved_activations=f.saved_activations, peak_activations=f.peak_activations,
+                               activations_at_peak=f.activations_at_peak, temporaries=f.temporaries,
+                               peak=f.peak) == f
+
+
 @pytest.mark.parametrize("method", methods.names())
 @pytest.mark.parametrize("family", FAMILIES)
 def test_fake_equals_cpu(tiny, family, method):
     fake = profile(tiny, family, method, engine="fake", target="cpu")
     cpu = profile(tiny, family, method, engine="cpu")
-    assert fake.memory.saved_activations == cpu.memory.saved_activations > 0
-    pd.testing.assert_frame_equal(fake.layers, cpu.layers)
+    assert fake.memory.saved_activations > 0
     # Not only the hooks' figure: the whole live timeline replays to the same bytes.
-    assert fake.memory == cpu.memory
+    assert_fake_equals_cpu(fake, cpu, family, method)
     assert fake.attn_implementation == cpu.attn_implementation
     assert (fake.trainable_params, fake.total_params) == (cpu.trainable_params, cpu.total_params)
 
 
-@pytest.mark.parametrize("method", ["ft", "lora+ckpt", "meft"])  # plain, checkpoint recomputation, reversible
+@pytest.mark.parametrize("method", ["ft", "lora+ckpt", "meft", "meft3-float"])  # plain, checkpoint, reversible
 def test_fake_equals_cpu_under_autocast(tiny, method):
     fake = profile(tiny, "bart", method, dtype="mixed-bf16", engine="fake", target="cpu")
     cpu = profile(tiny, "bart", method, dtype="mixed-bf16", engine="cpu")
-    pd.testing.assert_frame_equal(fake.layers, cpu.layers)
-    assert fake.memory == cpu.memory
+    assert_fake_equals_cpu(fake, cpu, "bart", method)
+
+
+# -- MEFT's reversible stacks -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", [*EXACT_MEFT, *FLOAT_MEFT])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_reversible_stack_keeps_its_streams_and_the_kept_bits(tiny, family, method):
+    r = profile(tiny, family, method, engine="fake", target="cpu")
+    stacks = r.layers[r.layers["module"].str.contains("(reversible stack", regex=False)]
+    lists = {"bert": ["bert.encoder.layer"], "roberta": ["roberta.encoder.layer"],
+             "bart": ["model.encoder.layers", "model.decoder.layers"], "opt": ["model.decoder.layers"]}[family]
+    counts = [f"{LAYERS} layers" if n == LAYERS else f"{n} of {LAYERS} layers reversible" for n in REVERSIBLE[family]]
+    assert list(stacks["module"]) == [f"{path} (reversible stack, {n})" for path, n in zip(lists, counts)]
+    tokens = B * S * H  # elements of one stream
+    stream = I64 if method in EXACT_MEFT else F32  # exact arithmetic: int64 fixed point
+    for stack, layers in zip(stacks.to_dict("records"), REVERSIBLE[family]):
+        # one uint8 per element of each scaled stream per reversible layer (float arithmetic keeps none)
+        assert stack["reversible_bits"] == layers * EXACT_MEFT.get(method, 0) * tokens
+        # the two streams atop the reversible layers, and the layer call's tensors that nothing saved before: OPT's
+        # position ids (B, S) int64; for BART's decoder, the encoder's output in exact arithmetic (in
+        # float arithmetic it is the encoder stack's top stream, which that stack saved first)
+        call = {"opt": B * S * I64}.get(family, 0)
+        if "decoder" in stack["module"] and family == "bart" and method in EXACT_MEFT:
+            call = tokens * F32
+        assert stack["other"] == 2 * tokens * stream + call
+    assert r.layers["reversible_bits"].sum() == stacks["reversible_bits"].sum()  # nowhere else
 
 
 def test_fake_equals_cpu_in_bf16(tiny):

@@ -1,5 +1,6 @@
 """The gate as plain data: verdicts, tolerance and metric parsing, baselines, and the budget helpers."""
 
+import json
 import math
 
 import pytest
@@ -19,7 +20,7 @@ from memprof.gate import (
     refresh_summary,
     summary,
 )
-from memprof.result import Memory, Result, ResultSet, layers_frame, load_results, write_json
+from memprof.result import SCHEMA_VERSION, Memory, Result, ResultSet, layers_frame, load_results, write_json
 
 MiB = 1024**2
 
@@ -189,6 +190,25 @@ def test_make_baseline_strips_layers_and_keeps_last_duplicate(tmp_path):
     assert len(make_baseline(tmp_path / "run" / "results.json", keep_layers=True).results[1].layers) == 1
     write_json(rs, tmp_path / "b.json")
     assert load_results(tmp_path / "b.json").to_dict() == rs.to_dict()  # round-trips
+
+
+def test_a_version_1_baseline_still_gates(tmp_path):
+    # Version 2 added the category reversible_bits; a version 1 file (a baseline committed before)
+    # is version 2 without it, so a new run is checked against it rather than refused.
+    old = result(saved=100 * MiB)
+    old.layers = layers_frame([{"module": "bert.encoder", "saved_bytes": 100 * MiB, "categories": {"other": 100 * MiB}}])
+    data = ResultSet([old]).to_dict()
+    assert data["schema_version"] == SCHEMA_VERSION == 2
+    (tmp_path / "v1.json").write_text(json.dumps({**data, "schema_version": 1,
+                                                  "results": [{**data["results"][0], "schema_version": 1}]}))
+    (read,) = load_results(tmp_path / "v1.json").results
+    assert read.schema_version == 2 and read.layers["reversible_bits"].tolist() == [0]
+    assert read.layers["other"].tolist() == [100 * MiB]
+    assert compare(ResultSet([result(saved=100 * MiB)]), load_results(tmp_path / "v1.json")).passed
+    for version in (0, 3):
+        (tmp_path / f"v{version}.json").write_text(json.dumps({**data, "schema_version": version}))
+        with pytest.raises(MemprofError, match=f"schema_version {version}, this memprof reads 1 or 2"):
+            load_results(tmp_path / f"v{version}.json")
 
 
 def test_make_baseline_from_a_single_result_and_bad_sources(tmp_path):

@@ -189,6 +189,40 @@ def test_categories_come_from_the_saving_operator():
     assert root["attention_scores"] == 4 * 8 * F32  # the batched product keeps h (and its transpose: a view)
 
 
+def test_category_of_node_and_dtype():
+    # MEFT's reversible node saves its kept bits as uint8, next to int64 streams and checksums.
+    assert categories.category("_ReversibleFunctionBackward", torch.uint8) == "reversible_bits"
+    assert categories.category("_ReversibleFunctionBackward", torch.int64) == "other"
+    assert categories.category("_ReversibleFunctionBackward", torch.float32) == "other"
+    assert categories.category("MulBackward0", torch.uint8) == "other"
+    assert categories.category("AddmmBackward0", torch.uint8) == "linear_input"
+    assert categories.category("_ReversibleFunctionBackward", torch.uint8, random_mask=True) == "dropout_mask"
+
+
+class _ReversibleFunction(torch.autograd.Function):
+    """Saves what meft's reversible Function saves, by kind: a float stream, an int64 checksum and
+    uint8 kept bits (the node is named ``_ReversibleFunctionBackward`` after the class)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        bits = torch.zeros(x.shape, dtype=torch.uint8)
+        ctx.save_for_backward(x * 2, torch.zeros(4, dtype=torch.int64), bits, bits[:2])  # a view adds nothing
+        return x * 3
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * 3
+
+
+def test_reversible_bits_are_the_uint8_tensors_of_the_reversible_node():
+    x = torch.randn(8, 16, requires_grad=True)
+    m = step(Fn(_ReversibleFunction.apply), x)
+    row = layer(m, "")
+    assert row["reversible_bits"] == 8 * 16
+    assert row["other"] == 8 * 16 * F32 + 4 * 8
+    assert m.memory.saved_activations == 8 * 16 * (F32 + 1) + 4 * 8
+
+
 # -- what the hooks cannot see ------------------------------------------------------------------
 
 

@@ -100,3 +100,54 @@ def test_checkpointed_methods_match_plain_gradients(method):
 def test_unknown_method_lists_known():
     with pytest.raises(Exception, match="use one of ft, lora"):
         methods.get("prefix")
+
+
+# -- MEFT ------------------------------------------------------------------------------------------
+
+MEFT_METHODS = ["meft1", "meft2", "meft3", "meft", "meft1-float", "meft2-float", "meft3-float"]
+ADAPTER = 768 * 8 + 8 + 8 * 768 + 768  # meft's bottleneck adapter at width 8: down and up, with biases
+
+
+def test_meft_methods_follow_the_core_ones_in_order():
+    names = methods.names()
+    assert names[names.index("meft1"):] == MEFT_METHODS
+
+
+@pytest.mark.parametrize("name", MEFT_METHODS)
+def test_meft_methods_set_variant_and_arithmetic(name):
+    import meft
+
+    bb = backbones.resolve("bert-base")
+    model = methods.get(name).apply(build_model(bb, device="meta"), bb, "classification")
+    config = meft.config_of(model)
+    variant, _, arithmetic = name.partition("-")
+    assert config == meft.MEFTConfig(variant="meft1" if variant == "meft" else variant, arithmetic=arithmetic or "exact")
+    # the description names the arithmetic and the scales meft really uses: 0.1 is 13/128 in exact arithmetic
+    description = methods.get(name).description
+    if name != "meft":
+        assert f"{config.arithmetic} arithmetic" in description
+        assert ("13/128" in description) == (config.arithmetic == "exact")
+        assert config.describe_scales() == {
+            "exact": {"meft1": "lam=13/128 (0.1015625), beta=1", "meft2": "lam=1, beta=13/128 (0.1015625)",
+                      "meft3": "lam=13/128 (0.1015625), beta=13/128 (0.1015625)"},
+            "float": {"meft1": "lam=0.1, beta=1.0", "meft2": "lam=1.0, beta=0.1", "meft3": "lam=0.1, beta=0.1"},
+        }[config.arithmetic][config.variant]
+
+
+@pytest.mark.parametrize("name", MEFT_METHODS)
+def test_meft_counts_bert_base(name):
+    bb = backbones.resolve("bert-base")
+    model = methods.get(name).apply(build_model(bb, device="meta"), bb, "classification")
+    trainable, _ = methods.count_params(model)
+    # two adapters per layer, except meft1's top layer (merge="plm"): its G adapter never gets a gradient
+    adapters = 12 * 2 - (1 if name.startswith("meft1") or name == "meft" else 0)
+    assert trainable == adapters * ADAPTER + 768 * 2 + 2  # and the classifier
+
+
+@pytest.mark.parametrize("name, adapters", [("meft1", 2 * 6 * 2 - 2), ("meft1-float", 2 * 6 * 2 - 2), ("meft3", 2 * 6 * 2)])
+def test_meft_counts_bart_base(name, adapters):
+    bb = backbones.resolve("bart-base")
+    model = methods.get(name).apply(build_model(bb, device="meta"), bb, "classification")
+    trainable, _ = methods.count_params(model)
+    head = 768 * 768 + 768 + 768 * 2 + 2
+    assert trainable == adapters * ADAPTER + head  # meft1: no G adapter on the encoder's and the decoder's top layer

@@ -63,6 +63,7 @@ def test_activations_vs_batch_size(rs, tmp_path):
     ("classification_head.out_proj", "classification_head.out_proj"),
     ("model.encoder.embed_positions", "encoder.embed_positions"),
     ("bert.encoder.layer.0.attention.self.query", "bert.encoder.layer.0"),
+    ("model.encoder.layers (reversible stack, 6 layers)", "encoder.layers (reversible stack, 6 layers)"),
     ("", "(model)"),
 ])
 def test_layer_group(module, group):

