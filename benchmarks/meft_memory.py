@@ -75,7 +75,7 @@ def main() -> None:
     peak = {k: r.memory.peak_activations for k, r in results.items()}
     top, bottom = max(DEPTHS), min(DEPTHS)
     elements = BATCH * SEQ * HIDDEN  # of one stream
-    # A frozen layer's saved bytes: lora's growth per layer (the difference of the deepest and the shallowest, per layer).
+    # A frozen layer's saved bytes: lora's growth per layer, from the shallowest to the deepest.
     frozen_layer = (results[(top, "lora")].memory.saved_activations
                     - results[(bottom, "lora")].memory.saved_activations) // (top - bottom)
     print(f"bert-base width, seq {SEQ}, batch {BATCH}, fp32, eager, fake engine target cpu. One stream has "

@@ -76,7 +76,8 @@ class MEFTConfig:
         "Keep the top layer's autograd graph instead of recomputing it in backward (its activations are what "
         "its recomputation would hold at the peak anyway, so this saves one layer's recomputation for free when "
         "little else is live as backward starts). None: only for the last layer stack of a model with a small "
-        "task head (classification, QA); not under an LM head, whose logits are live when backward starts."))
+        "task head (classification, QA); not under an LM head, whose logits are live when backward starts, "
+        "nor for meft3, which recomputes half a layer at a time."))
     arithmetic: str = field(default="exact", metadata=_help(
         "'exact': streams in int64 fixed point, lam and beta rounded to multiples of 1/256 (0.1 -> 13/128), "
         "the bits each scaling drops kept per layer, so reversible gradients equal ordinary backprop at any "

@@ -73,8 +73,9 @@ def convert(model: nn.Module, config: MEFTConfig | None = None) -> nn.Module:
     small_head = bool(family.head_modules(model))
     for i, site in enumerate(sites):
         cache_top = config.cache_top_layer
-        if cache_top is None:  # free only where the stack's output feeds a small head (MEFTConfig.cache_top_layer)
-            cache_top = small_head and i == len(sites) - 1
+        if cache_top is None:  # free only where the stack's output feeds a small head (MEFTConfig.cache_top_layer),
+            # and not for meft3, which recomputes its attention and feed-forward blocks one at a time
+            cache_top = small_head and i == len(sites) - 1 and config.variant != "meft3"
         stack = MEFTStack(site.layers, site.kind, config, hidden, activation, name=site.name, cache_top=cache_top)
         stack.train(model.training)
         setattr(site.parent, site.attr, nn.ModuleList([stack]))

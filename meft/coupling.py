@@ -117,10 +117,15 @@ class ExactArithmetic:
 
     def affine(self, x: torch.Tensor, scale: fx.Dyadic, out: torch.Tensor | None):
         z, kept = fx.scale(x, scale)
-        return (z if out is None else z + fx.encode(out)), kept
+        if out is None:
+            return z, kept
+        return (z + fx.encode(out) if z is x else z.add_(fx.encode(out))), kept  # in place unless z is x
 
     def inverse_affine(self, y: torch.Tensor, kept, scale: fx.Dyadic, out: torch.Tensor | None) -> torch.Tensor:
-        return fx.unscale(y if out is None else y - fx.encode(out), kept, scale)
+        if out is None:
+            return fx.unscale(y, kept, scale)
+        e = fx.encode(out)
+        return fx.unscale(torch.sub(y, e, out=e), kept, scale)  # y - F(x2), in the encoding's memory
 
     def lift(self, h: torch.Tensor, where: str = "the stack input") -> ExactStream:
         if fx.has_values(h):

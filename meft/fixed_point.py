@@ -84,10 +84,8 @@ def encode(x: torch.Tensor) -> torch.Tensor:
 def decode(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """int64 fixed point -> float tensor of ``dtype``: converted to float32 (float64 for float64) and scaled
     by the exact power of two 2^-FRACTION_BITS, then rounded once more for 16-bit dtypes."""
-    if dtype == torch.float64:
-        return x.to(torch.float64) * (1 / _ONE)
-    y = x.to(torch.float32) * (1 / _ONE)
-    return y if dtype == torch.float32 else y.to(dtype)
+    y = x.to(torch.float64 if dtype == torch.float64 else torch.float32).mul_(1 / _ONE)
+    return y if y.dtype == dtype else y.to(dtype)
 
 
 def scale(x: torch.Tensor, d: Dyadic) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -97,19 +95,20 @@ def scale(x: torch.Tensor, d: Dyadic) -> tuple[torch.Tensor, torch.Tensor | None
     product = x * d.m
     if d.k == 0:
         return product, None
-    return product >> d.k, product.to(torch.uint8)  # int64 -> uint8 keeps the low 8 bits
+    kept = product.to(torch.uint8)  # int64 -> uint8 keeps the low 8 bits
+    return product.bitwise_right_shift_(d.k), kept  # in place: one int64 temporary less at the peak
 
 
 def unscale(z: torch.Tensor, kept: torch.Tensor | None, d: Dyadic) -> torch.Tensor:
-    """The x that ``scale`` turned into (z, kept): exact.
+    """The x that ``scale`` turned into (z, kept): exact (a new tensor unless d is 1).
 
     x * m is rebuilt from z and the kept bits, then divided by m exactly by multiplying with m's inverse
     modulo 2^64 (m is odd; int64 products wrap), which is ten times faster than integer division.
     """
     if d.k == 0 and d.m == 1:
         return z
-    product = z if d.k == 0 else (z << d.k).add_((kept & (2**d.k - 1)).to(torch.int64))
-    return product * _inverse(d.m)
+    product = z.clone() if d.k == 0 else (z << d.k).add_(kept & (2**d.k - 1))
+    return product.mul_(_inverse(d.m))
 
 
 def _inverse(m: int) -> int:

@@ -35,7 +35,7 @@ In float arithmetic (the paper's) each inverse divides by lam or beta and an err
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -96,7 +96,8 @@ class _Plan:
     static: Call
     params: list[nn.Parameter]
     observer: Observer | None = None
-    verify: bool = field(default=False)  # exact arithmetic on real tensors: compare checksums in backward
+    exact: bool = False  # exact arithmetic: keep and compare checksums (fake tensors too: same memory figures)
+    verify: bool = False  # ... and act on the comparison (real tensors only: fake ones have no values)
 
     def call(self, tensors) -> Call:
         return {**self.static, **dict(zip(self.keys, tensors))}
@@ -121,7 +122,7 @@ class _ReversibleFunction(torch.autograd.Function):
             for i, c in enumerate(plan.couplings):
                 if plan.observer is not None:
                     plan.observer("forward", i, x1, x2)
-                if plan.verify:
+                if plan.exact:
                     sums.append(torch.cat((fx.checksum(x1), fx.checksum(x2))))
                 state: dict[str, _RngState] = {}
                 states.append(state)
@@ -145,7 +146,7 @@ class _ReversibleFunction(torch.autograd.Function):
         a = plan.arith
         y1, y2, *rest = ctx.saved_tensors
         kept, rest = rest[: ctx.n_kept], rest[ctx.n_kept:]
-        sums, tensors = (rest[0], rest[1:]) if plan.verify else (None, rest)
+        sums, tensors = (rest[0], rest[1:]) if plan.exact else (None, rest)
         n = len(tensors)
         needs = ctx.needs_input_grad[2 : 2 + n]
         need_hidden = ctx.needs_input_grad[1]
@@ -188,6 +189,7 @@ class _ReversibleFunction(torch.autograd.Function):
                         g = c.g(y1_, call)
                     dy1 = _add(dy1, grad_of(g, y1_, dy2, params))  # dy1_total
                     g = g.detach()
+                    del y1_  # exact arithmetic: a decoded copy, not a view; free it before F runs
                 with torch.no_grad():
                     x2 = a.inverse_affine(y2, k2, c.beta, g)
                 del g
@@ -197,18 +199,19 @@ class _ReversibleFunction(torch.autograd.Function):
                     x2_ = a.decode(x2).detach().requires_grad_(not bottom)
                     f = c.f(x2_, call)
                 df = grad_of(f, None if bottom else x2_, dy1, params)
+                del x2_
                 with torch.no_grad():
                     x1 = a.inverse_affine(y1, k1, c.lam, f.detach())
                 del f
                 beta, lam = a.factor(c.beta), a.factor(c.lam)
                 dx2 = None if bottom else _add(dy2 * beta if beta != 1 else dy2, df)
                 dx1 = None if bottom else (dy1 * lam if lam != 1 else dy1)
-                if plan.verify:
+                if plan.exact:  # compared on fake tensors too (same memory); only read when real
                     mismatches.append((torch.cat((fx.checksum(x1), fx.checksum(x2))) != sums[i]).any())
                 if plan.observer is not None:
                     plan.observer("backward", i, x1, x2)
                 y1, y2, dy1, dy2 = x1, x2, dx1, dx2
-        if mismatches:
+        if plan.verify:
             _check_reconstruction(plan, mismatches[::-1])
         grads = iter(tensor_grads)
         flat_tensor_grads = [next(grads) if need else None for need in needs]
@@ -259,8 +262,8 @@ def reversible(couplings: list[Coupling], hidden: torch.Tensor, call: Call, obse
     keys = tuple(k for k, v in call.items() if isinstance(v, torch.Tensor))
     static = {k: v for k, v in call.items() if k not in keys}
     params = list({id(p): p for c in couplings for p in c.trainable_parameters()}.values())
-    verify = isinstance(a, ExactArithmetic) and fx.has_values(hidden)
-    plan = _Plan(couplings, a, keys, static, params, observer, verify)
+    exact = isinstance(a, ExactArithmetic)
+    plan = _Plan(couplings, a, keys, static, params, observer, exact, exact and fx.has_values(hidden))
     out = _ReversibleFunction.apply(plan, hidden, *(call[k] for k in keys), *params)
     if isinstance(a, ExactArithmetic):
         c1, c2, r1, r2 = out

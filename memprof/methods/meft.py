@@ -3,8 +3,9 @@ package: ``meft1``, ``meft2``, ``meft3`` in meft's default exact arithmetic, ``m
 ``meft1``, and ``meft1-float``, ``meft2-float``, ``meft3-float`` in the paper's float arithmetic.
 
 Each converts the task model with ``meft.convert`` and the defaults of ``meft.MEFTConfig``
-(adapters of width 8, every layer reversible, merge="plm"), only ``arithmetic`` set: PLM weights
-and embeddings frozen, adapters and the task head trainable. Conversion works on the meta device.
+(adapters of width 8, merge="plm", every layer reversible except, under a classification head, the
+top one, whose graph meft keeps: ``cache_top_layer``), only ``arithmetic`` set: PLM weights and
+embeddings frozen, adapters and the task head trainable. Conversion works on the meta device.
 
 Exact arithmetic carries both streams as int64 fixed point and keeps, per reversible layer, the low
 bits each scaling by lam or beta drops: one byte per element of each scaled stream (saved-activation

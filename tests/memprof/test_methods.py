@@ -121,7 +121,8 @@ def test_meft_methods_set_variant_and_arithmetic(name):
     model = methods.get(name).apply(build_model(bb, device="meta"), bb, "classification")
     config = meft.config_of(model)
     variant, _, arithmetic = name.partition("-")
-    assert config == meft.MEFTConfig(variant="meft1" if variant == "meft" else variant, arithmetic=arithmetic or "exact")
+    variant = "meft1" if variant == "meft" else variant
+    assert config == meft.MEFTConfig(variant=variant, arithmetic=arithmetic or "exact")
     # the description names the arithmetic and the scales meft really uses: 0.1 is 13/128 in exact arithmetic
     description = methods.get(name).description
     if name != "meft":
@@ -144,7 +145,8 @@ def test_meft_counts_bert_base(name):
     assert trainable == adapters * ADAPTER + 768 * 2 + 2  # and the classifier
 
 
-@pytest.mark.parametrize("name, adapters", [("meft1", 2 * 6 * 2 - 2), ("meft1-float", 2 * 6 * 2 - 2), ("meft3", 2 * 6 * 2)])
+@pytest.mark.parametrize("name, adapters", [("meft1", 2 * 6 * 2 - 2), ("meft1-float", 2 * 6 * 2 - 2),
+                                            ("meft3", 2 * 6 * 2)])
 def test_meft_counts_bart_base(name, adapters):
     bb = backbones.resolve("bart-base")
     model = methods.get(name).apply(build_model(bb, device="meta"), bb, "classification")

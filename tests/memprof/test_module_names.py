@@ -13,7 +13,8 @@ STACK = "bert.encoder.layer (reversible stack, 12 layers)"
 
 def test_reversible_stack_name():
     assert reversible_stack_name("bert.encoder.layer", 12, 12) == STACK
-    assert reversible_stack_name("model.decoder.layers", 6, 2) == "model.decoder.layers (reversible stack, 2 of 6 layers reversible)"
+    assert (reversible_stack_name("model.decoder.layers", 6, 2)
+            == "model.decoder.layers (reversible stack, 2 of 6 layers reversible)")
 
 
 @pytest.mark.parametrize("rest, name", [
@@ -53,7 +54,8 @@ def tiny(name, layers=2):
                           word_embed_proj_dim=16),
               "bart": dict(d_model=16, encoder_layers=layers, decoder_layers=layers, encoder_attention_heads=2,
                            decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32)}[bb.family]
-    return backbones.Backbone(name=f"tiny-{bb.family}", family=bb.family, config={**bb.config, **shrink, "vocab_size": 64})
+    config = {**bb.config, **shrink, "vocab_size": 64}
+    return backbones.Backbone(name=f"tiny-{bb.family}", family=bb.family, config=config)
 
 
 def converted(name, method, layers=2):
@@ -65,8 +67,9 @@ def test_module_paths_name_the_stack_and_give_its_layers_their_own_paths():
     model = converted("opt-125m", "meft1", layers=3)  # causal-lm: every layer reversible
     paths = module_paths(model)
     by_name = {name: paths[id(m)] for name, m in model.named_modules()}
-    assert by_name["model.decoder.layers.0"] == "model.decoder.layers (reversible stack, 3 layers)"
-    assert by_name["model.decoder.layers.0.base_layers"] == "model.decoder.layers (reversible stack, 3 layers).base_layers"
+    stack = "model.decoder.layers (reversible stack, 3 layers)"
+    assert by_name["model.decoder.layers.0"] == stack
+    assert by_name["model.decoder.layers.0.base_layers"] == f"{stack}.base_layers"
     assert by_name["model.decoder.layers.0.base_layers.2.self_attn"] == "model.decoder.layers.2.self_attn"
     assert by_name["model.decoder.layers.0.adapters.1.g"] == "model.decoder.layers.1.adapters.g"
     assert by_name["model.decoder.layers"] == "model.decoder.layers"  # the one-element list keeps its path
@@ -80,7 +83,8 @@ def test_module_paths_name_each_stack_with_its_reversible_layers():
     model = converted("bart-base", "meft3-float")
     paths = module_paths(model)
     assert paths[id(model.model.encoder.layers[0])] == "model.encoder.layers (reversible stack, 2 layers)"
-    assert paths[id(model.model.decoder.layers[0])] == "model.decoder.layers (reversible stack, 1 of 2 layers reversible)"
+    decoder = "model.decoder.layers (reversible stack, 1 of 2 layers reversible)"
+    assert paths[id(model.model.decoder.layers[0])] == decoder
     assert {"model.decoder.layers.1.fc1", "model.decoder.layers.1.adapters.ffn"} <= set(paths.values())
 
 
