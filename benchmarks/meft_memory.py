@@ -81,9 +81,9 @@ def main() -> None:
     print(f"bert-base width, seq {SEQ}, batch {BATCH}, fp32, eager, fake engine target cpu. One stream has "
           f"B*T*H = {elements:,} elements: one byte each is {elements / MIB:.0f} MiB. Floor = two top streams "
           f"+ kept bits + one frozen layer ({frozen_layer / MIB:.0f} MiB); meft3 recomputes its attention and "
-          "feed-forward blocks one at a time, so it stays below. Under the classification head meft keeps the "
-          f"top layer's graph (cache_top_layer): {reversible_layers(results[(top, 'meft1')])} of {top} layers "
-          "are reversible.\n")
+          "feed-forward blocks one at a time, so it stays below. Under the classification head meft1 and meft2 keep "
+          f"the top layer's graph (cache_top_layer): {reversible_layers(results[(top, 'meft1')])} of {top} layers "
+          f"are reversible; meft3: {reversible_layers(results[(top, 'meft3')])}.\n")
     print("| method | " + " | ".join(f"{n} layers: peak act. MiB (% of ft)" for n in DEPTHS)
           + f" | growth per layer, {bottom} to {top} (MiB) | kept bits per layer (MiB) | "
           "kept bytes per element per layer | x float (24 layers) | x floor (24 layers) |")

@@ -1,4 +1,4 @@
-"""How well MEFT reconstructs each layer's input in backward, by variant, depth and dtype.
+"""How well MEFT's float arithmetic (the paper's) reconstructs each layer's input, by variant, depth, dtype.
 
 Random-weight BERT of bert-base width (hidden 768, 12 heads, FFN 3072) at 12 and 24 layers, and the
 real all-MiniLM-L6-v2 weights when installed; every layer inverted from the top of the stack
@@ -43,7 +43,7 @@ def _minilm():
 
 def measure(model, batch, variant: str, dtype: torch.dtype) -> dict:
     torch.manual_seed(1)
-    converted = meft.convert(copy.deepcopy(model), meft.MEFTConfig(variant=variant))
+    converted = meft.convert(copy.deepcopy(model), meft.MEFTConfig(variant=variant, arithmetic="float"))
     try:
         errors = meft.reconstruction_error(converted, batch, dtype)
     except meft.MEFTError as exc:

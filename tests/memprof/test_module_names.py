@@ -78,9 +78,10 @@ def test_module_paths_name_the_stack_and_give_its_layers_their_own_paths():
 
 
 def test_module_paths_name_each_stack_with_its_reversible_layers():
-    # Under a classification head the last stack keeps its top layer's graph (meft's cache_top_layer):
-    # BART's decoder runs one of its two layers through the reversible Function, the encoder both.
-    model = converted("bart-base", "meft3-float")
+    # Under a classification head the last stack keeps its top layer's graph (meft's cache_top_layer,
+    # for meft1 and meft2): BART's decoder runs one of its two layers through the reversible Function,
+    # the encoder both.
+    model = converted("bart-base", "meft1-float")
     paths = module_paths(model)
     assert paths[id(model.model.encoder.layers[0])] == "model.encoder.layers (reversible stack, 2 layers)"
     decoder = "model.decoder.layers (reversible stack, 1 of 2 layers reversible)"
