@@ -129,7 +129,7 @@ class ExactArithmetic:
 
     def lift(self, h: torch.Tensor, where: str = "the stack input") -> ExactStream:
         if fx.has_values(h):
-            fx.check_range([(where, fx.float_magnitude(h))])
+            fx.check_range([(where, fx.float_magnitude(h), fx.stream_limit(self.dtype))])
         raw = fx.encode(h.detach())
         return ExactStream(raw, _Decode.apply(raw, h, self.dtype))
 
@@ -154,11 +154,12 @@ class ExactArithmetic:
         """Append (what, magnitude) for F's and G's outputs and both new streams (see fixed_point NOTE [ Range ])."""
         if not fx.has_values(y1):
             return
-        checks.append((f"{where}: F's output", fx.float_magnitude(f)))
-        checks.append((f"{where}: stream y1", fx.int_magnitude(y1)))
+        out_limit, stream_limit = float(fx.LIMIT), fx.stream_limit(self.dtype)
+        checks.append((f"{where}: F's output", fx.float_magnitude(f), out_limit))
+        checks.append((f"{where}: stream y1", fx.int_magnitude(y1), stream_limit))
         if g is not None:
-            checks.append((f"{where}: G's output", fx.float_magnitude(g)))
-        checks.append((f"{where}: stream y2", fx.int_magnitude(y2)))
+            checks.append((f"{where}: G's output", fx.float_magnitude(g), out_limit))
+        checks.append((f"{where}: stream y2", fx.int_magnitude(y2), stream_limit))
 
 
 Arithmetic = FloatArithmetic | ExactArithmetic
@@ -200,7 +201,7 @@ class Coupling:
              before: Callable[[str], None] | None = None):
         """The no-grad forward on raw streams: (out1, out2, kept), kept = (bits of x1, bits of x2).
 
-        ``checks``: a list to which (what, magnitude) pairs are appended for ``fixed_point.check_range``
+        ``checks``: a list to which (what, magnitude, limit) are appended for ``fixed_point.check_range``
         (exact arithmetic on real tensors only). ``before("f")`` and ``before("g")`` run just before F
         and G (the reversible Function saves RNG states there).
         """

@@ -202,7 +202,7 @@ def gradient_fidelity(
 ) -> GradientFidelity:
     """One training step of ``model`` on ``batch`` with its reversible layers, and one with ordinary
     backprop through the same model (every stack's ``num_rev_layers`` set to 0 for the step), with
-    the same seed, so dropout draws the same masks.
+    the same seed, so dropout draws the same masks (the caller's RNG state is restored afterwards).
 
     ``batch`` must make the model return a loss (include labels). ``autocast``: run both steps under
     ``torch.autocast`` with this dtype (mixed precision over the model's own weights). The model is
@@ -244,12 +244,15 @@ def gradient_fidelity(
         return {n: p.grad for n, p in params.items()}
 
     rev_layers = {name: stack.num_rev_layers for name, stack in found}
+    devices = [p.device for p in params.values() if p.device.type not in ("cpu", "meta")][:1]
+    rng = torch.random.fork_rng(devices=devices, device_type=devices[0].type if devices else "cuda")
     model.train()
     try:
-        grads_rev = step(observe=True)
-        for _, stack in found:
-            stack.num_rev_layers = 0
-        grads_ref = step(observe=False)
+        with rng:  # the caller's RNG state is left as it was
+            grads_rev = step(observe=True)
+            for _, stack in found:
+                stack.num_rev_layers = 0
+            grads_ref = step(observe=False)
     finally:
         for name, stack in found:
             stack.num_rev_layers, stack.observer = rev_layers[name], None

@@ -129,29 +129,40 @@ def has_values(t: torch.Tensor) -> bool:
 
 def float_magnitude(t: torch.Tensor) -> torch.Tensor:
     """max |t| as a 0-d float64 tensor; NaN when ``t`` holds a NaN, inf for inf."""
-    return t.detach().abs().amax().to(torch.float64) if t.numel() else torch.zeros((), dtype=torch.float64)
+    if not t.numel():
+        return torch.zeros((), dtype=torch.float64, device=t.device)
+    return t.detach().abs().amax().to(torch.float64)
 
 
 def int_magnitude(x: torch.Tensor) -> torch.Tensor:
     """max |x| of an int64 stream, in real units, as a 0-d float64 tensor (in float64 before negating,
     so that the most negative int64, what a non-finite value encodes to, does not wrap)."""
     if not x.numel():
-        return torch.zeros((), dtype=torch.float64)
+        return torch.zeros((), dtype=torch.float64, device=x.device)
     low, high = torch.aminmax(x)
     return torch.maximum(high.to(torch.float64), -low.to(torch.float64)) / _ONE
 
 
-def check_range(checks: list[tuple[str, torch.Tensor]]) -> None:
-    """Raise MEFTError naming the first (what, magnitude) pair outside the range or not finite.
+def stream_limit(dtype: torch.dtype) -> float:
+    """The largest stream magnitude allowed: the fixed-point range, or less where ``dtype`` (what streams
+    decode to) cannot hold it (float16: 65504)."""
+    return min(float(LIMIT), torch.finfo(dtype).max)
 
-    One synchronisation for the whole list.
-    """
+
+def check_range(checks: list[tuple[str, torch.Tensor, float]]) -> None:
+    """Raise MEFTError naming the first (what, magnitude, limit) whose magnitude is not below its limit
+    (NaN included). One synchronisation for the whole list."""
     if not checks:
         return
-    values = torch.stack([m for _, m in checks]).tolist()
-    for (name, _), value in zip(checks, values):
-        if not value < LIMIT:  # NaN fails too
-            raise MEFTError(
-                f"{name} reaches {value:.6g}, outside exact arithmetic's fixed-point range (|x| < 2^{RANGE_BITS} = "
-                f"{LIMIT}); check the inputs and learning rate for divergence, or use MEFTConfig(arithmetic='float')"
-            )
+    values = torch.stack([m for _, m, _ in checks]).tolist()
+    for (name, _, limit), value in zip(checks, values):
+        if value < limit:
+            continue
+        if limit < LIMIT:
+            raise MEFTError(f"{name} reaches {value:.6g}, more than the streams' dtype can hold once decoded "
+                            f"(|x| <= {limit:g}); train in bfloat16 or float32 (or mixed precision), or check for "
+                            "divergence")
+        raise MEFTError(
+            f"{name} reaches {value:.6g}, outside exact arithmetic's fixed-point range (|x| < 2^{RANGE_BITS} = "
+            f"{LIMIT}); check the inputs and learning rate for divergence, or use MEFTConfig(arithmetic='float')"
+        )

@@ -118,7 +118,8 @@ class _ReversibleFunction(torch.autograd.Function):
         with torch.no_grad():
             x1 = x2 = a.encode(hidden)
             if checks is not None:
-                checks.append((f"the input of {plan.couplings[0].name}", fx.float_magnitude(hidden)))
+                checks.append((f"the input of {plan.couplings[0].name}", fx.float_magnitude(hidden),
+                               fx.stream_limit(a.dtype)))
             for i, c in enumerate(plan.couplings):
                 if plan.observer is not None:
                     plan.observer("forward", i, x1, x2)

@@ -165,3 +165,22 @@ def test_encoding_round_trips_float_values_of_every_dtype():
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
         x = (torch.randn(1000, generator=gen) * 100).to(dtype)
         assert torch.equal(fx.decode(fx.encode(x), dtype), x)
+
+
+def test_a_stream_float16_cannot_hold_is_an_error_not_inf():
+    model = _deep("opt-causal-lm", torch.float16, "meft1")
+    with torch.no_grad():  # within the fixed-point range (2^22), beyond float16's 65504
+        model.model.decoder.layers[0].base_layers[3].fc2.bias.fill_(40000.0)
+    with pytest.raises(meft.MEFTError) as info:
+        model(**_batch("opt-causal-lm"))
+    message = str(info.value)
+    assert message.startswith("decoder layer ") and ": stream y" in message  # where the stream grew past it
+    assert "(|x| <= 65504)" in message and "bfloat16 or float32" in message
+
+
+def test_gradient_fidelity_leaves_the_callers_rng_as_it_was():
+    model = _deep("bert-cls", torch.float32, "meft1")
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    meft.gradient_fidelity(model, _batch("bert-cls"))
+    assert torch.equal(torch.get_rng_state(), before)
