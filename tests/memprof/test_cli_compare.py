@@ -201,8 +201,13 @@ sys.path.insert(0, {tests!r})
 import memprof.sweep
 from synthetic_results import fake_run
 
+calls = []
+
 def slow(config, cache):
-    time.sleep(0.3)
+    # The first two configurations are quick; the rest take long enough that the test's SIGINT,
+    # sent once two results are on disk, always lands mid-sweep, however slowly the test polls.
+    calls.append(config)
+    time.sleep(0.3 if len(calls) <= 2 else 5.0)
     return fake_run(config)
 
 memprof.sweep.default_runner = lambda: (slow, None)
