@@ -48,12 +48,16 @@ def build(method: str, overrides: dict, seq_len: int, batch_size: int):
     return model, tasks.make_batch(config.resolved, config.task, batch_size, seq_len)
 
 
-def timed_step(model, batch, optimizer) -> float:
+def timed_step(model, batch, optimizer) -> tuple[float, float, float]:
+    """(step, forward, backward) seconds."""
     start = time.perf_counter()
     model.zero_grad(set_to_none=True)
-    model(**batch).loss.backward()
+    loss = model(**batch).loss
+    forward = time.perf_counter()
+    loss.backward()
+    backward = time.perf_counter()
     optimizer.step()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, forward - start, backward - forward
 
 
 def main() -> None:
@@ -84,11 +88,13 @@ def main() -> None:
             gc.collect()
             model, batch, opt, times = runs[label]
             times.append(timed_step(model, batch, opt))
-    med = {label: statistics.median(runs[label][3]) for label in labels}
+    med = {label: statistics.median(t[0] for t in runs[label][3]) for label in labels}
     print(f"\nall-minilm-l6-v2, seq {args.seq_len} x batch {args.batch_size}, {args.rounds} interleaved rounds")
-    print("| step | median s | fastest s |\n|---|---:|---:|")
+    print("| step | median s | fastest s | median forward s | median backward s |\n|---|---:|---:|---:|---:|")
     for label in labels:
-        print(f"| {label} | {med[label]:.3f} | {min(runs[label][3]):.3f} |")
+        times = runs[label][3]
+        print(f"| {label} | {med[label]:.3f} | {min(t[0] for t in times):.3f} | "
+              f"{statistics.median(t[1] for t in times):.3f} | {statistics.median(t[2] for t in times):.3f} |")
     print("\n| ratio | median | goal |\n|---|---:|---|")
     for a, b, goal in RATIOS:
         ratio = med[a] / med[b]

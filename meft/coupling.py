@@ -26,8 +26,8 @@ import torch
 from torch import nn
 
 from meft import fixed_point as fx
+from meft.families import Call
 
-Call = dict[str, Any]
 SubNet = Callable[[torch.Tensor, Call], torch.Tensor]
 
 

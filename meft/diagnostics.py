@@ -268,7 +268,7 @@ def gradient_fidelity(
         rev = torch.zeros_like(params[name]) if rev is None else rev
         ref = torch.zeros_like(params[name]) if ref is None else ref
         stack, layer = where.get(name, ("head", None))
-        out.append(ParameterFidelity(name, stack, layer, _relative_or_zero(rev, ref), _cosine(rev, ref), present))
+        out.append(ParameterFidelity(name, stack, layer, _relative(rev, ref), _cosine(rev, ref), present))
     dtype = str(autocast or next(iter(params.values())).dtype).replace("torch.", "")
     if autocast is not None:
         dtype = f"mixed-{dtype}"
@@ -283,11 +283,6 @@ def _parameter_places(found) -> dict[str, tuple[str, int]]:
             for pname, _ in adapters.named_parameters():
                 places[f"{path}.adapters.{i}.{pname}"] = (stack.name, i)
     return places
-
-
-def _relative_or_zero(a: torch.Tensor, b: torch.Tensor) -> float:
-    diff = float((a.double() - b.double()).norm())
-    return 0.0 if diff == 0 else diff / float(b.double().norm().clamp_min(1e-300))
 
 
 def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:

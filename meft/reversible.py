@@ -96,8 +96,12 @@ class _Plan:
     static: Call
     params: list[nn.Parameter]
     observer: Observer | None = None
-    exact: bool = False  # exact arithmetic: keep and compare checksums (fake tensors too: same memory figures)
-    verify: bool = False  # ... and act on the comparison (real tensors only: fake ones have no values)
+    verify: bool = False  # exact arithmetic on real tensors: act on the checksum comparison
+
+    @property
+    def exact(self) -> bool:
+        """Exact arithmetic keeps and compares checksums (fake tensors too, so memory figures match)."""
+        return isinstance(self.arith, ExactArithmetic)
 
     def call(self, tensors) -> Call:
         return {**self.static, **dict(zip(self.keys, tensors))}
@@ -263,8 +267,8 @@ def reversible(couplings: list[Coupling], hidden: torch.Tensor, call: Call, obse
     keys = tuple(k for k, v in call.items() if isinstance(v, torch.Tensor))
     static = {k: v for k, v in call.items() if k not in keys}
     params = list({id(p): p for c in couplings for p in c.trainable_parameters()}.values())
-    exact = isinstance(a, ExactArithmetic)
-    plan = _Plan(couplings, a, keys, static, params, observer, exact, exact and fx.has_values(hidden))
+    plan = _Plan(couplings, a, keys, static, params, observer)
+    plan.verify = plan.exact and fx.has_values(hidden)
     out = _ReversibleFunction.apply(plan, hidden, *(call[k] for k in keys), *params)
     if isinstance(a, ExactArithmetic):
         c1, c2, r1, r2 = out

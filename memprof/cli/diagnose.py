@@ -15,9 +15,6 @@ from rich.table import Table
 
 from memprof.cli.app import app, console
 
-#: name -> (weights dtype name, autocast dtype name or None)
-DTYPES = {"fp32": ("float32", None), "bf16": ("bfloat16", None), "fp16": ("float16", None),
-          "fp64": ("float64", None), "mixed-bf16": ("float32", "bfloat16"), "mixed-fp16": ("float32", "float16")}
 #: relative error thresholds of the verdict column
 OK, FAIR = 1e-3, 1e-2
 
@@ -33,7 +30,7 @@ def diagnose_cmd(
     backbone: Annotated[str, typer.Option(help="Backbone name or config path.")] = "bert-base",
     variant: Annotated[str, typer.Option(help="MEFT variant: meft1, meft2 or meft3.")] = "meft1",
     arithmetic: Annotated[str, typer.Option(help="exact (fixed point, the default) or float (the paper's).")] = "exact",
-    dtype: Annotated[str, typer.Option(help=f"{', '.join(DTYPES)} (mixed-*: autocast over fp32 weights).")] = "fp32",
+    dtype: Annotated[str, typer.Option(help="A dtype of `memprof profile`, or fp64.")] = "fp32",
     seq_len: Annotated[int, typer.Option(help="Sequence length of the synthetic batch.")] = 128,
     batch_size: Annotated[int, typer.Option(help="Batch size of the synthetic batch.")] = 2,
     task: Annotated[str | None, typer.Option(help="Model head.  [default: the backbone family's]")] = None,
@@ -48,13 +45,17 @@ def diagnose_cmd(
 
     import meft
     from memprof import backbones
+    from memprof.config import DTYPES as PROFILE_DTYPES
     from memprof.errors import MemprofError
     from memprof.tasks import build_model, check_task, make_batch
 
     # every layer through the reversible Function, the top one included, so that each is measured
     config = meft.MEFTConfig(variant=variant, arithmetic=arithmetic, cache_top_layer=False)
-    if dtype not in DTYPES:
-        raise MemprofError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}; pass e.g. --dtype bf16")
+    # profile's dtypes, with float64 beside the single-dtype ones (an exact reference)
+    dtypes = {**{k: v for k, v in PROFILE_DTYPES.items() if v[1] is None}, "fp64": (torch.float64, None),
+              **{k: v for k, v in PROFILE_DTYPES.items() if v[1] is not None}}
+    if dtype not in dtypes:
+        raise MemprofError(f"dtype {dtype!r} is not one of {', '.join(dtypes)}; pass e.g. --dtype bf16")
     for name, value, flag in (("sequence length", seq_len, "--seq-len"), ("batch size", batch_size, "--batch-size")):
         if value < 1:
             raise MemprofError(f"{name} {value} must be at least 1; pass e.g. {flag} 8")
@@ -64,7 +65,7 @@ def diagnose_cmd(
         raise MemprofError(f"sequence length {seq_len} exceeds {bb.name}'s maximum of {bb.max_seq_len} positions; "
                            f"pass --seq-len {bb.max_seq_len} or less")
 
-    weights, autocast = (getattr(torch, n) if n else None for n in DTYPES[dtype])
+    weights, autocast = dtypes[dtype]
     torch.manual_seed(seed)
     model = meft.convert(build_model(bb, task, attn_implementation="eager").to(weights), config)
     report = meft.gradient_fidelity(model, make_batch(bb, task, batch_size, seq_len, seed=seed),
