@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.1.0"
-
 from memprof.errors import MemprofError  # noqa: E402
 from memprof.result import Memory, Result, ResultSet, load_results  # noqa: E402
+from memprof.version import __version__  # noqa: E402
 
 _LAZY = {
     "profile": "memprof.engines",

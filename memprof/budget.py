@@ -1,6 +1,6 @@
-"""Memory budgets: byte sizes as people write them, and ``assert_memory`` for tests.
+"""Memory budgets, and ``assert_memory`` for tests.
 
-``parse_bytes("1.2 GiB")`` reads a size; ``check_budget(memory, {"peak": ...})`` lists what went over;
+Sizes are read by ``memprof.units.parse_bytes`` (``"1.2 GiB"``); ``check_budget(memory, {"peak": ...})`` lists what went over;
 ``assert_memory(model, batch, saved_activations="1.2 GiB")`` runs one training step of ``model`` on
 ``batch`` under ``memprof.track`` and raises AssertionError with a readable table of the excess.
 The pytest fixture ``memprof_budget`` (``memprof.pytest_plugin``) is the same check around a step
@@ -9,62 +9,13 @@ you write yourself.
 
 from __future__ import annotations
 
-import re
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping
 
 from memprof.errors import MemprofError
 from memprof.result import Memory, Result
-
-#: Units a size may carry: decimal (kB, MB, GB, TB: powers of 1000) and binary (KiB .. TiB: 1024).
-UNITS = {
-    "b": 1,
-    "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
-    "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4,
-}
-_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*$")
-
-#: Memory fields a budget (or the gate) can name: the byte counts of ``memprof.result.Memory``.
-METRICS = tuple(f.name for f in fields(Memory))
-
-
-def parse_bytes(value: str | int | float, *, what: str = "size") -> int:
-    """A byte count from ``1.2 GiB``, ``800MB``, ``512 KiB``, ``4096`` or an int.
-
-    Units are case-insensitive; KB/MB/GB/TB are powers of 1000 and KiB/MiB/GiB/TiB powers of 1024.
-    A number without a unit is bytes. Raises MemprofError, naming ``what``, for anything else.
-    """
-    if isinstance(value, bool):
-        raise MemprofError(f"{what} {value!r} is not a size; pass bytes or a string such as '1.2 GiB'")
-    if isinstance(value, (int, float)):
-        if value < 0 or value != value or value == float("inf"):
-            raise MemprofError(f"{what} {value!r} must be a finite number of bytes of at least 0")
-        return int(round(value))
-    if not isinstance(value, str):
-        raise MemprofError(f"{what} {value!r} is not a size; pass bytes or a string such as '1.2 GiB'")
-    match = _SIZE.match(value)
-    unit = match.group(2).lower() if match else ""
-    if not match or unit not in UNITS and unit:
-        raise MemprofError(
-            f"{what} {value!r} is not a size; write a number and one of the units "
-            "B, KB, MB, GB, TB (powers of 1000) or KiB, MiB, GiB, TiB (powers of 1024), e.g. '1.2 GiB'"
-        )
-    return int(round(float(match.group(1)) * UNITS[unit or "b"]))
-
-
-def format_bytes(n: int | float | None) -> str:
-    """``1288490189`` -> ``1.20 GiB``; binary units, three significant digits; None -> ``-``."""
-    if n is None:
-        return "-"
-    sign, n = ("-" if n < 0 else ""), abs(n)
-    if n < 1024:
-        return f"{sign}{int(n)} B"
-    for unit in ("KiB", "MiB", "GiB", "TiB"):
-        n /= 1024
-        if n < 1024 or unit == "TiB":
-            return f"{sign}{n:.0f} {unit}" if n >= 100 else f"{sign}{n:.1f} {unit}" if n >= 10 else f"{sign}{n:.2f} {unit}"
-    raise AssertionError("unreachable")
+from memprof.units import METRICS, format_bytes, parse_bytes
 
 
 @dataclass(frozen=True)
@@ -120,28 +71,43 @@ def format_excess(over: list[Excess], memory: Memory, budgets: Mapping[str, int]
     return "\n".join(lines)
 
 
+class BudgetExceeded(AssertionError):
+    """A measured step went over its budget; the message is the table of ``format_excess``."""
+
+
 def _track() -> Callable[..., Any]:
     """``memprof.track``, looked up at call time so tests can stand a stub in for it."""
-    import memprof
+    from memprof.instrument import session
 
-    return memprof.track
+    return session.track
 
 
 @contextmanager
-def budget(model: Any, optimizer: Any = None, *, title: str = "", **budgets: Any) -> Iterator[Any]:
+def budget(
+    model: Any,
+    optimizer: Any = None,
+    *,
+    title: str = "",
+    on_result: Callable[[Result], None] | None = None,
+    **budgets: Any,
+) -> Iterator[Any]:
     """Run the block under ``memprof.track(model, optimizer)``; on leaving it, fail if over budget.
 
-    Yields the tracker (``prof.result`` is the Result once the block ends). Raises AssertionError
-    with one line per budgeted metric (budget, measured, excess) when anything exceeded its budget;
-    an exception raised inside the block propagates unchanged and nothing is checked.
+    Yields the tracker (``prof.result`` is the Result once the block ends); ``on_result`` is called
+    with it before the check. Raises BudgetExceeded (an AssertionError) with one line per budgeted
+    metric (budget, measured, excess) when anything exceeded its budget; an exception raised inside
+    the block propagates unchanged and nothing is checked. The one budget check: ``assert_memory``
+    and the pytest fixture ``memprof_budget`` both run it.
     """
     limits = parse_budgets(budgets)
     with _track()(model, optimizer) as prof:
         yield prof
     result: Result = prof.result
+    if on_result is not None:
+        on_result(result)
     over = check_budget(result.memory, limits)
     if over:
-        raise AssertionError(format_excess(over, result.memory, limits, title))
+        raise BudgetExceeded(format_excess(over, result.memory, limits, title))
 
 
 def _loss(output: Any, loss_fn: Callable[[Any], Any] | None) -> Any:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 
@@ -80,8 +80,3 @@ class ProfileConfig:
     @property
     def autocast_dtype(self) -> torch.dtype | None:
         return DTYPES[self.dtype][1]
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d.pop("resolved", None)
-        return d

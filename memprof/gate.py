@@ -5,7 +5,8 @@
 ``GateReport``: plain data, one ``GateRow`` per (configuration x metric), plus the configurations
 found on one side only and warnings (library versions or settings that differ between the two
 sides). It never prints; ``memprof.cli.check`` renders it and turns it into an exit code, and
-``markdown(report)`` renders it for a pull-request comment or a CI job summary.
+``memprof.reporters.markdown.gate_markdown(report)`` renders it for a pull-request comment or a CI
+job summary.
 
 NOTE [ Verdicts ]
     For a metric measured on both sides, with ``change = (current - baseline) / baseline``:
@@ -26,11 +27,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from memprof.budget import METRICS, format_bytes
 from memprof.errors import MemprofError
-from memprof.result import Result, ResultSet, empty_layers, load_results
+from memprof.result import KEY_FIELDS, Result, ResultSet, empty_layers, load_results, write_json
+from memprof.units import HEADLINE_METRICS, METRICS, format_bytes
 
-DEFAULT_METRICS = ("saved_activations", "peak_activations", "peak")
+DEFAULT_METRICS = HEADLINE_METRICS
 DEFAULT_TOLERANCE = 0.02
 #: The largest tolerance accepted: beyond it a memory gate no longer gates anything.
 MAX_TOLERANCE = 0.5
@@ -38,7 +39,6 @@ MAX_TOLERANCE = 0.5
 VERSIONED = ("torch", "transformers", "peft")
 #: Result fields outside the key that change the numbers when they differ for the same key.
 SETTINGS = ("task", "attn_implementation")
-KEY_FIELDS = ("backbone", "method", "seq_len", "batch_size", "dtype", "engine", "target")
 
 FAILING = ("regression", "failed")
 
@@ -287,43 +287,6 @@ def summary(report: GateReport) -> str:
     )
 
 
-_MD_VERDICT = {"regression": "❌ regression", "failed": "❌ failed", "improvement": "🟢 improvement",
-               "fixed": "🟢 fixed", "ok": "✅ ok", "unmeasured": "➖ unmeasured"}
-
-
-def _md_value(value: int | None, status: str) -> str:
-    return format_bytes(value) if value is not None else status
-
-
-def _md_table(rows: list[GateRow]) -> list[str]:
-    lines = ["| configuration | metric | baseline | current | change | verdict |", "|---|---|---:|---:|---:|---|"]
-    for r in rows:
-        lines.append(
-            f"| `{r.label}` | {r.metric} | {_md_value(r.baseline, r.baseline_status)} | "
-            f"{_md_value(r.current, r.current_status)} | {format_change(r)} | {_MD_VERDICT.get(r.verdict, r.verdict)} |"
-        )
-    return lines
-
-
-def markdown(report: GateReport, *, update_command: str = "") -> str:
-    """The report as GitHub-flavoured Markdown: summary, what changed, then every row folded away."""
-    lines = ["## memprof memory gate", "", f"**{summary(report)}**", ""]
-    for w in report.warnings:
-        lines.append(f"> ⚠️ {w}")
-    if report.warnings:
-        lines.append("")
-    changed = [r for r in report.rows if r.verdict not in ("ok", "unmeasured")]
-    if changed:
-        lines += ["### Changes beyond the tolerance", "", *_md_table(changed), ""]
-    if report.improvements and update_command:
-        lines += [f"To accept the improvements, update the baseline: `{update_command}`", ""]
-    for title, keys in (("Only in the baseline", report.only_baseline), ("Only in the current results", report.only_current)):
-        if keys:
-            lines += [f"### {title}", "", *(f"- `{key_label(k)}`" for k in keys), ""]
-    lines += ["<details><summary>All comparisons</summary>", "", *_md_table(report.rows), "", "</details>", ""]
-    return "\n".join(lines)
-
-
 def _results_path(source: str | Path) -> Path:
     path = Path(source)
     if path.is_dir():
@@ -368,6 +331,29 @@ def make_baseline(sources: str | Path | list[str | Path], *, keep_layers: bool =
         command=rs.command,
         options={**rs.options, "baseline_layers": "kept" if keep_layers else "stripped"},
     )
+
+
+def update_command(current: list[str | Path], baseline: str | Path) -> str:
+    """The command that makes ``current`` the new baseline (printed when something improved)."""
+    import shlex
+
+    return shlex.join(["memprof", "baseline", *map(str, current), "--out", str(baseline)])
+
+
+def write_baseline(sources: str | Path | list[str | Path], out: str | Path, *, keep_layers: bool = False) -> tuple[ResultSet, str]:
+    """Write ``make_baseline(sources)`` to ``out`` (replacing it): (the baseline, one line saying what
+    was written and how it differs from the baseline it replaced, if that one was readable)."""
+    new = make_baseline(sources, keep_layers=keep_layers)
+    out = Path(out)
+    old = None
+    if out.is_file():
+        try:
+            old = load_results(out)
+        except MemprofError:  # an unreadable old baseline is simply replaced
+            old = None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(new, out)
+    return new, refresh_summary(new, old, out)
 
 
 def refresh_summary(new: ResultSet, old: ResultSet | None, out: str | Path) -> str:

@@ -67,3 +67,34 @@ def layer_row(module: str) -> str:
         if is_layer_component(part):
             return ".".join(parts[: i + 1])
     return ".".join(parts[:2])
+
+
+#: Wrappers above the model's own module names: peft's, then the task model's base model.
+_WRAPPERS = ("base_model.model.", "model.")
+
+
+def layer_group(module: str, depth: int | None = None) -> str:
+    """The row a module is shown in, by every view (``memprof profile``'s table, the per-layer plot).
+
+    The path loses peft's ``base_model.model.`` and a leading ``model.``; then ``depth=None`` gives
+    its layer row (``layer_row``: ``encoder.layers.3``, a reversible stack, or the first two
+    components) and ``depth=N`` its first N components, a layer number riding along with the name
+    before it (``layer.3`` counts once). The root module (``""``) is ``(model)``.
+    """
+    for prefix in _WRAPPERS:
+        if module.startswith(prefix):
+            module = module[len(prefix):]
+    if not module:
+        return "(model)"
+    if depth is None:
+        return layer_row(module)
+    kept, named = [], 0
+    for part in module.split("."):
+        if is_layer_number(part):
+            kept.append(part)
+            continue
+        if named == depth:
+            break
+        kept.append(part)
+        named += 1
+    return ".".join(kept)

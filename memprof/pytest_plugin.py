@@ -33,19 +33,21 @@ class MemoryBudget:
 
     @contextmanager
     def __call__(self, model: Any, optimizer: Any = None, **budgets: Any) -> Iterator[Any]:
-        from memprof.budget import _track, check_budget, format_excess, parse_budgets
+        from memprof.budget import BudgetExceeded, budget
 
-        limits = parse_budgets(budgets)
-        with _track()(model, optimizer) as prof:
-            yield prof
-        result = prof.result
+        try:
+            with budget(model, optimizer, title="memory budget exceeded", on_result=self._record, **budgets) as prof:
+                yield prof
+        except BudgetExceeded as exc:
+            pytest.fail(str(exc), pytrace=False)
+
+    def _record(self, result: Any) -> None:
+        from memprof.units import HEADLINE_METRICS
+
         self.results.append(result)
         self._node.user_properties.append(
-            ("memprof", {m: getattr(result.memory, m) for m in ("saved_activations", "peak_activations", "peak")})
+            ("memprof", {m: getattr(result.memory, m) for m in HEADLINE_METRICS})
         )
-        over = check_budget(result.memory, limits)
-        if over:
-            pytest.fail(format_excess(over, result.memory, limits, "memory budget exceeded"), pytrace=False)
 
 
 @pytest.fixture

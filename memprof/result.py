@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from memprof.errors import MemprofError
+from memprof.version import __version__
 
 SCHEMA_VERSION = 2
 #: Versions this memprof reads. Version 2 added the category ``reversible_bits`` (MEFT's kept bits);
@@ -39,6 +40,9 @@ CATEGORIES = (
 STATUSES = ("ok", "oom", "error")
 
 #: Columns of ``Result.layers``: one row per module that saved something.
+#: What identifies a configuration across runs: a sweep resumes, and the gate matches, on these.
+KEY_FIELDS = ("backbone", "method", "seq_len", "batch_size", "dtype", "engine", "target")
+
 LAYER_COLUMNS = ("module", "saved_bytes", *CATEGORIES)
 
 
@@ -69,6 +73,11 @@ class Memory:
     cuda_max_allocated: int | None = None
     cuda_max_reserved: int | None = None
     nvml_used: int | None = None
+
+
+def config_key(config: Any) -> tuple:
+    """The key of a configuration: its ``KEY_FIELDS``, read from a Result or a ProfileConfig alike."""
+    return tuple(getattr(config, name) for name in KEY_FIELDS)
 
 
 def empty_layers() -> pd.DataFrame:
@@ -108,8 +117,8 @@ class Result:
 
     @property
     def key(self) -> tuple:
-        """What identifies a configuration across runs (the gate matches on this)."""
-        return (self.backbone, self.method, self.seq_len, self.batch_size, self.dtype, self.engine, self.target)
+        """What identifies a configuration across runs (the gate matches on this): ``config_key``."""
+        return config_key(self)
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("memory", "layers")}
@@ -221,6 +230,7 @@ def load_results(path: str | Path) -> ResultSet:
 
 def environment(device_name: str = "cpu") -> dict[str, Any]:
     """Versions that can move the numbers, recorded in every result."""
+    import peft
     import torch
     import transformers
 
@@ -231,13 +241,6 @@ def environment(device_name: str = "cpu") -> dict[str, Any]:
         "transformers": transformers.__version__,
         "device": device_name,
     }
-    try:
-        import peft
-
-        env["peft"] = peft.__version__
-    except ImportError:
-        pass
-    from memprof import __version__
-
+    env["peft"] = peft.__version__
     env["memprof"] = __version__
     return env

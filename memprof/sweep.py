@@ -21,9 +21,10 @@ from typing import Any, Callable, Protocol
 
 from memprof import methods as method_registry
 from memprof.config import ProfileConfig
+from memprof.engines.common import failed_result
 from memprof.errors import MemprofError
 from memprof.reporters import RESULTS_FILE, prepare_out_dir
-from memprof.result import Result, ResultSet, load_results, write_json
+from memprof.result import Result, ResultSet, config_key, load_results, write_json
 
 #: run(config, cache) -> Result; memprof.engines.run has this shape.
 RunFn = Callable[[ProfileConfig, Any], Result]
@@ -165,9 +166,52 @@ class Grid:
         return " ".join(parts)
 
 
-def config_key(config: ProfileConfig) -> tuple:
-    """The key a Result of this configuration will have (``Result.key``)."""
-    return (config.backbone, config.method, config.seq_len, config.batch_size, config.dtype, config.engine, config.target)
+def parse_options(**given: Any) -> dict[str, Any]:
+    """The options a user gave on the command line (None: not given), the lists parsed and checked."""
+    out = {k: v for k, v in given.items() if v is not None}
+    if "methods" in out:
+        out["methods"] = parse_methods(out["methods"])
+    if "seq_lens" in out:
+        out["seq_lens"] = parse_ints(out["seq_lens"], "sequence length", "--seq-lens")
+    if "batch_sizes" in out:
+        out["batch_sizes"] = parse_ints(out["batch_sizes"], "batch size", "--batch-sizes")
+    return out
+
+
+def plan(options: dict[str, Any], *, out: str | Path | None = None, resume: str | Path | None = None,
+         jobs: int | None = None) -> tuple[Grid, Path, int]:
+    """What ``memprof compare`` will run: (grid, output folder, worker processes), validated before
+    anything runs, the output folder created.
+
+    A new sweep takes ``options`` over ``DEFAULTS`` and writes into ``out`` (default
+    ``default_out_dir``, then ``reports/latest`` points at it), which must not hold a results.json
+    yet. A resumed sweep (``resume``: its folder) takes the options saved in its results.json, with
+    ``options`` given again over them (``run_sweep`` refuses any that differ). ``jobs`` None is
+    ``auto_jobs``.
+    """
+    if jobs is not None and jobs < 1:
+        raise MemprofError(f"--jobs {jobs} must be at least 1; pass e.g. --jobs 2, or leave it out for one per method")
+    if resume is not None:
+        if out is not None and Path(out).resolve() != Path(resume).resolve():
+            raise MemprofError(f"--out {str(out)!r} differs from --resume {str(resume)!r}; a resumed sweep writes "
+                               "into its own folder, drop --out")
+        saved = load_results(Path(resume) / RESULTS_FILE)
+        if not saved.options:
+            raise MemprofError(f"{str(Path(resume) / RESULTS_FILE)!r} holds no compare options; only a "
+                               "`memprof compare` folder can be resumed")
+        grid, out_dir = Grid.from_options({**DEFAULTS, **saved.options, **options}), Path(resume)
+    else:
+        grid = Grid.from_options({**DEFAULTS, **options})
+        out_dir = Path(out) if out is not None else default_out_dir(grid.name)
+        if (out_dir / RESULTS_FILE).is_file():
+            raise MemprofError(
+                f"{str(out_dir)!r} already holds a results.json; pass --resume {shlex.quote(str(out_dir))} to "
+                "continue it, or another --out"
+            )
+    prepare_out_dir(out_dir)
+    if resume is None and out is None:
+        point_latest(out_dir)
+    return grid, out_dir, auto_jobs(grid) if jobs is None else jobs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,21 +287,6 @@ def default_runner() -> tuple[RunFn, Any]:
     from memprof import engines
 
     return engines.run, engines.ModelCache()
-
-
-def failed_result(config: ProfileConfig, exc: BaseException) -> Result:
-    """A Result recording that ``config`` failed: status ``"oom"`` for out-of-memory, else ``"error"``."""
-    import torch
-
-    oom = (MemoryError, getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError))
-    status = "oom" if isinstance(exc, oom) else "error"
-    text = str(exc).strip().splitlines()
-    message = f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
-    return Result(
-        backbone=config.backbone, method=config.method, engine=config.engine, target=config.target or "",
-        dtype=config.dtype, attn_implementation=config.attn, seq_len=config.seq_len, batch_size=config.batch_size,
-        task=config.task or "", status=status, message=message[:500],
-    )
 
 
 def auto_jobs(grid: Grid) -> int:

@@ -24,19 +24,10 @@ def baseline_cmd(
 
     A configuration found twice keeps its last result. The gate compares totals only.
     """
-    from memprof.gate import make_baseline, refresh_summary
-    from memprof.result import load_results, write_json
+    from memprof.gate import write_baseline
 
-    new = make_baseline(sources, keep_layers=keep_layers)
-    old = None
-    if out.is_file():
-        try:
-            old = load_results(out)
-        except Exception:  # an unreadable old baseline is simply replaced
-            old = None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_json(new, out)
-    console.print(refresh_summary(new, old, out), highlight=False, soft_wrap=True)
+    new, summary = write_baseline(sources, out, keep_layers=keep_layers)
+    console.print(summary, highlight=False, soft_wrap=True)
     for r in new.results:
         if r.status == "error":
             console.print(

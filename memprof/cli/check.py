@@ -7,7 +7,6 @@ The comparison is ``memprof.gate.compare``; this module only renders it.
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -21,7 +20,7 @@ _STYLE = {"regression": "bold red", "failed": "bold red", "improvement": "green"
 
 
 def _table(report) -> Table:
-    from memprof.budget import format_bytes
+    from memprof.units import format_bytes
     from memprof.gate import format_change
 
     table = Table(title=f"memory gate (tolerance {report.tolerance:.1%})")
@@ -101,22 +100,15 @@ def check_cmd(
     Improvements are reported with the command that updates the baseline.
     """
     from memprof import gate
-    from memprof.errors import MemprofError
+    from memprof.reporters.markdown import write_gate_markdown
     from memprof.result import load_results
 
-    tol = gate.parse_tolerance(tolerance)
     names = gate.parse_metrics(metrics)
-    report = gate.compare(gate.load_sources(current), load_results(baseline), tolerance=tol, metrics=names)
-    update = shlex.join(["memprof", "baseline", *map(str, current), "--out", str(baseline)])
-
+    report = gate.compare(gate.load_sources(current), load_results(baseline), tolerance=gate.parse_tolerance(tolerance),
+                          metrics=names)
+    update = gate.update_command(current, baseline)
     _print_report(report, update)
-
     if markdown is not None:
-        try:
-            markdown.write_text(gate.markdown(report, update_command=update))
-        except OSError as exc:
-            raise MemprofError(
-                f"cannot write the Markdown report to {str(markdown)!r} ({exc.strerror}); pass a writable path"
-            ) from None
+        write_gate_markdown(report, markdown, update_command=update)
     if report.failures:
         raise typer.Exit(1)

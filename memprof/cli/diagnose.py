@@ -1,8 +1,8 @@
 """``memprof diagnose``: gradient fidelity of MEFT's reversible backprop for a backbone, variant,
 arithmetic and dtype.
 
-The measurement is ``meft.gradient_fidelity`` (one training step through the reversible layers
-against ordinary backprop through the same model); this module builds the model and batch and prints.
+The measurement is ``memprof.engines.fidelity.diagnose`` (``meft.gradient_fidelity`` on the
+configuration's model and batch); this module prints it.
 """
 
 from __future__ import annotations
@@ -41,40 +41,14 @@ def diagnose_cmd(
     the same model: how exactly each layer's input was reconstructed, and how close each trainable
     parameter's gradient is (relative error, cosine), per layer. On CPU.
     """
-    import torch
+    from memprof.engines.fidelity import diagnose
 
-    import meft
-    from memprof import backbones
-    from memprof.config import DTYPES as PROFILE_DTYPES
-    from memprof.errors import MemprofError
-    from memprof.tasks import build_model, check_task, make_batch
-
-    # every layer through the reversible Function, the top one included, so that each is measured
-    config = meft.MEFTConfig(variant=variant, arithmetic=arithmetic, cache_top_layer=False)
-    # profile's dtypes, with float64 beside the single-dtype ones (an exact reference)
-    dtypes = {**{k: v for k, v in PROFILE_DTYPES.items() if v[1] is None}, "fp64": (torch.float64, None),
-              **{k: v for k, v in PROFILE_DTYPES.items() if v[1] is not None}}
-    if dtype not in dtypes:
-        raise MemprofError(f"dtype {dtype!r} is not one of {', '.join(dtypes)}; pass e.g. --dtype bf16")
-    for name, value, flag in (("sequence length", seq_len, "--seq-len"), ("batch size", batch_size, "--batch-size")):
-        if value < 1:
-            raise MemprofError(f"{name} {value} must be at least 1; pass e.g. {flag} 8")
-    bb = backbones.resolve(backbone)
-    task = check_task(bb, task)
-    if seq_len > bb.max_seq_len:
-        raise MemprofError(f"sequence length {seq_len} exceeds {bb.name}'s maximum of {bb.max_seq_len} positions; "
-                           f"pass --seq-len {bb.max_seq_len} or less")
-
-    weights, autocast = dtypes[dtype]
-    torch.manual_seed(seed)
-    model = meft.convert(build_model(bb, task, attn_implementation="eager").to(weights), config)
-    report = meft.gradient_fidelity(model, make_batch(bb, task, batch_size, seq_len, seed=seed),
-                                    autocast=autocast, seed=seed)
+    config, report = diagnose(backbone, variant, arithmetic, dtype, seq_len, batch_size, task, seed)
     if as_json:
-        print(json.dumps({"backbone": bb.name, "variant": variant, "seq_len": seq_len, "batch_size": batch_size,
-                          **report.to_dict(), "dtype": dtype}, indent=2))
+        print(json.dumps({"backbone": config.backbone, "variant": variant, "seq_len": seq_len,
+                          "batch_size": batch_size, **report.to_dict(), "dtype": dtype}, indent=2))
         return
-    _print(report, f"{bb.name} {variant} {arithmetic} {dtype} seq {seq_len} batch {batch_size}")
+    _print(report, f"{config.backbone} {variant} {arithmetic} {dtype} seq {seq_len} batch {batch_size}")
 
 
 def _print(report, title: str) -> None:

@@ -11,7 +11,7 @@ module and category, and the live-storage timeline for the peak and its split.
 from __future__ import annotations
 
 from memprof.config import ProfileConfig
-from memprof.engines.common import Built, ModelCache, is_oom, oom_result
+from memprof.engines.common import Built, ModelCache, failed_result, is_oom
 from memprof.result import Result
 
 __all__ = ["Built", "ModelCache", "run", "profile"]
@@ -42,7 +42,7 @@ def run(config: ProfileConfig, cache: ModelCache | None = None) -> Result:
     except Exception as exc:
         if not is_oom(exc):
             raise
-        result = oom_result(config, exc, device_name=config.engine)
+        result = failed_result(config, exc, device_name=config.engine)
     # Outside the handler: the traceback, and the tensors its frames held, are gone now.
     if config.engine == "cuda":
         engine.cleanup()

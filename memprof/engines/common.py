@@ -16,8 +16,10 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from memprof import methods, tasks
 from memprof.config import ProfileConfig
 from memprof.instrument.session import Instrument, Measurement
+from memprof.params import count_params
 from memprof.result import Result, environment
 
 
@@ -31,6 +33,26 @@ class Built:
     device: torch.device
     #: engine-specific (the fake engine keeps its FakeTensorMode here)
     state: dict[str, Any] = field(default_factory=dict)
+
+
+def build(
+    config: ProfileConfig,
+    device: str | torch.device,
+    finish: Callable[[nn.Module], dict[str, Any]] | None = None,
+) -> Built:
+    """The one model-building path of every engine: seeded, the backbone's task model built on
+    ``device`` in the parameter dtype, converted by the method, in training mode. ``finish(model)``
+    (the fake engine turns meta weights into fake tensors there) returns the engine's state."""
+    torch.manual_seed(config.seed)
+    backbone = config.resolved
+    model = tasks.build_model(backbone, config.task, device=device, dtype=config.param_dtype,
+                              attn_implementation=config.attn)
+    model = methods.get(config.method).apply(model, backbone, config.task)
+    model.train()
+    state = finish(model) if finish is not None else {}
+    trainable, total = count_params(model)
+    device = torch.device(device)
+    return Built(model, trainable, total, torch.device("cpu") if device.type == "meta" else device, state)
 
 
 class ModelCache:
@@ -120,23 +142,6 @@ def instrumented_step(
     return inst.measurement, elapsed
 
 
-def attention_name(kernels: list[str], attn: str | None, *, observed: bool = False) -> str:
-    """``eager``, or the SDPA kernels the step used, joined by '+' in order of first use.
-
-    ``kernels``: the fake engine's kernel choices, or (``observed=True``) the fused kernels a real
-    step ran, where SDPA's math path leaves no operator of its own: an sdpa model that ran no fused
-    kernel ran the math path.
-    """
-    if attn == "eager":
-        return "eager"
-    names = "+".join(dict.fromkeys(kernels))
-    if names:
-        return names
-    if attn == "sdpa":
-        return "sdpa-math" if observed else "sdpa-unused"
-    return str(attn or "none")
-
-
 def _configuration(config: ProfileConfig) -> dict:
     """The Result fields that name the configuration."""
     return dict(
@@ -173,12 +178,15 @@ def is_oom(exc: BaseException) -> bool:
     return False
 
 
-def oom_result(config: ProfileConfig, exc: BaseException, device_name: str = "cpu") -> Result:
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+def failed_result(config: ProfileConfig, exc: BaseException, device_name: str = "cpu") -> Result:
+    """A Result recording that ``config`` failed: status ``"oom"`` when ``is_oom(exc)``, else
+    ``"error"``; the message is the exception's type and first line."""
+    text = str(exc).strip().splitlines()
+    message = f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
     return Result(
         **_configuration(config),
         attn_implementation=config.attn,
-        status="oom",
-        message=f"out of memory: {first}",
+        status="oom" if is_oom(exc) else "error",
+        message=message[:500],
         environment=environment(device_name),
     )

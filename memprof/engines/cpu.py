@@ -7,20 +7,16 @@ import contextlib
 
 import torch
 
-from memprof import methods, tasks
+from memprof import tasks
+from memprof.engines import common
 from memprof.config import ProfileConfig
-from memprof.engines.common import Built, adamw, attention_name, instrumented_step, make_result
+from memprof.engines.common import Built, adamw, instrumented_step, make_result
+from memprof.instrument.attention import attention_name
 from memprof.result import Result
 
 
 def build(config: ProfileConfig) -> Built:
-    torch.manual_seed(config.seed)
-    bb = config.resolved
-    model = tasks.build_model(bb, config.task, device="cpu", dtype=config.param_dtype, attn_implementation=config.attn)
-    model = methods.get(config.method).apply(model, bb, config.task)
-    model.train()
-    trainable, total = methods.count_params(model)
-    return Built(model=model, trainable=trainable, total=total, device=torch.device("cpu"))
+    return common.build(config, "cpu")
 
 
 def forward_context(config: ProfileConfig, device_type: str):

@@ -13,22 +13,17 @@ from __future__ import annotations
 
 import torch
 
-from memprof import methods, tasks
+from memprof import tasks
+from memprof.engines import common
 from memprof.config import ProfileConfig
-from memprof.engines.common import Built, adamw, attention_name, instrumented_step, make_result
+from memprof.engines.common import Built, adamw, instrumented_step, make_result
 from memprof.engines.cpu import forward_context
+from memprof.instrument.attention import attention_name
 from memprof.result import Result
 
 
 def build(config: ProfileConfig) -> Built:
-    torch.manual_seed(config.seed)
-    device = torch.device("cuda", torch.cuda.current_device())
-    bb = config.resolved
-    model = tasks.build_model(bb, config.task, device=device, dtype=config.param_dtype, attn_implementation=config.attn)
-    model = methods.get(config.method).apply(model, bb, config.task)
-    model.train()
-    trainable, total = methods.count_params(model)
-    return Built(model=model, trainable=trainable, total=total, device=device)
+    return common.build(config, torch.device("cuda", torch.cuda.current_device()))
 
 
 def nvml_used(device: torch.device) -> int | None:

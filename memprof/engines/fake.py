@@ -39,11 +39,12 @@ from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._mode_utils import no_dispatch
 
-from memprof import methods, tasks
+from memprof import tasks
+from memprof.engines import common
 from memprof.config import ProfileConfig
-from memprof.engines.common import Built, adamw, attention_name, instrumented_step, make_result
+from memprof.engines.common import Built, adamw, instrumented_step, make_result
 from memprof.engines.kernels import KernelModel
-from memprof.errors import MemprofError
+from memprof.instrument.attention import attention_name
 from memprof.result import Result
 
 #: Largest tensor kept as a real constant under the fake mode (elements): index and mask
@@ -121,11 +122,8 @@ def fakeify(model: nn.Module, mode: FakeTensorMode) -> nn.Module:
 @contextlib.contextmanager
 def known_values_for_transformers() -> Iterator[None]:
     """transformers' ``is_fake_tensor`` says False for fake tensors that carry a real value."""
-    try:
-        from transformers.utils import import_utils
-    except ImportError:  # pragma: no cover - transformers is a dependency
-        yield
-        return
+    from transformers.utils import import_utils
+
     original = import_utils.is_fake_tensor
 
     def is_fake_tensor(x) -> bool:
@@ -139,20 +137,13 @@ def known_values_for_transformers() -> Iterator[None]:
 
 
 def build(config: ProfileConfig) -> Built:
-    method = methods.get(config.method)
-    if not method.meta_ok:
-        raise MemprofError(
-            f"method {config.method!r} cannot be built on the meta device, so the fake engine cannot profile it; "
-            "use --engine cpu or --engine cuda"
-        )
-    bb = config.resolved
-    model = tasks.build_model(bb, config.task, device="meta", dtype=config.param_dtype, attn_implementation=config.attn)
-    model = method.apply(model, bb, config.task)
-    model.train()
-    mode = ConstantFoldingFakeMode()
-    fakeify(model, mode)
-    trainable, total = methods.count_params(model)
-    return Built(model=model, trainable=trainable, total=total, device=torch.device("cpu"), state={"mode": mode})
+    """Built on the meta device (no memory, no initialisation), then every weight a fake tensor."""
+    def to_fake(model: nn.Module) -> dict:
+        mode = ConstantFoldingFakeMode()
+        fakeify(model, mode)
+        return {"mode": mode}
+
+    return common.build(config, "meta", to_fake)
 
 
 def run(built: Built, config: ProfileConfig) -> Result:

@@ -62,16 +62,10 @@ from torch.nn.attention import SDPBackend
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import _disable_current_modes
 
+from memprof.instrument.attention import BACKENDS
+
 aten = torch.ops.aten
 _HALF = (torch.float16, torch.bfloat16)
-
-CPU_NAMES = {SDPBackend.FLASH_ATTENTION: "sdpa-flash-cpu", SDPBackend.MATH: "sdpa-math"}
-CUDA_NAMES = {
-    SDPBackend.FLASH_ATTENTION: "sdpa-flash",
-    SDPBackend.EFFICIENT_ATTENTION: "sdpa-efficient",
-    SDPBackend.MATH: "sdpa-math",
-    SDPBackend.CUDNN_ATTENTION: "sdpa-cudnn",
-}
 
 _LOWER = (
     F.linear, torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.Tensor.__rmatmul__,
@@ -244,7 +238,7 @@ class KernelModel(TorchFunctionMode):
         q, k, v, mask, dropout_p, is_causal, scale, gqa = _sdpa_args(args, kwargs)
         if self.target == "cpu":
             backend = cpu_choice(q, k, v, mask, dropout_p, is_causal, scale, gqa)
-            self.choices.append(CPU_NAMES.get(backend, f"sdpa-{backend.name.lower()}"))
+            self.choices.append(BACKENDS["cpu"].get(backend, f"sdpa-{backend.name.lower()}"))
             if backend == SDPBackend.FLASH_ATTENTION:
                 bias = _additive_mask(mask, q.dtype)
                 return aten._scaled_dot_product_flash_attention_for_cpu(
@@ -252,7 +246,7 @@ class KernelModel(TorchFunctionMode):
                 )[0]
             return func(*args, **kwargs)
         backend = cuda_choice(q, k, v, mask, dropout_p, is_causal, scale, gqa)
-        self.choices.append(CUDA_NAMES[backend])
+        self.choices.append(BACKENDS["cuda"][backend])
         if backend == SDPBackend.FLASH_ATTENTION:
             return aten._scaled_dot_product_flash_attention(q, k, v, dropout_p, is_causal, False, scale=scale)[0]
         if backend == SDPBackend.EFFICIENT_ATTENTION:

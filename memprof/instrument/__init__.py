@@ -10,9 +10,9 @@
 from memprof.instrument.live import LiveSummary, LiveTracker
 from memprof.instrument.modules import ModuleStack, module_paths
 from memprof.instrument.saved import SavedSummary, SavedTensorTracker
-from memprof.instrument.session import Instrument, Measurement, Tracker, track
+from memprof.instrument.session import Instrument, Measurement, TrackedStep, track
 
 __all__ = [
     "Instrument", "LiveSummary", "LiveTracker", "Measurement", "ModuleStack", "SavedSummary",
-    "SavedTensorTracker", "Tracker", "module_paths", "track",
+    "SavedTensorTracker", "TrackedStep", "module_paths", "track",
 ]

@@ -29,6 +29,8 @@ from typing import Callable
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from memprof.instrument.attention import FUSED_KERNELS
+
 aten = torch.ops.aten
 
 KINDS = ("parameters", "gradients", "optimizer_state", "activations", "temporaries")
@@ -39,16 +41,6 @@ _KIND_INDEX = {k: i for i, k in enumerate(KINDS)}
 _RANDOM_INPLACE = frozenset({aten.bernoulli_.float, aten.bernoulli_.Tensor})
 _RANDOM_OUT = frozenset({aten.bernoulli.default, aten.bernoulli.p})
 _SPECIAL = _RANDOM_INPLACE | _RANDOM_OUT
-
-#: SDPA's fused kernels, by the name a Result gives them (the math path is decomposed above
-#: the dispatcher and shows no operator of its own).
-ATTENTION_KERNELS = {
-    aten._scaled_dot_product_flash_attention_for_cpu.default: "sdpa-flash-cpu",
-    aten._scaled_dot_product_flash_attention.default: "sdpa-flash",
-    aten._scaled_dot_product_efficient_attention.default: "sdpa-efficient",
-    aten._scaled_dot_product_cudnn_attention.default: "sdpa-cudnn",
-    aten._scaled_dot_product_fused_attention_overrideable.default: "sdpa-overrideable",
-}
 
 _graph_task_id = torch._C._current_graph_task_id
 
@@ -92,7 +84,7 @@ class LiveTracker(TorchDispatchMode):
         self.random: set[int] = set()  # keys written by a random-sampling operator
         self.marks: dict[str, int] = {}
         self.recomputes: list[tuple[int, int]] = []
-        #: fused attention kernels run in the forward phase (``ATTENTION_KERNELS`` names), in order
+        #: fused attention kernels run in the forward phase (``FUSED_KERNELS`` names), in order
         self.attention_kernels: list[str] = []
         self.phase = ""
         self._refs: dict[int, _Ref] = {}  # id(storage) -> weak reference
@@ -127,8 +119,8 @@ class LiveTracker(TorchDispatchMode):
                     return out
                 if sid not in self._refs:
                     self._see(out)
-        if func in ATTENTION_KERNELS and self.phase == "forward":
-            self.attention_kernels.append(ATTENTION_KERNELS[func])
+        if func in FUSED_KERNELS and self.phase == "forward":
+            self.attention_kernels.append(FUSED_KERNELS[func])
         return out
 
     def _special(self, func, args, out: torch.Tensor) -> None:

@@ -18,10 +18,12 @@ import pandas as pd
 import torch
 from torch import nn
 
+from memprof.instrument.attention import attention_name
 from memprof.instrument.live import LiveSummary, LiveTracker
 from memprof.instrument.modules import ModuleStack
 from memprof.instrument.saved import SavedSummary, SavedTensorTracker
-from memprof.result import Memory, Result, empty_layers
+from memprof.params import count_params
+from memprof.result import Memory, Result, empty_layers, environment
 
 
 def tensors_in(obj: Any, _depth: int = 0) -> Iterator[torch.Tensor]:
@@ -46,7 +48,7 @@ class Measurement:
     layers: pd.DataFrame
     saved: SavedSummary
     live: LiveSummary
-    #: fused SDPA kernels the forward ran (see ``live.ATTENTION_KERNELS``)
+    #: fused SDPA kernels the forward ran (named by ``attention.FUSED_KERNELS``)
     attention_kernels: list[str]
 
 
@@ -224,8 +226,9 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> Iterator[torch.Tenso
         yield from tensors_in(state)
 
 
-class Tracker:
-    """What ``memprof.track`` yields; ``result`` is filled when the block ends."""
+class TrackedStep:
+    """The step a ``memprof.track`` block ran: what it yields; ``result`` (a Result) and
+    ``measurement`` are filled when the block ends."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None, name: str) -> None:
         self.model = model
@@ -236,7 +239,7 @@ class Tracker:
 
 
 @contextlib.contextmanager
-def track(model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *, name: str = "custom") -> Iterator[Tracker]:
+def track(model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *, name: str = "custom") -> Iterator[TrackedStep]:
     """Profile one training step of your own model, batch and loop.
 
     The block should run one forward, one backward and (optionally) one ``optimizer.step()``::
@@ -258,11 +261,7 @@ def track(model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *, n
     (it shows in ``peak_activations``); the regions' inputs are saved tensors like any other.
     ``dtype`` is the parameters' (``fp32``, ``bf16``, ``fp16``); autocast is not detected.
     """
-    from memprof.engines.common import attention_name
-    from memprof.methods import count_params
-    from memprof.result import environment
-
-    tracker = Tracker(model, optimizer, name)
+    tracker = TrackedStep(model, optimizer, name)
     inst = Instrument(model, optimizer, auto=True)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     with inst:

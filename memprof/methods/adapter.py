@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from memprof.methods import freeze, register, unfreeze_head
+from memprof.methods.registry import freeze, register, unfreeze_head
 
 #: Output projections, relative to each layer, that get an adapter: (attention, feed-forward).
 PROJECTIONS = {

@@ -3,7 +3,8 @@
 Each transformer layer keeps only its input; its activations are recomputed in backward.
 """
 
-from memprof.methods import ft, lora, register
+from memprof.methods import ft, lora
+from memprof.methods.registry import register
 
 
 def checkpoint(model):

@@ -1,6 +1,6 @@
 """Full fine-tuning: every parameter trainable."""
 
-from memprof.methods import register
+from memprof.methods.registry import register
 
 
 @register("ft", "full fine-tuning: every parameter trainable")

@@ -3,7 +3,7 @@
 peft keeps the task head trainable (``modules_to_save``) for sequence classification.
 """
 
-from memprof.methods import head_modules, register
+from memprof.methods.registry import head_modules, register
 
 PEFT_TASK_TYPE = {"classification": "SEQ_CLS", "causal-lm": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM"}
 

@@ -13,7 +13,7 @@ category ``reversible_bits``). lam = 0.1 becomes 13/128. Float arithmetic keeps 
 but its inverse loses about 3.3 bits per layer; the ``-float`` methods show what exactness costs.
 """
 
-from memprof.methods import register
+from memprof.methods.registry import register
 
 #: variant -> (F and G, its scales in exact arithmetic, in float arithmetic), as meft.MEFTConfig has them
 VARIANTS = {

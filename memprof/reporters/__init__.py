@@ -35,6 +35,26 @@ def prepare_out_dir(out_dir: str | Path) -> Path:
     return out
 
 
+def render_saved(results: str | Path, out_dir: str | Path | None = None) -> tuple[ResultSet, Path]:
+    """Render every view of a saved results file into ``out_dir`` (default: the file's folder):
+    (the results, the report's path). The folder ends up holding the results.json its report
+    shows: a copy is written there unless it already holds another one (MemprofError)."""
+    from memprof.result import load_results, write_json
+
+    rs = load_results(results)
+    out = prepare_out_dir(out_dir if out_dir is not None else Path(results).parent)
+    saved = out / RESULTS_FILE
+    if not saved.exists():
+        write_json(rs, saved)
+    elif not saved.samefile(results):
+        raise MemprofError(
+            f"{str(out)!r} already holds another results.json; pass an --out folder without one, "
+            f"or the folder of {str(results)!r}"
+        )
+    render_all(rs, out)
+    return rs, out / REPORT_FILE
+
+
 def render_all(rs: ResultSet, out_dir: str | Path) -> dict[str, Path]:
     """Write every view of ``rs`` into ``out_dir`` (created if missing); returns {file name: path}."""
     from memprof.reporters import html, markdown, plots, table

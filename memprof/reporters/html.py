@@ -12,8 +12,7 @@ from string import Template
 from typing import Any
 
 from memprof.reporters import plots
-from memprof.reporters.markdown import summary_data
-from memprof.reporters.table import TEXT_HEADERS
+from memprof.reporters.table import TEXT_HEADERS, summary_data, summary_sentence
 from memprof.result import ResultSet
 
 
@@ -59,11 +58,7 @@ def _table(headers: list[str], rows: list[list[str]], *, cls: str = "") -> str:
 
 def to_html(data: dict[str, Any]) -> str:
     esc = html.escape
-    about, counts = data["about"], data["counts"]
-    failed = ", ".join(f"{n} {s}" for s, n in counts.items() if s not in ("total", "ok"))
-    line = (f"Engine {about['engine']}, target {about['target']}, dtype {about['dtype']}, attention "
-            f"{about['attention']}; {counts['total']} configurations, {counts.get('ok', 0)} ok"
-            + (f", {failed}" if failed else "") + ".")
+    about, line = data["about"], summary_sentence(data)
     if data["largest"] is not None:
         seq, batch = data["largest"]
         headline = (f"<p>At the largest configuration (sequence length {seq}, batch size {batch}):</p>"

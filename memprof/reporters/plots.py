@@ -13,9 +13,9 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from memprof.module_names import layer_row
-from memprof.reporters.table import largest_config, method_order, unit_for
+from memprof.reporters.table import largest_config, layers_by_group, method_order
 from memprof.result import CATEGORIES, Result, ResultSet
+from memprof.units import unit_for
 
 DPI = 110
 BREAKDOWN = ("parameters", "gradients", "optimizer_state", "activations", "temporaries")
@@ -51,17 +51,6 @@ def activations_vs_batch_size_data(rs: ResultSet) -> dict[int, dict[str, list[tu
     return _lines(rs, "seq_len", "batch_size")
 
 
-def layer_group(module: str) -> str:
-    """The block a module belongs to, for the per-layer plot: its layer row
-    (``memprof.module_names.layer_row``: ``model.encoder.layers.3.fc1`` -> ``encoder.layers.3``, or
-    a reversible stack), without peft's ``base_model.model.`` and a leading ``model.``."""
-    name = module
-    for prefix in ("base_model.model.", "model."):
-        if name.startswith(prefix):
-            name = name[len(prefix):]
-    return layer_row(name) or "(model)"
-
-
 def _at_largest(rs: ResultSet) -> tuple[tuple[int, int] | None, dict[str, Result]]:
     largest = largest_config(rs)
     if largest is None:
@@ -78,8 +67,7 @@ def layers_largest_data(rs: ResultSet) -> dict[str, Any]:
     largest, chosen = _at_largest(rs)
     methods = {}
     for method, r in chosen.items():
-        frame = r.layers.assign(group=r.layers["module"].map(layer_group))
-        methods[method] = frame.groupby("group", sort=False)[list(CATEGORIES)].sum().astype("int64")
+        methods[method] = layers_by_group(r.layers).set_index("module")[list(CATEGORIES)].rename_axis("group")
     return {"seq_len": largest and largest[0], "batch_size": largest and largest[1], "methods": methods}
 
 

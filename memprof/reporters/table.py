@@ -8,20 +8,18 @@ Byte counts stay integers here; units are chosen only when formatting.
 from __future__ import annotations
 
 import math
-from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from memprof.result import CATEGORIES, Memory, Result, ResultSet
-
-MIB = 1024**2
-GIB = 1024**3
+from memprof.module_names import layer_group
+from memprof.result import CATEGORIES, Result, ResultSet
+from memprof.units import HEADLINE_METRICS, METRICS, format_bytes, unit_for
 
 ID_COLUMNS = ("backbone", "method", "task", "engine", "target", "dtype", "attn_implementation", "seq_len", "batch_size")
-MEMORY_COLUMNS = tuple(f.name for f in fields(Memory))
 #: The memory columns the summary shows; the reduction against ft is computed for each of these.
-SUMMARY_MEMORY = ("saved_activations", "peak_activations", "peak")
+SUMMARY_MEMORY = HEADLINE_METRICS
 REDUCED = ("peak_activations", "peak")
 SUMMARY_COLUMNS = (
     "backbone", "engine", "target", "dtype", "method", "seq_len", "batch_size", "status", "trainable_params",
@@ -50,12 +48,12 @@ def results_frame(rs: ResultSet) -> pd.DataFrame:
     for r in rs.results:
         row = {c: getattr(r, c) for c in ID_COLUMNS}
         row.update(status=r.status, message=r.message, trainable_params=r.trainable_params, total_params=r.total_params)
-        row.update({c: getattr(r.memory, c) for c in MEMORY_COLUMNS})
+        row.update({c: getattr(r.memory, c) for c in METRICS})
         row["step_time_s"] = r.step_time_s
         rows.append(row)
-    columns = [*ID_COLUMNS, "status", "message", "trainable_params", "total_params", *MEMORY_COLUMNS, "step_time_s"]
+    columns = [*ID_COLUMNS, "status", "message", "trainable_params", "total_params", *METRICS, "step_time_s"]
     frame = pd.DataFrame(rows, columns=columns)
-    nullable = [c for c in MEMORY_COLUMNS if c.startswith(("cuda_", "nvml_"))]
+    nullable = [c for c in METRICS if c.startswith(("cuda_", "nvml_"))]
     return frame.astype({c: "Int64" for c in nullable}).astype({"step_time_s": "Float64"})
 
 
@@ -74,6 +72,15 @@ def layers_table(rs: ResultSet) -> pd.DataFrame:
     if not parts:
         return pd.DataFrame({c: pd.Series(dtype="object") for c in columns})
     return pd.concat(parts, ignore_index=True)[columns]
+
+
+def layers_by_group(layers: pd.DataFrame, depth: int | None = None) -> pd.DataFrame:
+    """``Result.layers`` summed into ``module_names.layer_group`` rows, in order of first appearance."""
+    if layers.empty:
+        return layers.copy()
+    keyed = layers.assign(module=[layer_group(m, depth) for m in layers["module"]])
+    return keyed.groupby("module", sort=False, as_index=False).sum(numeric_only=True).astype(
+        {c: "int64" for c in layers.columns if c != "module"})
 
 
 def reduction_pct(value: int, baseline: int) -> float:
@@ -143,17 +150,6 @@ def render(rs: ResultSet, out_dir: str | Path) -> dict[str, Path]:
 # Formatting, shared by the Markdown, HTML and terminal views
 
 
-def unit_for(max_bytes: float) -> tuple[str, int]:
-    """GiB when the largest value is at least 1 GiB, MiB otherwise."""
-    return ("GiB", GIB) if max_bytes >= GIB else ("MiB", MIB)
-
-
-def fmt_bytes(value, divisor: int) -> str:
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-        return "—"
-    return f"{value / divisor:,.2f}" if divisor == GIB else f"{value / divisor:,.1f}"
-
-
 def fmt_pct(value) -> str:
     if value is None or value is pd.NA or math.isnan(value):
         return "—"
@@ -185,7 +181,7 @@ def summary_cells(frame: pd.DataFrame, *, per_config: bool = True) -> tuple[list
         if per_config:
             row += [str(rec["seq_len"]), str(rec["batch_size"])]
         row.append(rec["status"] if rec["status"] == "ok" else f"{rec['status']}: {rec['message']}".rstrip(": "))
-        row += [fmt_params(rec["trainable_params"]), *(fmt_bytes(rec[c], units[c][1]) for c in SUMMARY_MEMORY)]
+        row += [fmt_params(rec["trainable_params"]), *(format_bytes(rec[c], units[c]) for c in SUMMARY_MEMORY)]
         row += [fmt_pct(rec[f"{c}_reduction_pct"]) for c in REDUCED]
         rows.append(row)
     return headers, rows
@@ -210,3 +206,27 @@ def describe(rs: ResultSet) -> dict[str, str]:
         "backbone": values("backbone"), "engine": values("engine"), "target": values("target"),
         "dtype": values("dtype"), "attention": values("attn_implementation"), "task": values("task"),
     }
+
+
+def summary_data(rs: ResultSet) -> dict[str, Any]:
+    """Everything ``summary.md`` shows, as plain data (formatted cells)."""
+    frame = summary_frame(rs)
+    statuses = frame["status"].value_counts().to_dict()
+    largest = largest_config(rs)
+    return {
+        "about": describe(rs),
+        "counts": {"total": len(frame), **{s: int(n) for s, n in statuses.items()}},
+        "largest": largest,
+        "headline": summary_cells(headline_frame(rs), per_config=False),
+        "table": summary_cells(frame),
+        "command": rs.command,
+    }
+
+
+def summary_sentence(data: dict[str, Any]) -> str:
+    """The line every view opens with: what measured, how many configurations, how many did not finish."""
+    about, counts = data["about"], data["counts"]
+    failed = ", ".join(f"{n} {s}" for s, n in counts.items() if s not in ("total", "ok"))
+    return (f"Engine {about['engine']}, target {about['target']}, dtype {about['dtype']}, attention "
+            f"{about['attention']}; {counts['total']} configurations, {counts.get('ok', 0)} ok"
+            + (f", {failed}" if failed else "") + ".")

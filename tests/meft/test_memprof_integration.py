@@ -12,6 +12,7 @@ import pytest
 import meft
 
 memprof = pytest.importorskip("memprof.methods")
+from memprof.params import count_params
 from memprof import backbones, methods  # noqa: E402
 from memprof.tasks import build_model  # noqa: E402
 
@@ -26,7 +27,7 @@ def test_meft_methods_are_registered_with_meft1_as_the_alias():
     for name in ("meft", "meft1", "meft2", "meft3"):
         model = methods.get(name).apply(build_model(bb, device="meta"), bb, "classification")
         configs[name] = meft.config_of(model)
-        trainable, _ = methods.count_params(model)
+        trainable, _ = count_params(model)
         h, r = 32, 8
         # 2 layers x 2 adapters + classifier; meft1's top layer has no G adapter under merge="plm"
         adapters = 3 if name in ("meft", "meft1") else 4
@@ -92,7 +93,7 @@ def test_diagnose_json_has_every_layer_and_parameter(monkeypatch, capsys, tmp_pa
     (["--dtype", "int8"], "dtype 'int8' is not one of fp32, bf16, fp16, fp64, mixed-bf16, mixed-fp16"),
     (["--arithmetic", "fixed"], "arithmetic 'fixed' is unknown; use one of exact, float"),
     (["--variant", "meft9"], "variant 'meft9' is unknown"),
-    (["--seq-len", "0"], "sequence length 0 must be at least 1"),
+    (["--seq-len", "0"], "sequence length 0 must be a whole number of at least 1"),
 ])
 def test_diagnose_bad_input_is_one_line_and_exit_2(monkeypatch, capsys, tmp_path, args, needle):
     (tmp_path / "config.json").write_text(json.dumps(TINY_BERT))

@@ -8,7 +8,7 @@ import torch
 from memprof import backbones
 from memprof.config import ProfileConfig
 from memprof.errors import MemprofError
-from memprof.methods import count_params
+from memprof.params import count_params
 from memprof.tasks import build_model, make_batch
 
 # Published parameter counts of the base models (task heads add a little on top).

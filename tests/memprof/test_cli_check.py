@@ -220,12 +220,12 @@ def test_a_method_saving_one_more_tensor_fails_the_gate(monkeypatch, capsys, tmp
             "num_attention_heads": 2, "intermediate_size": 64, "vocab_size": 128}
     (tmp_path / "tiny-bert.json").write_text(json.dumps(tiny))
     extra = _save_extra_tensor()
-    methods._REGISTRY[extra.name] = extra
+    methods.registry._REGISTRY[extra.name] = extra
     try:
         base, worse = (engines.profile(str(tmp_path / "tiny-bert.json"), m, seq_len=32, batch_size=2, engine="fake")
                        for m in ("ft", extra.name))
     finally:
-        del methods._REGISTRY[extra.name]
+        del methods.registry._REGISTRY[extra.name]
     assert worse.memory.saved_activations - base.memory.saved_activations == 2 * 32 * 32 * 4
     worse = dataclasses.replace(worse, method=base.method)  # the same configuration key as the baseline
     write_json(ResultSet([base]), tmp_path / "baseline.json")

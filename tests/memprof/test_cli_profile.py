@@ -12,7 +12,8 @@ import memprof
 from memprof import backbones
 from memprof.cli import app
 from memprof.cli.app import run
-from memprof.cli.profile import group_path, grouped_layers
+from memprof.module_names import layer_group as group_path
+from memprof.reporters.table import layers_by_group as grouped_layers
 from memprof.result import load_results
 
 TINY_OPT = {**backbones.BUILTIN["opt-125m"], "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
@@ -33,7 +34,8 @@ def test_profile_prints_tables_and_writes_json(tiny_opt, tmp_path):
                                    "--batch-size", "2", "--json", str(out)])
     assert res.exit_code == 0, res.output
     assert "saved activations by module" in res.output and "memory of the step" in res.output
-    assert "model.decoder.layers.1" in res.output  # one row per layer by default
+    assert "decoder.layers.1 " in res.output  # one row per layer by default, without peft's prefixes
+    assert "base_model" not in res.output
     (result,) = load_results(out).results
     expected = memprof.profile(tiny_opt, "lora", seq_len=16, batch_size=2)
     assert result.memory == expected.memory
@@ -44,8 +46,8 @@ def test_profile_names_the_reversible_stack(tiny_opt):
     res = CliRunner().invoke(app, ["profile", "--backbone", tiny_opt, "--method", "meft3", "--seq-len", "16",
                                    "--batch-size", "2", "--engine", "fake", "--target", "cpu"])
     assert res.exit_code == 0, res.output
-    assert "model.decoder.layers (reversible stack, 2 layers)" in res.output
-    assert "model.decoder.layers.0" not in res.output
+    assert "decoder.layers (reversible stack, 2 layers)" in res.output
+    assert "decoder.layers.0" not in res.output
 
 
 def test_profile_runs_with_no_options():
@@ -61,11 +63,12 @@ def test_profile_runs_with_no_options():
         ("bert.encoder.layer.3.attention.self", None, "bert.encoder.layer.3"),
         ("bert.embeddings.word_embeddings", None, "bert.embeddings"),
         ("classifier", None, "classifier"),
-        ("", None, ""),
+        ("", None, "(model)"),
         ("bert.encoder.layer.3.attention.self", 2, "bert.encoder"),
         ("bert.encoder.layer.3.attention.self", 3, "bert.encoder.layer.3"),
         ("bert.encoder.layer.3.attention.self", 4, "bert.encoder.layer.3.attention"),
-        ("model.decoder.layers.11.encoder_attn.q_proj", 9, "model.decoder.layers.11.encoder_attn.q_proj"),
+        ("model.decoder.layers.11.encoder_attn.q_proj", 9, "decoder.layers.11.encoder_attn.q_proj"),
+        ("base_model.model.model.shared", None, "shared"),
         # MEFT's reversible stack: one row by default; its name counts as one component
         ("bert.encoder.layer (reversible stack, 12 layers)", None, "bert.encoder.layer (reversible stack, 12 layers)"),
         ("bert.encoder.layer (reversible stack, 12 layers).base_layers.3.output", None,

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from memprof.budget import Excess, check_budget, format_bytes, format_excess, parse_budgets, parse_bytes
+from memprof.budget import Excess, check_budget, format_excess, parse_budgets
 from memprof.errors import MemprofError
 from memprof.gate import (
     DEFAULT_METRICS,
@@ -14,12 +14,13 @@ from memprof.gate import (
     format_change,
     key_label,
     make_baseline,
-    markdown,
     parse_metrics,
     parse_tolerance,
     refresh_summary,
     summary,
 )
+from memprof.reporters.markdown import gate_markdown as markdown
+from memprof.units import format_bytes, parse_bytes
 from memprof.result import SCHEMA_VERSION, Memory, Result, ResultSet, layers_frame, load_results, write_json
 
 MiB = 1024**2

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from memprof.params import count_params
 from memprof import backbones, methods
 from memprof.methods.adapter import SequentialAdapter, remove_adapters
 from memprof.tasks import build_model, make_batch
@@ -26,14 +27,14 @@ def test_registry_has_core_methods():
 def test_ft_trains_everything():
     bb = backbones.resolve("bert-base")
     model = methods.get("ft").apply(build_model(bb, device="meta"), bb, "classification")
-    trainable, total = methods.count_params(model)
+    trainable, total = count_params(model)
     assert trainable == total
 
 
 def test_lora_counts_bert_base():
     bb = backbones.resolve("bert-base")
     model = methods.get("lora").apply(build_model(bb, device="meta"), bb, "classification")
-    trainable, _ = methods.count_params(model)
+    trainable, _ = count_params(model)
     # query and value of 12 layers: A (8 x 768) + B (768 x 8) each; classifier 768 x 2 + 2.
     assert trainable == 12 * 2 * (8 * 768 + 768 * 8) + 768 * 2 + 2
 
@@ -41,7 +42,7 @@ def test_lora_counts_bert_base():
 def test_lora_keeps_bart_head_trainable():
     bb = backbones.resolve("bart-base")
     model = methods.get("lora").apply(build_model(bb, device="meta"), bb, "classification")
-    trainable, _ = methods.count_params(model)
+    trainable, _ = count_params(model)
     lora = 18 * 2 * (8 * 768 + 768 * 8)  # q, v of 6 encoder self, 6 decoder self, 6 cross attentions
     head = 768 * 768 + 768 + 768 * 2 + 2
     assert trainable == lora + head
@@ -50,7 +51,7 @@ def test_lora_keeps_bart_head_trainable():
 def test_adapter_counts_bert_base():
     bb = backbones.resolve("bert-base")
     model = methods.get("adapter").apply(build_model(bb, device="meta"), bb, "classification")
-    trainable, _ = methods.count_params(model)
+    trainable, _ = count_params(model)
     r, h = 768 // 16, 768
     adapters = 12 * 2 * (h * r + r + r * h + h)
     layer_norms = (12 * 2 + 1) * 2 * h  # two per layer plus the embedding LayerNorm
@@ -139,7 +140,7 @@ def test_meft_methods_set_variant_and_arithmetic(name):
 def test_meft_counts_bert_base(name):
     bb = backbones.resolve("bert-base")
     model = methods.get(name).apply(build_model(bb, device="meta"), bb, "classification")
-    trainable, _ = methods.count_params(model)
+    trainable, _ = count_params(model)
     # two adapters per layer, except meft1's top layer (merge="plm"): its G adapter never gets a gradient
     adapters = 12 * 2 - (1 if name.startswith("meft1") or name == "meft" else 0)
     assert trainable == adapters * ADAPTER + 768 * 2 + 2  # and the classifier
@@ -150,6 +151,6 @@ def test_meft_counts_bert_base(name):
 def test_meft_counts_bart_base(name, adapters):
     bb = backbones.resolve("bart-base")
     model = methods.get(name).apply(build_model(bb, device="meta"), bb, "classification")
-    trainable, _ = methods.count_params(model)
+    trainable, _ = count_params(model)
     head = 768 * 768 + 768 + 768 * 2 + 2
     assert trainable == adapters * ADAPTER + head  # meft1: no G adapter on the encoder's and the decoder's top layer

@@ -10,8 +10,8 @@ import torch
 import torch._dynamo  # noqa: F401  (see below)
 from torch import nn
 
-import memprof
 from memprof.budget import assert_memory
+from memprof.instrument import session
 from memprof.errors import MemprofError
 from memprof.result import Memory, Result
 
@@ -58,7 +58,7 @@ class StubTrack:
 @pytest.fixture(params=["stub", "real"])
 def tracker(request, monkeypatch):
     if request.param == "stub":
-        monkeypatch.setattr(memprof, "track", StubTrack, raising=False)
+        monkeypatch.setattr(session, "track", StubTrack)
     return request.param
 
 
@@ -144,7 +144,7 @@ def test_assert_memory_raises_a_readable_diff(tracker):
 
 
 def test_assert_memory_measures_the_step(monkeypatch):
-    monkeypatch.setattr(memprof, "track", StubTrack, raising=False)
+    monkeypatch.setattr(session, "track", StubTrack)
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     before = model[0].weight.detach().clone()
@@ -156,7 +156,7 @@ def test_assert_memory_measures_the_step(monkeypatch):
 
 
 def test_assert_memory_bad_input(monkeypatch):
-    monkeypatch.setattr(memprof, "track", StubTrack, raising=False)
+    monkeypatch.setattr(session, "track", StubTrack)
     with pytest.raises(MemprofError, match="unknown budget 'peek'"):
         assert_memory(mlp(), torch.randn(2, 64), peek="1 GiB")
     with pytest.raises(MemprofError, match=r"budget peak '3 G' is not a size"):

@@ -123,7 +123,7 @@ def test_formatting_picks_one_unit_per_column(rs):
 
 
 def test_markdown_data(rs):
-    data = markdown.summary_data(rs)
+    data = table.summary_data(rs)
     assert data["counts"] == {"total": 12, "ok": 10, "error": 1, "oom": 1}
     assert data["largest"] == (256, 4)
     assert data["command"] == GOLDEN_COMMAND

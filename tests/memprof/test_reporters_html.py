@@ -6,7 +6,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from memprof.reporters import html, markdown, plots, render_all
+from memprof.reporters import html, plots, render_all, table
 from memprof.result import ResultSet
 from synthetic_results import ENVIRONMENT, GOLDEN_COMMAND, golden_resultset
 
@@ -71,7 +71,7 @@ def test_plots_are_embedded_byte_for_byte(rendered):
 
 def test_tables_show_the_markdown_summary(rendered):
     _, _, page = rendered
-    data = markdown.summary_data(golden_resultset())
+    data = table.summary_data(golden_resultset())
     headline, full, env = page.tables
     assert headline == [data["headline"][0], *data["headline"][1]]
     assert full == [data["table"][0], *data["table"][1]]

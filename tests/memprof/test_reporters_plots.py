@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from memprof.module_names import layer_group
 from memprof.reporters import plots
 from memprof.result import CATEGORIES, ResultSet
 from synthetic_results import TOTAL_PARAMS, golden_resultset, make_result
@@ -67,7 +68,7 @@ def test_activations_vs_batch_size(rs, tmp_path):
     ("", "(model)"),
 ])
 def test_layer_group(module, group):
-    assert plots.layer_group(module) == group
+    assert layer_group(module) == group
 
 
 def test_layers_largest(rs, tmp_path):
@@ -124,7 +125,7 @@ def test_nothing_finished_still_draws_every_plot(tmp_path):
 
 
 def test_units_switch_to_gib(tmp_path):
-    from memprof.reporters.table import GIB, unit_for
+    from memprof.units import GIB, unit_for
 
     assert unit_for(GIB - 1) == ("MiB", 1024**2) and unit_for(GIB) == ("GiB", GIB)
     big = ResultSet(results=[make_result("ft", 512, 64), make_result("lora", 512, 64)])

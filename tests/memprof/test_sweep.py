@@ -10,7 +10,7 @@ import torch
 
 from memprof import methods, sweep
 from memprof.errors import MemprofError
-from memprof.result import load_results
+from memprof.result import config_key, load_results
 from synthetic_results import fake_run
 
 SMALL = dict(backbone="bart-large", methods=["ft", "lora", "adapter"], seq_lens=[128, 256], batch_sizes=[2, 4])
@@ -86,7 +86,7 @@ def test_sweep_writes_every_result_in_grid_order(tmp_path):
     g = grid()
     rs = sweep.run_sweep(g, tmp_path, run=fake_run)
     saved = load_results(tmp_path / "results.json")
-    assert [r.key for r in saved.results] == [sweep.config_key(c) for c in g.configs()]
+    assert [r.key for r in saved.results] == [config_key(c) for c in g.configs()]
     assert saved.command == g.command() and saved.options == g.options()
     assert [r.to_dict() for r in rs.results] == [r.to_dict() for r in saved.results]
 

@@ -1,0 +1,47 @@
+"""MEFT's gradient fidelity for a backbone configuration (``memprof diagnose``): the model and batch
+of a validated configuration, every layer reversible, and ``meft.gradient_fidelity`` run on them."""
+
+from __future__ import annotations
+
+import torch
+
+from memprof import tasks
+from memprof.config import DTYPES as PROFILE_DTYPES
+from memprof.config import ProfileConfig
+from memprof.errors import MemprofError
+
+#: profile's dtypes, with float64 beside the single-dtype ones (an exact reference)
+DTYPES = {**{k: v for k, v in PROFILE_DTYPES.items() if v[1] is None}, "fp64": (torch.float64, None),
+          **{k: v for k, v in PROFILE_DTYPES.items() if v[1] is not None}}
+
+
+def diagnose(
+    backbone: str,
+    variant: str = "meft1",
+    arithmetic: str = "exact",
+    dtype: str = "fp32",
+    seq_len: int = 128,
+    batch_size: int = 2,
+    task: str | None = None,
+    seed: int = 0,
+):
+    """One training step (dropout on) of ``backbone`` with every layer reversible, against ordinary
+    backprop through the same model, on the CPU: (the validated ProfileConfig, meft's GradientFidelity).
+
+    Validation is ``MEFTConfig``'s (variant, arithmetic) and ``ProfileConfig``'s (backbone, task,
+    sizes, the backbone's positions); ``dtype`` is one of ``DTYPES``.
+    """
+    import meft
+
+    # every layer through the reversible Function, the top one included, so that each is measured
+    meft_config = meft.MEFTConfig(variant=variant, arithmetic=arithmetic, cache_top_layer=False)
+    if dtype not in DTYPES:
+        raise MemprofError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}; pass e.g. --dtype bf16")
+    config = ProfileConfig(backbone, method=variant, seq_len=seq_len, batch_size=batch_size, engine="cpu",
+                           dtype="fp32" if dtype == "fp64" else dtype, task=task, seed=seed)
+    weights, autocast = DTYPES[dtype]
+    torch.manual_seed(seed)
+    model = tasks.build_model(config.resolved, config.task, attn_implementation="eager").to(weights)
+    model = meft.convert(model, meft_config)
+    batch = tasks.make_batch(config.resolved, config.task, batch_size, seq_len, seed=seed)
+    return config, meft.gradient_fidelity(model, batch, autocast=autocast, seed=seed)

@@ -1,0 +1,89 @@
+"""Byte sizes as people write and read them, and the metric names a size can be given for.
+
+``parse_bytes("1.2 GiB")`` reads a size (budgets, the gate's inputs); ``format_bytes`` writes one,
+either in the unit that suits the value (``1.20 GiB``) or as a number in a unit chosen for a whole
+column (``unit_for``), as the report tables do. ``METRICS`` are the byte counts of
+``memprof.result.Memory``: what a budget, the gate or a table may name.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import fields
+
+from memprof.errors import MemprofError
+from memprof.result import Memory
+
+#: Units a size may carry: decimal (kB, MB, GB, TB: powers of 1000) and binary (KiB .. TiB: 1024).
+UNITS = {
+    "b": 1,
+    "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
+    "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4,
+}
+MIB = UNITS["mib"]
+GIB = UNITS["gib"]
+_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*$")
+
+#: Memory fields a budget, the gate or a table can name: the byte counts of ``memprof.result.Memory``.
+METRICS = tuple(f.name for f in fields(Memory))
+#: The metrics every summary leads with, and the gate compares by default.
+HEADLINE_METRICS = ("saved_activations", "peak_activations", "peak")
+
+
+def parse_bytes(value: str | int | float, *, what: str = "size") -> int:
+    """A byte count from ``1.2 GiB``, ``800MB``, ``512 KiB``, ``4096`` or an int.
+
+    Units are case-insensitive; KB/MB/GB/TB are powers of 1000 and KiB/MiB/GiB/TiB powers of 1024.
+    A number without a unit is bytes. Raises MemprofError, naming ``what``, for anything else.
+    """
+    if isinstance(value, bool):
+        raise MemprofError(f"{what} {value!r} is not a size; pass bytes or a string such as '1.2 GiB'")
+    if isinstance(value, (int, float)):
+        if value < 0 or value != value or value == float("inf"):
+            raise MemprofError(f"{what} {value!r} must be a finite number of bytes of at least 0")
+        return int(round(value))
+    if not isinstance(value, str):
+        raise MemprofError(f"{what} {value!r} is not a size; pass bytes or a string such as '1.2 GiB'")
+    match = _SIZE.match(value)
+    unit = match.group(2).lower() if match else ""
+    if not match or unit not in UNITS and unit:
+        raise MemprofError(
+            f"{what} {value!r} is not a size; write a number and one of the units "
+            "B, KB, MB, GB, TB (powers of 1000) or KiB, MiB, GiB, TiB (powers of 1024), e.g. '1.2 GiB'"
+        )
+    return int(round(float(match.group(1)) * UNITS[unit or "b"]))
+
+
+def unit_for(max_bytes: float) -> tuple[str, int]:
+    """The unit of a column whose largest value is ``max_bytes``: GiB from 1 GiB on, MiB below."""
+    return ("GiB", GIB) if max_bytes >= GIB else ("MiB", MIB)
+
+
+def _missing(n) -> bool:
+    return n is None or (isinstance(n, float) and math.isnan(n)) or type(n).__name__ == "NAType"
+
+
+def format_bytes(n: int | float | None, unit: tuple[str, int] | None = None) -> str:
+    """A byte count for people.
+
+    Without ``unit``: the binary unit that suits the value, three significant digits
+    (``1288490189`` -> ``1.20 GiB``); None -> ``-``. With a ``unit`` from ``unit_for`` (a table
+    column that names its unit in the header): the number only, two decimals in GiB, one in MiB
+    (``1,228.8``); a missing value -> ``—``.
+    """
+    if unit is not None:
+        if _missing(n):
+            return "—"
+        name, divisor = unit
+        return f"{n / divisor:,.2f}" if name == "GiB" else f"{n / divisor:,.1f}"
+    if n is None:
+        return "-"
+    sign, n = ("-" if n < 0 else ""), abs(n)
+    if n < 1024:
+        return f"{sign}{int(n)} B"
+    for name in ("KiB", "MiB", "GiB", "TiB"):
+        n /= 1024
+        if n < 1024 or name == "TiB":
+            return f"{sign}{n:.0f} {name}" if n >= 100 else f"{sign}{n:.1f} {name}" if n >= 10 else f"{sign}{n:.2f} {name}"
+    raise AssertionError("unreachable")
