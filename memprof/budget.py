@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 from memprof.errors import MemprofError
 from memprof.result import Memory, Result
-from memprof.units import METRICS, format_bytes, parse_bytes
+from memprof.units import METRICS, format_bytes, parse_bytes, short_repr
 
 
 @dataclass(frozen=True)
@@ -150,13 +150,21 @@ def assert_memory(
 
     Raises:
         AssertionError: listing each budgeted metric with its budget, measurement and excess.
-        MemprofError: for an unknown metric, an unreadable size or an output without a loss.
+        MemprofError: for an unknown metric, an unreadable size (negative, not finite, above
+            ``memprof.units.MAX_BYTES``, a fraction of a byte), a loss_fn that is not callable, a
+            model or optimizer that is not torch's, an output without a loss, or when called
+            inside a ``memprof.track`` block (measurements do not nest).
 
     Example::
 
         memprof.assert_memory(model, batch, saved_activations="1.2 GiB", peak="3 GiB")
     """
     limits = parse_budgets(budgets)  # validate before running anything
+    if loss_fn is not None and not callable(loss_fn):
+        raise MemprofError(
+            f"assert_memory loss_fn={short_repr(loss_fn)} ({type(loss_fn).__name__}) is not callable; pass a "
+            "function of the model output, e.g. loss_fn=lambda out: out.logits.sum(), or leave it out for output.loss"
+        )
     with budget(model, optimizer, title="assert_memory", **limits) as prof:
         if isinstance(batch, Mapping):
             output = model(**batch)

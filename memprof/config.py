@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -9,6 +11,7 @@ import torch
 from memprof import backbones, methods
 from memprof.errors import MemprofError
 from memprof.tasks import ATTN_IMPLEMENTATIONS, check_task
+from memprof.units import short_repr
 
 ENGINES = ("fake", "cpu", "cuda")
 TARGETS = ("cuda", "cpu")
@@ -22,15 +25,66 @@ DTYPES: dict[str, tuple[torch.dtype, torch.dtype | None]] = {
 }
 
 
-def _positive(name: str, value: int, flag: str) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise MemprofError(f"{name} {value!r} must be a whole number of at least 1; pass e.g. {flag} 8")
+#: Largest seed ``torch.manual_seed`` takes.
+MAX_SEED = 2**64 - 1
+#: Fields that take a string (None too where the field defaults to None: resolved from the others).
+_STR_FIELDS = {
+    "method": ("a method name", "method='lora'", False),
+    "engine": ("an engine name", "engine='fake'", False),
+    "target": ("a target device name", "target='cuda'", True),
+    "dtype": ("a dtype name", "dtype='bf16'", False),
+    "attn": ("an attention implementation", "attn='sdpa'", False),
+    "task": ("a task name", "task='classification'", True),
+}
+#: Fields that take a whole number: the CLI option that sets it, and an example.
+_INT_FIELDS = {"seq_len": ("sequence length", "--seq-len", 512), "batch_size": ("batch size", "--batch-size", 8),
+               "seed": ("seed", None, 0)}
+
+
+def _check_types(config: "ProfileConfig") -> None:
+    """NOTE [ Types before lookups ]: every field's type is checked before any of them is looked up,
+    so a wrong type is named as such (``seq_len='8'``), never a TypeError from a comparison or an
+    AttributeError from a registry lookup. bool is not a whole number here (``True`` is no batch
+    size), nor is a float, even ``8.0``; integer types such as numpy's are taken as ints."""
+    backbone = config.backbone
+    if isinstance(backbone, os.PathLike):
+        backbone = os.fspath(backbone)
+    if not isinstance(backbone, str) or not backbone.strip():
+        what = "is empty" if isinstance(backbone, str) else f"({type(backbone).__name__}) is not a str or path"
+        raise MemprofError(
+            f"backbone={short_repr(config.backbone)} {what}; pass a registry name such as backbone='bert-base' "
+            "(`memprof backbones` lists them), or a path to a config.json or model folder"
+        )
+    config.backbone = backbone
+    for name, (what, example, optional) in _STR_FIELDS.items():
+        value = getattr(config, name)
+        if not isinstance(value, str) and not (optional and value is None):
+            either = "a str, or None for the default" if optional else "a str"
+            raise MemprofError(f"{name}={short_repr(value)} ({type(value).__name__}) is not {what}: it must be "
+                               f"{either}; pass e.g. {example}")
+    for name, (what, _flag, example) in _INT_FIELDS.items():
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise MemprofError(f"{name}={short_repr(value)} ({type(value).__name__}) is not a whole number ({what}); "
+                               f"pass an int, e.g. {name}={example}")
+        setattr(config, name, int(value))
+
+
+def _positive(config: "ProfileConfig", name: str) -> None:
+    value = getattr(config, name)
+    what, flag, example = _INT_FIELDS[name]
+    if value < 1:
+        raise MemprofError(f"{what} {value!r} must be a whole number of at least 1; "
+                           f"pass e.g. {name}={example} ({flag} {example} on the command line)")
 
 
 @dataclass
 class ProfileConfig:
     """What to profile. ``target`` defaults to cuda for the fake engine and to the engine's own
-    device otherwise; ``task`` defaults to the backbone family's task."""
+    device otherwise; ``task`` defaults to the backbone family's task.
+
+    Validated on construction, types first (NOTE [ Types before lookups ]): a bad value raises
+    MemprofError naming the field, the value and the fix."""
 
     backbone: str
     method: str = "ft"
@@ -45,15 +99,20 @@ class ProfileConfig:
     resolved: backbones.Backbone = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        _check_types(self)
+        _positive(self, "seq_len")
+        _positive(self, "batch_size")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise MemprofError(f"seed {self.seed} is outside 0 to 2**64 - 1 (what torch.manual_seed takes); "
+                               "pass e.g. seed=0")
         self.resolved = backbones.resolve(self.backbone)
         self.backbone = self.resolved.name
         methods.get(self.method)
-        _positive("sequence length", self.seq_len, "--seq-len")
-        _positive("batch size", self.batch_size, "--batch-size")
         if self.seq_len > self.resolved.max_seq_len:
+            limit = self.resolved.max_seq_len
             raise MemprofError(
-                f"sequence length {self.seq_len} exceeds {self.backbone}'s maximum of {self.resolved.max_seq_len} "
-                f"positions; pass --seq-len {self.resolved.max_seq_len} or less"
+                f"sequence length {self.seq_len} exceeds {self.backbone}'s maximum of {limit} positions; "
+                f"pass seq_len={limit} or less (--seq-len {limit} on the command line)"
             )
         if self.engine not in ENGINES:
             raise MemprofError(f"unknown engine {self.engine!r}; use one of {', '.join(ENGINES)}")
@@ -63,7 +122,8 @@ class ProfileConfig:
             raise MemprofError(f"unknown target {self.target!r}; use one of {', '.join(TARGETS)}")
         if self.engine != "fake" and self.target != self.engine:
             raise MemprofError(
-                f"target {self.target!r} differs from engine {self.engine!r}; --target only applies to the fake engine"
+                f"target {self.target!r} differs from engine {self.engine!r}; target= / --target only applies to "
+                "the fake engine: leave it out"
             )
         if self.dtype not in DTYPES:
             raise MemprofError(f"unknown dtype {self.dtype!r}; use one of {', '.join(DTYPES)}")
@@ -71,7 +131,8 @@ class ProfileConfig:
             raise MemprofError(f"unknown attention implementation {self.attn!r}; use one of {', '.join(ATTN_IMPLEMENTATIONS)}")
         self.task = check_task(self.resolved, self.task)
         if self.engine == "cuda" and not torch.cuda.is_available():
-            raise MemprofError("engine 'cuda' needs a CUDA GPU and none is visible; use --engine fake --target cuda, or --engine cpu")
+            raise MemprofError("engine 'cuda' needs a CUDA GPU and none is visible; use engine='fake', target='cuda' "
+                               "(--engine fake --target cuda), or engine='cpu'")
 
     @property
     def param_dtype(self) -> torch.dtype:

@@ -12,15 +12,29 @@ NOTE [ Verdicts ]
     For a metric measured on both sides, with ``change = (current - baseline) / baseline``:
     ``regression`` when change > tolerance, ``improvement`` when change < -tolerance, ``ok``
     otherwise. A baseline of 0 bytes that grew is a regression whatever the tolerance (the relative
-    change is infinite). A metric missing on a side (the CUDA-only fields) is ``unmeasured``.
-    When either side's status is not ``ok`` the configuration gets one row, metric ``status``:
-    ``failed`` if the baseline was ok (this fails the gate), ``fixed`` if only the baseline was
-    not ok, ``still <status>`` if neither was.
+    change is infinite). When either side's status is not ``ok`` the configuration gets one row,
+    metric ``status``: ``failed`` if the baseline was ok (this fails the gate), ``fixed`` if only the
+    baseline was not ok, ``still <status>`` if neither was.
+
+    ``unmeasured`` (passes) is for one case only: a CUDA-only metric (``CUDA_ONLY_METRICS``:
+    cuda_max_allocated, cuda_max_reserved, nvml_used) that is None on a side because that side's
+    engine does not measure it: the fake and cpu engines measure none of the three, the cuda engine
+    always measures cuda_max_allocated and cuda_max_reserved and nvml_used only where pynvml is
+    installed. Every other value of a compared metric of an ok result that is not a whole number of
+    bytes from 0 to 2**63 - 1 is unusable input, and ``compare`` raises MemprofError naming the side
+    (and its file), the configuration and the metric, rather than pass or fail on it: None (or no
+    such attribute) for a metric the engine always measures, NaN, infinity, a negative number, a
+    fraction, a string, a boolean. (A NaN compares false with everything: treated as a number it
+    would pass the gate on the current side, and disable the check on the baseline side.) A status
+    other than ``ok``, ``oom`` or ``error`` is unusable input too. ``load_results`` refuses all of
+    these in a file already (NOTE [ Reading results ] in memprof.result); ``compare`` checks again
+    because it also takes ResultSets built in Python.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -28,7 +42,19 @@ from pathlib import Path
 import pandas as pd
 
 from memprof.errors import MemprofError
-from memprof.result import KEY_FIELDS, Result, ResultSet, empty_layers, load_results, write_json
+from memprof.result import (
+    CUDA_ONLY_METRICS,
+    KEY_FIELDS,
+    MAX_COUNT,
+    STATUSES,
+    Result,
+    ResultSet,
+    describe_value,
+    empty_layers,
+    key_label,
+    load_results,
+    write_json,
+)
 from memprof.units import HEADLINE_METRICS, METRICS, format_bytes
 
 DEFAULT_METRICS = HEADLINE_METRICS
@@ -71,13 +97,6 @@ def parse_metrics(text: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
         if m not in METRICS:
             raise MemprofError(f"unknown metric {m!r}; use one or more of {', '.join(METRICS)}, separated by commas")
     return tuple(dict.fromkeys(names))
-
-
-def key_label(key: tuple) -> str:
-    """``("bert-base", "ft", 128, 8, "fp32", "fake", "cuda")`` -> ``bert-base ft seq=128 batch=8 fp32 fake->cuda``."""
-    backbone, method, seq_len, batch_size, dtype, engine, target = key
-    where = engine if engine == target else f"{engine}->{target}"
-    return f"{backbone} {method} seq={seq_len} batch={batch_size} {dtype} {where}"
 
 
 @dataclass(frozen=True)
@@ -164,12 +183,61 @@ class GateReport:
 def _index(results: ResultSet, side: str) -> dict[tuple, Result]:
     out: dict[tuple, Result] = {}
     for r in results.results:
+        try:
+            hash(r.key)
+        except TypeError:
+            raise MemprofError(f"the {side} holds a configuration whose key is not text and numbers "
+                               f"({', '.join(f'{n}={v!r}' for n, v in zip(KEY_FIELDS, r.key))}); "
+                               "regenerate it with memprof") from None
         if r.key in out:
             fix = ("rewrite it with `memprof baseline`, which keeps the last" if side == "baseline"
                    else "pass each configuration's result once")
             raise MemprofError(f"the {side} holds configuration {key_label(r.key)!r} twice; {fix}")
         out[r.key] = r
     return out
+
+
+_ABSENT = object()
+
+
+def _sides(baseline: ResultSet, current: ResultSet) -> tuple[str, str]:
+    """How messages name the two sides: ``the baseline ('b.json') has``, ``the current results have``."""
+    def name(rs: ResultSet, side: str, verb: str) -> str:
+        return f"{side} ({rs.source!r}) {verb}" if rs.source else f"{side} {verb}"
+
+    return name(baseline, "the baseline", "has"), name(current, "the current results", "have")
+
+
+def _metric_value(result: Result, metric: str) -> tuple[int | None, str | None]:
+    """(bytes, None), (None, None) when unmeasured, or (None, what is wrong): NOTE [ Verdicts ]."""
+    value = getattr(result.memory, metric, _ABSENT)
+    if value is None and metric in CUDA_ONLY_METRICS and (result.engine != "cuda" or metric == "nvml_used"):
+        return None, None
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT:
+        return int(value), None
+    return None, "no such value" if value is _ABSENT else describe_value(value)
+
+
+def _checked_metric(key: tuple, b: Result, c: Result, m: str, sides: tuple[str, str]) -> tuple[int | None, int | None]:
+    """The two sides' values of metric ``m`` (None: unmeasured); MemprofError when either is unusable."""
+    (bv, bad_b), (cv, bad_c) = _metric_value(b, m), _metric_value(c, m)
+    problems = [f"{side} {what}" for side, what in zip(sides, (bad_b, bad_c)) if what is not None]
+    if problems:
+        raise MemprofError(
+            f"cannot compare {m} of {key_label(key)}: {' and '.join(problems)}; an ok result's {m} must be a whole "
+            "number of bytes >= 0 (only a CUDA-only metric its engine does not measure may be null); regenerate "
+            f"{'it' if len(problems) == 1 else 'both'} with memprof"
+        )
+    return bv, cv
+
+
+def _checked_status(key: tuple, result: Result, side: str) -> str:
+    if result.status not in STATUSES:
+        raise MemprofError(
+            f"cannot compare {key_label(key)}: {side} status {describe_value(result.status)}, must be one of "
+            f"{', '.join(STATUSES)}; regenerate it with memprof"
+        )
+    return result.status
 
 
 def _metric_verdict(base: int | None, cur: int | None, tolerance: float) -> str:
@@ -227,7 +295,8 @@ def compare(
     """Compare ``current`` with ``baseline``; see NOTE [ Verdicts ] for what each row says.
 
     Raises MemprofError when either side is empty, a side holds a configuration twice, the two have
-    no configuration in common, or a metric or the tolerance is invalid.
+    no configuration in common, a metric or the tolerance is invalid, or a compared metric of an ok
+    configuration is not a byte count (NOTE [ Verdicts ]).
     """
     metrics = parse_metrics(metrics)
     tolerance = parse_tolerance(tolerance)
@@ -243,14 +312,16 @@ def compare(
             f"e.g. current {key_label(next(iter(cur)))!r}, baseline {key_label(next(iter(base)))!r}; "
             "profile the baseline's configurations (same backbone, method, sizes, dtype, engine and target)"
         )
+    sides = _sides(baseline, current)
     rows = []
     for key in common:
         b, c = base[key], cur[key]
-        if b.status != "ok" or c.status != "ok":
-            rows.append(GateRow(key, "status", None, None, _status_verdict(b.status, c.status), b.status, c.status))
+        bs, cs = _checked_status(key, b, sides[0]), _checked_status(key, c, sides[1])
+        if bs != "ok" or cs != "ok":
+            rows.append(GateRow(key, "status", None, None, _status_verdict(bs, cs), bs, cs))
             continue
-        for m in metrics:
-            bv, cv = getattr(b.memory, m), getattr(c.memory, m)
+        for m in metrics:  # NOTE [ Verdicts ]: an unusable value raises, it never passes nor fails
+            bv, cv = _checked_metric(key, b, c, m, sides)
             rows.append(GateRow(key, m, bv, cv, _metric_verdict(bv, cv, tolerance)))
     pairs = [(base[k], cur[k]) for k in common]
     return GateReport(
@@ -307,10 +378,12 @@ def load_sources(sources: str | Path | list[str | Path]) -> ResultSet:
         raise MemprofError("no results file given; pass a results.json, a folder holding one, or a result JSON")
     sets = [load_results(p) for p in paths]
     results = [r for rs in sets for r in rs.results]
+    source = ", ".join(str(p) for p in paths)
     if len(sets) == 1:
-        return ResultSet(results=results, command=sets[0].command, options=dict(sets[0].options))
+        return ResultSet(results=results, command=sets[0].command, options=dict(sets[0].options), source=source)
     commands = list(dict.fromkeys(rs.command for rs in sets if rs.command))
-    return ResultSet(results=results, command=" && ".join(commands), options={"sources": [rs.options for rs in sets]})
+    return ResultSet(results=results, command=" && ".join(commands), options={"sources": [rs.options for rs in sets]},
+                     source=source)
 
 
 def make_baseline(sources: str | Path | list[str | Path], *, keep_layers: bool = False) -> ResultSet:
@@ -342,16 +415,26 @@ def update_command(current: list[str | Path], baseline: str | Path) -> str:
 
 def write_baseline(sources: str | Path | list[str | Path], out: str | Path, *, keep_layers: bool = False) -> tuple[ResultSet, str]:
     """Write ``make_baseline(sources)`` to ``out`` (replacing it): (the baseline, one line saying what
-    was written and how it differs from the baseline it replaced, if that one was readable)."""
-    new = make_baseline(sources, keep_layers=keep_layers)
+    was written and how it differs from the baseline it replaced, if that one was readable).
+
+    Refuses (MemprofError, nothing written) an ``out`` that is a folder, or whose folder cannot be
+    created; the write itself is atomic (``write_json``)."""
     out = Path(out)
+    if out.is_dir():
+        raise MemprofError(f"baseline --out {str(out)!r} is a folder; pass the path of a JSON file, "
+                           f"e.g. --out {str(out / 'baseline.json')!r}")
+    new = make_baseline(sources, keep_layers=keep_layers)
     old = None
     if out.is_file():
         try:
             old = load_results(out)
         except MemprofError:  # an unreadable old baseline is simply replaced
             old = None
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MemprofError(f"cannot create the folder {str(out.parent)!r} of baseline --out {str(out)!r} "
+                           f"({exc.strerror or exc}); pass an --out in a folder you can write to") from None
     write_json(new, out)
     return new, refresh_summary(new, old, out)
 

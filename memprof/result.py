@@ -7,7 +7,11 @@ else runs a model. JSON round-trips are exact (integers stay integers, byte coun
 from __future__ import annotations
 
 import json
+import math
+import numbers
+import os
 import platform
+import secrets
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -39,11 +43,16 @@ CATEGORIES = (
 
 STATUSES = ("ok", "oom", "error")
 
-#: Columns of ``Result.layers``: one row per module that saved something.
 #: What identifies a configuration across runs: a sweep resumes, and the gate matches, on these.
 KEY_FIELDS = ("backbone", "method", "seq_len", "batch_size", "dtype", "engine", "target")
 
+#: Columns of ``Result.layers``: one row per module that saved something.
 LAYER_COLUMNS = ("module", "saved_bytes", *CATEGORIES)
+
+#: Memory fields only the cuda engine fills (NVML's only where pynvml is installed); null otherwise.
+CUDA_ONLY_METRICS = ("cuda_max_allocated", "cuda_max_reserved", "nvml_used")
+#: The largest count a results file may hold: byte counts are int64 in ``layers`` and the tables.
+MAX_COUNT = 2**63 - 1
 
 
 @dataclass
@@ -78,6 +87,13 @@ class Memory:
 def config_key(config: Any) -> tuple:
     """The key of a configuration: its ``KEY_FIELDS``, read from a Result or a ProfileConfig alike."""
     return tuple(getattr(config, name) for name in KEY_FIELDS)
+
+
+def key_label(key: tuple) -> str:
+    """``("bert-base", "ft", 128, 8, "fp32", "fake", "cuda")`` -> ``bert-base ft seq=128 batch=8 fp32 fake->cuda``."""
+    backbone, method, seq_len, batch_size, dtype, engine, target = key
+    where = engine if engine == target else f"{engine}->{target}"
+    return f"{backbone} {method} seq={seq_len} batch={batch_size} {dtype} {where}"
 
 
 def empty_layers() -> pd.DataFrame:
@@ -134,19 +150,13 @@ class Result:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Result":
-        version = data.get("schema_version")
-        if version not in READABLE_SCHEMA_VERSIONS:
-            raise MemprofError(
-                f"result has schema_version {version!r}, this memprof reads {_readable()}; "
-                "re-run the profile with this version of memprof"
-            )
-        known = {f.name for f in fields(cls)}
-        kwargs = {k: v for k, v in data.items() if k in known and k not in ("memory", "layers")}
-        kwargs["memory"] = Memory(**{k: v for k, v in data.get("memory", {}).items() if k in Memory.__dataclass_fields__})
-        kwargs["layers"] = layers_frame(data.get("layers", []))
-        kwargs["schema_version"] = SCHEMA_VERSION  # read into this version's form, written as this version
-        return cls(**kwargs)
+    def from_dict(cls, data: dict[str, Any], *, source: str | Path | None = None) -> "Result":
+        """The Result ``data`` (``to_dict``'s form, schema version 1 or 2) holds, checked against the
+        schema (NOTE [ Reading results ]); MemprofError naming ``source`` (the file, if any), the
+        configuration and the field otherwise."""
+        where = f"results file {str(source)!r}: result" if source is not None else "result"
+        fix = "regenerate the file with memprof" if source is not None else "regenerate the result with memprof"
+        return _read_result(data, where, fix)
 
 
 def _readable() -> str:
@@ -168,12 +178,16 @@ def layers_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
 
 @dataclass
 class ResultSet:
-    """A sweep: every result plus the command and options that produced them (``results.json``)."""
+    """A sweep: every result plus the command and options that produced them (``results.json``).
+
+    ``source`` is the file it was read from ("" when built in Python); it is not written, and only
+    names the file in error messages (the gate's, for one)."""
 
     results: list[Result] = field(default_factory=list)
     command: str = ""
     options: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+    source: str = field(default="", compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -184,48 +198,344 @@ class ResultSet:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ResultSet":
-        if data.get("schema_version") not in READABLE_SCHEMA_VERSIONS:
-            raise MemprofError(
-                f"results file has schema_version {data.get('schema_version')!r}, this memprof reads "
-                f"{_readable()}; re-run the sweep with this version of memprof"
-            )
+    def from_dict(cls, data: dict[str, Any], *, source: str | Path | None = None) -> "ResultSet":
+        """The ResultSet ``data`` (``to_dict``'s form) holds, every result checked against the schema
+        (NOTE [ Reading results ]); MemprofError naming ``source`` (the file, if any), the result's
+        index and configuration, and the field otherwise."""
+        where = f"results file {str(source)!r}" if source is not None else "results"
+        fix = "regenerate the file with memprof" if source is not None else "regenerate the results with memprof"
+        if not isinstance(data, dict):
+            raise MemprofError(f"{where} is {describe_value(data)}, must be an object holding "
+                               f"{', '.join(_SET_FIELDS)}; {fix}")
+        version = data.get("schema_version", _MISSING)
+        if not _is_readable(version):
+            has = "no schema_version" if version is _MISSING else f"schema_version {describe_value(version)}"
+            again = f"re-run the sweep that wrote {str(source)!r}" if source is not None else "re-run the sweep"
+            raise MemprofError(f"results file has {has}, this memprof reads {_readable()}; {again} with this "
+                               "version of memprof")
+        check = _Reader(where, fix)
+        check.fields(data, "", _SET_FIELDS)
+        results = data["results"] if "results" in data else _MISSING
+        if not isinstance(results, list):
+            check.bad("results", results, "an array of results")
         return cls(
-            results=[Result.from_dict(r) for r in data.get("results", [])],
-            command=data.get("command", ""),
-            options=data.get("options", {}),
+            results=[_read_result(r, f"{where}: results[{i}]", fix) for i, r in enumerate(results)],
+            command=check.text(data.get("command", _MISSING), "command"),
+            options=check.tree(data.get("options", _MISSING), "options"),
+            source=str(source) if source is not None else "",
         )
 
 
+# ---------------------------------------------------------------------------------------------
+# Reading: NOTE [ Reading results ]
+#
+# A results file is checked against the schema as it is read, and refused (one MemprofError line:
+# ``<file>: results[<i>] (<configuration>): <field> is <value>, must be <constraint>; <fix>``)
+# rather than read into something a report, the gate or a resumed sweep would trust:
+#   - every field ``to_dict`` writes is present (the CUDA-only memory fields may be null or absent),
+#     and no other field (a misspelt one would otherwise be dropped without a word);
+#   - strings are strings; counts are whole numbers (a JSON boolean is not one, nor is 5.0), byte
+#     counts in ``memory`` and ``layers`` from 0 to 2**63 - 1 (int64, what the tables hold);
+#     seq_len and batch_size at least 1; step_time_s null or a finite number >= 0;
+#   - status is one of STATUSES, a layer's categories are CATEGORIES;
+#   - ``environment`` is an object of strings; ``options`` (free-form) an object holding no NaN or
+#     Infinity anywhere: the json module reads those literals (and 1e999 as infinity), JSON has neither;
+#   - a key twice in one object (the json module would keep the last) is refused.
+# ``load_results`` raises MemprofError, and nothing else, for any file.
+
+_MISSING: Any = object()  # a field the document lacks
+_SET_FIELDS = ("schema_version", "command", "options", "results")
+_TEXT_FIELDS = ("backbone", "method", "engine", "target", "dtype", "attn_implementation", "task", "message")
+_RESULT_FIELDS = tuple(f.name for f in fields(Result))
+
+
+def describe_value(value: Any) -> str:
+    """A value as a message shows it, short and on one line: ``-5``, ``NaN``, ``null``, ``'128' (a string)``."""
+    if value is _MISSING:
+        return "missing"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (a boolean)"
+    if isinstance(value, numbers.Integral):
+        value = int(value)
+        if value.bit_length() > 80:  # str() of a huge int is slow, or refused past 4300 digits
+            return f"a {'negative ' if value < 0 else ''}number of about {int(value.bit_length() * 0.30103) + 1} digits"
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        return ("Infinity" if value > 0 else "-Infinity") if math.isinf(value) else repr(value)
+    if isinstance(value, str):
+        text = repr(value)
+        return f"{text if len(text) <= 60 else text[:56] + '...' + text[0]} (a string)"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, (list, tuple)):
+        return "an array"
+    return f"a Python {type(value).__name__}"
+
+
+def _is_readable(version: Any) -> bool:
+    return type(version) is int and version in READABLE_SCHEMA_VERSIONS
+
+
+def _is_whole(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _label(data: dict) -> str:
+    """The configuration a raw result dict names, for messages (``?`` for a field it lacks)."""
+    parts = []
+    for name in KEY_FIELDS:
+        value = data.get(name)
+        if isinstance(value, str) and value.isprintable():
+            parts.append(value if len(value) <= 60 else value[:57] + "...")
+        elif _is_whole(value) and abs(value) < 10**12:
+            parts.append(int(value))
+        else:
+            parts.append("?")
+    return key_label(tuple(parts))
+
+
+class _Reader:
+    """Checks the values of one document; a failure is one MemprofError line,
+    ``<where>: <field> is <value>, must be <constraint>; <fix>``."""
+
+    def __init__(self, where: str, fix: str) -> None:
+        self.where, self.fix = where, fix
+
+    def fail(self, name: str, problem: str) -> None:
+        raise MemprofError(f"{self.where}: {name} {problem}; {self.fix}")
+
+    def bad(self, name: str, value: Any, must: str) -> None:
+        self.fail(name, f"is {describe_value(value)}, must be {must}")
+
+    def fields(self, data: Any, name: str, allowed: tuple[str, ...]) -> dict:
+        """``data`` as an object holding no field outside ``allowed`` (whether each is present is
+        checked with its value)."""
+        if not isinstance(data, dict):
+            self.bad(name or "the document", data, "an object")
+        for key in data:
+            if key not in allowed:
+                shown = key if isinstance(key, str) and len(key) <= 60 and key.isprintable() else describe_value(key)
+                self.fail(f"{name}.{shown}" if name else shown,
+                          f"is not a field memprof writes (the fields are {', '.join(allowed)})")
+        return data
+
+    def text(self, value: Any, name: str) -> str:
+        if not isinstance(value, str):
+            self.bad(name, value, "a string")
+        return value
+
+    def whole(self, value: Any, name: str, *, lowest: int = 0, unit: str = "", nullable: bool = False) -> int | None:
+        if nullable and (value is None or value is _MISSING):
+            return None
+        must = f"a whole number{unit} >= {lowest}" + (", or null" if nullable else "")
+        if not _is_whole(value) or value < lowest:
+            self.bad(name, value, must)
+        if value > MAX_COUNT:
+            self.bad(name, value, f"{must} and below 2**63")
+        return int(value)
+
+    def nbytes(self, value: Any, name: str, *, nullable: bool = False) -> int | None:
+        return self.whole(value, name, unit=" of bytes", nullable=nullable)
+
+    def seconds(self, value: Any, name: str) -> float | None:
+        if value is None:
+            return None
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        try:
+            ok = ok and math.isfinite(float(value)) and value >= 0
+        except OverflowError:
+            ok = False
+        if not ok:
+            self.bad(name, value, "a finite number of seconds >= 0, or null")
+        return value if type(value) in (int, float) else float(value)
+
+    def strings(self, value: Any, name: str) -> dict[str, str]:
+        """An object whose values are strings (``environment``: library versions and the like)."""
+        if not isinstance(value, dict):
+            self.bad(name, value, "an object of strings")
+        for key, item in value.items():
+            self.text(item, f"{name}.{str(key)[:60]}")
+        return value
+
+    def tree(self, value: Any, name: str) -> dict:
+        """A free-form object (``environment``, ``options``) holding no NaN or Infinity anywhere."""
+        if not isinstance(value, dict):
+            self.bad(name, value, "an object")
+        stack: list[tuple[str, Any]] = [(name, value)]
+        while stack:  # not recursive: any depth the json module reads is walked
+            path, item = stack.pop()
+            if isinstance(item, float) and not math.isfinite(item):
+                self.bad(path, item, "a finite number (JSON has no NaN or Infinity)")
+            elif isinstance(item, dict):
+                stack.extend(reversed([(f"{path}.{str(k)[:60]}", v) for k, v in item.items()]))
+            elif isinstance(item, (list, tuple)):
+                stack.extend(reversed([(f"{path}[{i}]", v) for i, v in enumerate(item)]))
+        return value
+
+
+def _read_result(data: Any, where: str, fix: str) -> Result:
+    """``Result.from_dict`` for a result at ``where`` (a file, an index): NOTE [ Reading results ]."""
+    if not isinstance(data, dict):
+        raise MemprofError(f"{where} is {describe_value(data)}, must be an object holding a result; {fix}")
+    check = _Reader(f"{where} ({_label(data)})", fix)
+    version = data.get("schema_version", _MISSING)
+    if not _is_readable(version):
+        raise MemprofError(f"{check.where}: schema_version is {describe_value(version)}, must be {_readable()} (the "
+                           "versions this memprof reads); re-run the profile with this version of memprof")
+    check.fields(data, "", _RESULT_FIELDS)
+    get = lambda name: data.get(name, _MISSING)  # noqa: E731
+    kwargs: dict[str, Any] = {name: check.text(get(name), name) for name in _TEXT_FIELDS}
+    status = check.text(get("status"), "status")
+    if status not in STATUSES:
+        check.bad("status", status, f"one of {', '.join(STATUSES)}")
+    kwargs.update(
+        status=status,
+        seq_len=check.whole(get("seq_len"), "seq_len", lowest=1),
+        batch_size=check.whole(get("batch_size"), "batch_size", lowest=1),
+        trainable_params=check.whole(get("trainable_params"), "trainable_params"),
+        total_params=check.whole(get("total_params"), "total_params"),
+        memory=_read_memory(check, get("memory")),
+        layers=_read_layers(check, get("layers")),
+        step_time_s=check.seconds(get("step_time_s"), "step_time_s"),
+        environment=check.strings(get("environment"), "environment"),
+        schema_version=SCHEMA_VERSION,  # read into this version's form, written as this version
+    )
+    return Result(**kwargs)
+
+
+def _read_memory(check: _Reader, data: Any) -> Memory:
+    names = tuple(f.name for f in fields(Memory))
+    check.fields(data, "memory", names)
+    return Memory(**{n: check.nbytes(data.get(n, _MISSING), f"memory.{n}", nullable=n in CUDA_ONLY_METRICS)
+                     for n in names})
+
+
+def _read_layers(check: _Reader, data: Any) -> pd.DataFrame:
+    if not isinstance(data, list):
+        check.bad("layers", data, "an array of {module, saved_bytes, categories} records")
+    rows = []
+    for i, rec in enumerate(data):
+        name = f"layers[{i}]"
+        check.fields(rec, name, ("module", "saved_bytes", "categories"))
+        row = {"module": check.text(rec.get("module", _MISSING), f"{name}.module"),
+               "saved_bytes": check.nbytes(rec.get("saved_bytes", _MISSING), f"{name}.saved_bytes")}
+        cats = check.fields(rec.get("categories", _MISSING), f"{name}.categories", CATEGORIES)
+        row.update({c: check.nbytes(cats[c], f"{name}.categories.{c}") if c in cats else 0 for c in CATEGORIES})
+        rows.append(row)
+    if not rows:
+        return empty_layers()
+    return pd.DataFrame(rows, columns=list(LAYER_COLUMNS)).astype({c: "int64" for c in LAYER_COLUMNS[1:]})
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads``' object hook: an object, refusing a key given twice (json keeps the last)."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+
+
 def write_json(obj: Result | ResultSet, path: str | Path) -> Path:
-    """Write atomically (temp file, then rename) so an interrupted write never leaves bad JSON."""
+    """Write ``obj.to_dict()`` to ``path`` atomically: the JSON goes to a temporary file in the same
+    folder, which then replaces ``path`` (``os.replace``), so a crash or Ctrl-C at any moment leaves
+    either the old file or the new one, and never a stray temporary file.
+
+    Raises MemprofError naming ``path`` when it is a folder, its folder does not exist or cannot be
+    written, or the object holds what JSON cannot (NaN, infinity): nothing is written then.
+    """
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj.to_dict(), indent=1) + "\n")
-    tmp.replace(path)
+    try:
+        text = json.dumps(obj.to_dict(), indent=1, allow_nan=False) + "\n"
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+        raise MemprofError(f"cannot write {str(path)!r}: {_unwritable(obj, exc)}") from None
+    if path.is_dir():
+        raise MemprofError(f"cannot write {str(path)!r}: it is a folder; pass the path of a file, "
+                           f"e.g. {str(path / 'results.json')!r}")
+    if not path.parent.is_dir():
+        raise MemprofError(f"cannot write {str(path)!r}: the folder {str(path.parent)!r} does not exist; create it "
+                           "or pass a path in an existing folder")
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as for a plain open
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise MemprofError(f"cannot write {str(path)!r} ({exc.strerror or exc}); pass a path in a folder "
+                               "you can write to") from None
+        raise
     return path
+
+
+def _unwritable(obj: Any, exc: BaseException) -> str:
+    """Why ``obj`` cannot be written: the schema's message naming the field where it finds one."""
+    try:
+        data = obj.to_dict()
+        (ResultSet if "results" in data else Result).from_dict(data)
+    except MemprofError as refused:
+        return str(refused)
+    except Exception:  # noqa: BLE001 - to_dict itself failed: say what json or to_dict said
+        pass
+    what = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return f"it holds a value JSON cannot hold ({what}); nothing was written"
 
 
 def load_results(path: str | Path) -> ResultSet:
     """Read a ``results.json`` (a sweep) or a single profile's JSON as a ResultSet.
 
-    Raises MemprofError, naming the path, for a missing file, bad JSON or another schema version.
+    Every result is checked against the schema (NOTE [ Reading results ]). Raises MemprofError,
+    and nothing else, naming the path (and the result and field where one is at fault), for a
+    missing or unreadable file, bad JSON, another schema version or anything the schema refuses.
     """
     path = Path(path)
+    name = str(path)
     if not path.is_file():
-        raise MemprofError(f"results file {str(path)!r} does not exist or is not a file; pass the path of a results.json")
+        raise MemprofError(f"results file {name!r} does not exist or is not a file; pass the path of a results.json")
     try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MemprofError(f"results file {str(path)!r} is not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc}); pass a results.json written by memprof") from None
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise MemprofError(f"results file {name!r} cannot be read ({exc.strerror or exc}); pass a readable results.json") from None
+    try:
+        data = json.loads(raw, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as dup:
+        raise MemprofError(f"results file {name!r} holds the key {dup.key[:60]!r} twice in one object, so it cannot "
+                           "be read unambiguously; regenerate the file with memprof") from None
+    except RecursionError:
+        raise MemprofError(f"results file {name!r} nests JSON too deeply to be a memprof result; pass a results.json "
+                           "written by memprof") from None
+    except ValueError as exc:  # bad JSON, bad UTF-8, an integer of more than 4300 digits
+        why = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc).split(":")[0]
+        raise MemprofError(f"results file {name!r} is not valid JSON ({why}); pass a results.json written by memprof") from None
     if not isinstance(data, dict):
-        raise MemprofError(f"results file {str(path)!r} holds JSON but not a memprof result; pass a results.json written by memprof")
+        raise MemprofError(f"results file {name!r} holds JSON but not a memprof result; pass a results.json written by memprof")
     if "results" in data:
-        return ResultSet.from_dict(data)
-    if "backbone" in data and "memory" in data:
-        result = Result.from_dict(data)
-        return ResultSet(results=[result], schema_version=result.schema_version)
-    raise MemprofError(f"results file {str(path)!r} is not a memprof result or results.json; pass a file written by memprof")
+        return ResultSet.from_dict(data, source=name)
+    if "backbone" in data or "memory" in data:
+        result = Result.from_dict(data, source=name)
+        return ResultSet(results=[result], schema_version=result.schema_version, source=name)
+    raise MemprofError(f"results file {name!r} is not a memprof result or results.json; pass a file written by memprof")
 
 
 def environment(device_name: str = "cpu") -> dict[str, Any]:

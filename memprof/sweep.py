@@ -11,6 +11,8 @@ interrupted-then-resumed sweep writes the same file as an uninterrupted one.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import shlex
@@ -23,8 +25,9 @@ from memprof import methods as method_registry
 from memprof.config import ProfileConfig
 from memprof.engines.common import failed_result
 from memprof.errors import MemprofError
+from memprof.outputs import check_dir
 from memprof.reporters import RESULTS_FILE, prepare_out_dir
-from memprof.result import Result, ResultSet, config_key, load_results, write_json
+from memprof.result import Result, ResultSet, config_key, environment, load_results, write_json
 
 #: run(config, cache) -> Result; memprof.engines.run has this shape.
 RunFn = Callable[[ProfileConfig, Any], Result]
@@ -75,15 +78,30 @@ def parse_ints(text: str, what: str, flag: str) -> list[int]:
     return values
 
 
+def alias_of(name: str) -> str:
+    """The registered method ``name`` stands for (``meft`` -> ``meft1``), else ``name`` itself.
+    MemprofError for an unknown method."""
+    return method_registry.get(name).alias_of or name
+
+
 def _check_methods(names: list[str]) -> None:
+    """Registered, and each profiled once: no name twice, nor a method and its alias."""
     if not names:
         raise MemprofError("method list is empty; pass at least one, e.g. --methods ft,lora")
-    seen: set[str] = set()
+    listed: dict[str, str] = {}  # the method profiled -> the name it was listed as
     for name in names:
-        if name in seen:
+        if name in listed.values():
             raise MemprofError(f"method {name!r} is listed twice in --methods; list each method once")
-        seen.add(name)
-        method_registry.get(name)
+        same = alias_of(name)
+        if same in listed:
+            other = listed[same]
+            alias, target = (name, same) if same != name else (other, name)
+            keep = ",".join(n for n in names if n != name)
+            raise MemprofError(
+                f"method {alias!r} is an alias of {target!r} and both are in --methods, so it would be profiled "
+                f"twice; list it once, e.g. --methods {keep}"
+            )
+        listed[same] = name
 
 
 def _check_ints(values: list[int], what: str, flag: str) -> None:
@@ -131,6 +149,7 @@ class Grid:
         # config path must stay a path), ``name`` is what results call it.
         first = self._config(self.methods[0], max(self.seq_lens), self.batch_sizes[0])
         self.name, self.target, self.task = first.backbone, first.target, first.task
+        self.backbone_config: dict[str, Any] = dict(first.resolved.config)
 
     def _config(self, method: str, seq_len: int, batch_size: int) -> ProfileConfig:
         return ProfileConfig(
@@ -200,6 +219,7 @@ def plan(options: dict[str, Any], *, out: str | Path | None = None, resume: str 
             raise MemprofError(f"{str(Path(resume) / RESULTS_FILE)!r} holds no compare options; only a "
                                "`memprof compare` folder can be resumed")
         grid, out_dir = Grid.from_options({**DEFAULTS, **saved.options, **options}), Path(resume)
+        check_dir(out_dir, "--resume")
     else:
         grid = Grid.from_options({**DEFAULTS, **options})
         out_dir = Path(out) if out is not None else default_out_dir(grid.name)
@@ -208,6 +228,7 @@ def plan(options: dict[str, Any], *, out: str | Path | None = None, resume: str 
                 f"{str(out_dir)!r} already holds a results.json; pass --resume {shlex.quote(str(out_dir))} to "
                 "continue it, or another --out"
             )
+        check_dir(out_dir, "--out")  # before the sweep, not after its first result (NOTE [Fail before the work])
     prepare_out_dir(out_dir)
     if resume is None and out is None:
         point_latest(out_dir)
@@ -335,7 +356,7 @@ def run_sweep(
         if not parallel:
             run, cache = default_run, fresh_cache
     progress = progress or _NoProgress()
-    command, options = grid.command(), grid.options()
+    command, options = grid.command(), {**grid.options(), **provenance(grid)}
     as_dict: dict[tuple, dict] = {}  # each result serialised once, not once per save
 
     def save() -> None:
@@ -478,8 +499,33 @@ class _Serialised:
         return {**self.header.to_dict(), "results": self.results}
 
 
+# NOTE [What a resumed sweep must find unchanged]: the grid's options (backbone, methods, sizes,
+# engine, target, dtype, attention, task) and what no option names but moves the numbers: the
+# resolved backbone config (a config.json edited between the runs would put two architectures in
+# one table; its sha256 over canonical JSON) and the versions of torch, transformers, peft and
+# memprof. ``run_sweep`` records them in the options of results.json; a file written before they
+# were recorded resumes without that check (there is nothing to compare).
+
+#: the libraries whose versions a sweep records and a resumed sweep must run with
+VERSIONED = ("torch", "transformers", "peft", "memprof")
+
+
+def config_fingerprint(config: dict[str, Any]) -> str:
+    """sha256 of ``config`` as canonical JSON (sorted keys, no spaces)."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def provenance(grid: Grid) -> dict[str, Any]:
+    """What a sweep records besides its options (NOTE [What a resumed sweep must find unchanged])."""
+    env = environment()
+    return {"backbone_config_sha256": config_fingerprint(grid.backbone_config),
+            "versions": {lib: str(env.get(lib)) for lib in VERSIONED}}
+
+
 def check_resumable(saved: ResultSet, grid: Grid, path: Path) -> None:
-    """A resumed sweep must be the same grid; say which option differs otherwise."""
+    """A resumed sweep must be the same grid on the same backbone config and library versions;
+    say what differs otherwise (NOTE [What a resumed sweep must find unchanged])."""
     if not saved.options:
         return
     mine = grid.options()
@@ -489,3 +535,24 @@ def check_resumable(saved: ResultSet, grid: Grid, path: Path) -> None:
                 f"{str(path)!r} was swept with {key}={value!r}, not {mine[key]!r}; "
                 "drop that option to resume, or pass a new --out to start another sweep"
             )
+    now = provenance(grid)
+    before = saved.options.get("backbone_config_sha256")
+    if before is not None and before != now["backbone_config_sha256"]:
+        raise MemprofError(
+            f"backbone config of {_config_source(grid.backbone)!r} changed since the sweep started (fingerprint "
+            f"{str(before)[:12]} -> {now['backbone_config_sha256'][:12]}); start a new sweep with another --out"
+        )
+    versions = saved.options.get("versions")
+    for lib, old in (versions.items() if isinstance(versions, dict) else ()):
+        new = now["versions"].get(lib)
+        if new is not None and str(old) != new:
+            raise MemprofError(
+                f"{lib} version changed since the sweep started ({old} -> {new}); resume it with {lib} {old}, "
+                "or start a new sweep with another --out"
+            )
+
+
+def _config_source(backbone: str) -> str:
+    """Where a backbone's config comes from: a config file, a folder's config.json, or a name."""
+    path = Path(backbone)
+    return str(path / "config.json") if path.is_dir() else backbone

@@ -15,19 +15,13 @@ from memprof.backbones import Backbone
 from memprof.errors import MemprofError
 
 TASKS = ("classification", "causal-lm", "seq2seq")
-TASKS_BY_FAMILY = {
-    "bert": ("classification",),
-    "roberta": ("classification",),
-    "bart": ("classification", "seq2seq"),
-    "opt": ("causal-lm", "classification"),
-}
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
 NUM_LABELS = 2
 
 
 def check_task(backbone: Backbone, task: str | None) -> str:
     task = task or backbone.default_task
-    allowed = TASKS_BY_FAMILY[backbone.family]
+    allowed = backbone.spec.tasks
     if task not in allowed:
         raise MemprofError(
             f"task {task!r} is not available for {backbone.family} backbone {backbone.name!r}; "
@@ -69,6 +63,11 @@ def build_model(
         )
     cls = _auto_class(task)
     extra = {"num_labels": NUM_LABELS} if task == "classification" else {}
+    if task == "classification" and backbone.config.get("pad_token_id") is None:
+        # A decoder's classification head pools the last non-pad token, so it needs a pad id; the
+        # synthetic batch holds none, as when a tokenizer's pad token is its end-of-sentence one.
+        eos = backbone.config.get("eos_token_id")
+        extra["pad_token_id"] = eos[0] if isinstance(eos, list) else eos
     config = backbone.hf_config(**extra)
     config._attn_implementation = attn_implementation
     if backbone.weights and pretrained and str(device) != "meta":
@@ -102,14 +101,14 @@ def make_batch(
     seed: int = 0,
 ) -> dict[str, torch.Tensor]:
     """A synthetic batch of token ids (no padding) with labels for ``task``."""
-    cfg = backbone.config
-    vocab = int(cfg["vocab_size"])
+    cfg, spec = backbone.config, backbone.spec
+    vocab = int(cfg[spec.fields.vocab])
     gen = torch.Generator().manual_seed(seed)
     # Ids above the special tokens, so no row accidentally holds a pad or </s>.
-    low = 4 if vocab > 8 else 0
+    low = spec.first_token if vocab > 2 * spec.first_token else 0
     ids = torch.randint(low, vocab, (batch_size, seq_len), generator=gen)
     eos = cfg.get("eos_token_id")
-    if eos is not None and backbone.family == "bart":
+    if eos is not None and spec.eos_last:
         ids[:, -1] = int(eos)
     batch = {"input_ids": ids, "attention_mask": torch.ones(batch_size, seq_len, dtype=torch.long)}
     if task == "classification":

@@ -8,7 +8,9 @@ column (``unit_for``), as the report tables do. ``METRICS`` are the byte counts 
 
 from __future__ import annotations
 
+import decimal
 import math
+import numbers
 import re
 from dataclasses import fields
 
@@ -24,6 +26,7 @@ UNITS = {
 MIB = UNITS["mib"]
 GIB = UNITS["gib"]
 _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*$")
+_NOT_FINITE = re.compile(r"^\s*[+-]?(nan|inf|infinity)\s*([kmgt]i?)?b?\s*$", re.IGNORECASE)
 
 #: Memory fields a budget, the gate or a table can name: the byte counts of ``memprof.result.Memory``.
 METRICS = tuple(f.name for f in fields(Memory))
@@ -31,28 +34,64 @@ METRICS = tuple(f.name for f in fields(Memory))
 HEADLINE_METRICS = ("saved_activations", "peak_activations", "peak")
 
 
+#: Largest size ``parse_bytes`` accepts: what an int64 (a result's byte columns, JSON readers) holds.
+MAX_BYTES = 2**63 - 1
+_MAX_TEXT = "2**63 - 1 bytes (8 EiB)"
+_EXAMPLE = "pass bytes or a string such as '1.2 GiB'"
+
+
 def parse_bytes(value: str | int | float, *, what: str = "size") -> int:
     """A byte count from ``1.2 GiB``, ``800MB``, ``512 KiB``, ``4096`` or an int.
 
     Units are case-insensitive; KB/MB/GB/TB are powers of 1000 and KiB/MiB/GiB/TiB powers of 1024.
-    A number without a unit is bytes. Raises MemprofError, naming ``what``, for anything else.
+    A number without a unit is bytes. Numbers are read exactly (decimal, not float) and a size that
+    is not a whole number of bytes is rounded to the nearest byte (``1.2 GiB`` -> 1288490189); one
+    above 0 but below 1 byte (``1e-3 B``, ``0.4``) is refused, since rounding would turn it into a
+    budget of nothing. Raises MemprofError, naming ``what``, for anything that is not a finite
+    size from 0 to ``MAX_BYTES``: negative, NaN, infinite, ``1e400``, or not a size at all.
     """
-    if isinstance(value, bool):
-        raise MemprofError(f"{what} {value!r} is not a size; pass bytes or a string such as '1.2 GiB'")
-    if isinstance(value, (int, float)):
-        if value < 0 or value != value or value == float("inf"):
-            raise MemprofError(f"{what} {value!r} must be a finite number of bytes of at least 0")
-        return int(round(value))
-    if not isinstance(value, str):
-        raise MemprofError(f"{what} {value!r} is not a size; pass bytes or a string such as '1.2 GiB'")
-    match = _SIZE.match(value)
-    unit = match.group(2).lower() if match else ""
-    if not match or unit not in UNITS and unit:
+    shown = short_repr(value)
+    if isinstance(value, bool) or not isinstance(value, (str, numbers.Real)):
+        raise MemprofError(f"{what} {shown} is not a size; {_EXAMPLE}")
+    if isinstance(value, str):
+        match = _SIZE.match(value)
+        unit = match.group(2).lower() if match else ""
+        if not match or unit not in UNITS and unit:
+            if _NOT_FINITE.match(value):
+                raise MemprofError(f"{what} {shown} is not a finite size; {_EXAMPLE}")
+            if value.strip().startswith("-") and _SIZE.match(value.strip()[1:]):
+                raise MemprofError(f"{what} {shown} is a negative size; a size is at least 0 bytes: {_EXAMPLE}")
+            raise MemprofError(
+                f"{what} {shown} is not a size; write a number and one of the units "
+                "B, KB, MB, GB, TB (powers of 1000) or KiB, MiB, GiB, TiB (powers of 1024), e.g. '1.2 GiB'"
+            )
+        number, factor = decimal.Decimal(match.group(1)), UNITS[unit or "b"]
+    elif isinstance(value, numbers.Integral):
+        number, factor = decimal.Decimal(int(value)), 1
+    else:
+        as_float = float(value)
+        if math.isnan(as_float) or math.isinf(as_float):
+            raise MemprofError(f"{what} {shown} is not a finite size; {_EXAMPLE}")
+        number, factor = decimal.Decimal(as_float), 1
+    if number < 0:
+        raise MemprofError(f"{what} {shown} is a negative size; a size is at least 0 bytes: {_EXAMPLE}")
+    # Compare magnitudes before multiplying: ``1e999999999 TiB`` is a valid Decimal, not a product.
+    if number.adjusted() > 30 or number * factor > MAX_BYTES:
+        raise MemprofError(f"{what} {shown} is too large a size; a size is at most {_MAX_TEXT}: {_EXAMPLE}")
+    if number.adjusted() < -30 or 0 < number * factor < 1:
         raise MemprofError(
-            f"{what} {value!r} is not a size; write a number and one of the units "
-            "B, KB, MB, GB, TB (powers of 1000) or KiB, MiB, GiB, TiB (powers of 1024), e.g. '1.2 GiB'"
+            f"{what} {shown} is a fraction of one byte; a size is a whole number of bytes: pass 0 or at least 1 B"
         )
-    return int(round(float(match.group(1)) * UNITS[unit or "b"]))
+    return int((number * factor).to_integral_value(rounding=decimal.ROUND_HALF_EVEN))
+
+
+def short_repr(value: object, limit: int = 60) -> str:
+    """``repr(value)`` as an error message quotes it: on one line, cut to ``limit`` characters (a
+    tensor or a state dict passed by mistake must not turn the message into a page)."""
+    text = repr(value)
+    if "\n" in text:
+        text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def unit_for(max_bytes: float) -> tuple[str, int]:

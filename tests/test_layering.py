@@ -24,6 +24,7 @@ LAYERS = {
     "memprof.units": 3,
     "memprof.params": 3,
     "memprof.module_names": 3,
+    "memprof.outputs": 3,
     "memprof.gate": 4,
     "memprof.reporters": 5,
     "memprof.instrument": 6,

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from memprof.backbones import BUILTIN
+from memprof.backbones import builtin
 from memprof.config import ProfileConfig
 from memprof.engines import ModelCache, run
 from memprof.result import Result
@@ -25,7 +25,7 @@ def profile(tmp_path_factory):
     def measure(layers: int, method: str) -> Result:
         if (layers, method) not in results:
             path = folder / f"bert-base-{layers}.json"
-            path.write_text(json.dumps({**BUILTIN["bert-base"], "num_hidden_layers": layers}))
+            path.write_text(json.dumps({**builtin()["bert-base"], "num_hidden_layers": layers}))
             cfg = ProfileConfig(str(path), method=method, seq_len=SEQ, batch_size=BATCH, attn="eager", target="cpu")
             results[layers, method] = run(cfg, cache)
             assert results[layers, method].status == "ok"

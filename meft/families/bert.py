@@ -1,4 +1,4 @@
-"""BERT and RoBERTa (post-LayerNorm encoders; RobertaLayer is BertLayer under another name).
+"""BERT (post-LayerNorm encoder; RoBERTa's layers are the same, see roberta.py).
 
     BertLayer: attention = BertAttention (self-attention, dense, dropout, LayerNorm(. + h))
                feed-forward = BertIntermediate (dense, act) -> BertOutput (dense, dropout, LayerNorm(. + h))
@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from meft.errors import MEFTError
-from meft.families import Call, Family, LayerKind, Site, rest
+from meft.families.base import Call, Family, LayerKind, Site, rest
 
 
 class BertKind(LayerKind):
@@ -28,15 +28,17 @@ class BertKind(LayerKind):
         return out.LayerNorm(y + adapter(h) + h)
 
 
+def encoder_sites(model: nn.Module, encoder_class: type) -> list[Site]:
+    return [Site("encoder", m, "layer", BertKind()) for m in model.modules() if isinstance(m, encoder_class)]
+
+
 def _find_sites(model: nn.Module) -> list[Site]:
     from transformers.models.bert.modeling_bert import BertEncoder
-    from transformers.models.roberta.modeling_roberta import RobertaEncoder
 
-    encoders = (m for m in model.modules() if isinstance(m, (BertEncoder, RobertaEncoder)))
-    return [Site("encoder", m, "layer", BertKind()) for m in encoders]
+    return encoder_sites(model, BertEncoder)
 
 
-def _check(config) -> None:
+def check(config) -> None:
     if getattr(config, "is_decoder", False) or getattr(config, "add_cross_attention", False):
         raise MEFTError(
             f"{config.model_type} configured as a decoder (is_decoder={config.is_decoder}, add_cross_attention="
@@ -44,11 +46,24 @@ def _check(config) -> None:
         )
 
 
+#: what BERT-style encoders share: heads, tasks, LoRA targets (peft's), adapter sites
+ENCODER = dict(
+    heads=("classifier", "qa_outputs"),
+    tasks=("classification",),
+    lora_targets=("query", "value"),
+    adapter_projections=("attention.output.dense", "output.dense"),
+)
+
+
+def _bert(h: int, n: int, heads: int, ffn: int) -> dict:
+    return dict(model_type="bert", hidden_size=h, num_hidden_layers=n, num_attention_heads=heads,
+                intermediate_size=ffn, vocab_size=30522, max_position_embeddings=512, type_vocab_size=2)
+
+
 FAMILY = Family(
     name="bert",
     find_sites=_find_sites,
-    check=_check,
-    hidden_size=lambda c: c.hidden_size,
-    activation=lambda c: c.hidden_act,
-    heads=("classifier", "qa_outputs"),
+    check=check,
+    backbones={"bert-base": _bert(768, 12, 12, 3072), "bert-large": _bert(1024, 24, 16, 4096)},
+    **ENCODER,
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from memprof.cli.app import app, console
+from memprof.cli.app import app, cell, console
 
 
 @app.command("backbones")
@@ -22,11 +22,11 @@ def backbones_cmd() -> None:
         try:
             bb = backbones.resolve(name)
         except MemprofError:
-            table.add_row(name, "bert", "classification", "", "", "", "package not installed")
+            table.add_row(cell(name), "", "", "", "", "", "package not installed")
             continue
         _, total = count_params(build_model(bb, device="meta"))
         table.add_row(
-            name, bb.family, bb.default_task, str(bb.num_layers), str(bb.max_seq_len), f"{total / 1e6:,.1f} M",
+            cell(name), cell(bb.family), bb.default_task, str(bb.num_layers), str(bb.max_seq_len), f"{total / 1e6:,.1f} M",
             "pretrained" if bb.weights else "random",
         )
     console.print(table)

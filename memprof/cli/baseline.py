@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from memprof.cli.app import app, console
+from memprof.cli.app import app, say
 
 
 @app.command("baseline")
@@ -25,13 +25,12 @@ def baseline_cmd(
     A configuration found twice keeps its last result. The gate compares totals only.
     """
     from memprof.gate import write_baseline
+    from memprof.outputs import check_file
 
+    check_file(out, "the baseline", "--out", parents=True)  # before reading the sources
     new, summary = write_baseline(sources, out, keep_layers=keep_layers)
-    console.print(summary, highlight=False, soft_wrap=True)
+    say(summary)
     for r in new.results:
         if r.status == "error":
-            console.print(
-                f"[yellow]warning:[/] {r.backbone} {r.method} seq={r.seq_len} batch={r.batch_size} has status "
-                f"error in the baseline ({r.message}); the gate will not fail it until it is ok once",
-                highlight=False, soft_wrap=True,
-            )
+            say(("warning:", "yellow"), f" {r.backbone} {r.method} seq={r.seq_len} batch={r.batch_size} has status "
+                f"error in the baseline ({r.message}); the gate will not fail it until it is ok once")

@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from memprof.cli.app import app, console
+from memprof.cli.app import app, cell, console, say
 
 _STYLE = {"regression": "bold red", "failed": "bold red", "improvement": "green", "fixed": "green",
           "ok": "dim", "unmeasured": "yellow"}
@@ -23,7 +23,7 @@ def _table(report) -> Table:
     from memprof.units import format_bytes
     from memprof.gate import format_change
 
-    table = Table(title=f"memory gate (tolerance {report.tolerance:.1%})")
+    table = Table(title=cell(f"memory gate (tolerance {report.tolerance:.1%})", "table.title"))
     table.add_column("configuration", overflow="fold")
     table.add_column("metric", no_wrap=True)
     for col in ("baseline", "current", "change"):
@@ -33,12 +33,12 @@ def _table(report) -> Table:
     for r in report.rows:
         style = _STYLE.get(r.verdict, "yellow")
         table.add_row(
-            r.label if r.key != last else "",
-            r.metric,
-            format_bytes(r.baseline) if r.baseline is not None else r.baseline_status,
-            format_bytes(r.current) if r.current is not None else r.current_status,
-            format_change(r),
-            f"[{style}]{r.verdict}[/]",
+            cell(r.label if r.key != last else ""),
+            cell(r.metric),
+            cell(format_bytes(r.baseline) if r.baseline is not None else r.baseline_status),
+            cell(format_bytes(r.current) if r.current is not None else r.current_status),
+            cell(format_change(r)),
+            cell(r.verdict, style),
         )
         last = r.key
     return table
@@ -57,11 +57,8 @@ def _print_report(report, update: str) -> None:
     finally:
         console.width = width
 
-    def say(text: str, **kw) -> None:
-        console.print(text, highlight=False, soft_wrap=True, **kw)
-
     for w in report.warnings:
-        say(f"[yellow]warning:[/] {w}")
+        say(("warning:", "yellow"), f" {w}")
     for k in report.only_baseline:
         say(f"only in the baseline (not compared): {key_label(k)}")
     for k in report.only_current:
@@ -69,10 +66,10 @@ def _print_report(report, update: str) -> None:
     for r in report.failures:
         what = (f"{r.metric} {format_change(r)}, beyond {report.tolerance:.1%}" if r.metric != "status"
                 else f"was {r.baseline_status}, now {r.current_status}")
-        say(f"[bold red]{r.verdict}:[/] {r.label}: {what}")
+        say((f"{r.verdict}:", "bold red"), f" {r.label}: {what}")
     for r in report.improvements:
         what = f"{r.metric} {format_change(r)}" if r.metric != "status" else f"was {r.baseline_status}, now ok"
-        say(f"[green]{r.verdict}:[/] {r.label}: {what}")
+        say((f"{r.verdict}:", "green"), f" {r.label}: {what}")
     if report.improvements:
         say(f"to accept the improvements, update the baseline: {update}")
     say(summary(report), style="bold red" if report.failures else "bold green")
@@ -100,9 +97,12 @@ def check_cmd(
     Improvements are reported with the command that updates the baseline.
     """
     from memprof import gate
+    from memprof.outputs import check_file
     from memprof.reporters.markdown import write_gate_markdown
     from memprof.result import load_results
 
+    if markdown is not None:  # before reading the results (NOTE [Fail before the work])
+        check_file(markdown, "the Markdown report", "--markdown")
     names = gate.parse_metrics(metrics)
     report = gate.compare(gate.load_sources(current), load_results(baseline), tolerance=gate.parse_tolerance(tolerance),
                           metrics=names)

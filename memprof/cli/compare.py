@@ -11,7 +11,7 @@ from rich.progress import (
     BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
 )
 
-from memprof.cli.app import app, err_console
+from memprof.cli.app import app, err_console, say
 from memprof.cli.views import print_summary
 
 Backbone = Annotated[Optional[str], typer.Option(help="Backbone name or config path. (default: bart-large)")]
@@ -43,15 +43,14 @@ class _Bar:
         self.progress.update(self.task, description=f"{config.method}  seq {config.seq_len}  batch {config.batch_size}")
 
     def end(self, config, result) -> None:
-        if result.status != "ok":
-            self.progress.console.print(
-                f"[yellow]{config.method} seq {config.seq_len} batch {config.batch_size}: {result.status}: "
-                f"{result.message}[/]", highlight=False)
+        if result.status != "ok":  # printed above the bar (same console), as literal text
+            say(f"{config.method} seq {config.seq_len} batch {config.batch_size}: {result.status}: {result.message}",
+                style="yellow", err=True)
         self.progress.advance(self.task)
 
 
 def _interrupted(message: str) -> typer.Exit:
-    err_console.print(message, highlight=False, soft_wrap=True)
+    say(message, err=True)
     return typer.Exit(130)
 
 
@@ -60,7 +59,7 @@ def _sweep(grid, out_dir: Path, resume: bool, jobs: int, quiet: bool):
     from memprof.reporters import RESULTS_FILE
     from memprof.sweep import SweepInterrupted, run_sweep
 
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+    columns = (SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
     progress = Progress(*columns, console=err_console, disable=quiet, transient=False)
     try:
@@ -94,6 +93,7 @@ def compare_cmd(backbone: Backbone = None, methods: Methods = None, seq_lens: Se
     """Profile every method x sequence length x batch size; write results.json, CSVs, plots, report.html, summary.md.
 
     With no options: bart-large; ft, lora, meft; sequence lengths 128, 256, 512; batch sizes 8, 16, 32; fake engine.
+    A configuration that fails is recorded and the sweep goes on; exit 1 when none finished.
     """
     from memprof import sweep
 
@@ -102,3 +102,5 @@ def compare_cmd(backbone: Backbone = None, methods: Methods = None, seq_lens: Se
     grid, out_dir, jobs = sweep.plan(options, out=out, resume=resume, jobs=jobs)
     rs = _sweep(grid, out_dir, resume is not None, jobs, quiet)
     print_summary(rs, _render(rs, out_dir), quiet=quiet)
+    if not any(r.status == "ok" for r in rs.results):
+        raise typer.Exit(1)

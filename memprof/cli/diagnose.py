@@ -12,17 +12,18 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from memprof.cli.app import app, console
+from memprof.cli.app import app, cell, console, say
 
 #: relative error thresholds of the verdict column
 OK, FAIR = 1e-3, 1e-2
 
 
-def _verdict(error: float) -> str:
+def _verdict(error: float) -> Text:
     if error < OK:
-        return "[green]ok[/]"
-    return "[yellow]fair[/]" if error < FAIR else "[bold red]bad[/]"
+        return cell("ok", "green")
+    return cell("fair", "yellow") if error < FAIR else cell("bad", "bold red")
 
 
 @app.command("diagnose")
@@ -52,7 +53,7 @@ def diagnose_cmd(
 
 
 def _print(report, title: str) -> None:
-    table = Table(title=f"MEFT gradient fidelity: {title}")
+    table = Table(title=cell(f"MEFT gradient fidelity: {title}", "table.title"))
     for col in ("stack", "layer", "input max abs error", "input rel. error", "worst grad rel. error",
                 "lowest grad cosine", ""):
         table.add_column(col, justify="left" if col in ("stack", "") else "right")
@@ -63,7 +64,7 @@ def _print(report, title: str) -> None:
     for key, params in by_layer.items():
         rec = rebuilt.get(key)
         worst = max(p.relative_error for p in params)
-        table.add_row(key[0], "" if key[1] is None else str(key[1]),
+        table.add_row(cell(key[0]), "" if key[1] is None else str(key[1]),
                       "-" if rec is None else f"{rec.max_abs:.2e}", "-" if rec is None else f"{rec.relative:.2e}",
                       f"{worst:.2e}", f"{min(p.cosine for p in params):.6f}", _verdict(worst))
     console.print(table)
@@ -71,11 +72,10 @@ def _print(report, title: str) -> None:
         rows = [r for r in report.layers if r.stack == stack]
         exact = sum(r.max_abs == 0 for r in rows)
         safe = sum(1 for _ in _under(sorted(rows, key=lambda r: -r.layer), FAIR))
-        console.print(f"{stack}: {exact} of {len(rows)} layers reconstructed bit for bit, {safe} under 1% error "
-                      f"({report.arithmetic} arithmetic, {report.dtype})", highlight=False)
-    console.print(f"worst gradient relative error {report.worst_relative_error:.2e}, lowest cosine "
-                  f"{report.lowest_cosine:.6f}; trainable parameters without a gradient: "
-                  f"{', '.join(report.missing) or 'none'}", highlight=False, markup=False)
+        say(f"{stack}: {exact} of {len(rows)} layers reconstructed bit for bit, {safe} under 1% error "
+            f"({report.arithmetic} arithmetic, {report.dtype})")
+    say(f"worst gradient relative error {report.worst_relative_error:.2e}, lowest cosine "
+        f"{report.lowest_cosine:.6f}; trainable parameters without a gradient: {', '.join(report.missing) or 'none'}")
 
 
 def _under(rows_top_down, limit: float):

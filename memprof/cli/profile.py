@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from memprof.cli.app import app, console
+from memprof.cli.app import app, cell, console, say
 
 Backbone = Annotated[str, typer.Option(help="Built-in backbone name, or a path to a config.json / model folder.")]
 Method = Annotated[str, typer.Option(help="Fine-tuning method (memprof methods: ft, lora, adapter, ...).")]
@@ -40,15 +40,16 @@ def saved_by_module_table(result, depth: int | None) -> Table:
 
     rows = layers_by_group(result.layers, depth)
     total = int(result.memory.saved_activations) or 1
-    table = Table(title=f"saved activations by module ({'auto' if depth is None else f'depth {depth}'} grouping)")
+    table = Table(title=cell(f"saved activations by module ({'auto' if depth is None else f'depth {depth}'} grouping)",
+                             "table.title"))
     width = max([len("module"), *(len(m) for m in rows["module"])]) if len(rows) else 6
     table.add_column("module", no_wrap=True, min_width=width)
     table.add_column("saved", justify="right", no_wrap=True, min_width=9)
     table.add_column("share", justify="right", no_wrap=True, min_width=6)
     table.add_column("top categories")
     for row in rows.to_dict("records"):
-        table.add_row(row["module"], format_bytes(int(row["saved_bytes"])), f"{int(row['saved_bytes']) / total:.1%}",
-                      _top_categories(row))
+        table.add_row(cell(row["module"]), format_bytes(int(row["saved_bytes"])),
+                      f"{int(row['saved_bytes']) / total:.1%}", cell(_top_categories(row)))
     table.add_row("total", format_bytes(int(result.memory.saved_activations)), "100%", "", style="bold")
     return table
 
@@ -82,19 +83,17 @@ def step_memory_table(result) -> Table:
 
 
 def _print_result(result, depth: int | None) -> None:
-    console.print(
-        f"[bold]{result.backbone}[/] {result.method} | {result.task} | seq {result.seq_len} x batch {result.batch_size} | "
+    say((result.backbone, "bold"),
+        f" {result.method} | {result.task} | seq {result.seq_len} x batch {result.batch_size} | "
         f"{result.dtype} | engine {result.engine} (target {result.target}) | attention {result.attn_implementation} | "
-        f"trainable {result.trainable_params:,} of {result.total_params:,} parameters",
-        highlight=False,
-    )
+        f"trainable {result.trainable_params:,} of {result.total_params:,} parameters")
     if result.status != "ok":
-        console.print(f"[bold red]{result.status}[/]: {result.message}", highlight=False)
+        say((result.status, "bold red"), f": {result.message}")
         return
     console.print(saved_by_module_table(result, depth))
     console.print(step_memory_table(result))
     if result.step_time_s is not None:
-        console.print(f"step time {result.step_time_s:.3f} s (instrumented)", highlight=False)
+        say(f"step time {result.step_time_s:.3f} s (instrumented)")
 
 
 @app.command("profile")
@@ -105,15 +104,18 @@ def profile_cmd(backbone: Backbone = "bert-base", method: Method = "ft", seq_len
     from memprof import engines
     from memprof.config import ProfileConfig
     from memprof.errors import MemprofError
+    from memprof.outputs import check_file
     from memprof.result import write_json
     from memprof.units import format_bytes
 
     if depth is not None and depth < 1:
         raise MemprofError(f"depth {depth} must be at least 1; pass e.g. --depth 3, or leave it out for one row per layer")
+    if json_out is not None:  # before the profile runs, not after (NOTE [Fail before the work])
+        check_file(json_out, "the result", "--json")
     config = ProfileConfig(backbone=backbone, method=method, seq_len=seq_len, batch_size=batch_size, engine=engine,
                            target=target, dtype=dtype, attn=attn, task=task)
     result = engines.run(config)
     _print_result(result, depth)
     if json_out is not None:
         write_json(result, json_out)
-        console.print(f"wrote {json_out} ({format_bytes(json_out.stat().st_size)})", highlight=False)
+        say(f"wrote {json_out} ({format_bytes(json_out.stat().st_size)})")

@@ -19,7 +19,9 @@ def report_cmd(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the report's path.")] = False,
 ) -> None:
     """Write results.csv, layers.csv, the PNG plots, report.html and summary.md from saved results."""
+    from memprof.outputs import check_dir
     from memprof.reporters import render_saved
 
+    check_dir(out if out is not None else results.parent, "--out")  # before reading the results
     rs, report = render_saved(results, out)
     print_summary(rs, report, quiet=quiet)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from memprof.config import ProfileConfig
 from memprof.engines.common import Built, ModelCache, failed_result, is_oom
+from memprof.instrument.session import refuse_nesting
 from memprof.result import Result
 
 __all__ = ["Built", "ModelCache", "run", "profile"]
@@ -33,8 +34,11 @@ def run(config: ProfileConfig, cache: ModelCache | None = None) -> Result:
     ``cache`` (a ``ModelCache``) reuses the model built for an earlier configuration that differs
     only in sequence length, batch size or seed. Running out of memory (building or stepping)
     gives a Result with status ``"oom"`` and the allocator's message; any other exception
-    propagates.
+    propagates. The fake engine allocates nothing on the device it models, so an allocation
+    failure there is this machine's limit, not the device's: a MemprofError (``fake.py``, NOTE
+    [ The batch is real ]), never status ``"oom"``.
     """
+    refuse_nesting("memprof.profile")  # before building anything (NOTE [ One measurement at a time ])
     engine = _engine(config.engine)
     try:
         built = cache.get(config, engine.build) if cache is not None else engine.build(config)
@@ -42,6 +46,8 @@ def run(config: ProfileConfig, cache: ModelCache | None = None) -> Result:
     except Exception as exc:
         if not is_oom(exc):
             raise
+        if config.engine == "fake":
+            raise engine.host_memory_error(config, exc) from exc
         result = failed_result(config, exc, device_name=config.engine)
     # Outside the handler: the traceback, and the tensors its frames held, are gone now.
     if config.engine == "cuda":

@@ -113,7 +113,7 @@ def instrumented_step(
     replaces ``loss.backward()``. The model is left with its gradients set to None whatever happens.
     """
     model.zero_grad(set_to_none=True)
-    inst = Instrument(model, optimizer)
+    inst = Instrument(model, optimizer, label="memprof.profile")
     try:
         if synchronize:
             synchronize()

@@ -27,11 +27,23 @@ then build a full (B, 1, S, S) attention mask where real tensors give none (an a
 mask is dropped so that SDPA can use its fused kernels). While a fake step runs, a fake tensor
 that carries its real value is not "tracing" to transformers (``known_values_for_transformers``),
 so it takes the branch real tensors take.
+
+NOTE [ The batch is real ]
+Because the batch enters as constants, it is built for real, on this machine: token ids, mask and
+labels, int64, ``batch_size x seq_len`` each, plus the bookkeeping computed on their values.
+Fake tensors allocate nothing, so running out of memory here is never the modelled device's out
+of memory: it is this host's limit. ``run`` estimates the batch's host memory
+(``host_batch_bytes``) and refuses, with a MemprofError naming batch size, sequence length and
+the memory available, a batch this machine cannot hold (rather than let the allocation fail, or
+the kernel's OOM killer end the process while the batch is filled); an allocation that fails all
+the same is the same error (``host_memory_error``, also raised by ``memprof.engines.run``), never
+a result with status ``oom``. The device memory the fake engine models has no such limit.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Iterator
 
 import torch
@@ -44,8 +56,10 @@ from memprof.engines import common
 from memprof.config import ProfileConfig
 from memprof.engines.common import Built, adamw, instrumented_step, make_result
 from memprof.engines.kernels import KernelModel
+from memprof.errors import MemprofError
 from memprof.instrument.attention import attention_name
 from memprof.result import Result
+from memprof.units import format_bytes
 
 #: Largest tensor kept as a real constant under the fake mode (elements): index and mask
 #: bookkeeping is (B, S) or (B, 1, S, S); nothing the size of the activations is ever computed.
@@ -146,9 +160,60 @@ def build(config: ProfileConfig) -> Built:
     return common.build(config, "meta", to_fake)
 
 
+#: Host bytes per token of the batch (NOTE [ The batch is real ]): int64 ids, mask and labels,
+#: and as much again for the bookkeeping computed on their values (shifted labels, masks).
+HOST_BYTES_PER_TOKEN = 6 * 8
+
+
+def host_batch_bytes(config: ProfileConfig) -> int:
+    """About how much of this machine's memory the fake engine's batch of ``config`` takes."""
+    return config.batch_size * config.seq_len * HOST_BYTES_PER_TOKEN
+
+
+def available_host_memory() -> int | None:
+    """Bytes of memory this machine can still give (Linux's MemAvailable); None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def host_memory_error(config: ProfileConfig, exc: BaseException | None = None,
+                      available: int | None = None) -> MemprofError:
+    """The error for a batch this machine cannot hold (NOTE [ The batch is real ])."""
+    if exc is not None:
+        limit = f"allocating it failed ({type(exc).__name__}: this machine's memory is the limit)"
+    else:
+        limit = f"this machine has {format_bytes(available)} available"
+    return MemprofError(
+        f"the fake engine builds the token batch on this machine: batch size {config.batch_size} x sequence "
+        f"length {config.seq_len} needs about {format_bytes(host_batch_bytes(config))} of host memory and {limit}; "
+        "pass a smaller batch_size / --batch-size or seq_len / --seq-len (the device it models is not the limit)"
+    )
+
+
+def _make_batch(config: ProfileConfig) -> dict[str, torch.Tensor]:
+    available = available_host_memory()
+    if available is not None and host_batch_bytes(config) > available:
+        raise host_memory_error(config, available=available)
+    try:
+        return tasks.make_batch(config.resolved, config.task, config.batch_size, config.seq_len, seed=config.seed)
+    except (MemoryError, RuntimeError) as exc:
+        if not common.is_oom(exc):
+            raise
+        raise host_memory_error(config, exc) from exc
+
+
 def run(built: Built, config: ProfileConfig) -> Result:
     mode: ConstantFoldingFakeMode = built.state["mode"]
-    batch = tasks.make_batch(config.resolved, config.task, config.batch_size, config.seq_len, seed=config.seed)
+    batch = _make_batch(config)
     kernels = KernelModel(config.target, config.autocast_dtype)
     if config.target == "cpu" and config.autocast_dtype is not None:
         def forward_context():

@@ -10,6 +10,7 @@ is bracketed by ``Optimizer.register_step_pre_hook`` / ``register_step_post_hook
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -18,12 +19,14 @@ import pandas as pd
 import torch
 from torch import nn
 
+from memprof.errors import MemprofError
 from memprof.instrument.attention import attention_name
 from memprof.instrument.live import LiveSummary, LiveTracker
 from memprof.instrument.modules import ModuleStack
 from memprof.instrument.saved import SavedSummary, SavedTensorTracker
 from memprof.params import count_params
 from memprof.result import Memory, Result, empty_layers, environment
+from memprof.units import short_repr
 
 
 def tensors_in(obj: Any, _depth: int = 0) -> Iterator[torch.Tensor]:
@@ -52,15 +55,62 @@ class Measurement:
     attention_kernels: list[str]
 
 
+# NOTE [ One measurement at a time ]
+# The instruments do not nest. ``saved_tensors_hooks`` are a stack of which only the innermost pair
+# runs, so an outer measurement would see no saved tensor while an inner one is active (and report
+# 0 saved activations, silently); the live tracker's dispatch mode would see the inner one's
+# bookkeeping as the step's. So an Instrument refuses to start while another one is measuring in
+# the same thread (``memprof.track``, ``assert_memory`` and the ``memprof_budget`` fixture, and the
+# engines' steps all run one): the outer result is never silently wrong. The hooks and the mode
+# are per thread, and so is this check. An Instrument measures one step: it is entered once.
+_active = threading.local()
+#: The label of ``track``'s Instrument.
+TRACK = "memprof.track"
+
+
+def _running() -> "Instrument | None":
+    return getattr(_active, "instrument", None)
+
+
+def refuse_nesting(label: str) -> None:
+    """Raise the nesting MemprofError if a measurement is running in this thread (for callers that
+    would do work, such as building a model, before their own Instrument starts)."""
+    outer = _running()
+    if outer is not None:
+        raise _nested_error(outer, label)
+
+
+def _nested_error(outer: "Instrument", inner: "Instrument | str") -> MemprofError:
+    inner_label = inner if isinstance(inner, str) else inner.label
+    also = " (assert_memory and the memprof_budget fixture run memprof.track too)" if TRACK in (
+        outer.label, inner_label) else ""
+    return MemprofError(
+        f"{outer.label} is already measuring a step; nested tracking is not supported: {inner_label} cannot start "
+        "inside it, as saved-tensor hooks nest and the outer measurement would miss what the inner one sees; end "
+        f"the outer block first and measure the steps one after the other{also}"
+    )
+
+
 class Instrument:
     """Instrumentation of one training step of ``model`` (with ``optimizer``, optional).
 
     Use as a context manager around the whole step and call ``begin_forward``,
     ``begin_backward``, ``begin_optimizer`` and ``end`` at the phase boundaries (or let ``track``
-    do it). ``measurement`` is filled on exit.
+    do it). ``measurement`` is filled on exit. One Instrument measures one step, and only one
+    measures at a time in a thread (NOTE [ One measurement at a time ]); ``label`` names it in
+    the error that says so.
     """
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *, auto: bool = False) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer | None = None,
+        *,
+        auto: bool = False,
+        label: str = "memprof Instrument",
+    ) -> None:
+        _check_model(model, optimizer, label)
+        self.label = label
         self.model = model
         self.optimizer = optimizer
         self.live = LiveTracker(on_backward=self._auto_backward if auto else None)
@@ -72,12 +122,32 @@ class Instrument:
         self._grad_keys: set[int] = set()
         self._exit = contextlib.ExitStack()
         self._auto = auto
+        #: "new", then "measuring" inside the with block, then "done"
+        self.state = "new"
         #: (batch size, sequence length) of the first 2-D input the model saw; (0, 0) if none
         self.batch_shape: tuple[int, int] = (0, 0)
 
     # -- entering and leaving --------------------------------------------------------------
 
     def __enter__(self) -> "Instrument":
+        outer = _running()
+        if outer is not None:
+            raise _nested_error(outer, self)
+        if self.state != "new":
+            raise MemprofError(
+                f"this {self.label} was already used for a step and cannot be entered again; one tracker measures "
+                "one step: create a new one for the next step"
+            )
+        _active.instrument = self
+        self.state = "measuring"
+        try:
+            return self._start()
+        except BaseException:
+            self.state = "done"
+            _active.instrument = None
+            raise
+
+    def _start(self) -> "Instrument":
         stores = []
         for t in [*self.model.parameters(), *self.model.buffers()]:
             self.live.register(t, "parameters")
@@ -100,22 +170,37 @@ class Instrument:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        if self.state != "measuring":
+            return  # never entered (or already left): nothing to undo
         try:
+            try:
+                if exc_type is None:
+                    if self.live.phase in ("", "forward"):
+                        self.begin_backward()
+                    if self.live.phase == "backward":
+                        self._collect_gradients()
+            finally:
+                self._exit.close()
+                self.state = "done"
+                _active.instrument = None
             if exc_type is None:
-                if self.live.phase in ("", "forward"):
-                    self.begin_backward()
-                if self.live.phase == "backward":
-                    self._collect_gradients()
+                self.measurement = self._measure()
         finally:
-            self._exit.close()
-        if exc_type is None:
-            self.measurement = self._measure()
-        self.saved.clear()
+            self.saved.clear()
 
     # -- phases ----------------------------------------------------------------------------
 
+    def _check_measuring(self, what: str) -> None:
+        if self.state != "measuring":
+            where = "before its with block" if self.state == "new" else "after its with block ended"
+            raise MemprofError(
+                f"Instrument.{what}() was called {where}; the phases of a step are marked inside "
+                "`with Instrument(model, optimizer) as inst:`"
+            )
+
     def begin_forward(self, batch: Any = None) -> None:
         """The training forward starts; ``batch`` (any nesting of tensors) counts as activations."""
+        self._check_measuring("begin_forward")
         self._register_batch(batch)
         self.live.begin("forward")
         self.saved.recording = True
@@ -128,6 +213,7 @@ class Instrument:
 
     def begin_backward(self, roots: Any = None) -> None:
         """The forward is over (``roots``: its outputs or loss, to name the graph's nodes)."""
+        self._check_measuring("begin_backward")
         if self.live.phase == "":
             self.begin_forward()
         self.saved.recording = False
@@ -138,12 +224,14 @@ class Instrument:
         self.live.begin("backward")
 
     def begin_optimizer(self) -> None:
+        self._check_measuring("begin_optimizer")
         if self.live.phase in ("", "forward"):
             self.begin_backward()
         self._collect_gradients()
         self.live.begin("optimizer")
 
     def end(self) -> None:
+        self._check_measuring("end")
         self.live.begin("end")
 
     def _collect_gradients(self) -> None:
@@ -226,20 +314,84 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> Iterator[torch.Tenso
         yield from tensors_in(state)
 
 
+def _check_model(model: Any, optimizer: Any, label: str) -> None:
+    """A model to measure is a torch Module; an optimizer, if any, a torch Optimizer."""
+    if not isinstance(model, nn.Module):
+        raise MemprofError(
+            f"{label} needs a torch.nn.Module to measure, got model={short_repr(model)} ({type(model).__name__}); "
+            "pass the model itself, e.g. memprof.track(model, optimizer)"
+        )
+    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+        raise MemprofError(
+            f"{label}: optimizer={short_repr(optimizer)} ({type(optimizer).__name__}) is not a torch.optim.Optimizer; "
+            "pass the optimizer whose step() the block runs, e.g. torch.optim.AdamW(model.parameters()), or None"
+        )
+
+
 class TrackedStep:
-    """The step a ``memprof.track`` block ran: what it yields; ``result`` (a Result) and
-    ``measurement`` are filled when the block ends."""
+    """The step a ``memprof.track`` block runs, and what the block yields: ``result`` (a Result)
+    and ``measurement`` are filled when the block ends. A context manager good for one step."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None, name: str) -> None:
+        if not isinstance(name, str):
+            raise MemprofError(f"memprof.track name={short_repr(name)} ({type(name).__name__}) is not a str; pass e.g. "
+                               "name='my-model' (it becomes the result's backbone)")
         self.model = model
         self.optimizer = optimizer
         self.name = name
         self.result: Result | None = None
         self.measurement: Measurement | None = None
+        self._inst = Instrument(model, optimizer, auto=True, label=TRACK)
+
+    def __enter__(self) -> "TrackedStep":
+        if self._inst.state != "new":
+            outer = _running()
+            if outer is self._inst:
+                raise _nested_error(outer, self._inst)
+            raise MemprofError(
+                "this memprof.track(...) was already used for a step and cannot be entered again; one tracker "
+                "measures one step: call memprof.track(model, optimizer) anew for each step"
+            )
+        self._device = next((p.device for p in self.model.parameters()), torch.device("cpu"))
+        self._inst.__enter__()
+        try:
+            self._inst.begin_forward()
+        except BaseException:
+            self._inst.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        inst = self._inst
+        inst.__exit__(exc_type, exc, tb)
+        if exc_type is None:
+            self._finish(inst)
+
+    def _finish(self, inst: Instrument) -> None:
+        model, device = self.model, self._device
+        m = inst.measurement
+        self.measurement = m
+        trainable, total = count_params(model)
+        dtype = next((p.dtype for p in model.parameters()), torch.float32)
+        dtype_name = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype)[6:])
+        self.result = Result(
+            backbone=self.name,
+            method="custom",
+            engine="track",
+            target=device.type,
+            dtype=dtype_name,
+            attn_implementation=attention_name(m.attention_kernels, _attn_config(model), observed=True),
+            seq_len=inst.batch_shape[1],
+            batch_size=inst.batch_shape[0],
+            trainable_params=trainable,
+            total_params=total,
+            memory=m.memory,
+            layers=m.layers,
+            environment=environment(str(device)),
+        )
 
 
-@contextlib.contextmanager
-def track(model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *, name: str = "custom") -> Iterator[TrackedStep]:
+def track(model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *, name: str = "custom") -> TrackedStep:
     """Profile one training step of your own model, batch and loop.
 
     The block should run one forward, one backward and (optionally) one ``optimizer.step()``::
@@ -256,34 +408,15 @@ def track(model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *, n
     is ``optimizer.step()``. ``prof.result`` is a ``memprof.Result`` (engine
     ``"track"``, status ``"ok"``); an exception in the block propagates and leaves it None.
 
+    Warning: one measurement at a time (NOTE [ One measurement at a time ]): ``track``,
+    ``assert_memory`` or the ``memprof_budget`` fixture inside a ``track`` block raises
+    MemprofError on entry, as does entering the same ``track(...)`` twice; call ``track`` anew for
+    each step. A model that is not an ``nn.Module``, or an optimizer that is not a torch
+    Optimizer, raises MemprofError at once.
+
     Note: real tensors (cpu or cuda) are expected. The saved-tensor figure is the first
     forward's. What a non-reentrant checkpoint keeps inside its regions is recomputed in backward
     (it shows in ``peak_activations``); the regions' inputs are saved tensors like any other.
     ``dtype`` is the parameters' (``fp32``, ``bf16``, ``fp16``); autocast is not detected.
     """
-    tracker = TrackedStep(model, optimizer, name)
-    inst = Instrument(model, optimizer, auto=True)
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    with inst:
-        inst.begin_forward()
-        yield tracker
-    m = inst.measurement
-    tracker.measurement = m
-    trainable, total = count_params(model)
-    dtype = next((p.dtype for p in model.parameters()), torch.float32)
-    dtype_name = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype)[6:])
-    tracker.result = Result(
-        backbone=name,
-        method="custom",
-        engine="track",
-        target=device.type,
-        dtype=dtype_name,
-        attn_implementation=attention_name(m.attention_kernels, _attn_config(model), observed=True),
-        seq_len=inst.batch_shape[1],
-        batch_size=inst.batch_shape[0],
-        trainable_params=trainable,
-        total_params=total,
-        memory=m.memory,
-        layers=m.layers,
-        environment=environment(str(device)),
-    )
+    return TrackedStep(model, optimizer, name)

@@ -13,13 +13,6 @@ from torch import nn
 
 from memprof.methods.registry import freeze, register, unfreeze_head
 
-#: Output projections, relative to each layer, that get an adapter: (attention, feed-forward).
-PROJECTIONS = {
-    "bert": ("attention.output.dense", "output.dense"),
-    "roberta": ("attention.output.dense", "output.dense"),
-    "bart": ("self_attn.out_proj", "fc2"),
-    "opt": ("self_attn.out_proj", "fc2"),
-}
 REDUCTION_FACTOR = 16  # bottleneck = hidden / 16, AdapterHub's default for Houlsby adapters
 
 
@@ -29,7 +22,7 @@ class SequentialAdapter(nn.Module):
     def __init__(self, base_layer: nn.Linear, bottleneck: int, init_std: float = 0.02):
         super().__init__()
         self.base_layer = base_layer
-        h = base_layer.out_features
+        h = _out_features(base_layer)
         kw = dict(device=base_layer.weight.device, dtype=base_layer.weight.dtype)
         self.down = nn.Linear(h, bottleneck, **kw)
         self.act = nn.GELU()
@@ -46,6 +39,20 @@ class SequentialAdapter(nn.Module):
         return y + self.up(self.act(self.down(y)))
 
 
+def _out_features(layer: nn.Module) -> int:
+    """An nn.Linear's output width, or a transformers Conv1D's (GPT-2's projections: weight (in, out))."""
+    return layer.out_features if isinstance(layer, nn.Linear) else int(layer.weight.shape[1])
+
+
+def _projection(module: nn.Module) -> bool:
+    return isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
+
+
+def _is_norm(module: nn.Module) -> bool:
+    """LayerNorm, or an RMSNorm of the Llama-style decoders (each family defines its own class)."""
+    return isinstance(module, (nn.LayerNorm, nn.RMSNorm)) or type(module).__name__.endswith("RMSNorm")
+
+
 def layer_modules(model: nn.Module) -> list[nn.Module]:
     """Every transformer layer (encoder and decoder), found where meft.families says the stacks are."""
     from meft.families import family_of
@@ -53,14 +60,17 @@ def layer_modules(model: nn.Module) -> list[nn.Module]:
     return [layer for site in family_of(model).sites(model) for layer in site.layers]
 
 
-def add_adapters(model: nn.Module, family: str) -> nn.Module:
+def add_adapters(model: nn.Module) -> nn.Module:
+    """A sequential adapter on each output projection the family names (``Family.adapter_projections``)."""
+    from meft.families import family_of
+
     for layer in layer_modules(model):
-        for path in PROJECTIONS[family]:
+        for path in family_of(model).adapter_projections:
             parent_path, _, attr = path.rpartition(".")
             parent = layer.get_submodule(parent_path) if parent_path else layer
             base = getattr(parent, attr)
-            if isinstance(base, nn.Linear):
-                setattr(parent, attr, SequentialAdapter(base, max(1, base.out_features // REDUCTION_FACTOR)))
+            if _projection(base):
+                setattr(parent, attr, SequentialAdapter(base, max(1, _out_features(base) // REDUCTION_FACTOR)))
     return model
 
 
@@ -75,9 +85,9 @@ def remove_adapters(model: nn.Module) -> nn.Module:
 @register("adapter", "sequential bottleneck adapters (Houlsby), hidden/16, after attention and feed-forward")
 def apply(model, backbone, task):
     freeze(model)
-    add_adapters(model, backbone.family)
+    add_adapters(model)
     for module in model.modules():
-        if isinstance(module, (SequentialAdapter, nn.LayerNorm)):
+        if isinstance(module, SequentialAdapter) or _is_norm(module):
             for name, p in module.named_parameters():
                 if not name.startswith("base_layer."):
                     p.requires_grad_(True)

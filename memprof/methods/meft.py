@@ -46,6 +46,6 @@ def description(variant: str, arithmetic: str) -> str:
 # The order users see: the exact variants, the alias, then the float ones.
 for _variant in VARIANTS:
     register(_variant, description(_variant, "exact"))(_apply(_variant, "exact"))
-register("meft", "alias of meft1 (exact arithmetic)")(_apply("meft1", "exact"))
+register("meft", "alias of meft1 (exact arithmetic)", alias_of="meft1")(_apply("meft1", "exact"))
 for _variant in VARIANTS:
     register(f"{_variant}-float", description(_variant, "float"))(_apply(_variant, "float"))

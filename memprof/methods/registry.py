@@ -20,18 +20,21 @@ class Method:
     name: str
     description: str
     apply: ApplyFn
+    #: the method this name stands for (``meft`` -> ``meft1``), or None
+    alias_of: str | None = None
 
 
 _REGISTRY: dict[str, Method] = {}
 
 
-def register(name: str, description: str) -> Callable[[ApplyFn], ApplyFn]:
-    """Decorator: ``@register("ft", "full fine-tuning")`` on an ``apply(model, backbone, task)``."""
+def register(name: str, description: str, *, alias_of: str | None = None) -> Callable[[ApplyFn], ApplyFn]:
+    """Decorator: ``@register("ft", "full fine-tuning")`` on an ``apply(model, backbone, task)``;
+    ``alias_of`` names the method another name stands for."""
 
     def deco(fn: ApplyFn) -> ApplyFn:
         if name in _REGISTRY:
             raise RuntimeError(f"method {name!r} registered twice")
-        _REGISTRY[name] = Method(name, description, fn)
+        _REGISTRY[name] = Method(name, description, fn, alias_of)
         return fn
 
     return deco

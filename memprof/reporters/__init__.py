@@ -11,6 +11,7 @@ has functions returning plain data, which tests assert exactly, and a ``render``
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from memprof.errors import MemprofError
@@ -22,7 +23,8 @@ SUMMARY_FILE = "summary.md"
 
 
 def prepare_out_dir(out_dir: str | Path) -> Path:
-    """Create the output folder (parents too); MemprofError when it, or a parent, is a file."""
+    """Create the output folder (parents too); MemprofError, naming it, when it or a parent is a
+    file, when it cannot be created (a read-only parent, say) or when it cannot be written."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise MemprofError(f"output directory {str(out)!r} is a file; pass --out with a folder path (new or existing)")
@@ -32,6 +34,13 @@ def prepare_out_dir(out_dir: str | Path) -> Path:
         raise MemprofError(
             f"output directory {str(out)!r} cannot be created because part of its path is a file; pass another --out"
         ) from None
+    except OSError as exc:
+        raise MemprofError(
+            f"output directory {str(out)!r} cannot be created ({exc.strerror or exc}); pass an --out in a folder "
+            "you can write to"
+        ) from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise MemprofError(f"output directory {str(out)!r} is not writable; pass an --out in a folder you can write to")
     return out
 
 
@@ -59,8 +68,7 @@ def render_all(rs: ResultSet, out_dir: str | Path) -> dict[str, Path]:
     """Write every view of ``rs`` into ``out_dir`` (created if missing); returns {file name: path}."""
     from memprof.reporters import html, markdown, plots, table
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_out_dir(out_dir)
     paths = table.render(rs, out)
     paths.update(plots.render(rs, out))
     paths[REPORT_FILE] = html.render(rs, out / REPORT_FILE, image_dir=out)

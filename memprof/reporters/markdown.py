@@ -1,8 +1,17 @@
 """Markdown: ``summary.md`` (the summary table, ready to paste into a README or a pull request) and the
-memory gate's report (``memprof check --markdown``, e.g. into ``$GITHUB_STEP_SUMMARY``)."""
+memory gate's report (``memprof check --markdown``, e.g. into ``$GITHUB_STEP_SUMMARY``).
+
+NOTE [Inert text]: backbone names, messages, labels and commands come from users and from
+exceptions; GitHub renders this Markdown, HTML included. Every such string goes through ``md_text``
+(prose and table cells: HTML escaped, Markdown punctuation backslash-escaped, one line), ``md_code``
+(a code span that no backtick in the text can close) or ``_fence`` (a fenced block no line can end),
+so that it shows as the characters it is and never as markup, a link, an HTML tag or a table column.
+"""
 
 from __future__ import annotations
 
+import html
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,19 +22,44 @@ from memprof.result import ResultSet
 from memprof.units import format_bytes
 
 
-def _escape(cell: str) -> str:
-    return cell.replace("|", "\\|").replace("\n", " ")
+#: what Markdown (GitHub's included) may read as syntax anywhere in a line: backslash, code,
+#: emphasis, links, strikethrough, table columns; ``_`` only where it could open or close emphasis
+#: (a run of it between two letters or digits, as in ``saved_activations``, never does)
+_MD_SPECIAL = re.compile(r"[\\`*\[\]~|]|(?<![^\W_])_+|_+(?![^\W_])")
+
+
+def md_text(text: Any) -> str:
+    """``text`` as inert Markdown on one line (NOTE [Inert text]): ``&``, ``<``, ``>`` as entities,
+    the characters of ``_MD_SPECIAL`` backslash-escaped."""
+    one_line = " ".join(str(text).splitlines())
+    return _MD_SPECIAL.sub(lambda m: "".join("\\" + c for c in m.group()), html.escape(one_line, quote=False))
+
+
+def md_code(text: Any, *, in_table: bool = False) -> str:
+    """``text`` as a code span on one line that no backtick in it can close; ``in_table`` escapes
+    ``|`` (a column break even inside a code span in a GitHub table)."""
+    text = " ".join(str(text).splitlines())
+    ticks = "`" * (max(map(len, re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    span = f"{ticks}{pad}{text}{pad}{ticks}"
+    return span.replace("|", "\\|") if in_table else span
+
+
+def _fence(text: str, info: str = "") -> list[str]:
+    """``text`` as a fenced code block whose fence is longer than any backtick run in it."""
+    ticks = "`" * max(3, max(map(len, re.findall(r"`+", text)), default=0) + 1)
+    return [f"{ticks}{info}", *text.splitlines(), ticks]
 
 
 def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(map(_escape, headers)) + " |"]
+    lines = ["| " + " | ".join(map(md_text, headers)) + " |"]
     lines.append("|" + "|".join("---" if h in TEXT_HEADERS else "---:" for h in headers) + "|")
-    lines += ["| " + " | ".join(map(_escape, row)) + " |" for row in rows]
+    lines += ["| " + " | ".join(map(md_text, row)) + " |" for row in rows]
     return "\n".join(lines)
 
 
 def to_markdown(data: dict[str, Any]) -> str:
-    lines = [f"## memprof compare: {data['about']['backbone']}", "", summary_sentence(data), ""]
+    lines = [f"## memprof compare: {md_text(data['about']['backbone'])}", "", md_text(summary_sentence(data)), ""]
     if data["largest"] is not None:
         seq, batch = data["largest"]
         lines += [f"### At the largest configuration (sequence length {seq}, batch size {batch})", ""]
@@ -33,7 +67,7 @@ def to_markdown(data: dict[str, Any]) -> str:
     lines += ["### Every configuration", "", markdown_table(*data["table"]), ""]
     lines += ["Reductions are against `ft` at the same sequence length and batch size.", ""]
     if data["command"]:
-        lines += ["Reproduce with:", "", "```sh", data["command"], "```", ""]
+        lines += ["Reproduce with:", "", *_fence(data["command"], "sh"), ""]
     return "\n".join(lines)
 
 
@@ -55,27 +89,28 @@ def _md_table(rows: list[GateRow]) -> list[str]:
     lines = ["| configuration | metric | baseline | current | change | verdict |", "|---|---|---:|---:|---:|---|"]
     for r in rows:
         lines.append(
-            f"| `{r.label}` | {r.metric} | {_md_value(r.baseline, r.baseline_status)} | "
-            f"{_md_value(r.current, r.current_status)} | {format_change(r)} | {_MD_VERDICT.get(r.verdict, r.verdict)} |"
+            f"| {md_code(r.label, in_table=True)} | {md_text(r.metric)} | {md_text(_md_value(r.baseline, r.baseline_status))} | "
+            f"{md_text(_md_value(r.current, r.current_status))} | {md_text(format_change(r))} | "
+            f"{md_text(_MD_VERDICT.get(r.verdict, r.verdict))} |"
         )
     return lines
 
 
 def gate_markdown(report: GateReport, *, update_command: str = "") -> str:
     """The gate's report (``memprof check --markdown``) as GitHub-flavoured Markdown: summary, what changed, then every row folded away."""
-    lines = ["## memprof memory gate", "", f"**{summary(report)}**", ""]
+    lines = ["## memprof memory gate", "", f"**{md_text(summary(report))}**", ""]
     for w in report.warnings:
-        lines.append(f"> ⚠️ {w}")
+        lines.append(f"> ⚠️ {md_text(w)}")
     if report.warnings:
         lines.append("")
     changed = [r for r in report.rows if r.verdict not in ("ok", "unmeasured")]
     if changed:
         lines += ["### Changes beyond the tolerance", "", *_md_table(changed), ""]
     if report.improvements and update_command:
-        lines += [f"To accept the improvements, update the baseline: `{update_command}`", ""]
+        lines += [f"To accept the improvements, update the baseline: {md_code(update_command)}", ""]
     for title, keys in (("Only in the baseline", report.only_baseline), ("Only in the current results", report.only_current)):
         if keys:
-            lines += [f"### {title}", "", *(f"- `{key_label(k)}`" for k in keys), ""]
+            lines += [f"### {title}", "", *(f"- {md_code(key_label(k))}" for k in keys), ""]
     lines += ["<details><summary>All comparisons</summary>", "", *_md_table(report.rows), "", "</details>", ""]
     return "\n".join(lines)
 

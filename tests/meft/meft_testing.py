@@ -36,16 +36,38 @@ MODELS = {
         do_layer_norm_before=False, pad_token_id=1, bos_token_id=2, eos_token_id=2)),
 }
 
+# Pre-LayerNorm decoders (test_decoders.py): hidden 32, 4 query heads sharing 2 key/value heads (GQA);
+# Mistral and Qwen2 attend through a 3-token sliding window, so their window masks matter at SEQ = 6.
+_LLAMA = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+              pad_token_id=0, bos_token_id=1, eos_token_id=2)
+_QWEN2 = dict(_LLAMA, use_sliding_window=True, sliding_window=3, max_window_layers=0)
+_MISTRAL = dict(_LLAMA, sliding_window=3)
+_GPT2 = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+DECODERS = {
+    "llama-causal-lm": (tf.LlamaConfig, tf.LlamaForCausalLM, _LLAMA),
+    "llama-cls": (tf.LlamaConfig, tf.LlamaForSequenceClassification, _LLAMA),
+    "qwen2-causal-lm": (tf.Qwen2Config, tf.Qwen2ForCausalLM, _QWEN2),
+    "qwen2-cls": (tf.Qwen2Config, tf.Qwen2ForSequenceClassification, _QWEN2),
+    "mistral-causal-lm": (tf.MistralConfig, tf.MistralForCausalLM, _MISTRAL),
+    "mistral-cls": (tf.MistralConfig, tf.MistralForSequenceClassification, _MISTRAL),
+    "gpt2-causal-lm": (tf.GPT2Config, tf.GPT2LMHeadModel, _GPT2),
+    "gpt2-cls": (tf.GPT2Config, tf.GPT2ForSequenceClassification, _GPT2),
+}
+
 _DROPOUT_KEYS = {
     tf.BertConfig: ("hidden_dropout_prob", "attention_probs_dropout_prob"),
     tf.RobertaConfig: ("hidden_dropout_prob", "attention_probs_dropout_prob"),
     tf.BartConfig: ("dropout", "attention_dropout", "activation_dropout", "classifier_dropout"),
     tf.OPTConfig: ("dropout", "attention_dropout"),
+    tf.LlamaConfig: ("attention_dropout",),
+    tf.Qwen2Config: ("attention_dropout",),
+    tf.MistralConfig: ("attention_dropout",),
+    tf.GPT2Config: ("resid_pdrop", "embd_pdrop", "attn_pdrop"),
 }
 
 
 def hf_config(case: str, dropout: float = 0.1, **overrides):
-    config_cls, _, kwargs = MODELS[case]
+    config_cls, _, kwargs = {**MODELS, **DECODERS}[case]
     drop = {k: dropout for k in _DROPOUT_KEYS[config_cls]}
     return config_cls(**{**_COMMON, **kwargs, **drop, **overrides})
 
@@ -53,7 +75,7 @@ def hf_config(case: str, dropout: float = 0.1, **overrides):
 def tiny_model(case: str, dtype=torch.float64, dropout: float = 0.1, seed: int = 0, device="cpu", attn="eager",
                **overrides):
     """A randomly initialised tiny model in train mode."""
-    _, model_cls, _ = MODELS[case]
+    _, model_cls, _ = {**MODELS, **DECODERS}[case]
     config = hf_config(case, dropout, **overrides)
     config._attn_implementation = attn
     torch.manual_seed(seed)

@@ -94,3 +94,59 @@ def test_every_field_has_help():
 def test_plm_stream_per_variant():
     # NOTE [ Which stream carries the PLM ] in meft/config.py
     assert {k: v.plm_stream for k, v in VARIANTS.items()} == {"meft1": 1, "meft2": 0, "meft3": 1}
+
+
+NAN, INF = float("nan"), float("inf")
+# field -> wrong values of every kind (wrong type, bool for a number, NaN/inf, out of range, unknown choice),
+# and the message each gets, {v} standing for the value's repr. NOTE [ Validating MEFTConfig ] in meft/config.py.
+WRONG = {
+    "variant": ([1, None, True, "meft0"],
+                "variant {v} is unknown; use one of meft1, meft2, meft3, e.g. variant='meft1'"),
+    "adapter_dim": (["8", 8.0, True, 0, -3, None], "adapter_dim={v} must be an integer >= 1; pass e.g. adapter_dim=8"),
+    "lam": (["0.1", True, NAN, -INF, [0.1]],
+            "lam={v} must be None or a finite number; pass a float such as lam=0.1, or None for the variant's default"),
+    "beta": (["1", False, INF, NAN],
+             "beta={v} must be None or a finite number; pass a float such as beta=0.1, "
+             "or None for the variant's default"),
+    "num_rev_layers": (["2", 2.0, True, False, -1], "num_rev_layers={v} must be None (all layers) or an integer >= 0; "
+                                                    "pass e.g. num_rev_layers=6, or 0 for ordinary backprop"),
+    "adapter_dropout": (["abc", "0.1", True, False, NAN, INF, -0.1, 1.0, 10**400, None],
+                        "adapter_dropout={v} must be a number in [0, 1); pass e.g. adapter_dropout=0.1"),
+    "init_std": (["0.02", True, NAN, INF, -0.1, None],
+                 "init_std={v} must be a finite number >= 0; pass e.g. init_std=0.02"),
+    "merge": ([3, None, "sum", ""], "merge {v} is unknown; use one of mean, plm, e.g. merge='mean'"),
+    "cache_top_layer": ([1, 0, "yes", 1.0],
+                        "cache_top_layer={v} must be True, False or None (automatic); pass e.g. cache_top_layer=None"),
+    "arithmetic": ([None, 1, "fixed", b"exact"],
+                   "arithmetic {v} is unknown; use one of exact, float, e.g. arithmetic='exact'"),
+}
+
+
+def test_every_field_has_wrong_value_cases():
+    assert set(WRONG) == {f.name for f in fields(MEFTConfig)}
+
+
+@pytest.mark.parametrize(("name", "value"), [(n, v) for n, (values, _) in WRONG.items() for v in values],
+                         ids=lambda x: repr(x)[:20])
+def test_wrong_values_of_every_field_raise_naming_field_value_constraint_and_fix(name, value):
+    with pytest.raises(MEFTError) as info:
+        MEFTConfig(**{name: value})
+    assert str(info.value) == WRONG[name][1].replace("{v}", repr(value))
+
+
+def test_numbers_of_other_types_are_stored_as_plain_python_values():
+    np = pytest.importorskip("numpy")
+    cfg = MEFTConfig(adapter_dim=np.int64(4), num_rev_layers=np.int32(1), lam=1, beta=np.float32(0.5),
+                     adapter_dropout=0, init_std=np.float64(0.01), merge="MEAN", arithmetic="Float")
+    values = cfg.to_dict()
+    assert values == {**MEFTConfig().to_dict(), "adapter_dim": 4, "num_rev_layers": 1, "lam": 1.0, "beta": 0.5,
+                      "adapter_dropout": 0.0, "init_std": 0.01, "merge": "mean", "arithmetic": "float"}
+    assert [type(values[k]) for k in ("adapter_dim", "num_rev_layers", "lam", "beta", "adapter_dropout", "init_std")] \
+        == [int, int, float, float, float, float]
+    assert MEFTConfig.from_json(cfg.to_json()) == cfg
+
+
+@pytest.mark.parametrize("data", [None, [["variant", "meft1"]], "meft1"])
+def test_from_dict_rejects_what_is_not_a_dict(data):
+    with pytest.raises(MEFTError, match=f"of type {type(data).__name__} is not a dict; pass MEFTConfig.to_dict"):
+        MEFTConfig.from_dict(data)

@@ -31,13 +31,13 @@ def test_max_positions_per_family():
 
 
 def test_local_config_path(tmp_path):
-    cfg = dict(backbones.BUILTIN["opt-125m"], num_hidden_layers=2)
+    cfg = dict(backbones.builtin()["opt-125m"], num_hidden_layers=2)
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     assert backbones.resolve(str(tmp_path)).num_layers == 2
     assert backbones.resolve(str(tmp_path / "config.json")).family == "opt"
 
 
-@pytest.mark.parametrize("content", ["{not json", "[1, 2]", json.dumps({"model_type": "gpt2"})])
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", json.dumps({"model_type": "t5"})])
 def test_bad_local_config(tmp_path, content):
     path = tmp_path / "config.json"
     path.write_text(content)

@@ -16,7 +16,7 @@ from memprof.module_names import layer_group as group_path
 from memprof.reporters.table import layers_by_group as grouped_layers
 from memprof.result import load_results
 
-TINY_OPT = {**backbones.BUILTIN["opt-125m"], "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
+TINY_OPT = {**backbones.builtin()["opt-125m"], "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
             "ffn_dim": 32, "word_embed_proj_dim": 16, "max_position_embeddings": 32, "vocab_size": 64}
 
 
@@ -110,7 +110,7 @@ def bad_json(tmp_path):
 @pytest.mark.parametrize(
     "args, needle",
     [
-        (["--backbone", "bert-huge"], "unknown backbone 'bert-huge'; use one of bert-base"),
+        (["--backbone", "bert-huge"], "unknown backbone 'bert-huge'; use one of bart-base"),
         (["--seq-len", "4096"], "exceeds bert-base's maximum of 512"),
         (["--batch-size", "0"], "batch size 0 must be a whole number of at least 1"),
         (["--method", "prefix-tuning"], "unknown method 'prefix-tuning'; use one of ft, lora"),

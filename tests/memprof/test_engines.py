@@ -27,7 +27,18 @@ SHRINK = {
     "opt": dict(hidden_size=H, num_hidden_layers=LAYERS, num_attention_heads=HEADS, ffn_dim=FFN, word_embed_proj_dim=H,
                 max_position_embeddings=32),
 }
-BUILTIN = {"bert": "bert-base", "roberta": "roberta-base", "bart": "bart-base", "opt": "opt-125m"}
+_DECODER = dict(hidden_size=H, num_hidden_layers=LAYERS, num_attention_heads=HEADS, num_key_value_heads=1,
+                head_dim=H // HEADS, intermediate_size=FFN, max_position_embeddings=32)
+#: the decoders people fine-tune today: fake == cpu for every method, as for the families above
+DECODERS = ("llama", "qwen2", "mistral", "gpt2")
+SHRINK.update(
+    llama=_DECODER,
+    qwen2={**_DECODER, "sliding_window": 32, "max_window_layers": LAYERS},
+    mistral={**_DECODER, "sliding_window": 32},
+    gpt2=dict(n_embd=H, n_layer=LAYERS, n_head=HEADS, n_positions=32, n_ctx=32),
+)
+BUILTIN = {"bert": "bert-base", "roberta": "roberta-base", "bart": "bart-base", "opt": "opt-125m",
+           "llama": "llama-3.2-1b", "qwen2": "qwen2.5-0.5b", "mistral": "mistral-7b", "gpt2": "gpt2"}
 #: Layers each reversible stack runs through the reversible Function, bottom-up (BART: encoder, decoder).
 #: The last stack under a classification head keeps its top layer's graph (meft's cache_top_layer),
 #: except with meft3, which recomputes half a layer at a time.
@@ -50,7 +61,7 @@ def tiny(tmp_path_factory):
     for family, name in BUILTIN.items():
         folder = root / f"tiny-{family}"
         folder.mkdir()
-        (folder / "config.json").write_text(json.dumps({**backbones.BUILTIN[name], **SHRINK[family], "vocab_size": 64}))
+        (folder / "config.json").write_text(json.dumps({**backbones.builtin()[name], **SHRINK[family], "vocab_size": 64}))
         paths[family] = str(folder)
     return paths
 
@@ -83,7 +94,7 @@ def assert_fake_equals_cpu(fake, cpu, family, method):
 
 
 @pytest.mark.parametrize("method", methods.names())
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", FAMILIES + DECODERS)
 def test_fake_equals_cpu(tiny, family, method):
     fake = profile(tiny, family, method, engine="fake", target="cpu")
     cpu = profile(tiny, family, method, engine="cpu")
@@ -95,10 +106,11 @@ def test_fake_equals_cpu(tiny, family, method):
 
 
 @pytest.mark.parametrize("method", ["ft", "lora+ckpt", "meft", "meft3-float"])  # plain, checkpoint, reversible
-def test_fake_equals_cpu_under_autocast(tiny, method):
-    fake = profile(tiny, "bart", method, dtype="mixed-bf16", engine="fake", target="cpu")
-    cpu = profile(tiny, "bart", method, dtype="mixed-bf16", engine="cpu")
-    assert_fake_equals_cpu(fake, cpu, "bart", method)
+@pytest.mark.parametrize("family, dtype", [("bart", "mixed-bf16"), ("llama", "mixed-bf16"), ("gpt2", "bf16")])
+def test_fake_equals_cpu_under_autocast(tiny, family, dtype, method):
+    fake = profile(tiny, family, method, dtype=dtype, engine="fake", target="cpu")
+    cpu = profile(tiny, family, method, dtype=dtype, engine="cpu")
+    assert_fake_equals_cpu(fake, cpu, family, method)
 
 
 # -- MEFT's reversible stacks -------------------------------------------------------------------

@@ -87,7 +87,7 @@ def test_sweep_writes_every_result_in_grid_order(tmp_path):
     rs = sweep.run_sweep(g, tmp_path, run=fake_run)
     saved = load_results(tmp_path / "results.json")
     assert [r.key for r in saved.results] == [config_key(c) for c in g.configs()]
-    assert saved.command == g.command() and saved.options == g.options()
+    assert saved.command == g.command() and saved.options == {**g.options(), **sweep.provenance(g)}
     assert [r.to_dict() for r in rs.results] == [r.to_dict() for r in saved.results]
 
 
@@ -258,9 +258,9 @@ def test_auto_jobs():
 
 
 def tiny_bart(tmp_path):
-    from memprof.backbones import BUILTIN
+    from memprof.backbones import builtin
 
-    cfg = {**BUILTIN["bart-base"], "d_model": 32, "encoder_layers": 2, "decoder_layers": 2, "encoder_attention_heads": 2,
+    cfg = {**builtin()["bart-base"], "d_model": 32, "encoder_layers": 2, "decoder_layers": 2, "encoder_attention_heads": 2,
            "decoder_attention_heads": 2, "encoder_ffn_dim": 64, "decoder_ffn_dim": 64, "vocab_size": 128}
     path = tmp_path / "tiny-bart.json"
     path.write_text(json.dumps(cfg))

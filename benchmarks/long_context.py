@@ -1,0 +1,46 @@
+"""Long context on the fake engine: the 7-8B decoders at 2048 and 8192 tokens.
+
+llama-3.1-8b and qwen2.5-7b, batch 1, bf16 weights, target cuda (sdpa), for ft, lora, lora+ckpt and
+meft1: saved and peak activations, the peak, each against ft, and the fake engine's wall time per
+configuration (one model build per method, reused for both lengths, as a sweep does; the build is
+timed with the first configuration it serves).
+
+    python benchmarks/long_context.py
+"""
+
+from __future__ import annotations
+
+import time
+
+from memprof.config import ProfileConfig
+from memprof.engines import ModelCache, run
+
+BACKBONES = ("llama-3.1-8b", "qwen2.5-7b")
+SEQS = (2048, 8192)
+METHODS = ("ft", "lora", "lora+ckpt", "meft1")
+GIB = 2**30
+
+
+def main() -> None:
+    print("| backbone | seq | method | saved act. (GiB) | peak act. (GiB) | peak (GiB) | peak act. vs ft | "
+          "peak vs ft | fake engine (s) |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
+    for backbone in BACKBONES:
+        ft: dict[int, object] = {}
+        for method in METHODS:
+            cache = ModelCache()
+            for seq in SEQS:
+                start = time.perf_counter()
+                r = run(ProfileConfig(backbone, method, seq_len=seq, batch_size=1, dtype="bf16"), cache)
+                seconds = time.perf_counter() - start
+                assert r.status == "ok", r.message
+                m = r.memory
+                base = ft.setdefault(seq, m) if method == "ft" else ft[seq]
+                print(f"| {backbone} | {seq} | {method} | {m.saved_activations / GIB:.2f} | "
+                      f"{m.peak_activations / GIB:.2f} | {m.peak / GIB:.2f} | "
+                      f"{1 - m.peak_activations / base.peak_activations:+.1%} | {1 - m.peak / base.peak:+.1%} | "
+                      f"{seconds:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
