@@ -45,16 +45,15 @@ from memprof.errors import MemprofError
 from memprof.result import (
     CUDA_ONLY_METRICS,
     KEY_FIELDS,
-    MAX_COUNT,
     STATUSES,
     Result,
     ResultSet,
-    describe_value,
     empty_layers,
     key_label,
     load_results,
     write_json,
 )
+from memprof.schema import MAX_COUNT, describe_value
 from memprof.units import HEADLINE_METRICS, METRICS, format_bytes
 
 DEFAULT_METRICS = HEADLINE_METRICS

@@ -7,11 +7,7 @@ else runs a model. JSON round-trips are exact (integers stay integers, byte coun
 from __future__ import annotations
 
 import json
-import math
-import numbers
-import os
 import platform
-import secrets
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -19,6 +15,8 @@ from typing import Any
 import pandas as pd
 
 from memprof.errors import MemprofError
+from memprof.result_files import read_json, write_atomically
+from memprof.schema import MISSING, Reader, describe_value, is_whole
 from memprof.version import __version__
 
 SCHEMA_VERSION = 2
@@ -51,8 +49,6 @@ LAYER_COLUMNS = ("module", "saved_bytes", *CATEGORIES)
 
 #: Memory fields only the cuda engine fills (NVML's only where pynvml is installed); null otherwise.
 CUDA_ONLY_METRICS = ("cuda_max_allocated", "cuda_max_reserved", "nvml_used")
-#: The largest count a results file may hold: byte counts are int64 in ``layers`` and the tables.
-MAX_COUNT = 2**63 - 1
 
 
 @dataclass
@@ -207,21 +203,21 @@ class ResultSet:
         if not isinstance(data, dict):
             raise MemprofError(f"{where} is {describe_value(data)}, must be an object holding "
                                f"{', '.join(_SET_FIELDS)}; {fix}")
-        version = data.get("schema_version", _MISSING)
+        version = data.get("schema_version", MISSING)
         if not _is_readable(version):
-            has = "no schema_version" if version is _MISSING else f"schema_version {describe_value(version)}"
+            has = "no schema_version" if version is MISSING else f"schema_version {describe_value(version)}"
             again = f"re-run the sweep that wrote {str(source)!r}" if source is not None else "re-run the sweep"
             raise MemprofError(f"results file has {has}, this memprof reads {_readable()}; {again} with this "
                                "version of memprof")
-        check = _Reader(where, fix)
+        check = Reader(where, fix)
         check.fields(data, "", _SET_FIELDS)
-        results = data["results"] if "results" in data else _MISSING
+        results = data["results"] if "results" in data else MISSING
         if not isinstance(results, list):
             check.bad("results", results, "an array of results")
         return cls(
             results=[_read_result(r, f"{where}: results[{i}]", fix) for i, r in enumerate(results)],
-            command=check.text(data.get("command", _MISSING), "command"),
-            options=check.tree(data.get("options", _MISSING), "options"),
+            command=check.text(data.get("command", MISSING), "command"),
+            options=check.tree(data.get("options", MISSING), "options"),
             source=str(source) if source is not None else "",
         )
 
@@ -241,47 +237,17 @@ class ResultSet:
 #   - ``environment`` is an object of strings; ``options`` (free-form) an object holding no NaN or
 #     Infinity anywhere: the json module reads those literals (and 1e999 as infinity), JSON has neither;
 #   - a key twice in one object (the json module would keep the last) is refused.
-# ``load_results`` raises MemprofError, and nothing else, for any file.
+# ``load_results`` raises MemprofError, and nothing else, for any file. The value checks are
+# ``memprof.schema.Reader``'s and the strict JSON read is ``memprof.result_files.read_json``: they
+# know JSON, not Results, so they sit below this module.
 
-_MISSING: Any = object()  # a field the document lacks
 _SET_FIELDS = ("schema_version", "command", "options", "results")
 _TEXT_FIELDS = ("backbone", "method", "engine", "target", "dtype", "attn_implementation", "task", "message")
 _RESULT_FIELDS = tuple(f.name for f in fields(Result))
 
 
-def describe_value(value: Any) -> str:
-    """A value as a message shows it, short and on one line: ``-5``, ``NaN``, ``null``, ``'128' (a string)``."""
-    if value is _MISSING:
-        return "missing"
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return f"{str(value).lower()} (a boolean)"
-    if isinstance(value, numbers.Integral):
-        value = int(value)
-        if value.bit_length() > 80:  # str() of a huge int is slow, or refused past 4300 digits
-            return f"a {'negative ' if value < 0 else ''}number of about {int(value.bit_length() * 0.30103) + 1} digits"
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "NaN"
-        return ("Infinity" if value > 0 else "-Infinity") if math.isinf(value) else repr(value)
-    if isinstance(value, str):
-        text = repr(value)
-        return f"{text if len(text) <= 60 else text[:56] + '...' + text[0]} (a string)"
-    if isinstance(value, dict):
-        return "an object"
-    if isinstance(value, (list, tuple)):
-        return "an array"
-    return f"a Python {type(value).__name__}"
-
-
 def _is_readable(version: Any) -> bool:
     return type(version) is int and version in READABLE_SCHEMA_VERSIONS
-
-
-def _is_whole(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _label(data: dict) -> str:
@@ -291,103 +257,24 @@ def _label(data: dict) -> str:
         value = data.get(name)
         if isinstance(value, str) and value.isprintable():
             parts.append(value if len(value) <= 60 else value[:57] + "...")
-        elif _is_whole(value) and abs(value) < 10**12:
+        elif is_whole(value) and abs(value) < 10**12:
             parts.append(int(value))
         else:
             parts.append("?")
     return key_label(tuple(parts))
 
 
-class _Reader:
-    """Checks the values of one document; a failure is one MemprofError line,
-    ``<where>: <field> is <value>, must be <constraint>; <fix>``."""
-
-    def __init__(self, where: str, fix: str) -> None:
-        self.where, self.fix = where, fix
-
-    def fail(self, name: str, problem: str) -> None:
-        raise MemprofError(f"{self.where}: {name} {problem}; {self.fix}")
-
-    def bad(self, name: str, value: Any, must: str) -> None:
-        self.fail(name, f"is {describe_value(value)}, must be {must}")
-
-    def fields(self, data: Any, name: str, allowed: tuple[str, ...]) -> dict:
-        """``data`` as an object holding no field outside ``allowed`` (whether each is present is
-        checked with its value)."""
-        if not isinstance(data, dict):
-            self.bad(name or "the document", data, "an object")
-        for key in data:
-            if key not in allowed:
-                shown = key if isinstance(key, str) and len(key) <= 60 and key.isprintable() else describe_value(key)
-                self.fail(f"{name}.{shown}" if name else shown,
-                          f"is not a field memprof writes (the fields are {', '.join(allowed)})")
-        return data
-
-    def text(self, value: Any, name: str) -> str:
-        if not isinstance(value, str):
-            self.bad(name, value, "a string")
-        return value
-
-    def whole(self, value: Any, name: str, *, lowest: int = 0, unit: str = "", nullable: bool = False) -> int | None:
-        if nullable and (value is None or value is _MISSING):
-            return None
-        must = f"a whole number{unit} >= {lowest}" + (", or null" if nullable else "")
-        if not _is_whole(value) or value < lowest:
-            self.bad(name, value, must)
-        if value > MAX_COUNT:
-            self.bad(name, value, f"{must} and below 2**63")
-        return int(value)
-
-    def nbytes(self, value: Any, name: str, *, nullable: bool = False) -> int | None:
-        return self.whole(value, name, unit=" of bytes", nullable=nullable)
-
-    def seconds(self, value: Any, name: str) -> float | None:
-        if value is None:
-            return None
-        ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-        try:
-            ok = ok and math.isfinite(float(value)) and value >= 0
-        except OverflowError:
-            ok = False
-        if not ok:
-            self.bad(name, value, "a finite number of seconds >= 0, or null")
-        return value if type(value) in (int, float) else float(value)
-
-    def strings(self, value: Any, name: str) -> dict[str, str]:
-        """An object whose values are strings (``environment``: library versions and the like)."""
-        if not isinstance(value, dict):
-            self.bad(name, value, "an object of strings")
-        for key, item in value.items():
-            self.text(item, f"{name}.{str(key)[:60]}")
-        return value
-
-    def tree(self, value: Any, name: str) -> dict:
-        """A free-form object (``environment``, ``options``) holding no NaN or Infinity anywhere."""
-        if not isinstance(value, dict):
-            self.bad(name, value, "an object")
-        stack: list[tuple[str, Any]] = [(name, value)]
-        while stack:  # not recursive: any depth the json module reads is walked
-            path, item = stack.pop()
-            if isinstance(item, float) and not math.isfinite(item):
-                self.bad(path, item, "a finite number (JSON has no NaN or Infinity)")
-            elif isinstance(item, dict):
-                stack.extend(reversed([(f"{path}.{str(k)[:60]}", v) for k, v in item.items()]))
-            elif isinstance(item, (list, tuple)):
-                stack.extend(reversed([(f"{path}[{i}]", v) for i, v in enumerate(item)]))
-        return value
-
-
 def _read_result(data: Any, where: str, fix: str) -> Result:
     """``Result.from_dict`` for a result at ``where`` (a file, an index): NOTE [ Reading results ]."""
     if not isinstance(data, dict):
         raise MemprofError(f"{where} is {describe_value(data)}, must be an object holding a result; {fix}")
-    check = _Reader(f"{where} ({_label(data)})", fix)
-    version = data.get("schema_version", _MISSING)
+    check = Reader(f"{where} ({_label(data)})", fix)
+    version = data.get("schema_version", MISSING)
     if not _is_readable(version):
         raise MemprofError(f"{check.where}: schema_version is {describe_value(version)}, must be {_readable()} (the "
                            "versions this memprof reads); re-run the profile with this version of memprof")
     check.fields(data, "", _RESULT_FIELDS)
-    get = lambda name: data.get(name, _MISSING)  # noqa: E731
+    get = lambda name: data.get(name, MISSING)  # noqa: E731
     kwargs: dict[str, Any] = {name: check.text(get(name), name) for name in _TEXT_FIELDS}
     status = check.text(get("status"), "status")
     if status not in STATUSES:
@@ -407,43 +294,28 @@ def _read_result(data: Any, where: str, fix: str) -> Result:
     return Result(**kwargs)
 
 
-def _read_memory(check: _Reader, data: Any) -> Memory:
+def _read_memory(check: Reader, data: Any) -> Memory:
     names = tuple(f.name for f in fields(Memory))
     check.fields(data, "memory", names)
-    return Memory(**{n: check.nbytes(data.get(n, _MISSING), f"memory.{n}", nullable=n in CUDA_ONLY_METRICS)
+    return Memory(**{n: check.nbytes(data.get(n, MISSING), f"memory.{n}", nullable=n in CUDA_ONLY_METRICS)
                      for n in names})
 
 
-def _read_layers(check: _Reader, data: Any) -> pd.DataFrame:
+def _read_layers(check: Reader, data: Any) -> pd.DataFrame:
     if not isinstance(data, list):
         check.bad("layers", data, "an array of {module, saved_bytes, categories} records")
     rows = []
     for i, rec in enumerate(data):
         name = f"layers[{i}]"
         check.fields(rec, name, ("module", "saved_bytes", "categories"))
-        row = {"module": check.text(rec.get("module", _MISSING), f"{name}.module"),
-               "saved_bytes": check.nbytes(rec.get("saved_bytes", _MISSING), f"{name}.saved_bytes")}
-        cats = check.fields(rec.get("categories", _MISSING), f"{name}.categories", CATEGORIES)
+        row = {"module": check.text(rec.get("module", MISSING), f"{name}.module"),
+               "saved_bytes": check.nbytes(rec.get("saved_bytes", MISSING), f"{name}.saved_bytes")}
+        cats = check.fields(rec.get("categories", MISSING), f"{name}.categories", CATEGORIES)
         row.update({c: check.nbytes(cats[c], f"{name}.categories.{c}") if c in cats else 0 for c in CATEGORIES})
         rows.append(row)
     if not rows:
         return empty_layers()
     return pd.DataFrame(rows, columns=list(LAYER_COLUMNS)).astype({c: "int64" for c in LAYER_COLUMNS[1:]})
-
-
-class _DuplicateKey(Exception):
-    def __init__(self, key: str) -> None:
-        super().__init__(key)
-        self.key = key
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """``json.loads``' object hook: an object, refusing a key given twice (json keeps the last)."""
-    out = dict(pairs)
-    if len(out) != len(pairs):
-        seen: set[str] = set()
-        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -463,30 +335,7 @@ def write_json(obj: Result | ResultSet, path: str | Path) -> Path:
         text = json.dumps(obj.to_dict(), indent=1, allow_nan=False) + "\n"
     except (TypeError, ValueError, OverflowError, RecursionError) as exc:
         raise MemprofError(f"cannot write {str(path)!r}: {_unwritable(obj, exc)}") from None
-    if path.is_dir():
-        raise MemprofError(f"cannot write {str(path)!r}: it is a folder; pass the path of a file, "
-                           f"e.g. {str(path / 'results.json')!r}")
-    if not path.parent.is_dir():
-        raise MemprofError(f"cannot write {str(path)!r}: the folder {str(path.parent)!r} does not exist; create it "
-                           "or pass a path in an existing folder")
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as for a plain open
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise MemprofError(f"cannot write {str(path)!r} ({exc.strerror or exc}); pass a path in a folder "
-                               "you can write to") from None
-        raise
-    return path
+    return write_atomically(path, text)
 
 
 def _unwritable(obj: Any, exc: BaseException) -> str:
@@ -511,25 +360,7 @@ def load_results(path: str | Path) -> ResultSet:
     """
     path = Path(path)
     name = str(path)
-    if not path.is_file():
-        raise MemprofError(f"results file {name!r} does not exist or is not a file; pass the path of a results.json")
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise MemprofError(f"results file {name!r} cannot be read ({exc.strerror or exc}); pass a readable results.json") from None
-    try:
-        data = json.loads(raw, object_pairs_hook=_unique_keys)
-    except _DuplicateKey as dup:
-        raise MemprofError(f"results file {name!r} holds the key {dup.key[:60]!r} twice in one object, so it cannot "
-                           "be read unambiguously; regenerate the file with memprof") from None
-    except RecursionError:
-        raise MemprofError(f"results file {name!r} nests JSON too deeply to be a memprof result; pass a results.json "
-                           "written by memprof") from None
-    except ValueError as exc:  # bad JSON, bad UTF-8, an integer of more than 4300 digits
-        why = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc).split(":")[0]
-        raise MemprofError(f"results file {name!r} is not valid JSON ({why}); pass a results.json written by memprof") from None
-    if not isinstance(data, dict):
-        raise MemprofError(f"results file {name!r} holds JSON but not a memprof result; pass a results.json written by memprof")
+    data = read_json(path)
     if "results" in data:
         return ResultSet.from_dict(data, source=name)
     if "backbone" in data or "memory" in data:

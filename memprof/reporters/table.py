@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from memprof.module_names import layer_group
-from memprof.result import CATEGORIES, Result, ResultSet
+from memprof.result import CATEGORIES, CUDA_ONLY_METRICS, Result, ResultSet
 from memprof.units import HEADLINE_METRICS, METRICS, format_bytes, unit_for
 
 ID_COLUMNS = ("backbone", "method", "task", "engine", "target", "dtype", "attn_implementation", "seq_len", "batch_size")
@@ -53,8 +53,7 @@ def results_frame(rs: ResultSet) -> pd.DataFrame:
         rows.append(row)
     columns = [*ID_COLUMNS, "status", "message", "trainable_params", "total_params", *METRICS, "step_time_s"]
     frame = pd.DataFrame(rows, columns=columns)
-    nullable = [c for c in METRICS if c.startswith(("cuda_", "nvml_"))]
-    return frame.astype({c: "Int64" for c in nullable}).astype({"step_time_s": "Float64"})
+    return frame.astype({c: "Int64" for c in CUDA_ONLY_METRICS}).astype({"step_time_s": "Float64"})
 
 
 def layers_table(rs: ResultSet) -> pd.DataFrame:
