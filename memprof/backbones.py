@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from meft.families import Family, families
 
@@ -75,7 +75,7 @@ def known_names() -> list[str]:
 def _from_config_dict(name: str, cfg: dict[str, Any], weights: str | None, source: str | None = None) -> Backbone:
     """``source``: where the config came from, for messages (a file's path; default the name)."""
     model_type = cfg.get("model_type")
-    if model_type not in _families():
+    if not isinstance(model_type, str) or model_type not in _families():
         raise MemprofError(
             f"backbone {source or name!r} has model_type {model_type!r}; supported families are "
             f"{', '.join(_families())}: pass a config of one of them"
@@ -112,6 +112,8 @@ def check_config(source: str, cfg: dict[str, Any], family: Family) -> None:
 
     for key, default in _defaults(cfg["model_type"]).items():
         value = cfg.get(key)
+        if key in cfg and value is None and default is not None:
+            raise bad(key, "is null", f"write a value such as the default {default!r}, or leave the field out")
         if value is None or default is None or not isinstance(default, (bool, int, float)):
             continue
         if isinstance(default, bool) != isinstance(value, bool) or not isinstance(value, (int, float)) or (
@@ -133,6 +135,23 @@ def check_config(source: str, cfg: dict[str, Any], family: Family) -> None:
     act = cfg.get(f.activation)
     if act is not None and (not isinstance(act, str) or act not in ACT2FN):
         raise bad(f.activation, "is not an activation transformers knows", f"use one of {', '.join(ACT2FN)}")
+    _check_token_ids(cfg, family, bad)
+
+
+def _check_token_ids(cfg: dict[str, Any], family: Family, bad: Callable[[str, str, str], MemprofError]) -> None:
+    """The special tokens the model or its synthetic batch looks up must be in the vocabulary: the
+    padding id (the embeddings' padding_idx), the decoder's start id (seq2seq), and the
+    end-of-sentence id where every batch row ends in it (``Family.eos_last``)."""
+    vocab = cfg.get(family.fields.vocab)
+    if not isinstance(vocab, int):
+        return
+    looked_up = ["pad_token_id", "decoder_start_token_id"] + (["eos_token_id"] if family.eos_last else [])
+    for key in looked_up:
+        ids = cfg.get(key)
+        for token in ids if isinstance(ids, list) else [ids]:
+            if token is not None and (not isinstance(token, int) or isinstance(token, bool) or not 0 <= token < vocab):
+                raise bad(key, f"is not a token id of the vocabulary (0 to {vocab - 1})",
+                          f"pass an id below {family.fields.vocab}={vocab}, or leave the field out")
 
 
 def _pretrained(name: str) -> Backbone:

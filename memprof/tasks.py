@@ -67,7 +67,11 @@ def build_model(
         # A decoder's classification head pools the last non-pad token, so it needs a pad id; the
         # synthetic batch holds none, as when a tokenizer's pad token is its end-of-sentence one.
         eos = backbone.config.get("eos_token_id")
-        extra["pad_token_id"] = eos[0] if isinstance(eos, list) else eos
+        eos = eos[0] if isinstance(eos, list) and eos else eos
+        vocab = backbone.config[backbone.spec.fields.vocab]
+        # An id outside the vocabulary could not be the embeddings' padding_idx; 0 never occurs in
+        # the batch (its ids start above the special tokens).
+        extra["pad_token_id"] = eos if isinstance(eos, int) and 0 <= eos < vocab else 0
     config = backbone.hf_config(**extra)
     config._attn_implementation = attn_implementation
     if backbone.weights and pretrained and str(device) != "meta":

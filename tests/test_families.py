@@ -84,6 +84,13 @@ def _config_file(tmp_path, base: str, **changes) -> str:
     ("mistral-7b", {"hidden_act": "swiglu"}, "hidden_act='swiglu' is not an activation transformers knows"),
     ("llama-3.2-1b", {"max_position_embeddings": -5}, "max_position_embeddings=-5 must be at least 1"),
     ("gpt2", {"n_layer": "12"}, "n_layer='12' is not a whole number"),
+    # found by tests/memprof/test_fuzz.py: nulls, a model_type that is not a string, a padding id
+    # the embeddings cannot hold
+    ("bert-base", {"hidden_size": None}, "hidden_size=None is null; write a value such as the default 768"),
+    ("gpt2", {"activation_function": None}, "activation_function=None is null"),
+    ("bart-base", {"decoder_start_token_id": None}, "decoder_start_token_id=None is null"),
+    ("gpt2", {"model_type": []}, "has model_type []; supported families are"),
+    ("bart-base", {"pad_token_id": 50265}, "pad_token_id=50265 is not a token id of the vocabulary (0 to 50264)"),
 ])
 def test_bad_configs_are_one_line(tmp_path, base, changes, needle):
     from memprof.errors import MemprofError

@@ -48,14 +48,9 @@ def _print_report(report, update: str) -> None:
     """The table, then warnings, one-sided configurations, failures, improvements and the summary."""
     from memprof.gate import format_change, key_label, summary
 
-    # Not a terminal (a CI log, a pipe): print the table wide rather than folding every cell.
-    width = console.width
-    if not console.is_terminal:
-        console.width = max(width, 150)
-    try:
-        console.print(_table(report))
-    finally:
-        console.width = width
+    # Not a terminal (a CI log, a pipe): print the table wide rather than folding every cell (this
+    # print only: the console's own width stays free to follow the terminal).
+    console.print(_table(report), width=None if console.is_terminal else max(console.width, 150))
 
     for w in report.warnings:
         say(("warning:", "yellow"), f" {w}")

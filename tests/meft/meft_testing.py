@@ -126,3 +126,18 @@ def grads_after_step(model, batch, seed: int = 0) -> tuple[torch.Tensor, dict[st
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-300))
+
+
+def raises_one_line(call, needles):
+    """``call()`` raises a one-line MEFTError holding every needle; returns the message."""
+    import pytest
+
+    import meft
+
+    with pytest.raises(meft.MEFTError) as info:
+        call()
+    message = str(info.value)
+    assert "\n" not in message
+    for needle in needles:
+        assert needle in message, message
+    return message

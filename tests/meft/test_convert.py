@@ -12,7 +12,7 @@ import stat
 import pytest
 import torch
 import transformers as tf
-from meft_testing import MODELS, batch_for, hf_config, tiny_model
+from meft_testing import MODELS, batch_for, hf_config, raises_one_line, tiny_model
 from safetensors.torch import load_file, save_file
 
 import meft
@@ -129,13 +129,7 @@ ERRORS = {
 
 @pytest.mark.parametrize("name", list(ERRORS))
 def test_errors_are_one_line_with_value_constraint_and_fix(name):
-    call, needles = ERRORS[name]
-    with pytest.raises(meft.MEFTError) as info:
-        call()
-    message = str(info.value)
-    assert "\n" not in message
-    for needle in needles:
-        assert needle in message, message
+    raises_one_line(*ERRORS[name])
 
 
 # --- saving and loading fail closed (NOTE [ Saving and loading fail closed ] in meft/convert.py) ---
@@ -168,14 +162,6 @@ def _assert_unchanged(model, before):
     assert [n for n in before if not torch.equal(after[n], before[n])] == []
 
 
-def _raises_one_line(call, needles):
-    with pytest.raises(meft.MEFTError) as info:
-        call()
-    message = str(info.value)
-    assert "\n" not in message
-    for needle in needles:
-        assert needle in message, message
-    return message
 
 
 # Models the saved adapters do not fit: before the fix the first one overwrote every adapter, then raised.
@@ -202,7 +188,7 @@ def test_refused_load_leaves_every_parameter_bit_identical(case, saved):
     make, needles = MISFITS[case]
     model = make()
     before = _bits(model)
-    _raises_one_line(lambda: meft.load_adapters(model, saved), needles)
+    raises_one_line(lambda: meft.load_adapters(model, saved), needles)
     _assert_unchanged(model, before)
 
 
@@ -287,7 +273,7 @@ def test_corrupt_or_missing_files_give_one_line_naming_the_file(case, saved):
     model = _target()
     before = _bits(model)
     paths = {"{meta}": repr(str(saved / META)), "{weights}": repr(str(saved / WEIGHTS)), "{folder}": repr(str(saved))}
-    _raises_one_line(lambda: meft.load_adapters(model, saved), [paths.get(n, n) for n in needles])
+    raises_one_line(lambda: meft.load_adapters(model, saved), [paths.get(n, n) for n in needles])
     _assert_unchanged(model, before)
 
 
@@ -296,7 +282,7 @@ def _listing(root):
 
 
 def test_refused_save_of_an_unconverted_model_creates_nothing(tmp_path):
-    _raises_one_line(lambda: meft.save_adapters(tiny_model("bert-cls"), tmp_path / "a" / "b"),
+    raises_one_line(lambda: meft.save_adapters(tiny_model("bert-cls"), tmp_path / "a" / "b"),
                      ["not converted", "meft.convert(model, config)"])
     assert _listing(tmp_path) == []
 
@@ -313,9 +299,9 @@ def test_save_writes_exactly_the_two_files_with_the_umask_mode(tmp_path):
 def test_save_into_a_file_or_below_one_is_refused(tmp_path):
     model = meft.convert(tiny_model("bert-cls"), SAVED_CONFIG)
     (tmp_path / "file").write_text("keep me")
-    _raises_one_line(lambda: meft.save_adapters(model, tmp_path / "file"),
+    raises_one_line(lambda: meft.save_adapters(model, tmp_path / "file"),
                      [repr(str(tmp_path / "file")), "is a file, not a folder", "pass a folder path"])
-    _raises_one_line(lambda: meft.save_adapters(model, tmp_path / "file" / "sub" / "dir"),
+    raises_one_line(lambda: meft.save_adapters(model, tmp_path / "file" / "sub" / "dir"),
                      ["cannot create the folder", "Not a directory", "pass a folder path you can write to"])
     assert _listing(tmp_path) == ["file"] and (tmp_path / "file").read_text() == "keep me"
 
@@ -323,7 +309,7 @@ def test_save_into_a_file_or_below_one_is_refused(tmp_path):
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
 def test_save_into_a_read_only_folder_is_refused(tmp_path):
     (tmp_path / "ro").mkdir(mode=0o500)
-    _raises_one_line(lambda: meft.save_adapters(meft.convert(tiny_model("bert-cls"), SAVED_CONFIG), tmp_path / "ro"),
+    raises_one_line(lambda: meft.save_adapters(meft.convert(tiny_model("bert-cls"), SAVED_CONFIG), tmp_path / "ro"),
                      ["cannot write the adapters", "Permission denied", "nothing in it changed"])
     assert _listing(tmp_path) == ["ro"]
 
@@ -335,7 +321,7 @@ def _disk_full(*args):
 def test_failed_write_leaves_no_temporary_file_and_no_new_folder(tmp_path, monkeypatch):
     model = meft.convert(tiny_model("bert-cls"), SAVED_CONFIG)
     monkeypatch.setattr(os, "fsync", _disk_full)
-    _raises_one_line(lambda: meft.save_adapters(model, tmp_path / "a" / "b"),
+    raises_one_line(lambda: meft.save_adapters(model, tmp_path / "a" / "b"),
                      ["cannot write the adapters", "No space left on device", "nothing in it changed"])
     assert _listing(tmp_path) == []
 
@@ -344,7 +330,7 @@ def test_failed_overwrite_keeps_the_earlier_save_byte_for_byte(saved, monkeypatc
     before = {n: (saved / n).read_bytes() for n in (WEIGHTS, META)}
     model = meft.convert(tiny_model("bert-cls", seed=2), meft.MEFTConfig(adapter_dim=2))
     monkeypatch.setattr(os, "fsync", _disk_full)
-    _raises_one_line(lambda: meft.save_adapters(model, saved), ["No space left on device", "nothing in it changed"])
+    raises_one_line(lambda: meft.save_adapters(model, saved), ["No space left on device", "nothing in it changed"])
     assert {n: (saved / n).read_bytes() for n in os.listdir(saved)} == before
 
 
@@ -358,6 +344,6 @@ def test_failed_rename_leaves_no_loadable_mismatched_pair(saved, monkeypatch):
 
     monkeypatch.setattr(os, "replace", replace)
     model = meft.convert(tiny_model("bert-cls", seed=2), meft.MEFTConfig(adapter_dim=2))
-    _raises_one_line(lambda: meft.save_adapters(model, saved), ["Input/output error", "no complete save"])
+    raises_one_line(lambda: meft.save_adapters(model, saved), ["Input/output error", "no complete save"])
     assert os.listdir(saved) == []  # neither the old config nor the new weights without their config
-    _raises_one_line(lambda: meft.load_adapters(_target(), saved), ["holds no meft_config.json"])
+    raises_one_line(lambda: meft.load_adapters(_target(), saved), ["holds no meft_config.json"])

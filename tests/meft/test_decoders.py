@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from meft_testing import BATCH, DECODERS, SEQ, batch_for, converted_pair, grads_after_step, relative_error, tiny_model
+from meft_testing import BATCH, DECODERS, SEQ, batch_for, converted_pair, grads_after_step, raises_one_line, relative_error, tiny_model
 
 import meft
 import meft.reversible
@@ -33,17 +33,6 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-@pytest.fixture
-def function_calls(monkeypatch):
-    calls = []
-    original = meft.reversible.reversible
-
-    def counting(couplings, *args, **kwargs):
-        calls.append(len(couplings))
-        return original(couplings, *args, **kwargs)
-
-    monkeypatch.setattr(meft.reversible, "reversible", counting)
-    return calls
 
 
 def _padded(case: str) -> dict[str, torch.Tensor]:
@@ -198,13 +187,7 @@ ERRORS = {
 
 @pytest.mark.parametrize("name", list(ERRORS))
 def test_errors_are_one_line_with_value_constraint_and_fix(name):
-    call, needles = ERRORS[name]
-    with pytest.raises(meft.MEFTError) as info:
-        call()
-    message = str(info.value)
-    assert "\n" not in message
-    for needle in needles:
-        assert needle in message, message
+    raises_one_line(*ERRORS[name])
 
 
 def test_every_decoder_family_is_supported():

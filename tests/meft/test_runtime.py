@@ -14,17 +14,6 @@ import meft
 import meft.reversible
 
 
-@pytest.fixture
-def function_calls(monkeypatch):
-    calls = []
-    original = meft.reversible.reversible
-
-    def counting(couplings, *args, **kwargs):
-        calls.append(len(couplings))
-        return original(couplings, *args, **kwargs)
-
-    monkeypatch.setattr(meft.reversible, "reversible", counting)
-    return calls
 
 
 def test_reversible_function_runs_only_when_training_with_grad(function_calls):

@@ -1,7 +1,15 @@
 """Shared fixtures of the memprof tests."""
 
+import base64
+import os
+import sys
+
 import pytest
 import torch
+
+import memprof.sweep
+from memprof.cli import main
+from synthetic_results import fake_run
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -11,3 +19,39 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys, tmp_path):
+    """cli(*args) -> (exit code, stdout, stderr), run in tmp_path; compare profiles with ``fake_run``."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(memprof.sweep, "default_runner", lambda: (fake_run, None))
+    monkeypatch.setattr(memprof.sweep, "auto_jobs", lambda grid: 1)  # workers would not see the patches
+    monkeypatch.delenv("MEMPROF_DEBUG", raising=False)
+
+    def invoke(*args):
+        monkeypatch.setattr(sys, "argv", ["memprof", *map(str, args)])
+        with pytest.raises(SystemExit) as exit_:
+            main()
+        out, err = capsys.readouterr()
+        code = exit_.value.code
+        return (0 if code is None else code), out, err
+
+    return invoke
+
+
+@pytest.fixture
+def stub_plots(monkeypatch):
+    """Tiny placeholder PNGs instead of matplotlib, for tests about other files (saves ~1 s a render)."""
+    from memprof.reporters import plots
+
+    png = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==")
+
+    def render(rs, out_dir):
+        paths = {name: os.path.join(out_dir, name) for name in plots.PLOTS}
+        for path in paths.values():
+            with open(path, "wb") as f:
+                f.write(png)
+        return paths
+
+    monkeypatch.setattr(plots, "render", render)

@@ -8,48 +8,13 @@ import sys
 import pytest
 
 import memprof.sweep
-from memprof.cli import main
 from synthetic_results import fake_run
 
 SMALL = ["--methods", "ft,lora,adapter", "--seq-lens", "128,256", "--batch-sizes", "2,4"]
 
 
-@pytest.fixture
-def cli(monkeypatch, capsys, tmp_path):
-    """cli(*args) -> (exit code, stdout, stderr), run in tmp_path with the fake run function."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(memprof.sweep, "default_runner", lambda: (fake_run, None))
-    monkeypatch.setattr(memprof.sweep, "auto_jobs", lambda grid: 1)  # workers would not see the patch
-    monkeypatch.delenv("MEMPROF_DEBUG", raising=False)
-
-    def invoke(*args):
-        monkeypatch.setattr(sys, "argv", ["memprof", *map(str, args)])
-        with pytest.raises(SystemExit) as exit_:
-            main()
-        out, err = capsys.readouterr()
-        code = exit_.value.code
-        return (0 if code is None else code), out, err
-
-    return invoke
 
 
-@pytest.fixture
-def stub_plots(monkeypatch):
-    """Tiny placeholder PNGs instead of matplotlib, for tests about other files (saves ~1 s a render)."""
-    import base64
-
-    from memprof.reporters import plots
-
-    png = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==")
-
-    def render(rs, out_dir):
-        paths = {name: os.path.join(out_dir, name) for name in plots.PLOTS}
-        for path in paths.values():
-            with open(path, "wb") as f:
-                f.write(png)
-        return paths
-
-    monkeypatch.setattr(plots, "render", render)
 
 
 def test_compare_writes_every_output(cli, tmp_path):

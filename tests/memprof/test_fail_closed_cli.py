@@ -10,14 +10,12 @@ import hashlib
 import json
 import os
 import re
-import sys
 
 import pytest
 
 import memprof.engines
 import memprof.outputs
 import memprof.sweep
-from memprof.cli import main
 from memprof.config import ProfileConfig
 from memprof.result import Result, ResultSet, load_results, write_json
 from synthetic_results import fake_run, make_result
@@ -27,43 +25,11 @@ TINY_BERT = {"model_type": "bert", "hidden_size": 16, "num_hidden_layers": 2, "n
              "intermediate_size": 32, "vocab_size": 64, "max_position_embeddings": 32, "type_vocab_size": 2}
 SMALL = ["--methods", "ft,lora", "--seq-lens", "8,16", "--batch-sizes", "1,2"]
 
-
-@pytest.fixture
-def cli(monkeypatch, capsys, tmp_path):
-    """cli(*args) -> (exit code, stdout, stderr), run in tmp_path; compare profiles with ``fake_run``."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(memprof.sweep, "default_runner", lambda: (fake_run, None))
-    monkeypatch.setattr(memprof.sweep, "auto_jobs", lambda grid: 1)  # workers would not see the patches
-    monkeypatch.delenv("MEMPROF_DEBUG", raising=False)
-
-    def invoke(*args):
-        monkeypatch.setattr(sys, "argv", ["memprof", *map(str, args)])
-        with pytest.raises(SystemExit) as exit_:
-            main()
-        out, err = capsys.readouterr()
-        code = exit_.value.code
-        return (0 if code is None else code), out, err
-
-    return invoke
+pytestmark = pytest.mark.usefixtures("stub_plots")  # these tests are about other files than the plots
 
 
-@pytest.fixture(autouse=True)
-def stub_plots(monkeypatch):
-    """Tiny placeholder PNGs instead of matplotlib: these tests are about other files."""
-    import base64
 
-    from memprof.reporters import plots
 
-    png = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==")
-
-    def render(rs, out_dir):
-        paths = {name: os.path.join(out_dir, name) for name in plots.PLOTS}
-        for path in paths.values():
-            with open(path, "wb") as f:
-                f.write(png)
-        return paths
-
-    monkeypatch.setattr(plots, "render", render)
 
 
 @pytest.fixture
