@@ -14,7 +14,8 @@ BASELINE=reports/baseline/baseline.json
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
-methods=$(python -c "from memprof import methods; print(','.join(methods.names()))")
+# Every registered method once: an alias (meft = meft1) would profile the same thing twice.
+methods=$(python -c "from memprof import methods; print(','.join(m for m in methods.names() if not methods.get(m).alias_of))")
 for backbone in "${BACKBONES[@]}"; do
     memprof compare --backbone "$backbone" --methods "$methods" --seq-lens "$SEQ_LENS" \
         --batch-sizes "$BATCH_SIZES" --engine fake --out "$out/$backbone" --quiet >/dev/null

@@ -136,6 +136,20 @@ def check_config(source: str, cfg: dict[str, Any], family: Family) -> None:
     if act is not None and (not isinstance(act, str) or act not in ACT2FN):
         raise bad(f.activation, "is not an activation transformers knows", f"use one of {', '.join(ACT2FN)}")
     _check_token_ids(cfg, family, bad)
+    _check_with_transformers(source, cfg)
+
+
+def _check_with_transformers(source: str, cfg: dict[str, Any]) -> None:
+    """Last, transformers' own validation of the config (its typed fields: a float field given an
+    int, a rope configuration that is not one, ...), as one line."""
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.for_model(cfg["model_type"], **{k: v for k, v in cfg.items() if k != "model_type"})
+    except Exception as exc:  # noqa: BLE001 - any refusal of a user's config is bad input
+        first = " ".join(str(exc).split()) or type(exc).__name__  # one line, however transformers wraps it
+        raise MemprofError(f"backbone config {source!r}: transformers refuses it ({type(exc).__name__}: "
+                           f"{first[:300]}); fix that field") from None
 
 
 def _check_token_ids(cfg: dict[str, Any], family: Family, bad: Callable[[str, str, str], MemprofError]) -> None:

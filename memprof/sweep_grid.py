@@ -129,8 +129,14 @@ class Grid:
         _check_ints(self.batch_sizes, "batch size", "--batch-sizes")
         # Resolve target and task once, the way ProfileConfig does; ``backbone`` stays as given (a
         # config path must stay a path), ``name`` is what results call it.
-        first = self._config(self.methods[0], max(self.seq_lens), self.batch_sizes[0])
+        first = self._config(self.methods[0], 1, self.batch_sizes[0])  # the lengths are checked below
         self.name, self.target, self.task = first.backbone, first.target, first.task
+        limit = first.resolved.max_seq_len
+        if max(self.seq_lens) > limit:  # ProfileConfig would name --seq-len, which compare does not have
+            raise MemprofError(
+                f"sequence length {max(self.seq_lens)} in --seq-lens exceeds {self.name}'s maximum of {limit} "
+                f"positions; pass sequence lengths of {limit} or less"
+            )
         self.backbone_config: dict[str, Any] = dict(first.resolved.config)
 
     def _config(self, method: str, seq_len: int, batch_size: int) -> ProfileConfig:

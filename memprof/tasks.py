@@ -90,7 +90,14 @@ def build_model(
         model = model.to(device)
     else:
         with torch.device(device):
-            model = cls.from_config(config, dtype=dtype, attn_implementation=attn_implementation)
+            try:
+                model = cls.from_config(config, dtype=dtype, attn_implementation=attn_implementation)
+            except (ValueError, TypeError, AssertionError, IndexError, KeyError) as exc:
+                # the config passed its checks (backbones.check_config) but the model's own
+                # constructor refuses it: bad input all the same, in one line
+                first = " ".join(str(exc).split()) or type(exc).__name__  # one line, however transformers wraps it
+                raise MemprofError(f"backbone {backbone.name!r}: transformers cannot build a {task} model from this "
+                                   f"config ({type(exc).__name__}: {first[:300]}); fix the config") from None
     model.train()
     return model
 

@@ -91,6 +91,9 @@ def _config_file(tmp_path, base: str, **changes) -> str:
     ("bart-base", {"decoder_start_token_id": None}, "decoder_start_token_id=None is null"),
     ("gpt2", {"model_type": []}, "has model_type []; supported families are"),
     ("bart-base", {"pad_token_id": 50265}, "pad_token_id=50265 is not a token id of the vocabulary (0 to 50264)"),
+    ("llama-3.2-1b", {"rope_scaling": 1}, "transformers refuses it (StrictDataclassFieldValidationError: Validation "
+                                          "error for field 'rope_parameters'"),
+    ("gpt2", {"layer_norm_epsilon": 0}, "Field 'layer_norm_epsilon' expected float, got int (value: 0)"),
 ])
 def test_bad_configs_are_one_line(tmp_path, base, changes, needle):
     from memprof.errors import MemprofError

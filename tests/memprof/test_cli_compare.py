@@ -113,7 +113,7 @@ BAD = [
     (["compare", "--seq-lens", "-128"], "must be a whole number of at least 1"),
     (["compare", "--batch-sizes", "8,x"], "batch size 'x' in --batch-sizes '8,x' is not a whole number"),
     (["compare", "--batch-sizes", "0"], "batch size 0 in --batch-sizes must be a whole number of at least 1"),
-    (["compare", "--seq-lens", "2048"], "exceeds bart-large's maximum of 1024"),
+    (["compare", "--seq-lens", "2048"], "2048 in --seq-lens exceeds bart-large's maximum of 1024 positions; pass sequence lengths of 1024 or less"),
     (["compare", "--engine", "tpu"], "unknown engine 'tpu'"),
     (["compare", "--jobs", "0"], "--jobs 0 must be at least 1"),
     (["compare", "--out", "afile"], "output directory 'afile' is a file"),
