@@ -14,14 +14,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Callable
 
-from meft.families import Family, families
+from meft.families import Family, families, family_named, supported_model_types
 
-from memprof.errors import MemprofError
-
-def _families() -> dict[str, Family]:
-    """HF model_type -> the family that describes it (``meft.families``: one file per family)."""
-    return {t: f for f in families() for t in f.types}
-
+from memprof.errors import MemprofError, one_line
 
 def builtin() -> dict[str, dict[str, Any]]:
     """Every registry entry: backbone name -> published HF config kwargs, from the family files."""
@@ -44,21 +39,25 @@ class Backbone:
     @property
     def spec(self) -> Family:
         """Everything known about the backbone's family (``meft.families``)."""
-        return _families()[self.config["model_type"]]
+        return family_named(self.config["model_type"])
 
     @property
     def default_task(self) -> str:
         return self.spec.tasks[0]
 
+    def get(self, key: str) -> Any:
+        """A config value, or transformers' default for it when the config leaves it out."""
+        return self.config[key] if key in self.config else _defaults(self.config["model_type"]).get(key)
+
     @property
     def max_seq_len(self) -> int:
         """Longest sequence the position embeddings allow (RoBERTa reserves padding_idx + 1 slots)."""
         spec = self.spec
-        return int(self.config.get(spec.fields.positions, 512)) - spec.reserved_positions(self.config)
+        return int(self.get(spec.fields.positions)) - spec.reserved_positions(self.config)
 
     @property
     def num_layers(self) -> int:
-        return sum(int(self.config.get(name, 0)) for name in self.spec.fields.layers)
+        return sum(int(self.get(name) or 0) for name in self.spec.fields.layers)
 
     def hf_config(self, **overrides: Any):
         from transformers import AutoConfig
@@ -75,18 +74,23 @@ def known_names() -> list[str]:
 def _from_config_dict(name: str, cfg: dict[str, Any], weights: str | None, source: str | None = None) -> Backbone:
     """``source``: where the config came from, for messages (a file's path; default the name)."""
     model_type = cfg.get("model_type")
-    if not isinstance(model_type, str) or model_type not in _families():
+    if not isinstance(model_type, str) or model_type not in supported_model_types():
         raise MemprofError(
             f"backbone {source or name!r} has model_type {model_type!r}; supported families are "
-            f"{', '.join(_families())}: pass a config of one of them"
+            f"{', '.join(supported_model_types())}: pass a config of one of them"
         )
     keep = {k: v for k, v in cfg.items() if not k.startswith("_") and k not in ("architectures", "transformers_version")}
-    check_config(source or name, keep, _families()[model_type])
-    return Backbone(name=name, family=_families()[model_type].name, config=keep, weights=weights)
+    family = family_named(model_type)
+    check_config(source or name, keep, family)
+    return Backbone(name=name, family=family.name, config=keep, weights=weights)
 
 
 #: integer fields that count something (sizes, layers, heads, positions): at least 1 where given
-_COUNT = re.compile(r"(^|_)(size|dim|layers|heads|positions|position_embeddings|embd|layer|head|ctx|inner)$")
+#: (``max_window_layers`` is a threshold: 0 is allowed)
+_COUNT = re.compile(r"^(?!max_window)(.*_)?(size|dim|layers|heads|positions|position_embeddings|embd|layer|head|ctx|inner)$")
+#: the largest count accepted: beyond it no model is built in reasonable time or memory
+MAX_COUNT = 2**31
+MAX_LAYERS = 10_000
 
 
 @cache
@@ -97,7 +101,9 @@ def _defaults(model_type: str) -> dict[str, Any]:
 
 
 def _kind(value: Any) -> str:
-    return "a whole number" if isinstance(value, int) else "a number" if isinstance(value, float) else "true or false"
+    if isinstance(value, bool):
+        return "true or false"
+    return "a whole number" if isinstance(value, int) else "a number"
 
 
 def check_config(source: str, cfg: dict[str, Any], family: Family) -> None:
@@ -110,10 +116,16 @@ def check_config(source: str, cfg: dict[str, Any], family: Family) -> None:
     def bad(field: str, why: str, fix: str) -> MemprofError:
         return MemprofError(f"backbone config {source!r}: {field}={cfg[field]!r} {why}; {fix}")
 
+    used = {family.fields.hidden, family.fields.heads, *family.fields.layers, family.fields.positions,
+            family.fields.vocab, family.fields.activation, family.fields.kv_heads, "decoder_start_token_id"}
     for key, default in _defaults(cfg["model_type"]).items():
         value = cfg.get(key)
-        if key in cfg and value is None and default is not None:
+        if key in cfg and value is None and default is not None and key in used:
             raise bad(key, "is null", f"write a value such as the default {default!r}, or leave the field out")
+        if isinstance(value, int) and not isinstance(value, bool) and _COUNT.search(key) and not 1 <= value <= MAX_COUNT:
+            raise bad(key, f"must be a count from 1 to {MAX_COUNT}", f"pass a positive count such as {default!r}")
+        if key.endswith("_token_id") and isinstance(value, list):
+            continue  # several end-of-sentence ids (Llama 3 instruct): checked by _check_token_ids
         if value is None or default is None or not isinstance(default, (bool, int, float)):
             continue
         if isinstance(default, bool) != isinstance(value, bool) or not isinstance(value, (int, float)) or (
@@ -121,11 +133,12 @@ def check_config(source: str, cfg: dict[str, Any], family: Family) -> None:
             raise bad(key, f"is not {_kind(default)}", f"write {_kind(default)} as the default {default!r} is")
         if isinstance(value, float) and not math.isfinite(value):
             raise bad(key, "is not finite", f"pass a finite number such as {default!r}")
-        if isinstance(default, int) and not isinstance(default, bool) and _COUNT.search(key) and value < 1:
-            raise bad(key, "must be at least 1", f"pass a positive count such as {default!r}")
         if ("dropout" in key or "pdrop" in key) and not 0 <= value <= 1:
             raise bad(key, "is a probability outside [0, 1]", "pass a value between 0 and 1, e.g. 0.1")
     f = family.fields
+    layers = sum(v for v in (cfg.get(k) for k in f.layers) if isinstance(v, int))
+    if layers > MAX_LAYERS:
+        raise bad(f.layers[0], f"gives {layers} layers, more than {MAX_LAYERS}", "pass a real model's depth")
     hidden, heads = cfg.get(f.hidden), cfg.get(f.heads)
     if isinstance(hidden, int) and isinstance(heads, int) and "head_dim" not in cfg and hidden % heads:
         raise bad(f.heads, f"does not divide {f.hidden}={hidden}", f"pass a head count that divides {hidden}")
@@ -136,6 +149,10 @@ def check_config(source: str, cfg: dict[str, Any], family: Family) -> None:
     if act is not None and (not isinstance(act, str) or act not in ACT2FN):
         raise bad(f.activation, "is not an activation transformers knows", f"use one of {', '.join(ACT2FN)}")
     _check_token_ids(cfg, family, bad)
+    positions = cfg.get(f.positions)
+    if isinstance(positions, int) and positions - family.reserved_positions(cfg) < 1:
+        raise bad(f.positions, f"leaves no position once {family.reserved_positions(cfg)} are reserved (padding id + 1)",
+                  "pass more positions or a smaller pad_token_id")
     _check_with_transformers(source, cfg)
 
 
@@ -147,9 +164,7 @@ def _check_with_transformers(source: str, cfg: dict[str, Any]) -> None:
     try:
         AutoConfig.for_model(cfg["model_type"], **{k: v for k, v in cfg.items() if k != "model_type"})
     except Exception as exc:  # noqa: BLE001 - any refusal of a user's config is bad input
-        first = " ".join(str(exc).split()) or type(exc).__name__  # one line, however transformers wraps it
-        raise MemprofError(f"backbone config {source!r}: transformers refuses it ({type(exc).__name__}: "
-                           f"{first[:300]}); fix that field") from None
+        raise MemprofError(f"backbone config {source!r}: transformers refuses it ({one_line(exc)}); fix that field") from None
 
 
 def _check_token_ids(cfg: dict[str, Any], family: Family, bad: Callable[[str, str, str], MemprofError]) -> None:
@@ -163,7 +178,8 @@ def _check_token_ids(cfg: dict[str, Any], family: Family, bad: Callable[[str, st
     for key in looked_up:
         ids = cfg.get(key)
         for token in ids if isinstance(ids, list) else [ids]:
-            if token is not None and (not isinstance(token, int) or isinstance(token, bool) or not 0 <= token < vocab):
+            low = -vocab if key == "pad_token_id" else 0  # nn.Embedding takes a negative padding_idx
+            if token is not None and (not isinstance(token, int) or isinstance(token, bool) or not low <= token < vocab):
                 raise bad(key, f"is not a token id of the vocabulary (0 to {vocab - 1})",
                           f"pass an id below {family.fields.vocab}={vocab}, or leave the field out")
 

@@ -1,9 +1,10 @@
 """Model heads and synthetic batches per task.
 
 Tasks: ``classification`` (sequence classification, 2 labels), ``causal-lm`` and ``seq2seq``
-(BART conditional generation). Synthetic batches are padded to the full sequence length, as the
-MEFT paper did for its memory measurements, and put ``</s>`` last in every row so that BART's
-classification head finds exactly one end-of-sentence token per row.
+(BART conditional generation); which a backbone offers is its family's (``Family.tasks``).
+Synthetic batches fill the full sequence length with ordinary tokens (no padding, no special
+token), as the MEFT paper did for its memory measurements; a family whose classification head reads
+the end-of-sentence token (``Family.eos_last``: BART) gets exactly one, last in every row.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import torch
 from torch import nn
 
 from memprof.backbones import Backbone
-from memprof.errors import MemprofError
+from memprof.errors import MemprofError, one_line
 
 TASKS = ("classification", "causal-lm", "seq2seq")
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
@@ -66,9 +67,9 @@ def build_model(
     if task == "classification" and backbone.config.get("pad_token_id") is None:
         # A decoder's classification head pools the last non-pad token, so it needs a pad id; the
         # synthetic batch holds none, as when a tokenizer's pad token is its end-of-sentence one.
-        eos = backbone.config.get("eos_token_id")
+        eos = backbone.get("eos_token_id")
         eos = eos[0] if isinstance(eos, list) and eos else eos
-        vocab = backbone.config[backbone.spec.fields.vocab]
+        vocab = backbone.get(backbone.spec.fields.vocab)
         # An id outside the vocabulary could not be the embeddings' padding_idx; 0 never occurs in
         # the batch (its ids start above the special tokens).
         extra["pad_token_id"] = eos if isinstance(eos, int) and 0 <= eos < vocab else 0
@@ -92,14 +93,21 @@ def build_model(
         with torch.device(device):
             try:
                 model = cls.from_config(config, dtype=dtype, attn_implementation=attn_implementation)
-            except (ValueError, TypeError, AssertionError, IndexError, KeyError) as exc:
+            except (ValueError, TypeError, AssertionError, IndexError, KeyError, RuntimeError, OverflowError) as exc:
+                if "memory" in str(exc).lower():
+                    raise  # the host ran out: the engines record that as such
                 # the config passed its checks (backbones.check_config) but the model's own
                 # constructor refuses it: bad input all the same, in one line
-                first = " ".join(str(exc).split()) or type(exc).__name__  # one line, however transformers wraps it
                 raise MemprofError(f"backbone {backbone.name!r}: transformers cannot build a {task} model from this "
-                                   f"config ({type(exc).__name__}: {first[:300]}); fix the config") from None
+                                   f"config ({one_line(exc)}); fix the config") from None
     model.train()
     return model
+
+
+def _ids(value) -> list[int]:
+    """Token ids of a config field: none, one, or a list (several end-of-sentence ids)."""
+    values = value if isinstance(value, list) else [value]
+    return [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
 
 
 def make_batch(
@@ -112,13 +120,17 @@ def make_batch(
     seed: int = 0,
 ) -> dict[str, torch.Tensor]:
     """A synthetic batch of token ids (no padding) with labels for ``task``."""
-    cfg, spec = backbone.config, backbone.spec
-    vocab = int(cfg[spec.fields.vocab])
+    spec = backbone.spec
+    vocab = int(backbone.get(spec.fields.vocab))
     gen = torch.Generator().manual_seed(seed)
-    # Ids above the special tokens, so no row accidentally holds a pad or </s>.
+    # Ids above the low special tokens, and none of the padding or end-of-sentence ids wherever the
+    # vocabulary puts them (GPT-2's and Llama's are its last ids): no row holds one by accident.
     low = spec.first_token if vocab > 2 * spec.first_token else 0
     ids = torch.randint(low, vocab, (batch_size, seq_len), generator=gen)
-    eos = cfg.get("eos_token_id")
+    eos = backbone.get("eos_token_id")
+    special = [t for key in ("pad_token_id", "eos_token_id") for t in _ids(backbone.get(key)) if low <= t < vocab]
+    if special and vocab - low > len(special):
+        ids[torch.isin(ids, torch.tensor(special))] = next(t for t in range(low, vocab) if t not in special)
     if eos is not None and spec.eos_last:
         ids[:, -1] = int(eos)
     batch = {"input_ids": ids, "attention_mask": torch.ones(batch_size, seq_len, dtype=torch.long)}

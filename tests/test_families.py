@@ -82,7 +82,7 @@ def _config_file(tmp_path, base: str, **changes) -> str:
                                                   "divisor of 32"),
     ("gpt2", {"n_head": 7}, "n_head=7 does not divide n_embd=768"),
     ("mistral-7b", {"hidden_act": "swiglu"}, "hidden_act='swiglu' is not an activation transformers knows"),
-    ("llama-3.2-1b", {"max_position_embeddings": -5}, "max_position_embeddings=-5 must be at least 1"),
+    ("llama-3.2-1b", {"max_position_embeddings": -5}, "max_position_embeddings=-5 must be a count from 1 to 2147483648"),
     ("gpt2", {"n_layer": "12"}, "n_layer='12' is not a whole number"),
     # found by tests/memprof/test_fuzz.py: nulls, a model_type that is not a string, a padding id
     # the embeddings cannot hold

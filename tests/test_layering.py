@@ -130,6 +130,21 @@ def test_commands_are_thin():
     assert not long
 
 
+def test_every_imported_name_exists():
+    """``from memprof.x import name``: ``name`` is in ``memprof.x`` (the walk above only resolves the
+    module, so a name that moved away would pass it and fail only when that line runs)."""
+    import importlib
+
+    missing = []
+    for module, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").split(".")[0] in PACKAGES:
+                target = importlib.import_module(node.module)
+                missing += [f"{module}: {node.module}.{a.name}" for a in node.names
+                            if not hasattr(target, a.name) and f"{node.module}.{a.name}" not in MODULES]
+    assert not missing
+
+
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     state: dict[str, int] = {}  # 1 on the stack, 2 done
     stack: list[str] = []

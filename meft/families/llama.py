@@ -81,7 +81,7 @@ def check(config) -> None:
     if len(set(types)) > 1:
         raise MEFTError(
             f"layer_types mixes {', '.join(sorted(set(types)))}; a MEFT stack calls all layers with one attention "
-            "mask: use one attention type for every layer (e.g. use_sliding_window=False, or max_window_layers=0)"
+            "mask: use one attention type for every layer (e.g. use_sliding_window=False)"
         )
 
 

@@ -12,7 +12,7 @@ def backbones_cmd() -> None:
     """List the built-in backbones with family, default task, depth and parameter count."""
     from memprof import backbones
     from memprof.errors import MemprofError
-    from memprof.methods import count_params
+    from memprof.params import count_params
     from memprof.tasks import build_model
 
     table = Table(title="backbones")

@@ -90,12 +90,13 @@ class ConstantFoldingFakeMode(FakeTensorMode):
 
     def dispatch(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func is aten._local_scalar_dense.default and self._unknown_bool(args[0]):
+        if func is aten._local_scalar_dense.default and getattr(args[0], "_memprof_all_finite", False):
             # NOTE [ Branches on activation values ]: a model asks whether its activations are all
             # finite (BART's fp16 encoder layers: `not torch.isfinite(h).all()`, then clamp). Fake
-            # tensors have no values; the engine answers True, as a healthy step would (finite),
-            # which is the step it models. It is the one such question the supported families ask;
-            # any other data-dependent value (not a single boolean) still fails loudly.
+            # tensors have no values; the engine answers yes, as a healthy step would, which is the
+            # step it models. Only that question is answered, recognised where it is asked
+            # (``KernelModel`` marks the result of ``isfinite(x).all()``); any other data-dependent
+            # value still fails loudly.
             return True
         if func in _FACTORIES and kwargs.get("device", None) in (None, _CPU, "cpu"):
             with no_dispatch():
@@ -103,9 +104,6 @@ class ConstantFoldingFakeMode(FakeTensorMode):
             if self.may_turn_const(out):
                 return self.fake_tensor_converter.from_real_tensor(self, out, make_constant=True)
         return super().dispatch(func, types, args, kwargs)
-
-    def _unknown_bool(self, t: torch.Tensor) -> bool:
-        return self.is_our_fake(t) and t.dtype == torch.bool and t.numel() == 1 and getattr(t, "constant", None) is None
 
     def may_turn_const(self, t: torch.Tensor) -> bool:
         return (

@@ -151,6 +151,11 @@ class KernelModel(TorchFunctionMode):
         self._cache_casts = True
         self._cast_cache: dict[int, torch.Tensor] = {}
         handlers: dict[Callable, Callable] = {F.scaled_dot_product_attention: self._sdpa}
+        # NOTE [ Branches on activation values ] (fake.py): mark the answer to "all finite?"
+        for fn in (torch.isfinite, torch.Tensor.isfinite):
+            handlers[fn] = self._isfinite
+        for fn in (torch.all, torch.Tensor.all):
+            handlers[fn] = self._all
         if target == "cuda":
             handlers[F.dropout] = self._dropout
         if self.autocast_dtype is not None:
@@ -167,6 +172,17 @@ class KernelModel(TorchFunctionMode):
         if handler is None:
             return func(*args, **(kwargs or {}))
         return handler(func, args, kwargs or {})
+
+    def _isfinite(self, func, args, kwargs):
+        out = func(*args, **kwargs)
+        out._memprof_finite = True
+        return out
+
+    def _all(self, func, args, kwargs):
+        out = func(*args, **kwargs)
+        if getattr(args[0], "_memprof_finite", False) and len(args) == 1 and not kwargs:
+            out._memprof_all_finite = True
+        return out
 
     @contextlib.contextmanager
     def autocast(self):

@@ -57,7 +57,9 @@ def layer_modules(model: nn.Module) -> list[nn.Module]:
     """Every transformer layer (encoder and decoder), found where meft.families says the stacks are."""
     from meft.families import family_of
 
-    return [layer for site in family_of(model).sites(model) for layer in site.layers]
+    # find_sites, not sites: the conversion checks are MEFT's, not the adapters' (a Qwen2 with mixed
+    # attention types takes adapters as any other)
+    return [layer for site in family_of(model).find_sites(model) for layer in site.layers]
 
 
 def add_adapters(model: nn.Module) -> nn.Module:

@@ -177,7 +177,7 @@ ERRORS = {
                                     ["num_key_value_heads=3", "num_attention_heads=4", "divisor of 4"]),
     "mistral kv heads": (_decoder("mistral-cls", num_key_value_heads=3), ["num_key_value_heads=3"]),
     "qwen2 mixed layer types": (_decoder("qwen2-causal-lm", max_window_layers=1),
-                                ["full_attention, sliding_attention", "max_window_layers=0"]),
+                                ["full_attention, sliding_attention", "use_sliding_window=False"]),
     "gpt2 cross-attention": (_decoder("gpt2-causal-lm", add_cross_attention=True),
                              ["add_cross_attention=True", "set add_cross_attention=False"]),
     "num_rev_layers above depth": (lambda: meft.convert(tiny_model("llama-cls"), meft.MEFTConfig(num_rev_layers=3)),

@@ -1,4 +1,5 @@
-"""Saved activations of the new decoder families against a second counting method.
+"""Saved activations of the new decoder families (Llama, Qwen2, Mistral, GPT-2) against a second counting
+method.
 
 memprof counts with saved-tensor hooks. Here the count is taken another way, which the project
 does not otherwise use: after the forward, walk the autograd graph from the loss and read every
@@ -25,6 +26,9 @@ TINY = {
     "qwen2": {**backbones.builtin()["qwen2.5-0.5b"], "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
               "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 64, "max_position_embeddings": 64,
               "sliding_window": 64, "max_window_layers": 2},
+    "mistral": {**backbones.builtin()["mistral-7b"], "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 64, "max_position_embeddings": 64,
+                "sliding_window": 8},  # a window shorter than the sequence: the mask is a band
     "gpt2": {**backbones.builtin()["gpt2"], "n_embd": 32, "n_layer": 2, "n_head": 4, "vocab_size": 64, "n_positions": 64,
              "n_ctx": 64},
 }

@@ -34,7 +34,7 @@ DECODERS = ("llama", "qwen2", "mistral", "gpt2")
 SHRINK.update(
     llama=_DECODER,
     qwen2={**_DECODER, "sliding_window": 32, "max_window_layers": LAYERS},
-    mistral={**_DECODER, "sliding_window": 32},
+    mistral={**_DECODER, "sliding_window": S // 2},  # shorter than the sequence: a banded mask
     gpt2=dict(n_embd=H, n_layer=LAYERS, n_head=HEADS, n_positions=32, n_ctx=32),
 )
 BUILTIN = {"bert": "bert-base", "roberta": "roberta-base", "bart": "bart-base", "opt": "opt-125m",
