@@ -25,8 +25,6 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from meft.errors import MEFTError
-
 Call = dict[str, Any]
 
 

@@ -1,7 +1,6 @@
 """The engines: fake (target cpu) equals cpu byte for byte on every family and method; the kernels
 modelled for target cuda save what the hand computes; the model cache; out-of-memory results."""
 
-import dataclasses
 import json
 
 import pandas as pd
