@@ -141,3 +141,28 @@ def raises_one_line(call, needles):
     for needle in needles:
         assert needle in message, message
     return message
+
+
+def check_float64_gradients(case: str, config, *, tolerance: float, every_one_reached: bool = False,
+                            **model_kwargs) -> None:
+    """Reversible against ordinary backprop on the same float64 model: the same loss (same dropout
+    masks), every trainable parameter's gradient within ``tolerance`` (relative), every adapter
+    reached; ``every_one_reached``: every trainable parameter, the head included, gets a non-zero
+    gradient (else a zero gradient must be zero on both sides)."""
+    import torch
+
+    rev, ref = converted_pair(case, config, dtype=torch.float64, **model_kwargs)
+    batch = batch_for(case)
+    loss_rev, grads_rev = grads_after_step(rev, batch)
+    loss_ref, grads_ref = grads_after_step(ref, batch)
+    assert torch.equal(loss_rev, loss_ref)
+    assert grads_rev.keys() == grads_ref.keys()
+    for name, g in grads_ref.items():
+        if every_one_reached:
+            assert g.abs().max() > 0, name
+        if g.abs().max() == 0:
+            assert grads_rev[name].abs().max() == 0, name
+        else:
+            assert relative_error(grads_rev[name], g) < tolerance, name
+    adapters = [n for n in grads_rev if ".adapters." in n]
+    assert adapters and all(grads_rev[n].abs().max() > 0 for n in adapters), adapters

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from meft_testing import BATCH, MODELS, SEQ, batch_for, converted_pair, grads_after_step, relative_error, tiny_model
+from meft_testing import BATCH, MODELS, SEQ, batch_for, check_float64_gradients, converted_pair, grads_after_step, relative_error, tiny_model
 
 import meft
 
@@ -26,24 +26,8 @@ CASES = [(case, {"variant": v, "arithmetic": a}) for case in FAMILY_CASES for v 
 
 
 def check_gradients(case: str, config: meft.MEFTConfig, **model_kwargs) -> None:
-    """The generic check: same loss, same gradient for every trainable parameter (float64, rel. 1e-7),
-    every adapter reached."""
-    rev, ref = converted_pair(case, config, dtype=torch.float64, **model_kwargs)
-    batch = batch_for(case)
-    loss_rev, grads_rev = grads_after_step(rev, batch)
-    loss_ref, grads_ref = grads_after_step(ref, batch)
-
-    assert torch.equal(loss_rev, loss_ref)  # same dropout masks, same forward
-    assert grads_rev.keys() == grads_ref.keys()
-    for name, g in grads_ref.items():
-        if g.abs().max() == 0:
-            assert grads_rev[name].abs().max() == 0, name
-        else:
-            assert relative_error(grads_rev[name], g) < 1e-7, name
-    adapters = [n for n in grads_rev if ".adapters." in n]
-    assert adapters
-    for name in adapters:
-        assert grads_rev[name].abs().max() > 0, name
+    """The generic check (float64, relative 1e-7; ``meft_testing.check_float64_gradients``)."""
+    check_float64_gradients(case, config, tolerance=1e-7, **model_kwargs)
 
 
 @pytest.mark.parametrize(("case", "kwargs"), CASES, ids=[f"{c}-{'-'.join(f'{k}={v}' for k, v in kw.items())}" for c, kw in CASES])
