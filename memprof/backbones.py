@@ -90,7 +90,7 @@ def _from_config_dict(name: str, cfg: dict[str, Any], weights: str | None, sourc
 _COUNT = re.compile(r"^(?!max_window)(.*_)?(size|dim|layers|heads|positions|position_embeddings|embd|layer|head|ctx|inner)$")
 #: the largest count accepted: beyond it no model is built in reasonable time or memory
 MAX_COUNT = 2**31
-MAX_LAYERS = 10_000
+MAX_LAYERS = 1_000
 
 
 @cache

@@ -29,7 +29,8 @@ SUMMARY_COLUMNS = (
 
 def method_order(rs: ResultSet) -> list[str]:
     """Methods in the order the sweep listed them, then any others in order of appearance."""
-    order = [m for m in rs.options.get("methods", []) if isinstance(m, str)]
+    listed = rs.options.get("methods")  # options are free-form: only a list of names is an order
+    order = [m for m in listed if isinstance(m, str)] if isinstance(listed, list) else []
     for r in rs.results:
         if r.method not in order:
             order.append(r.method)

@@ -147,3 +147,11 @@ def test_render_all_writes_every_file(rs, tmp_path):
         "layers_largest.png", "peak_breakdown.png", "saved_by_category.png", "report.html", "summary.md",
     ])
     assert all(p.is_file() and p.stat().st_size > 0 for p in paths.values())
+
+
+def test_options_without_a_method_list_keep_the_order_of_appearance():
+    """Found by tests/memprof/test_fuzz.py: ``options.methods`` null (or not a list) crashed every view."""
+    rs = golden_resultset()
+    for methods in (None, "ft,lora", 3, {"a": 1}):
+        rs.options["methods"] = methods
+        assert table.method_order(rs) == ["ft", "lora", "adapter"]
