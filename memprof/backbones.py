@@ -174,6 +174,10 @@ def _check_token_ids(cfg: dict[str, Any], family: Family, bad: Callable[[str, st
     vocab = cfg.get(family.fields.vocab)
     if not isinstance(vocab, int):
         return
+    if family.eos_last and "eos_token_id" in cfg and (not isinstance(cfg["eos_token_id"], int)
+                                                      or isinstance(cfg["eos_token_id"], bool)):
+        # every batch row ends in it, and the classification head looks for exactly one per row
+        raise bad("eos_token_id", "is not one token id", "pass the one end-of-sentence id, e.g. 2")
     looked_up = ["pad_token_id", "decoder_start_token_id"] + (["eos_token_id"] if family.eos_last else [])
     for key in looked_up:
         ids = cfg.get(key)

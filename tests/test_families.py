@@ -94,6 +94,8 @@ def _config_file(tmp_path, base: str, **changes) -> str:
     ("llama-3.2-1b", {"rope_scaling": 1}, "transformers refuses it (StrictDataclassFieldValidationError: Validation "
                                           "error for field 'rope_parameters'"),
     ("gpt2", {"layer_norm_epsilon": 0}, "Field 'layer_norm_epsilon' expected float, got int (value: 0)"),
+    ("bart-base", {"eos_token_id": []}, "eos_token_id=[] is not one token id"),
+    ("bart-base", {"eos_token_id": None}, "eos_token_id=None is not one token id"),
 ])
 def test_bad_configs_are_one_line(tmp_path, base, changes, needle):
     from memprof.errors import MemprofError
