@@ -88,7 +88,8 @@ def _fail(message: str, code: int) -> None:
     re-raise the exception being handled instead (called only from ``run``'s except clauses)."""
     if os.environ.get("MEMPROF_DEBUG"):
         raise  # noqa: PLE0704 - the exception ``run`` is handling
-    say(("error:", "bold red"), " ", message, err=True)
+    # one line whatever a user string inside the message holds (a key or value with a newline)
+    say(("error:", "bold red"), " ", message.replace("\r", "\\r").replace("\n", "\\n"), err=True)
     sys.exit(code)
 
 

@@ -18,7 +18,7 @@ import memprof.outputs
 import memprof.sweep
 from memprof.config import ProfileConfig
 from memprof.result import Result, ResultSet, load_results, write_json
-from synthetic_results import fake_run, make_result
+from synthetic_results import fake_run, golden_resultset, make_result
 
 #: a two-layer BERT small enough to build in milliseconds (a literal: no registry lookups)
 TINY_BERT = {"model_type": "bert", "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
@@ -391,3 +391,14 @@ def test_gate_markdown_is_inert():
     label = "<code>a|`b`&lt;i&gt; ft seq=8 batch=1 fp32 fake-&gt;cuda</code>"
     assert html.count(label) == 3  # the two tables (one cell each, the | kept inside) and the list
     assert len(re.findall(r"<td[ >]", html)) == 2 * 6
+
+
+def test_a_newline_inside_a_user_string_stays_on_the_one_error_line(cli, tmp_path):
+    """Found by tests/memprof/test_fuzz.py: a results file whose environment has a key with a newline."""
+    data = golden_resultset().to_dict()
+    data["results"][0]["environment"] = {"a\nb": None}
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(data))
+    code, out, err = cli("report", str(path))
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "environment.a\\nb is null" in err
