@@ -7,6 +7,8 @@ alone. Prints the numbers and a Markdown row for BENCHMARKS.md.
 
     python benchmarks/compare_speed.py                # default grid, 2 cores
     python benchmarks/compare_speed.py --repeat 3 -- --methods ft,lora
+    python benchmarks/compare_speed.py --with-fast    # and the same grid with --fast, interleaved
+    python benchmarks/compare_speed.py --only-fast -- --seq-lens 64,96,...  # a grid too large to profile
 """
 
 from __future__ import annotations
@@ -42,8 +44,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cores", type=int, default=2, help="CPUs to pin the command to (default 2)")
     parser.add_argument("--repeat", type=int, default=1, help="runs to take the median of (default 1)")
+    parser.add_argument("--with-fast", action="store_true", help="also time `compare --fast`, run after each plain run")
+    parser.add_argument("--only-fast", action="store_true", help="time only `compare --fast`")
     parser.add_argument("extra", nargs="*", help="options passed to memprof compare (after --)")
     opts = parser.parse_args()
+    if opts.with_fast or opts.only_fast:
+        return fast_main(opts)
 
     available = sorted(os.sched_getaffinity(0))
     cores = available[: opts.cores]
@@ -79,6 +85,29 @@ def main() -> None:
     name = " ".join(["memprof compare", *opts.extra])
     print(f"| `{name}` | {len(statuses)} | {len(cores)} | {total:.1f} | "
           f"{statistics.median(cpu):.1f} | {render:.1f} |")
+
+
+def fast_main(opts) -> None:
+    """Plain and ``--fast`` compares of one grid, alternated in one run; their ratio."""
+    cores = sorted(os.sched_getaffinity(0))[: opts.cores]
+    os.sched_setaffinity(0, cores)
+    env = {**os.environ, "OMP_NUM_THREADS": str(len(cores)), "MKL_NUM_THREADS": str(len(cores))}
+    modes = ([] if opts.only_fast else [[]]) + [["--fast"]]
+    times: dict[str, list[float]] = {" ".join(m) or "plain": [] for m in modes}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(opts.repeat):
+            for mode in modes:
+                out = Path(tmp) / f"run{i}{'-'.join(mode)}"
+                times[" ".join(mode) or "plain"].append(timed(["compare", "--quiet", "--out", str(out), *opts.extra, *mode],
+                                                              env)[0])
+        saved = json.loads((Path(tmp) / f"run0{'-'.join(modes[-1])}" / "results.json").read_text())
+    print(f"command:        {saved['command']} ({len(saved['results'])} configurations)")
+    print(f"cores:          {len(cores)}; load average {os.getloadavg()[0]:.1f} at the end")
+    for mode, ts in times.items():
+        print(f"{mode:15} {statistics.median(ts):.1f} s wall (median of {opts.repeat}: {', '.join(f'{t:.1f}' for t in ts)})")
+    if "plain" in times:
+        ratio = statistics.median(times["plain"]) / statistics.median(times["--fast"])
+        print(f"ratio:          plain / --fast = {ratio:.2f}")
 
 
 if __name__ == "__main__":

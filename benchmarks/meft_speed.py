@@ -35,29 +35,44 @@ RATIOS = [  # (numerator, denominator, goal)
 ]
 
 
-def build(method: str, overrides: dict, seq_len: int, batch_size: int):
+def build(method: str, overrides: dict, seq_len: int, batch_size: int, backbone: str = "all-minilm-l6-v2"):
     from meft.convert import stacks
     from memprof import tasks
     from memprof.config import ProfileConfig
     from memprof.engines import cpu
 
-    config = ProfileConfig("all-minilm-l6-v2", method, seq_len, batch_size, engine="cpu")
+    config = ProfileConfig(backbone, method, seq_len, batch_size, engine="cpu")
     model = cpu.build(config).model
     for _, stack in stacks(model) if overrides else ():
         stack.num_rev_layers = overrides["num_rev_layers"]
     return model, tasks.make_batch(config.resolved, config.task, batch_size, seq_len)
 
 
-def timed_step(model, batch, optimizer) -> tuple[float, float, float]:
-    """(step, forward, backward) seconds."""
-    start = time.perf_counter()
+def timed_step(model, batch, optimizer) -> tuple[float, float, float, float]:
+    """(step, forward, backward) wall seconds, then the step's CPU seconds (this process's: with one
+    thread, what the step computed, whatever the machine's load)."""
+    start, cpu = time.perf_counter(), time.process_time()
     model.zero_grad(set_to_none=True)
     loss = model(**batch).loss
     forward = time.perf_counter()
     loss.backward()
     backward = time.perf_counter()
     optimizer.step()
-    return time.perf_counter() - start, forward - start, backward - forward
+    return time.perf_counter() - start, forward - start, backward - forward, time.process_time() - cpu
+
+
+def interleave(runs: dict, rounds: int, first_round: int = 0) -> None:
+    """Time every run's step ``rounds`` times, round-robin, the order rotating every round, so that
+    load from other processes hits them alike. ``runs``: label -> (model, batch, optimizer, times);
+    each step's ``timed_step`` seconds are appended to its ``times``. ``first_round``
+    continues the rotation of earlier calls (one call per round, to record as it goes)."""
+    labels = list(runs)
+    for r in range(first_round, first_round + rounds):
+        order = labels[r % len(labels):] + labels[: r % len(labels)]
+        for label in order:
+            gc.collect()
+            model, batch, opt, times = runs[label]
+            times.append(timed_step(model, batch, opt))
 
 
 def main() -> None:
@@ -81,13 +96,8 @@ def main() -> None:
         model, batch = build(method, overrides, args.seq_len, args.batch_size)
         runs[label] = (model, batch, adamw(model, foreach=False), [])
         timed_step(*runs[label][:3])  # warm-up
+    interleave(runs, args.rounds)
     labels = list(runs)
-    for r in range(args.rounds):
-        order = labels[r % len(labels):] + labels[: r % len(labels)]
-        for label in order:
-            gc.collect()
-            model, batch, opt, times = runs[label]
-            times.append(timed_step(model, batch, opt))
     med = {label: statistics.median(t[0] for t in runs[label][3]) for label in labels}
     print(f"\nall-minilm-l6-v2, seq {args.seq_len} x batch {args.batch_size}, {args.rounds} interleaved rounds")
     print("| step | median s | fastest s | median forward s | median backward s |\n|---|---:|---:|---:|---:|")

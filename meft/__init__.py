@@ -1,8 +1,8 @@
 """MEFT: memory-efficient fine-tuning by making a pre-trained model reversible.
 
 Liao, Tan and Monz, "Make Pre-trained Model Reversible: From Parameter to Memory Efficient
-Fine-Tuning", NeurIPS 2023 (arXiv 2306.00477). The README's MEFT section describes the method
-and the exact arithmetic this implementation adds.
+Fine-Tuning", NeurIPS 2023 (arXiv 2306.00477). docs/MEFT.md describes the method as implemented
+here: the equations, the three variants, the exact arithmetic this implementation adds, the defaults.
 
     import meft
     model = meft.convert(model, meft.MEFTConfig(variant="meft1"))
@@ -23,12 +23,15 @@ from meft.diagnostics import (
 )
 from meft.errors import MEFTError
 from meft.families import supported_model_types
+from meft.peft_api import MEFTModel, get_meft_model
+from meft.version import __version__
 
 SUPPORTED = supported_model_types()
 
 __all__ = [
     "MEFTConfig",
     "MEFTError",
+    "MEFTModel",
     "SUPPORTED",
     "VARIANTS",
     "GradientFidelity",
@@ -37,6 +40,7 @@ __all__ = [
     "ParameterFidelity",
     "config_of",
     "convert",
+    "get_meft_model",
     "gradient_fidelity",
     "is_converted",
     "load_adapters",
@@ -45,4 +49,5 @@ __all__ = [
     "starting_point_similarity",
     "trained_parameters",
     "unconvert",
+    "__version__",
 ]

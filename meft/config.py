@@ -1,7 +1,7 @@
 """MEFTConfig: the one configuration of a MEFT conversion, validated on construction.
 
 The per-variant constants (lam, beta, whether the streams swap, which stream carries the
-pre-trained model's representation) follow MEFT.md (the method's description), "The three variants".
+pre-trained model's representation) follow docs/MEFT.md, "The three variants".
 """
 
 from __future__ import annotations

@@ -187,14 +187,7 @@ def load_adapters(model: nn.Module, path: str | Path) -> nn.Module:
     """
     current = config_of(model)
     folder = Path(path)
-    if not folder.is_dir():
-        state = "is not a folder" if folder.exists() else "does not exist"
-        raise MEFTError(f"adapter folder {str(folder)!r} {state}; pass a folder written by meft.save_adapters")
-    for name in (CONFIG_FILE, WEIGHTS_FILE):
-        if not (folder / name).is_file():
-            raise MEFTError(f"{str(folder)!r} holds no {name}; pass a folder written by meft.save_adapters "
-                            f"(it holds {CONFIG_FILE} and {WEIGHTS_FILE})")
-    saved, meta = _read_meta(folder / CONFIG_FILE)
+    saved, meta = _read_saved(folder)
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     if meta["model_type"] != model_type:
         raise MEFTError(f"adapters in {str(folder)!r} were saved from a {meta['model_type']!r} model "
@@ -214,6 +207,23 @@ def load_adapters(model: nn.Module, path: str | Path) -> nn.Module:
         for name, p in params.items():
             p.copy_(staged[name])
     return model
+
+
+def saved_config(path: str | Path) -> MEFTConfig:
+    """The MEFTConfig of the adapters ``save_adapters`` wrote into the folder ``path``; MEFTError for a
+    missing folder or file, or a config file that is not one."""
+    return _read_saved(Path(path))[0]
+
+
+def _read_saved(folder: Path) -> tuple[MEFTConfig, dict[str, Any]]:
+    if not folder.is_dir():
+        state = "is not a folder" if folder.exists() else "does not exist"
+        raise MEFTError(f"adapter folder {str(folder)!r} {state}; pass a folder written by meft.save_adapters")
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (folder / name).is_file():
+            raise MEFTError(f"{str(folder)!r} holds no {name}; pass a folder written by meft.save_adapters "
+                            f"(it holds {CONFIG_FILE} and {WEIGHTS_FILE})")
+    return _read_meta(folder / CONFIG_FILE)
 
 
 def _make_folder(folder: Path) -> list[Path]:

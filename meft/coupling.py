@@ -7,7 +7,7 @@ A stream has a *raw* form, what the reversible Function keeps and inverts, and a
 float tensor F and G read and autograd differentiates:
 
 - ``FloatArithmetic`` (the paper's): raw and carrier are the same float tensor. The inverse divides
-  by lam or beta and loses about log2(1/lam) bits per layer (MEFT.md, "Exact arithmetic").
+  by lam or beta and loses about log2(1/lam) bits per layer (docs/MEFT.md, "Exact arithmetic").
 - ``ExactArithmetic``: raw is an int64 fixed-point tensor (meft.fixed_point), lam and beta are
   dyadic rationals, and the bits a scaling drops are kept, so every inverse is exact. The carrier is
   the raw value decoded to the model's dtype; F's and G's outputs are encoded by a deterministic

@@ -1,5 +1,5 @@
 """The autograd Function that back-propagates through reversible layers without storing their
-activations (MEFT.md, "One reversible layer"; RevNets, Gomez et al., 2017), and ``MEFTStack``.
+activations (docs/MEFT.md, "One reversible layer"; RevNets, Gomez et al., 2017), and ``MEFTStack``.
 
 The Function keeps only the top layer's two streams (and the tensors of the layer call: masks,
 encoder states), plus, in exact arithmetic, the bits each scaling dropped (meft.fixed_point); in

@@ -1,4 +1,4 @@
-"""The three MEFT variants as sub-networks F and G of one reversible layer (MEFT.md, "The three variants").
+"""The three MEFT variants as sub-networks F and G of one reversible layer (docs/MEFT.md, "The three variants").
 
     meft1: F = PLM layer with a parallel feed-forward adapter,  G = adapter
     meft2: F = adapter,  G = PLM layer with a parallel feed-forward adapter

@@ -10,6 +10,7 @@ import torch
 
 from memprof import backbones, methods
 from memprof.errors import MemprofError
+from memprof.result import STEPS
 from memprof.tasks import ATTN_IMPLEMENTATIONS, check_task
 from memprof.units import short_repr
 
@@ -35,6 +36,7 @@ _STR_FIELDS = {
     "dtype": ("a dtype name", "dtype='bf16'", False),
     "attn": ("an attention implementation", "attn='sdpa'", False),
     "task": ("a task name", "task='classification'", True),
+    "step": ("a step name", "step='steady'", False),
 }
 #: Fields that take a whole number: the CLI option that sets it, and an example.
 _INT_FIELDS = {"seq_len": ("sequence length", "--seq-len", 512), "batch_size": ("batch size", "--batch-size", 8),
@@ -96,6 +98,7 @@ class ProfileConfig:
     attn: str = "sdpa"
     task: str | None = None
     seed: int = 0
+    step: str = "first"
     resolved: backbones.Backbone = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -130,6 +133,9 @@ class ProfileConfig:
         if self.attn not in ATTN_IMPLEMENTATIONS:
             raise MemprofError(f"unknown attention implementation {self.attn!r}; use one of {', '.join(ATTN_IMPLEMENTATIONS)}")
         self.task = check_task(self.resolved, self.task)
+        if self.step not in STEPS:
+            raise MemprofError(f"unknown step {self.step!r}; use one of {', '.join(STEPS)} (--step steady profiles a "
+                               "step with the optimizer state already resident)")
         if self.engine == "cuda" and not torch.cuda.is_available():
             raise MemprofError("engine 'cuda' needs a CUDA GPU and none is visible; use engine='fake', target='cuda' "
                                "(--engine fake --target cuda), or engine='cpu'")

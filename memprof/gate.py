@@ -178,6 +178,18 @@ class GateReport:
                    "baseline_status", "current_status"]
         return pd.DataFrame(records, columns=columns)
 
+    def to_dict(self) -> dict:
+        """Plain JSON-able data (``memprof check --json``): the verdict, the settings, one record per
+        row as in ``frame`` (``change`` null where it is infinite: growth from 0 bytes, see
+        ``delta``), the one-sided configurations as key records, the warnings and the summary line."""
+        rows = [{**dict(zip(KEY_FIELDS, r.key)), "metric": r.metric, "baseline": r.baseline, "current": r.current,
+                 "delta": r.delta, "change": None if r.change == math.inf else r.change, "verdict": r.verdict,
+                 "baseline_status": r.baseline_status, "current_status": r.current_status} for r in self.rows]
+        return {"passed": self.passed, "tolerance": self.tolerance, "metrics": list(self.metrics), "rows": rows,
+                "only_baseline": [dict(zip(KEY_FIELDS, k)) for k in self.only_baseline],
+                "only_current": [dict(zip(KEY_FIELDS, k)) for k in self.only_current],
+                "warnings": list(self.warnings), "summary": summary(self)}
+
 
 def _index(results: ResultSet, side: str) -> dict[tuple, Result]:
     out: dict[tuple, Result] = {}
@@ -388,8 +400,8 @@ def load_sources(sources: str | Path | list[str | Path]) -> ResultSet:
 def make_baseline(sources: str | Path | list[str | Path], *, keep_layers: bool = False) -> ResultSet:
     """The baseline to commit from ``sources`` (see ``load_sources``).
 
-    Per-layer tables are dropped unless ``keep_layers`` (the gate compares totals; the file stays
-    small enough to review). A configuration present twice keeps its last result.
+    Per-layer tables and timelines are dropped unless ``keep_layers`` (the gate compares totals; the
+    file stays small enough to review). A configuration present twice keeps its last result.
     """
     rs = load_sources(sources)
     if not rs.results:
@@ -397,7 +409,7 @@ def make_baseline(sources: str | Path | list[str | Path], *, keep_layers: bool =
     by_key: dict[tuple, Result] = {}
     for r in rs.results:
         by_key.pop(r.key, None)
-        by_key[r.key] = r if keep_layers else replace(r, layers=empty_layers())
+        by_key[r.key] = r if keep_layers else replace(r, layers=empty_layers(), timeline=None)
     return ResultSet(
         results=list(by_key.values()),
         command=rs.command,

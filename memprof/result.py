@@ -17,14 +17,19 @@ import pandas as pd
 from memprof.errors import MemprofError
 from memprof.result_files import read_json, write_atomically
 from memprof.schema import MISSING, Reader, describe_value, is_whole
+from memprof.timeline import Timeline
 from memprof.version import __version__
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: Versions this memprof reads. Version 2 added the category ``reversible_bits`` (MEFT's kept bits);
 #: a version 1 file is a version 2 file without it (no version 1 result had such bits: exact MEFT
 #: came with version 2), so it is read with 0 there. A version 1 memprof refuses version 2 files
 #: rather than drop those bytes from its per-category split.
-READABLE_SCHEMA_VERSIONS = (1, 2)
+#: Version 3 added ``step`` (which training step was profiled, ``STEPS``); older files profiled the
+#: first step, so they are read with ``"first"``.
+#: Version 3 also added ``timeline`` (live bytes by kind through the step, ``memprof.timeline``),
+#: null for a result without one; older files are read with null.
+READABLE_SCHEMA_VERSIONS = (1, 2, 3)
 
 #: Categories a saved tensor is grouped into, by the autograd node (operator) that saved it.
 CATEGORIES = (
@@ -41,8 +46,12 @@ CATEGORIES = (
 
 STATUSES = ("ok", "oom", "error")
 
+#: Which training step a result profiled: the first (optimizer state created inside it) or a
+#: steady one (optimizer state resident from the start); NOTE [ First and steady steps ].
+STEPS = ("first", "steady")
+
 #: What identifies a configuration across runs: a sweep resumes, and the gate matches, on these.
-KEY_FIELDS = ("backbone", "method", "seq_len", "batch_size", "dtype", "engine", "target")
+KEY_FIELDS = ("backbone", "method", "seq_len", "batch_size", "dtype", "engine", "target", "step")
 
 #: Columns of ``Result.layers``: one row per module that saved something.
 LAYER_COLUMNS = ("module", "saved_bytes", *CATEGORIES)
@@ -86,10 +95,11 @@ def config_key(config: Any) -> tuple:
 
 
 def key_label(key: tuple) -> str:
-    """``("bert-base", "ft", 128, 8, "fp32", "fake", "cuda")`` -> ``bert-base ft seq=128 batch=8 fp32 fake->cuda``."""
-    backbone, method, seq_len, batch_size, dtype, engine, target = key
+    """``("bert-base", "ft", 128, 8, "fp32", "fake", "cuda", "first")`` -> ``bert-base ft seq=128 batch=8 fp32
+    fake->cuda``; a step other than the first is named at the end (``... fake->cuda steady``)."""
+    backbone, method, seq_len, batch_size, dtype, engine, target, step = key
     where = engine if engine == target else f"{engine}->{target}"
-    return f"{backbone} {method} seq={seq_len} batch={batch_size} {dtype} {where}"
+    return f"{backbone} {method} seq={seq_len} batch={batch_size} {dtype} {where}" + ("" if step == "first" else f" {step}")
 
 
 def empty_layers() -> pd.DataFrame:
@@ -113,6 +123,7 @@ class Result:
     seq_len: int
     batch_size: int
     task: str = ""
+    step: str = "first"
     status: str = "ok"
     message: str = ""
     trainable_params: int = 0
@@ -121,6 +132,8 @@ class Result:
     layers: pd.DataFrame = field(default_factory=empty_layers)
     step_time_s: float | None = None
     environment: dict[str, Any] = field(default_factory=dict)
+    #: live bytes by kind through the step, downsampled (the engines fill it; None for a failed one)
+    timeline: Timeline | None = None
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -133,8 +146,9 @@ class Result:
         return config_key(self)
 
     def to_dict(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("memory", "layers")}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("memory", "layers", "timeline")}
         out["memory"] = asdict(self.memory)
+        out["timeline"] = self.timeline.to_dict() if self.timeline is not None else None
         out["layers"] = [
             {
                 "module": str(row["module"]),
@@ -147,7 +161,7 @@ class Result:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str | Path | None = None) -> "Result":
-        """The Result ``data`` (``to_dict``'s form, schema version 1 or 2) holds, checked against the
+        """The Result ``data`` (``to_dict``'s form, schema version 1, 2 or 3) holds, checked against the
         schema (NOTE [ Reading results ]); MemprofError naming ``source`` (the file, if any), the
         configuration and the field otherwise."""
         where = f"results file {str(source)!r}: result" if source is not None else "result"
@@ -228,7 +242,8 @@ class ResultSet:
 # A results file is checked against the schema as it is read, and refused (one MemprofError line:
 # ``<file>: results[<i>] (<configuration>): <field> is <value>, must be <constraint>; <fix>``)
 # rather than read into something a report, the gate or a resumed sweep would trust:
-#   - every field ``to_dict`` writes is present (the CUDA-only memory fields may be null or absent),
+#   - every field ``to_dict`` writes is present (the CUDA-only memory fields and ``timeline`` may be
+#     null or absent),
 #     and no other field (a misspelt one would otherwise be dropped without a word);
 #   - strings are strings; counts are whole numbers (a JSON boolean is not one, nor is 5.0), byte
 #     counts in ``memory`` and ``layers`` from 0 to 2**63 - 1 (int64, what the tables hold);
@@ -279,8 +294,12 @@ def _read_result(data: Any, where: str, fix: str) -> Result:
     status = check.text(get("status"), "status")
     if status not in STATUSES:
         check.bad("status", status, f"one of {', '.join(STATUSES)}")
+    step = "first" if version < 3 and "step" not in data else check.text(get("step"), "step")
+    if step not in STEPS:
+        check.bad("step", step, f"one of {', '.join(STEPS)}")
     kwargs.update(
         status=status,
+        step=step,
         seq_len=check.whole(get("seq_len"), "seq_len", lowest=1),
         batch_size=check.whole(get("batch_size"), "batch_size", lowest=1),
         trainable_params=check.whole(get("trainable_params"), "trainable_params"),
@@ -288,6 +307,7 @@ def _read_result(data: Any, where: str, fix: str) -> Result:
         memory=_read_memory(check, get("memory")),
         layers=_read_layers(check, get("layers")),
         step_time_s=check.seconds(get("step_time_s"), "step_time_s"),
+        timeline=None if data.get("timeline") is None else Timeline.read(check, data["timeline"]),
         environment=check.strings(get("environment"), "environment"),
         schema_version=SCHEMA_VERSION,  # read into this version's form, written as this version
     )

@@ -24,6 +24,7 @@ DEFAULTS: dict[str, Any] = {
     "dtype": "fp32",
     "attn": "sdpa",
     "task": None,
+    "step": "first",
 }
 
 
@@ -119,6 +120,7 @@ class Grid:
     dtype: str = DEFAULTS["dtype"]
     attn: str = DEFAULTS["attn"]
     task: str | None = DEFAULTS["task"]
+    step: str = DEFAULTS["step"]
 
     def __post_init__(self) -> None:
         self.methods = list(self.methods)
@@ -142,7 +144,7 @@ class Grid:
     def _config(self, method: str, seq_len: int, batch_size: int) -> ProfileConfig:
         return ProfileConfig(
             backbone=self.backbone, method=method, seq_len=seq_len, batch_size=batch_size, engine=self.engine,
-            target=self.target, dtype=self.dtype, attn=self.attn, task=self.task,
+            target=self.target, dtype=self.dtype, attn=self.attn, task=self.task, step=self.step,
         )
 
     def configs(self) -> list[ProfileConfig]:
@@ -153,7 +155,7 @@ class Grid:
         return {
             "backbone": self.backbone, "methods": list(self.methods), "seq_lens": list(self.seq_lens),
             "batch_sizes": list(self.batch_sizes), "engine": self.engine, "target": self.target,
-            "dtype": self.dtype, "attn": self.attn, "task": self.task,
+            "dtype": self.dtype, "attn": self.attn, "task": self.task, "step": self.step,
         }
 
     @classmethod
@@ -170,6 +172,8 @@ class Grid:
         ]
         if self.task:
             parts.append(f"--task {self.task}")
+        if self.step != DEFAULTS["step"]:
+            parts.append(f"--step {self.step}")
         return " ".join(parts)
 
 

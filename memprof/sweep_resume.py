@@ -17,7 +17,8 @@ from memprof.result import ResultSet
 from memprof.sweep_grid import Grid
 
 # NOTE [What a resumed sweep must find unchanged]: the grid's options (backbone, methods, sizes,
-# engine, target, dtype, attention, task) and what no option names but moves the numbers: the
+# engine, target, dtype, attention, task, step; a file written before ``step`` existed swept the
+# first step, and resumes as such) and what no option names but moves the numbers: the
 # resolved backbone config (a config.json edited between the runs would put two architectures in
 # one table; its sha256 over canonical JSON) and the versions of torch, transformers, peft and
 # memprof. ``run_sweep`` records them in the options of results.json; a file written before they

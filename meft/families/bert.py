@@ -52,6 +52,8 @@ ENCODER = dict(
     tasks=("classification",),
     lora_targets=("query", "value"),
     adapter_projections=("attention.output.dense", "output.dense"),
+    ia3_targets=("key", "value", "output.dense"),
+    ia3_feedforward=("output.dense",),
 )
 
 

@@ -71,6 +71,8 @@ FAMILY = Family(
     tasks=("causal-lm", "classification"),
     lora_targets=("c_attn",),
     adapter_projections=("attn.c_proj", "mlp.c_proj"),
+    ia3_targets=("c_attn", "mlp.c_proj"),
+    ia3_feedforward=("mlp.c_proj",),
     backbones={"gpt2": _gpt2(768, 12, 12), "gpt2-medium": _gpt2(1024, 24, 16)},
     fields=ConfigFields(hidden="n_embd", heads="n_head", layers=("n_layer",), positions="n_positions",
                         activation="activation_function"),

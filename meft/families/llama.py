@@ -92,6 +92,9 @@ DECODER = dict(
     lora_targets=("q_proj", "v_proj"),
     adapter_projections=("self_attn.o_proj", "mlp.down_proj"),
     fields=ConfigFields(kv_heads="num_key_value_heads"),
+    ia3_targets=("k_proj", "v_proj", "down_proj"),
+    ia3_feedforward=("down_proj",),
+    bias_terms=False,  # no bias in attention, MLP or RMSNorm
 )
 
 _LLAMA3_ROPE = dict(rope_type="llama3", low_freq_factor=1.0, high_freq_factor=4.0, original_max_position_embeddings=8192)

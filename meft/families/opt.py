@@ -69,6 +69,8 @@ FAMILY = Family(
     tasks=("causal-lm", "classification"),
     lora_targets=("q_proj", "v_proj"),
     adapter_projections=("self_attn.out_proj", "fc2"),
+    ia3_targets=("q_proj", "k_proj", "fc2"),
+    ia3_feedforward=("fc2",),
     backbones={
         "opt-125m": _opt(768, 12, 12, 3072),
         # opt-350m projects embeddings 512 -> 1024 and puts LayerNorm after each block.

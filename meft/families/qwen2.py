@@ -33,5 +33,6 @@ FAMILY = Family(
         "qwen2.5-0.5b": _qwen25(896, 24, 14, 2, 4864, vocab=151936, positions=32768, tied=True),
         "qwen2.5-7b": _qwen25(3584, 28, 28, 4, 18944, vocab=152064, positions=131072, tied=False),
     },
-    **DECODER,
+    # Qwen2's query, key and value projections have biases; peft's (IA)3 targets differ from Llama's
+    **{**DECODER, "bias_terms": True, "ia3_targets": ("q_proj", "v_proj", "down_proj")},
 )

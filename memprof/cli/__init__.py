@@ -5,7 +5,7 @@ import importlib
 from memprof.cli.app import app, run
 
 # One module per command; each registers itself on ``app`` when imported.
-COMMANDS = ("profile", "backbones", "compare", "report", "check", "baseline", "diagnose")
+COMMANDS = ("profile", "backbones", "compare", "report", "check", "baseline", "diagnose", "methods", "fit", "formula")
 for _name in COMMANDS:
     importlib.import_module(f"memprof.cli.{_name}")
 

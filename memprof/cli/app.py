@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from typing import Any, Union
+from typing import Annotated, Any, Union
 
 import typer
 from rich.console import Console
@@ -171,6 +171,17 @@ def _option_example(args: list[str], option: str | None) -> str | None:
     return None
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from memprof.version import __version__
+
+        say(f"memprof {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the installed version and exit.")] = False,
+) -> None:
     """Per-layer activation-memory profiling of transformer fine-tuning, and MEFT."""

@@ -17,7 +17,7 @@ def baseline_cmd(
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="The baseline JSON to write (replaced if it exists).")],
     keep_layers: Annotated[
-        bool, typer.Option("--keep-layers", help="Keep the per-layer tables (the gate compares totals only).")
+        bool, typer.Option("--keep-layers", help="Keep the per-layer tables and timelines (the gate compares totals only).")
     ] = False,
 ) -> None:
     """Write the SOURCES' results as the baseline (replacing it), per-layer data stripped unless --keep-layers.

@@ -14,6 +14,7 @@ import typer
 from rich.table import Table
 
 from memprof.cli.app import app, cell, console, say
+from memprof.cli.views import print_json
 
 _STYLE = {"regression": "bold red", "failed": "bold red", "improvement": "green", "fixed": "green",
           "ok": "dim", "unmeasured": "yellow"}
@@ -84,6 +85,7 @@ def check_cmd(
     markdown: Annotated[
         Optional[Path], typer.Option(help="Also write the report as Markdown here (overwritten), e.g. $GITHUB_STEP_SUMMARY.")
     ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON instead of tables.")] = False,
 ) -> None:
     """Compare CURRENT results with a baseline; exit 1 when a metric grew beyond the tolerance.
 
@@ -102,7 +104,10 @@ def check_cmd(
     report = gate.compare(gate.load_sources(current), load_results(baseline), tolerance=gate.parse_tolerance(tolerance),
                           metrics=names)
     update = gate.update_command(current, baseline)
-    _print_report(report, update)
+    if as_json:
+        print_json({**report.to_dict(), "update_command": update})
+    else:
+        _print_report(report, update)
     if markdown is not None:
         write_gate_markdown(report, markdown, update_command=update)
     if report.failures:

@@ -23,11 +23,16 @@ Target = Annotated[Optional[str], typer.Option(help="Device the fake engine mode
 Dtype = Annotated[Optional[str], typer.Option(help="fp32, bf16, fp16, mixed-bf16 or mixed-fp16. (default: fp32)")]
 Attn = Annotated[Optional[str], typer.Option(help="Attention implementation: eager or sdpa. (default: sdpa)")]
 Task = Annotated[Optional[str], typer.Option(help="Model head. (default: the backbone family's)")]
+Step = Annotated[Optional[str], typer.Option(
+    help="Step profiled: first, or steady (optimizer state resident throughout). (default: first)")]
 Out = Annotated[Optional[Path], typer.Option(help="Output folder. (default: reports/<backbone>-<timestamp>)")]
 Resume = Annotated[Optional[Path], typer.Option(help="Continue the interrupted sweep in this folder, skipping what is done.")]
 Jobs = Annotated[Optional[int], typer.Option(help="Worker processes, each profiling whole methods. (default: one per "
                                              "method up to the CPUs for the fake engine, 1 otherwise)")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the report's path.")]
+Fast = Annotated[bool, typer.Option("--fast", help="Evaluate each method's closed form (memprof formula) over the "
+                                    "grid, checked against one real profile per method, instead of profiling each "
+                                    "configuration (fake engine).")]
 
 
 class _Bar:
@@ -54,17 +59,19 @@ def _interrupted(message: str) -> typer.Exit:
     return typer.Exit(130)
 
 
-def _sweep(grid, out_dir: Path, resume: bool, jobs: int, quiet: bool):
+def _sweep(grid, out_dir: Path, resume: bool, jobs: int, quiet: bool, fast: bool = False):
     """Run the sweep under a progress bar; Ctrl-C says where the results are and how to resume."""
     from memprof.reporters import RESULTS_FILE
     from memprof.sweep import SweepInterrupted, run_sweep
+    from memprof.sweep_closed_form import ClosedFormRunner
 
     columns = (SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
     progress = Progress(*columns, console=err_console, disable=quiet, transient=False)
     try:
         with progress:
-            return run_sweep(grid, out_dir, resume=resume, progress=_Bar(progress), jobs=jobs)
+            run = ClosedFormRunner(grid.configs(), out_dir) if fast else None
+            return run_sweep(grid, out_dir, resume=resume, progress=_Bar(progress), jobs=jobs, run=run)
     except SweepInterrupted as stop:
         raise _interrupted(
             f"interrupted after {stop.done} of {stop.total} configurations; the results so far are in "
@@ -74,9 +81,10 @@ def _sweep(grid, out_dir: Path, resume: bool, jobs: int, quiet: bool):
 
 def _render(rs, out_dir: Path) -> Path:
     from memprof.reporters import REPORT_FILE, RESULTS_FILE, render_all
+    from memprof.sweep_closed_form import load_formulas
 
     try:
-        render_all(rs, out_dir)
+        render_all(rs, out_dir, formulas=load_formulas(out_dir))
     except KeyboardInterrupt:
         raise _interrupted(
             f"interrupted while writing the report; the results are complete in {out_dir / RESULTS_FILE}; "
@@ -89,18 +97,25 @@ def _render(rs, out_dir: Path) -> Path:
 def compare_cmd(backbone: Backbone = None, methods: Methods = None, seq_lens: SeqLens = None,
                 batch_sizes: BatchSizes = None, engine: Engine = None, target: Target = None, dtype: Dtype = None,
                 attn: Attn = None, task: Task = None, out: Out = None, resume: Resume = None, jobs: Jobs = None,
-                quiet: Quiet = False) -> None:
+                quiet: Quiet = False, step: Step = None, fast: Fast = False) -> None:
     """Profile every method x sequence length x batch size; write results.json, CSVs, plots, report.html, summary.md.
 
     With no options: bart-large; ft, lora, meft; sequence lengths 128, 256, 512; batch sizes 8, 16, 32; fake engine.
     A configuration that fails is recorded and the sweep goes on; exit 1 when none finished.
     """
     from memprof import sweep
+    from memprof.errors import MemprofError
 
     options = sweep.parse_options(backbone=backbone, methods=methods, seq_lens=seq_lens, batch_sizes=batch_sizes,
-                                  engine=engine, target=target, dtype=dtype, attn=attn, task=task)
+                                  engine=engine, target=target, dtype=dtype, attn=attn, task=task, step=step)
+    if fast and options.get("engine", "fake") != "fake":
+        raise MemprofError(f"--fast evaluates the fake engine's closed form, not engine {options['engine']!r}; drop "
+                           "--fast or pass --engine fake")
     grid, out_dir, jobs = sweep.plan(options, out=out, resume=resume, jobs=jobs)
-    rs = _sweep(grid, out_dir, resume is not None, jobs, quiet)
+    rs = _sweep(grid, out_dir, resume is not None, jobs, quiet, fast)
     print_summary(rs, _render(rs, out_dir), quiet=quiet)
-    if not any(r.status == "ok" for r in rs.results):
+    mismatch = next((r.message for r in rs.results if r.message.startswith("ClosedFormMismatch")), None)
+    if mismatch is not None:
+        say(("error:", "bold red"), " ", mismatch, err=True)
+    if mismatch is not None or not any(r.status == "ok" for r in rs.results):
         raise typer.Exit(1)

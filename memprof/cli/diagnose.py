@@ -7,7 +7,6 @@ configuration's model and batch); this module prints it.
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import typer
@@ -15,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from memprof.cli.app import app, cell, console, say
+from memprof.cli.views import print_json
 
 #: relative error thresholds of the verdict column
 OK, FAIR = 1e-3, 1e-2
@@ -46,8 +46,8 @@ def diagnose_cmd(
 
     config, report = diagnose(backbone, variant, arithmetic, dtype, seq_len, batch_size, task, seed)
     if as_json:
-        print(json.dumps({"backbone": config.backbone, "variant": variant, "seq_len": seq_len,
-                          "batch_size": batch_size, **report.to_dict(), "dtype": dtype}, indent=2))
+        print_json({"backbone": config.backbone, "variant": variant, "seq_len": seq_len,
+                    "batch_size": batch_size, **report.to_dict(), "dtype": dtype})
         return
     _print(report, f"{config.backbone} {variant} {arithmetic} {dtype} seq {seq_len} batch {batch_size}")
 

@@ -21,6 +21,9 @@ Dtype = Annotated[str, typer.Option(help="fp32, bf16, fp16, mixed-bf16 or mixed-
 Attn = Annotated[str, typer.Option(help="Attention implementation: sdpa or eager.")]
 Task = Annotated[Optional[str], typer.Option(help="classification, causal-lm or seq2seq (default: the family's).")]
 JsonOut = Annotated[Optional[Path], typer.Option("--json", help="Also write the result as JSON to this file.")]
+Step = Annotated[str, typer.Option(
+    help="first (AdamW creates its state inside the step) or steady (the state resident throughout, as in every "
+         "later step).")]
 Depth = Annotated[Optional[int], typer.Option(
     help="Group module paths to this many levels (a layer number rides along); default groups per transformer layer.")]
 
@@ -85,7 +88,8 @@ def step_memory_table(result) -> Table:
 def _print_result(result, depth: int | None) -> None:
     say((result.backbone, "bold"),
         f" {result.method} | {result.task} | seq {result.seq_len} x batch {result.batch_size} | "
-        f"{result.dtype} | engine {result.engine} (target {result.target}) | attention {result.attn_implementation} | "
+        f"{result.dtype}{' | steady step' if result.step == 'steady' else ''} | engine {result.engine} (target {result.target}) | "
+        f"attention {result.attn_implementation} | "
         f"trainable {result.trainable_params:,} of {result.total_params:,} parameters")
     if result.status != "ok":
         say((result.status, "bold red"), f": {result.message}")
@@ -99,7 +103,7 @@ def _print_result(result, depth: int | None) -> None:
 @app.command("profile")
 def profile_cmd(backbone: Backbone = "bert-base", method: Method = "ft", seq_len: SeqLen = 512, batch_size: BatchSize = 8,
                 engine: Engine = "fake", target: Target = None, dtype: Dtype = "fp32", attn: Attn = "sdpa",
-                task: Task = None, json_out: JsonOut = None, depth: Depth = None) -> None:
+                task: Task = None, json_out: JsonOut = None, depth: Depth = None, step: Step = "first") -> None:
     """Profile one training step: saved activations per module and category, and the peak."""
     from memprof import engines
     from memprof.config import ProfileConfig
@@ -113,7 +117,7 @@ def profile_cmd(backbone: Backbone = "bert-base", method: Method = "ft", seq_len
     if json_out is not None:  # before the profile runs, not after (NOTE [Fail before the work])
         check_file(json_out, "the result", "--json")
     config = ProfileConfig(backbone=backbone, method=method, seq_len=seq_len, batch_size=batch_size, engine=engine,
-                           target=target, dtype=dtype, attn=attn, task=task)
+                           target=target, dtype=dtype, attn=attn, task=task, step=step)
     result = engines.run(config)
     _print_result(result, depth)
     if json_out is not None:

@@ -65,12 +65,14 @@ def profile(
     dtype: str = "fp32",
     attn: str = "sdpa",
     task: str | None = None,
+    step: str = "first",
 ) -> Result:
     """Profile one training step of ``backbone`` fine-tuned with ``method``.
 
     Validates the arguments (``ProfileConfig``; a ``MemprofError`` names the bad value) and runs
     the engine. ``target`` defaults to cuda for the fake engine and to the engine's own device
-    otherwise; ``task`` to the backbone family's task.
+    otherwise; ``task`` to the backbone family's task. ``step="steady"`` profiles a step with AdamW's
+    state already resident (every step after the first); ``"first"`` the first step, which creates it.
 
     Example::
 
@@ -79,6 +81,6 @@ def profile(
     """
     config = ProfileConfig(
         backbone=backbone, method=method, seq_len=seq_len, batch_size=batch_size, engine=engine, target=target,
-        dtype=dtype, attn=attn, task=task,
+        dtype=dtype, attn=attn, task=task, step=step,
     )
     return run(config)

@@ -3,6 +3,18 @@ turning a measurement into a ``Result``.
 
 The step is the one the paper measures: ``zero_grad(set_to_none=True)``, forward with labels
 (the model computes its loss), ``loss.backward()``, ``AdamW.step()``; a fresh optimizer each run.
+
+NOTE [ First and steady steps ]
+A fresh AdamW creates its state (``exp_avg`` and ``exp_avg_sq`` shaped and typed as each trainable
+parameter, plus a scalar ``step``) inside its first ``step()``, after backward has freed the
+activations: the first step's peak does not hold it. Every later step starts with that state
+resident, and that step's peak is the one that decides what fits. ``step="steady"`` profiles such a
+step: before the measurement starts, AdamW's own code creates the state with one step on zero
+gradients at learning rate 0 (so no weight moves: ``p * (1 - 0 * wd) - 0 * update`` is ``p``
+exactly), the gradients are dropped, and the measured step then runs with the state live from its
+first operator (the instruments register it as optimizer state). Nothing else differs: the same
+dtypes (pure bf16/fp16 runs keep bf16/fp16 state and no fp32 master copy; the mixed dtypes' fp32
+parameters are themselves the master weights), the same ``foreach`` choice.
 """
 
 from __future__ import annotations
@@ -97,6 +109,33 @@ def adamw(model: nn.Module, *, foreach: bool) -> torch.optim.AdamW:
     return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], foreach=foreach)
 
 
+def prepare(model: nn.Module, optimizer: torch.optim.Optimizer, step: str) -> None:
+    """Before the measured step: for ``step="steady"``, give ``optimizer`` the state its first step
+    creates (``create_optimizer_state``); for ``"first"``, nothing."""
+    if step == "steady":
+        try:
+            create_optimizer_state(model, optimizer)
+        except BaseException:
+            optimizer.state.clear()
+            raise
+
+
+def create_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Give ``optimizer`` the state its first step creates, by AdamW's own code, without moving a
+    weight (NOTE [ First and steady steps ]): one step on zero gradients at learning rate 0."""
+    lrs = [group["lr"] for group in optimizer.param_groups]
+    for group in optimizer.param_groups:
+        group["lr"] = 0.0
+        for p in group["params"]:
+            p.grad = torch.zeros_like(p)
+    try:
+        optimizer.step()
+    finally:
+        for group, lr in zip(optimizer.param_groups, lrs):
+            group["lr"] = lr
+        model.zero_grad(set_to_none=True)
+
+
 def instrumented_step(
     model: nn.Module,
     batch: dict[str, torch.Tensor],
@@ -110,7 +149,8 @@ def instrumented_step(
 
     ``synchronize`` waits for the device (before the clock starts and before it stops);
     ``after_step`` runs once the step is timed, before anything of it is freed; ``backward(loss)``
-    replaces ``loss.backward()``. The model is left with its gradients set to None whatever happens.
+    replaces ``loss.backward()``. State ``optimizer`` already holds is resident throughout (``prepare``).
+    The model is left with its gradients set to None and the optimizer without state whatever happens.
     """
     model.zero_grad(set_to_none=True)
     inst = Instrument(model, optimizer, label="memprof.profile")
@@ -146,7 +186,7 @@ def _configuration(config: ProfileConfig) -> dict:
     """The Result fields that name the configuration."""
     return dict(
         backbone=config.backbone, method=config.method, engine=config.engine, target=config.target,
-        dtype=config.dtype, seq_len=config.seq_len, batch_size=config.batch_size, task=config.task,
+        dtype=config.dtype, seq_len=config.seq_len, batch_size=config.batch_size, task=config.task, step=config.step,
     )
 
 
@@ -161,6 +201,7 @@ def make_result(
         total_params=built.total,
         memory=measurement.memory,
         layers=measurement.layers,
+        timeline=measurement.timeline,
         step_time_s=step_time,
         environment=environment(device_name),
     )

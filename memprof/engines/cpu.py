@@ -29,6 +29,7 @@ def run(built: Built, config: ProfileConfig) -> Result:
     torch.manual_seed(config.seed)
     batch = tasks.make_batch(config.resolved, config.task, config.batch_size, config.seq_len, seed=config.seed)
     optimizer = adamw(built.model, foreach=False)
+    common.prepare(built.model, optimizer, config.step)
     measurement, seconds = instrumented_step(built.model, batch, optimizer, forward_context(config, "cpu"))
     del optimizer, batch
     attn = attention_name(measurement.attention_kernels, config.attn, observed=True)

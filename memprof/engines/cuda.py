@@ -47,6 +47,7 @@ def run(built: Built, config: ProfileConfig) -> Result:
     torch.manual_seed(config.seed)
     batch = tasks.make_batch(config.resolved, config.task, config.batch_size, config.seq_len, device=device, seed=config.seed)
     optimizer = adamw(built.model, foreach=True)
+    common.prepare(built.model, optimizer, config.step)  # before the peak statistics are reset
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
     used = [None]

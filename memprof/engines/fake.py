@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -69,7 +69,7 @@ _CPU = torch.device("cpu")
 
 aten = torch.ops.aten
 #: Factories whose results are real constants (position ids, cache positions, default masks).
-_FACTORIES = frozenset({
+FACTORIES = frozenset({
     aten.arange.default, aten.arange.start, aten.arange.start_step, aten.full.default, aten.ones.default,
     aten.zeros.default, aten.scalar_tensor.default,
 })
@@ -90,15 +90,9 @@ class ConstantFoldingFakeMode(FakeTensorMode):
 
     def dispatch(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func is aten._local_scalar_dense.default and getattr(args[0], "_memprof_all_finite", False):
-            # NOTE [ Branches on activation values ]: a model asks whether its activations are all
-            # finite (BART's fp16 encoder layers: `not torch.isfinite(h).all()`, then clamp). Fake
-            # tensors have no values; the engine answers yes, as a healthy step would, which is the
-            # step it models. Only that question is answered, recognised where it is asked
-            # (``KernelModel`` marks the result of ``isfinite(x).all()``); any other data-dependent
-            # value still fails loudly.
+        if asks_all_finite(func, args):
             return True
-        if func in _FACTORIES and kwargs.get("device", None) in (None, _CPU, "cpu"):
+        if func in FACTORIES and kwargs.get("device", None) in (None, _CPU, "cpu"):
             with no_dispatch():
                 out = func(*args, **kwargs)
             if self.may_turn_const(out):
@@ -110,6 +104,15 @@ class ConstantFoldingFakeMode(FakeTensorMode):
             t.numel() <= FOLD_LIMIT and t.layout == torch.strided and not self.is_our_fake(t)
             and t.device.type != "meta"
         )
+
+
+def asks_all_finite(func, args) -> bool:
+    """NOTE [ Branches on activation values ]: a model asks whether its activations are all finite
+    (BART's fp16 encoder layers: `not torch.isfinite(h).all()`, then clamp). Fake tensors have no
+    values; the engine answers yes, as a healthy step would, which is the step it models. Only that
+    question is answered, recognised where it is asked (``KernelModel`` marks the result of
+    ``isfinite(x).all()``); any other data-dependent value still fails loudly."""
+    return func is aten._local_scalar_dense.default and getattr(args[0], "_memprof_all_finite", False)
 
 
 def fakeify(model: nn.Module, mode: FakeTensorMode) -> nn.Module:
@@ -142,14 +145,18 @@ def fakeify(model: nn.Module, mode: FakeTensorMode) -> nn.Module:
 
 
 @contextlib.contextmanager
-def known_values_for_transformers() -> Iterator[None]:
-    """transformers' ``is_fake_tensor`` says False for fake tensors that carry a real value."""
+def known_values_for_transformers(has_value: Callable[[Any], bool] | None = None) -> Iterator[None]:
+    """transformers' ``is_fake_tensor`` says False for fake tensors that carry a real value (a
+    constant; ``has_value`` says which otherwise)."""
     from transformers.utils import import_utils
 
     original = import_utils.is_fake_tensor
+    if has_value is None:
+        def has_value(x) -> bool:
+            return getattr(x, "constant", None) is not None
 
     def is_fake_tensor(x) -> bool:
-        return original(x) and getattr(x, "constant", None) is None
+        return original(x) and not has_value(x)
 
     import_utils.is_fake_tensor = is_fake_tensor
     try:
@@ -231,6 +238,7 @@ def run(built: Built, config: ProfileConfig) -> Result:
     with mode, kernels, known_values_for_transformers():
         fake_batch = {k: mode.fake_tensor_converter.from_real_tensor(mode, v, make_constant=True) for k, v in batch.items()}
         optimizer = adamw(built.model, foreach=config.target == "cuda")
+        common.prepare(built.model, optimizer, config.step)
         measurement, _ = instrumented_step(built.model, fake_batch, optimizer, forward_context, backward=kernels.backward)
         del optimizer, fake_batch
     return make_result(config, built, measurement, attention_name(kernels.choices, config.attn), step_time=None)

@@ -97,9 +97,11 @@ def _sdpa_args(args: tuple, kwargs: dict) -> tuple:
 
 
 def _stand_in(t: torch.Tensor, requires_grad: bool = False) -> torch.Tensor:
-    """A real tensor with ``t``'s shape and dtype and a unit last stride, one row of memory."""
-    row = torch.empty(t.shape[-1] if t.dim() else 1, dtype=t.dtype)
-    return row.requires_grad_(requires_grad and t.dtype.is_floating_point).expand(t.shape)
+    """A real tensor with ``t``'s shape and dtype and a unit last stride, one row of memory (a
+    symbolic size, in a formula trace, at its example value: the CPU's choice reads no size)."""
+    shape = [n.node.hint if isinstance(n, torch.SymInt) else n for n in t.shape]
+    row = torch.empty(shape[-1] if t.dim() else 1, dtype=t.dtype)
+    return row.requires_grad_(requires_grad and t.dtype.is_floating_point).expand(shape)
 
 
 def cpu_choice(q, k, v, mask, dropout_p, is_causal, scale, enable_gqa) -> SDPBackend:

@@ -30,10 +30,10 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from memprof.instrument.attention import FUSED_KERNELS
+from memprof.timeline import KINDS, Timeline, downsample
 
 aten = torch.ops.aten
 
-KINDS = ("parameters", "gradients", "optimizer_state", "activations", "temporaries")
 _PARAM, _GRAD, _OPT, _ACT, _TMP = range(5)
 _KIND_INDEX = {k: i for i, k in enumerate(KINDS)}
 
@@ -228,6 +228,10 @@ class LiveTracker(TorchDispatchMode):
             if kind == _PARAM or kinds[key] not in (_OPT, _GRAD):
                 kinds[key] = kind
         return kinds
+
+    def timeline(self, kinds: list[int]) -> Timeline:
+        """The step over time, compactly (NOTE [ A compact timeline ] in memprof.timeline)."""
+        return downsample(self.nbytes, self.events, kinds, self.marks)
 
     def replay(self, kinds: list[int], saved_keys: set[int]) -> LiveSummary:
         """Walk the timeline: the peak, what was live at it, and the activation figures."""

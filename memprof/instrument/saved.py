@@ -141,8 +141,19 @@ class SavedTensorTracker:
 
     def summary(self) -> SavedSummary:
         """Saved storages alive now, grouped by module (first-saved order) and category."""
-        rows: dict[str, dict[str, int]] = {}
-        total = 0
+        rows, total, alive = self.grouped()
+        if not rows:
+            return SavedSummary(storage_ids=frozenset(alive))
+        frame = pd.DataFrame(
+            [{"module": m, "saved_bytes": sum(c.values()), **c} for m, c in rows.items()], columns=list(LAYER_COLUMNS)
+        ).astype({c: "int64" for c in LAYER_COLUMNS[1:]})
+        return SavedSummary(total=total, layers=frame, storage_ids=frozenset(alive))
+
+    def grouped(self) -> tuple[dict[str, dict[str, Any]], Any, list[int]]:
+        """(bytes by module and category, total bytes, ids of the saved storages alive now); the
+        byte counts are whatever the storages report: ints, or symbolic sizes in a formula trace."""
+        rows: dict[str, dict[str, Any]] = {}
+        total: Any = 0
         alive = []
         for sid, rec in list(self._records.items()):
             if rec() is None:
@@ -155,12 +166,7 @@ class SavedTensorTracker:
                 row = rows[rec.module] = dict.fromkeys(CATEGORIES, 0)
             row[cat] += rec.nbytes
             total += rec.nbytes
-        if not rows:
-            return SavedSummary(storage_ids=frozenset(alive))
-        frame = pd.DataFrame(
-            [{"module": m, "saved_bytes": sum(c.values()), **c} for m, c in rows.items()], columns=list(LAYER_COLUMNS)
-        ).astype({c: "int64" for c in LAYER_COLUMNS[1:]})
-        return SavedSummary(total=total, layers=frame, storage_ids=frozenset(alive))
+        return rows, total, alive
 
     def _forget(self, rec: _Record) -> None:
         """A saved storage died (its graph was dropped): it is no longer held for backward."""

@@ -22,6 +22,7 @@ from torch import nn
 from memprof.errors import MemprofError
 from memprof.instrument.attention import attention_name
 from memprof.instrument.live import LiveSummary, LiveTracker
+from memprof.timeline import Timeline
 from memprof.instrument.modules import ModuleStack
 from memprof.instrument.saved import SavedSummary, SavedTensorTracker
 from memprof.params import count_params
@@ -53,6 +54,8 @@ class Measurement:
     live: LiveSummary
     #: fused SDPA kernels the forward ran (named by ``attention.FUSED_KERNELS``)
     attention_kernels: list[str]
+    #: live bytes by kind through the step, downsampled (``memprof.timeline``)
+    timeline: Timeline | None = None
 
 
 # NOTE [ One measurement at a time ]
@@ -209,7 +212,7 @@ class Instrument:
         for t in tensors_in(batch):
             self.live.register(t, "activations")
             if self.batch_shape == (0, 0) and t.dim() >= 2:
-                self.batch_shape = (int(t.shape[0]), int(t.shape[1]))
+                self.batch_shape = (t.shape[0], t.shape[1])  # ints; symbolic in a formula trace
 
     def begin_backward(self, roots: Any = None) -> None:
         """The forward is over (``roots``: its outputs or loss, to name the graph's nodes)."""
@@ -219,9 +222,13 @@ class Instrument:
         self.saved.recording = False
         if roots is not None:
             self.saved.name_nodes(tensors_in(roots))
-        self._saved_summary = self.saved.summary()
+        self._saved_summary = self._summarize_saved()
         self._saved_keys = self.live.keys_of_storages(self._saved_summary.storage_ids)
         self.live.begin("backward")
+
+    def _summarize_saved(self) -> SavedSummary:
+        """What the forward left saved (a formula trace summarises symbolic sizes its own way)."""
+        return self.saved.summary()
 
     def begin_optimizer(self) -> None:
         self._check_measuring("begin_optimizer")
@@ -301,7 +308,7 @@ class Instrument:
             activations_at_peak=summary.activations_at_peak,
         )
         layers = saved.layers if len(saved.layers) else empty_layers()
-        return Measurement(memory, layers, saved, summary, list(live.attention_kernels))
+        return Measurement(memory, layers, saved, summary, list(live.attention_kernels), live.timeline(kinds))
 
 
 def _attn_config(model: nn.Module) -> str | None:
@@ -387,6 +394,7 @@ class TrackedStep:
             total_params=total,
             memory=m.memory,
             layers=m.layers,
+            timeline=m.timeline,
             environment=environment(str(device)),
         )
 

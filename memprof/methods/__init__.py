@@ -13,6 +13,8 @@ from memprof.methods.registry import Method, get, names, register
 
 # Each import registers its methods; the order here is the order users see.
 from memprof.methods import ft, lora  # noqa: E402,F401,I001
-from memprof.methods import adapter, ckpt, meft  # noqa: E402,F401,I001
+from memprof.methods import adapter, ckpt  # noqa: E402,F401,I001
+from memprof.methods import dora, ia3, prefix, bitfit, topk, lst  # noqa: E402,F401,I001
+from memprof.methods import meft  # noqa: E402,F401,I001
 
 __all__ = ["Method", "get", "names", "register"]

@@ -3,6 +3,11 @@ for NLP"): one after the attention block and one after the feed-forward block of
 each ``y + up(act(down(y)))`` on the block's output projection, before the residual add and
 LayerNorm. Trainable: adapters, LayerNorms and the task head, as in the paper.
 
+``adapter-pfeiffer`` (Pfeiffer et al., EACL 2021, "AdapterFusion: Non-Destructive Task Composition
+for Transfer Learning"): one such adapter per layer, after the feed-forward block only, reduction
+factor 16 (AdapterHub's ``SeqBnConfig``); only the adapters and the task head train (AdapterHub's
+``train_adapter`` freezes the LayerNorms).
+
 The original Linear stays inside as ``base_layer``; ``remove_adapters`` undoes the conversion.
 """
 
@@ -62,12 +67,14 @@ def layer_modules(model: nn.Module) -> list[nn.Module]:
     return [layer for site in family_of(model).find_sites(model) for layer in site.layers]
 
 
-def add_adapters(model: nn.Module) -> nn.Module:
-    """A sequential adapter on each output projection the family names (``Family.adapter_projections``)."""
+def add_adapters(model: nn.Module, feed_forward_only: bool = False) -> nn.Module:
+    """A sequential adapter on each output projection the family names (``Family.adapter_projections``:
+    attention, feed-forward), or on the feed-forward one only."""
     from meft.families import family_of
 
+    projections = family_of(model).adapter_projections
     for layer in layer_modules(model):
-        for path in family_of(model).adapter_projections:
+        for path in projections[1:] if feed_forward_only else projections:
             parent_path, _, attr = path.rpartition(".")
             parent = layer.get_submodule(parent_path) if parent_path else layer
             base = getattr(parent, attr)
@@ -84,12 +91,27 @@ def remove_adapters(model: nn.Module) -> nn.Module:
     return model
 
 
-@register("adapter", "sequential bottleneck adapters (Houlsby), hidden/16, after attention and feed-forward")
+@register("adapter", "sequential bottleneck adapters (Houlsby), hidden/16, after attention and feed-forward",
+          trains="adapters, LayerNorms (or RMSNorms) and the task head")
 def apply(model, backbone, task):
     freeze(model)
     add_adapters(model)
     for module in model.modules():
         if isinstance(module, SequentialAdapter) or _is_norm(module):
+            for name, p in module.named_parameters():
+                if not name.startswith("base_layer."):
+                    p.requires_grad_(True)
+    unfreeze_head(model)
+    return model
+
+
+@register("adapter-pfeiffer", "sequential bottleneck adapter (Pfeiffer), hidden/16, after the feed-forward block only",
+          trains="adapters and the task head")
+def apply_pfeiffer(model, backbone, task):
+    freeze(model)
+    add_adapters(model, feed_forward_only=True)
+    for module in model.modules():
+        if isinstance(module, SequentialAdapter):
             for name, p in module.named_parameters():
                 if not name.startswith("base_layer."):
                     p.requires_grad_(True)

@@ -18,11 +18,11 @@ def checkpoint(model):
     return model
 
 
-@register("ft+ckpt", "full fine-tuning with gradient checkpointing per layer")
+@register("ft+ckpt", "full fine-tuning with gradient checkpointing per layer", trains="every parameter")
 def apply_ft(model, backbone, task):
     return ft.apply(checkpoint(model), backbone, task)
 
 
-@register("lora+ckpt", "LoRA with gradient checkpointing per layer")
+@register("lora+ckpt", "LoRA with gradient checkpointing per layer", trains=lora.TRAINS)
 def apply_lora(model, backbone, task):
     return lora.lora_model(checkpoint(model), task)

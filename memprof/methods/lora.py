@@ -6,10 +6,14 @@ peft keeps the task head trainable (``modules_to_save``) for sequence classifica
 
 from memprof.methods.registry import head_modules, register
 
+#: which parameters LoRA leaves trainable
+TRAINS = "LoRA A and B matrices on the family's target modules, and the task head"
+
 PEFT_TASK_TYPE = {"classification": "SEQ_CLS", "causal-lm": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM"}
 
 
-def lora_model(model, task):
+def lora_model(model, task, **options):
+    """peft LoRA with this module's settings; ``options`` go to ``LoraConfig`` too (DoRA: use_dora=True)."""
     import warnings
 
     from peft import LoraConfig, get_peft_model
@@ -22,7 +26,7 @@ def lora_model(model, task):
     conv1d = type(model.get_submodule(_first(model, targets))).__name__ == "Conv1D"  # GPT-2: weights (in, out)
     config = LoraConfig(
         r=8, lora_alpha=16, lora_dropout=0.1, task_type=PEFT_TASK_TYPE[task], modules_to_save=heads or None,
-        target_modules=list(targets), fan_in_fan_out=conv1d,
+        target_modules=list(targets), fan_in_fan_out=conv1d, **options,
     )
     with warnings.catch_warnings():
         # peft still calls transformers' deprecated `is_gradient_checkpointing`.
@@ -35,6 +39,6 @@ def _first(model, targets) -> str:
     return next(name for name, _ in model.named_modules() if name.rpartition(".")[2] in targets)
 
 
-@register("lora", "LoRA (peft): r=8, alpha=16, dropout 0.1 on the default target modules")
+@register("lora", "LoRA (peft): r=8, alpha=16, dropout 0.1 on the default target modules", trains=TRAINS)
 def apply(model, backbone, task):
     return lora_model(model, task)

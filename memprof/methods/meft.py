@@ -26,6 +26,10 @@ VARIANTS = {
 }
 
 
+#: which parameters MEFT leaves trainable (meft.convert: PLM weights and embeddings frozen)
+TRAINS = "MEFT adapters and the task head"
+
+
 def _apply(variant: str, arithmetic: str):
     def apply(model, backbone, task):
         import meft
@@ -45,7 +49,7 @@ def description(variant: str, arithmetic: str) -> str:
 
 # The order users see: the exact variants, the alias, then the float ones.
 for _variant in VARIANTS:
-    register(_variant, description(_variant, "exact"))(_apply(_variant, "exact"))
-register("meft", "alias of meft1 (exact arithmetic)", alias_of="meft1")(_apply("meft1", "exact"))
+    register(_variant, description(_variant, "exact"), trains=TRAINS)(_apply(_variant, "exact"))
+register("meft", "alias of meft1 (exact arithmetic)", alias_of="meft1", trains=TRAINS)(_apply("meft1", "exact"))
 for _variant in VARIANTS:
-    register(f"{_variant}-float", description(_variant, "float"))(_apply(_variant, "float"))
+    register(f"{_variant}-float", description(_variant, "float"), trains=TRAINS)(_apply(_variant, "float"))

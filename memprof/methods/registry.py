@@ -1,8 +1,23 @@
 """The registry itself: ``Method``, ``register``, ``get``, ``names``, and the helpers methods share
-(freezing, the task head). The method modules import this; ``memprof.methods`` imports them."""
+(freezing, the task head). The method modules import this; ``memprof.methods`` imports them.
+
+NOTE [Third-party methods]: another package adds methods through the entry-point group
+``memprof.methods``, e.g. in its pyproject.toml::
+
+    [project.entry-points."memprof.methods"]
+    prefix = "my_package.memprof_prefix"
+
+Loading the entry point (importing that module, or the object ``module:attr`` names) must call
+``register``, as the built-in method modules do. Entry points are loaded the first time a name is
+looked up (``names``, ``get``), after the built-in methods, so importing memprof costs nothing and
+a built-in name cannot be taken over. An entry point that fails to load, or registers a name twice,
+is left out with a warning naming it: one broken package must not stop every profile.
+"""
 
 from __future__ import annotations
 
+import importlib.metadata
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -22,29 +37,53 @@ class Method:
     apply: ApplyFn
     #: the method this name stands for (``meft`` -> ``meft1``), or None
     alias_of: str | None = None
+    #: which parameters train, in words (``memprof methods`` prints it)
+    trains: str = ""
 
 
 _REGISTRY: dict[str, Method] = {}
+#: the entry-point group third-party methods register through (NOTE [Third-party methods])
+ENTRY_POINT_GROUP = "memprof.methods"
+_entry_points_loaded = False
 
 
-def register(name: str, description: str, *, alias_of: str | None = None) -> Callable[[ApplyFn], ApplyFn]:
-    """Decorator: ``@register("ft", "full fine-tuning")`` on an ``apply(model, backbone, task)``;
-    ``alias_of`` names the method another name stands for."""
+def register(name: str, description: str, *, alias_of: str | None = None,
+             trains: str = "") -> Callable[[ApplyFn], ApplyFn]:
+    """Decorator: ``@register("ft", "full fine-tuning", trains="every parameter")`` on an
+    ``apply(model, backbone, task)``; ``alias_of`` names the method another name stands for,
+    ``trains`` says in words which parameters the method leaves trainable."""
 
     def deco(fn: ApplyFn) -> ApplyFn:
         if name in _REGISTRY:
             raise RuntimeError(f"method {name!r} registered twice")
-        _REGISTRY[name] = Method(name, description, fn, alias_of)
+        _REGISTRY[name] = Method(name, description, fn, alias_of, trains)
         return fn
 
     return deco
 
 
+def load_entry_points() -> None:
+    """Import every ``memprof.methods`` entry point once (NOTE [Third-party methods])."""
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            ep.load()
+        except Exception as exc:  # noqa: BLE001 - any failure of a foreign package: leave it out
+            where = f"{ep.dist.name} " if getattr(ep, "dist", None) is not None else ""
+            warnings.warn(f"memprof method entry point {ep.name!r} ({where}{ep.value}) left out: "
+                          f"{type(exc).__name__}: {exc}; fix or uninstall that package", stacklevel=2)
+
+
 def names() -> list[str]:
+    load_entry_points()
     return list(_REGISTRY)
 
 
 def get(name: str) -> Method:
+    load_entry_points()
     try:
         return _REGISTRY[name]
     except KeyError:

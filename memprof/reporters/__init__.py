@@ -4,7 +4,8 @@ They read only ``memprof.result`` objects and never run a model (memray's shape:
 has functions returning plain data, which tests assert exactly, and a ``render``).
 
     table.py     results.csv, layers.csv and the summary table shared by every view
-    plots.py     the PNG plots (matplotlib Agg)
+    plots.py     the PNG plots (matplotlib Agg; canvas.py: what the figures share)
+    timeline.py  timeline.png: live memory through one step, stacked by part, per method
     html.py      report.html, self-contained
     markdown.py  summary.md
 """
@@ -64,13 +65,14 @@ def render_saved(results: str | Path, out_dir: str | Path | None = None) -> tupl
     return rs, out / REPORT_FILE
 
 
-def render_all(rs: ResultSet, out_dir: str | Path) -> dict[str, Path]:
-    """Write every view of ``rs`` into ``out_dir`` (created if missing); returns {file name: path}."""
+def render_all(rs: ResultSet, out_dir: str | Path, formulas=()) -> dict[str, Path]:
+    """Write every view of ``rs`` into ``out_dir`` (created if missing); returns {file name: path}.
+    ``formulas`` (``Formula``s) add the report's closed-form section."""
     from memprof.reporters import html, markdown, plots, table
 
     out = prepare_out_dir(out_dir)
     paths = table.render(rs, out)
     paths.update(plots.render(rs, out))
-    paths[REPORT_FILE] = html.render(rs, out / REPORT_FILE, image_dir=out)
+    paths[REPORT_FILE] = html.render(rs, out / REPORT_FILE, image_dir=out, formulas=formulas)
     paths[SUMMARY_FILE] = markdown.render(rs, out / SUMMARY_FILE)
     return paths

@@ -77,19 +77,25 @@ def to_html(data: dict[str, Any]) -> str:
         headline=headline,
         figures=figures,
         table=_table(*data["table"]),
+        closed_form=data.get("closed_form", ""),
         environment=_table(["", "value"], env_rows, cls="env"),
         command=esc(data["command"] or "(not recorded)"),
     )
 
 
-def render(rs: ResultSet, outfile: str | Path, image_dir: str | Path | None = None) -> Path:
+def render(rs: ResultSet, outfile: str | Path, image_dir: str | Path | None = None, formulas: Any = ()) -> Path:
     """Write ``report.html``; the plots are read from ``image_dir`` (rendered there if missing),
-    or drawn in a temporary folder when no ``image_dir`` is given."""
+    or drawn in a temporary folder when no ``image_dir`` is given; ``formulas`` (``Formula``s, as
+    ``compare --fast`` writes them) add the closed-form section."""
+    from memprof.reporters import closed_form
+
     path = Path(outfile)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(image_dir) if image_dir is not None else Path(tmp)
         if any(not (folder / name).is_file() for name in plots.PLOTS):
             plots.render(rs, folder)
         images = {name: (folder / name).read_bytes() for name in plots.PLOTS}
-        path.write_text(to_html(report_data(rs, images)))
+        data = report_data(rs, images)
+        data["closed_form"] = closed_form.to_html(closed_form.closed_form_data(list(formulas), rs))
+        path.write_text(to_html(data))
     return path

@@ -13,11 +13,12 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from memprof.reporters.canvas import _colors, _empty, _figure, _save
 from memprof.reporters.table import largest_config, layers_by_group, method_order
+from memprof.reporters.timeline import plot_timeline
 from memprof.result import CATEGORIES, Result, ResultSet
 from memprof.units import unit_for
 
-DPI = 110
 BREAKDOWN = ("parameters", "gradients", "optimizer_state", "activations", "temporaries")
 
 
@@ -97,34 +98,6 @@ def saved_by_category_data(rs: ResultSet) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------
 # Drawing
-
-
-def _figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig, outfile: str | Path) -> None:
-    fig.savefig(outfile, format="png", facecolor="white")
-
-
-def _empty(outfile: str | Path, title: str) -> None:
-    fig = _figure(6, 2.5)
-    fig.suptitle(title)
-    fig.text(0.5, 0.45, "no configuration finished", ha="center", va="center", fontsize=12)
-    _save(fig, outfile)
-
-
-def _colors(keys: list[str]) -> dict[str, Any]:
-    from matplotlib import colormaps
-
-    # tab10 is the most distinct; beyond ten keys (every registered method) tab20 keeps them apart
-    cmap = colormaps["tab10" if len(keys) <= 10 else "tab20"]
-    return {k: cmap(i % cmap.N) for i, k in enumerate(keys)}
 
 
 def _plot_lines(data, outfile, *, title: str, xlabel: str, panel_label: str, methods: list[str]) -> None:
@@ -265,6 +238,7 @@ PLOTS: dict[str, tuple[str, Callable[[ResultSet, str | Path], Any]]] = {
     "layers_largest.png": ("Saved activations per layer at the largest configuration", plot_layers_largest),
     "peak_breakdown.png": ("Peak memory by part at the largest configuration", plot_peak_breakdown),
     "saved_by_category.png": ("Saved activations by category at the largest configuration", plot_saved_by_category),
+    "timeline.png": ("Live memory through one step at the largest configuration", plot_timeline),
 }
 
 

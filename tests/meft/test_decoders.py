@@ -20,7 +20,7 @@ from meft.convert import stacks
 CASES = tuple(DECODERS)
 CAUSAL_LM = tuple(c for c in CASES if c.endswith("causal-lm"))
 VARIANTS = ("meft1", "meft2", "meft3")
-EXACT_DEPTH = 4  # float arithmetic in bf16 loses its 8-bit mantissa within one layer (MEFT.md, "Exact arithmetic")
+EXACT_DEPTH = 4  # float arithmetic in bf16 loses its 8-bit mantissa within one layer (docs/MEFT.md, "Exact arithmetic")
 
 
 @pytest.fixture(autouse=True, scope="module")

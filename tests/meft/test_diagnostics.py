@@ -5,6 +5,7 @@ gradient_fidelity is tested with the exact arithmetic in test_exact.py."""
 from __future__ import annotations
 
 import copy
+import importlib.util
 import os
 from pathlib import Path
 
@@ -68,10 +69,12 @@ def minilm():
     path = pkg.get_model_path()
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     model = AutoModel.from_pretrained(path, local_files_only=True)
-    dev = Path("/work/shared/data/sst2/dev.tsv")
-    if not dev.is_file():
-        pytest.skip("SST-2 dev set not found")
-    sentences = [line.split("\t")[0] for line in dev.read_text().splitlines()[1:9]]
+    spec = importlib.util.spec_from_file_location("sst2_data", Path(__file__).parents[2] / "benchmarks" / "sst2_data.py")
+    sst2_data = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sst2_data)
+    if not sst2_data.available():
+        pytest.skip(f"SST-2 not found at {sst2_data.local_dir()} (set {sst2_data.ENV})")
+    sentences, _ = sst2_data.load("dev", limit=8, source="local")
     return model.eval(), dict(tokenizer(sentences, padding=True, return_tensors="pt"))
 
 

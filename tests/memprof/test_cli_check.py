@@ -233,3 +233,17 @@ def test_a_method_saving_one_more_tensor_fails_the_gate(monkeypatch, capsys, tmp
     code, out, _ = cli(monkeypatch, capsys, "check", tmp_path / "current.json", "--baseline", tmp_path / "baseline.json")
     assert code == 1
     assert "regression: tiny-bert ft seq=32 batch=2 fp32 fake->cuda: saved_activations +8.00 KiB (+3.6%)" in out
+
+
+def test_json_report(monkeypatch, capsys, files):
+    cur, base = files([result(saved=105 * MiB), result("lora")], [result(saved=100 * MiB), result("lora")])
+    code, out, err = cli(monkeypatch, capsys, "check", cur, "--baseline", base, "--json")
+    report = json.loads(out)
+    assert code == 1 and err == "" and report["passed"] is False and report["tolerance"] == 0.02
+    assert report["metrics"] == ["saved_activations", "peak_activations", "peak"]
+    regressed = [r for r in report["rows"] if r["verdict"] == "regression"]
+    assert [(r["method"], r["metric"], r["baseline"], r["current"], r["delta"]) for r in regressed] == [
+        ("ft", "saved_activations", 100 * MiB, 105 * MiB, 5 * MiB), ("ft", "peak_activations", 200 * MiB, 210 * MiB, 10 * MiB),
+        ("ft", "peak", 500 * MiB, 525 * MiB, 25 * MiB)]
+    assert all(r["change"] == pytest.approx(0.05) for r in regressed) and len(report["rows"]) == 6
+    assert report["summary"].startswith("FAIL: 2 configuration(s) x 3 metric(s)")

@@ -23,7 +23,7 @@ def test_compare_writes_every_output(cli, tmp_path):
     names = {p.name for p in (tmp_path / "run").iterdir()}
     assert names == {"results.json", "results.csv", "layers.csv", "report.html", "summary.md",
                      "activations_vs_seq_len.png", "activations_vs_batch_size.png", "layers_largest.png",
-                     "peak_breakdown.png", "saved_by_category.png"}
+                     "peak_breakdown.png", "saved_by_category.png", "timeline.png"}
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert len(saved["results"]) == 12
     assert saved["command"].startswith("memprof compare --backbone bart-large --methods ft,lora,adapter")

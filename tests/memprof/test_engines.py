@@ -66,6 +66,8 @@ def tiny(tmp_path_factory):
 
 
 _RESULTS: dict = {}
+#: (family, method) pairs a method refuses by design: BitFit needs bias terms
+REFUSED = {("llama", "bitfit"), ("mistral", "bitfit")}
 
 
 def profile(tiny, family, method="ft", **kw):
@@ -95,13 +97,23 @@ def assert_fake_equals_cpu(fake, cpu, family, method):
 @pytest.mark.parametrize("method", methods.names())
 @pytest.mark.parametrize("family", FAMILIES + DECODERS)
 def test_fake_equals_cpu(tiny, family, method):
+    if (family, method) in REFUSED:
+        pytest.skip(f"{method} refuses {family} (tests/memprof/test_peft_field.py checks the refusal)")
     fake = profile(tiny, family, method, engine="fake", target="cpu")
     cpu = profile(tiny, family, method, engine="cpu")
     assert fake.memory.saved_activations > 0
     # Not only the hooks' figure: the whole live timeline replays to the same bytes.
     assert_fake_equals_cpu(fake, cpu, family, method)
-    assert fake.attn_implementation == cpu.attn_implementation
+    assert observable(fake.attn_implementation) == cpu.attn_implementation
     assert (fake.trainable_params, fake.total_params) == (cpu.trainable_params, cpu.total_params)
+
+
+def observable(kernels: str) -> str:
+    """What the cpu engine can see of the fake engine's kernel list: SDPA's math path runs no operator
+    of its own, so next to a fused kernel it leaves no trace (LST: its side network's attention and
+    the frozen backbone's, run without a graph, can take different kernels)."""
+    fused = [k for k in kernels.split("+") if k != "sdpa-math"]
+    return "+".join(fused) if fused else kernels
 
 
 @pytest.mark.parametrize("method", ["ft", "lora+ckpt", "meft", "meft3-float"])  # plain, checkpoint, reversible
@@ -155,7 +167,9 @@ def test_recomputation_meets_the_same_cuda_kernels(tiny, method):
     # Checkpointing and MEFT recompute in backward; torch.utils.checkpoint compares what the
     # recomputation saves with what the forward saved, so a kernel model missing in backward fails.
     r = profile(tiny, "bart", method, dtype="mixed-bf16", engine="fake", target="cuda")
-    assert (r.status, r.attn_implementation) == ("ok", "sdpa-flash")
+    # prefix: the decoder's causal mask over the prefix columns is explicit, which flash cannot take
+    expected = "sdpa-flash+sdpa-efficient" if method == "prefix" else "sdpa-flash"
+    assert (r.status, r.attn_implementation) == ("ok", expected)
     assert r.memory.peak_activations >= r.memory.saved_activations > 0
 
 

@@ -140,10 +140,12 @@ BAD_FIELDS = [
                                                    "dropout_mask, normalization, activation_fn, embedding, "
                                                    "reversible_bits, other)"),
     ("results.1.peek", 1, "peek is not a field memprof writes (the fields are backbone, method, engine, target, "
-                          "dtype, attn_implementation, seq_len, batch_size, task, status, message, trainable_params, "
-                          "total_params, memory, layers, step_time_s, environment, schema_version)"),
-    ("results.1.schema_version", 3, "schema_version is 3, must be 1 or 2 (the versions this memprof reads); re-run "
-                                    "the profile with this version of memprof"),
+                          "dtype, attn_implementation, seq_len, batch_size, task, step, status, message, trainable_params, "
+                          "total_params, memory, layers, step_time_s, environment, timeline, schema_version)"),
+    ("results.1.schema_version", 4, "schema_version is 4, must be 1 or 2 or 3 (the versions this memprof reads); "
+                                    "re-run the profile with this version of memprof"),
+    ("results.1.step", "last", "step is 'last' (a string), must be one of first, steady"),
+    ("results.1.step", "DELETE", "step is missing, must be a string"),
 ]
 
 
@@ -152,7 +154,8 @@ def test_a_bad_field_is_refused_naming_file_result_configuration_and_field(tmp_p
     message = refusal(tmp_path, path, value, delete=value == "DELETE")
     fix = "" if "re-run" in says else f"; {FIX}"
     label = {"results.1.seq_len": LORA.replace("seq=128", f"seq={value if value == 0 else 128}"),
-             "results.1.batch_size": LORA.replace("batch=8", "batch=?")}.get(path, LORA)  # what the file says
+             "results.1.batch_size": LORA.replace("batch=8", "batch=?"),
+             "results.1.step": f"{LORA} {'?' if value == 'DELETE' else value}"}.get(path, LORA)  # what the file says
     assert message == f"results file 'x.json': results[1] ({label}): {says}{fix}"
 
 
@@ -230,7 +233,7 @@ def test_schema_version_must_be_the_integer_1_or_2(tmp_path):
         path = write_text(tmp_path / "x.json", {**two_results(), "schema_version": version})
         with pytest.raises(MemprofError) as exc:
             load_results(path)
-        assert str(exc.value) == (f"results file has schema_version {shown}, this memprof reads 1 or 2; re-run the "
+        assert str(exc.value) == (f"results file has schema_version {shown}, this memprof reads 1 or 2 or 3; re-run the "
                                   f"sweep that wrote {str(path)!r} with this version of memprof")
 
 
@@ -239,7 +242,13 @@ def test_valid_files_still_load_and_round_trip(tmp_path):
     baseline = ROOT / "reports" / "baseline" / "baseline.json"
     rs = load_results(baseline)
     assert len(rs.results) == 72 and rs.source == str(baseline)
-    assert rs.to_dict() == json.loads(baseline.read_text())
+    # Written before ``step`` and ``timeline`` (schema version 2): read as the first step without a
+    # timeline, written as version 3.
+    written = json.loads(baseline.read_text())
+    written["schema_version"] = 3
+    for r in written["results"]:
+        r.update(schema_version=3, step="first", timeline=None)
+    assert rs.to_dict() == written
     # A sweep with layers, a failed result, a measured CUDA metric, a step time; and version 1 without
     # the CUDA-only fields at all (they read as null).
     data = ResultSet([result(cuda_max_allocated=7), dataclasses.replace(result("lora"), status="oom", message="m",
@@ -302,6 +311,7 @@ def test_every_field_replaced_by_garbage_is_refused_or_read_exactly(tmp_path):
     assert accepted == {
         *((f, "'x'") for f in text),
         ("step_time_s", "None"), ("step_time_s", "1.5"), ("step_time_s", repr(2**64)),
+        ("timeline", "None"), ("timeline", "'DELETE'"),  # a result without a timeline (tests/memprof/test_timeline.py)
         ("environment", "{}"), ("environment.torch", "'DELETE'"), ("environment.transformers", "'DELETE'"),
         *((f"memory.{m}", v) for m in ("cuda_max_allocated", "cuda_max_reserved", "nvml_used")
           for v in ("None", "'DELETE'")),
@@ -424,7 +434,7 @@ def test_a_key_that_cannot_be_matched_is_unusable_input():
     odd = dataclasses.replace(result(), backbone=["bert-base"])
     assert unusable(ResultSet([result()]), ResultSet([odd])) == (
         "the baseline holds a configuration whose key is not text and numbers (backbone=['bert-base'], method='ft', "
-        "seq_len=128, batch_size=8, dtype='fp32', engine='fake', target='cuda'); regenerate it with memprof"
+        "seq_len=128, batch_size=8, dtype='fp32', engine='fake', target='cuda', step='first'); regenerate it with memprof"
     )
 
 

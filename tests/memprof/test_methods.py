@@ -100,7 +100,7 @@ def test_checkpointed_methods_match_plain_gradients(method):
 
 def test_unknown_method_lists_known():
     with pytest.raises(Exception, match="use one of ft, lora"):
-        methods.get("prefix")
+        methods.get("p-tuning")
 
 
 # -- MEFT ------------------------------------------------------------------------------------------

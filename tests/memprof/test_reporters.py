@@ -144,7 +144,8 @@ def test_render_all_writes_every_file(rs, tmp_path):
     paths = render_all(rs, tmp_path / "new")
     assert sorted(paths) == sorted([
         "results.csv", "layers.csv", "activations_vs_seq_len.png", "activations_vs_batch_size.png",
-        "layers_largest.png", "peak_breakdown.png", "saved_by_category.png", "report.html", "summary.md",
+        "layers_largest.png", "peak_breakdown.png", "saved_by_category.png", "timeline.png", "report.html",
+        "summary.md",
     ])
     assert all(p.is_file() and p.stat().st_size > 0 for p in paths.values())
 

@@ -1,0 +1,106 @@
+"""``memprof formula``: a configuration's memory as exact polynomials in batch size and sequence length."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from memprof.cli.app import app, cell, console, say
+
+Backbone = Annotated[str, typer.Option(help="Built-in backbone name, or a path to a config.json / model folder.")]
+Method = Annotated[str, typer.Option(help="Fine-tuning method (ft, lora, adapter, meft1, ...).")]
+Target = Annotated[Optional[str], typer.Option(help="Device whose kernels are modelled: cuda or cpu. (default: cuda)")]
+Dtype = Annotated[str, typer.Option(help="fp32, bf16, fp16, mixed-bf16 or mixed-fp16.")]
+Attn = Annotated[str, typer.Option(help="Attention implementation: sdpa or eager.")]
+Task = Annotated[Optional[str], typer.Option(help="classification, causal-lm or seq2seq (default: the family's).")]
+JsonOut = Annotated[Optional[Path], typer.Option("--json", help="Also write the formula as JSON to this file.")]
+At = Annotated[Optional[str], typer.Option(help="Evaluate at these batch size,sequence length pairs, e.g. 8,512;32,128.")]
+
+#: where the peak's regimes are looked for: powers of two
+REGIME_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128)
+REGIME_SEQS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+
+
+@app.command("formula")
+def formula_cmd(backbone: Backbone = "bert-base", method: Method = "ft", target: Target = None, dtype: Dtype = "fp32",
+                attn: Attn = "sdpa", task: Task = None, json_out: JsonOut = None, at: At = None) -> None:
+    """Saved activations per layer and in total, peak activations and the peak, as exact polynomials
+    in batch size b and sequence length s, from one symbolic trace of the fake engine's step."""
+    from memprof.config import ProfileConfig
+    from memprof.engines.symbolic import derive
+    from memprof.outputs import check_file
+
+    config = ProfileConfig(backbone=backbone, method=method, engine="fake", target=target, dtype=dtype, attn=attn,
+                           task=task)
+    points = _parse_at(at)
+    if json_out is not None:
+        check_file(json_out, "the formula", "--json")
+    with console.status("tracing one step with symbolic batch size and sequence length"):
+        formula = derive(config)
+    _print_formula(formula, config.resolved.max_seq_len, points)
+    if json_out is not None:
+        _write(formula, json_out)
+        say(f"wrote {json_out}")
+
+
+def _write(formula, path: Path) -> None:
+    import json
+
+    from memprof.result_files import write_atomically
+
+    write_atomically(path, json.dumps(formula.to_dict(), indent=1, ensure_ascii=False) + "\n")
+
+
+def _parse_at(text: Optional[str]) -> list[tuple[int, int]]:
+    from memprof.errors import MemprofError
+
+    if not text:
+        return []
+    points = []
+    for part in text.split(";"):
+        try:
+            b, s = (int(x) for x in part.split(","))
+        except ValueError:
+            raise MemprofError(f"--at {text!r}: {part!r} is not batch size,sequence length; pass e.g. --at 8,512;32,128"
+                               ) from None
+        if b < 1 or s < 1:
+            raise MemprofError(f"--at {text!r}: sizes must be at least 1; pass e.g. --at 8,512")
+        points.append((b, s))
+    return points
+
+
+def _print_formula(formula, max_seq: int, points: list[tuple[int, int]]) -> None:
+    how = "one symbolic trace" if formula.how == "symbolic" else formula.note
+    say((f"{formula.backbone} {formula.method}", "bold"), f"  {formula.dtype} on {formula.target}, "
+        f"{formula.attn_implementation}: {how}")
+    say("holds where: " + "; ".join([formula.bounds_text, *formula.valid]))
+    say("b = batch size, s = sequence length; bytes")
+    table = Table(title=cell("saved activations by layer", "table.title"))
+    table.add_column("layer", no_wrap=True)
+    table.add_column("saved bytes", overflow="fold")
+    for name, poly in formula.saved_by_layer():
+        table.add_row(cell(name), cell(poly))
+    table.add_row("total", cell(formula.sums["saved_activations"]), style="bold")
+    console.print(table)
+    say(("peak activations: ", "bold"), formula.peak_activations_expression)
+    _print_peak(formula, max_seq)
+    for b, s in points:
+        m = formula.memory_at(b, s)
+        outside = "" if formula.covers(b, s) else f" (outside {formula.bounds_text}: profile it to be sure)"
+        say(f"at b={b}, s={s}: saved {m.saved_activations:,}, peak activations {m.peak_activations:,}, "
+            f"peak {m.peak:,} bytes{outside}")
+
+
+def _print_peak(formula, max_seq: int) -> None:
+    grid = [(b, s) for b in REGIME_BATCHES for s in REGIME_SEQS if s <= max_seq]
+    regimes = formula.peak_regimes(grid)
+    if len(formula.peaks) == 1:
+        say(("peak: ", "bold"), str(formula.peaks[0]["peak"]))
+        return
+    say(("peak: ", "bold"), f"the largest of {len(formula.peaks)} polynomials (events of the step); on b = 1..128, "
+        f"s = 16..{max_seq} (powers of two) the peak is:")
+    for i, (b, s) in regimes:
+        say(f"  {formula.peaks[i]['peak']}   (from b={b}, s={s})")

@@ -1,0 +1,260 @@
+"""``memprof fit``: the largest batch size (or sequence length) per method that fits a GPU budget,
+found with a handful of fake-engine profiles of the steady-state step.
+
+NOTE [ What fit counts ]
+A size fits when ``required <= budget``, where, per rank::
+
+    step     = parameters + gradients + optimizer state      (sharded: ``memprof.sharding``;
+             + DDP's gradient buckets                         with ``none`` on more than one rank)
+             + activations + temporaries                     (at the step's peak)
+    required = ceil(step * (1 + fragmentation)) + context
+
+``step`` is the peak of a steady-state step (NOTE [ First and steady steps ]: AdamW's state
+resident throughout) measured by the fake engine for the target's kernels, split at that peak as
+``Memory`` splits it. The optimizer state is AdamW's ``exp_avg`` and ``exp_avg_sq`` in the
+parameters' dtype: under ``bf16``/``fp16`` the step is pure low precision and has no fp32 master
+copy, so none is counted; under ``mixed-bf16``/``mixed-fp16`` the parameters are fp32 and are
+themselves the master weights (autocast casts per operator; those casts are temporaries).
+``context`` (default ``CONTEXT_ALLOWANCE``) is what the process holds outside PyTorch's tensors:
+the CUDA context, the kernels of torch's CUDA libraries, cuBLAS/cuDNN workspaces.
+``fragmentation`` (default ``FRAGMENTATION``) is the share of the step's bytes the caching
+allocator reserves beyond what tensors use.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+from memprof import sharding
+from memprof.config import DTYPES, ProfileConfig
+from memprof.engines import ModelCache, common, run
+from memprof.errors import MemprofError
+from memprof.fit_search import search
+from memprof.result import Result
+from memprof.sweep_grid import parse_methods
+from memprof.units import GIB, format_bytes
+
+#: Default context allowance: 1 GiB. Creating the CUDA context and loading PyTorch's kernels takes
+#: ~0.8 GB before any tensor exists (781 MB in pytorch/pytorch#34323, "~1 GB, can be much higher"
+#: per process in pytorch/pytorch#12873), and cuBLAS keeps workspaces on top.
+CONTEXT_ALLOWANCE = GIB
+#: Default fragmentation margin: 10% of the step's bytes. A margin, not a measurement: ZeRO
+#: (Rajbhandari et al. 2020, "memory fragmentation" among the residual memory) reports
+#: out-of-memory errors with over 30% of memory still free in extreme cases; measure yours with ``memprof profile --engine
+#: cuda`` (``cuda_max_reserved`` over ``cuda_max_allocated``) and pass it with ``--fragmentation``.
+FRAGMENTATION = 0.10
+#: Largest batch size searched (the fake engine builds the token batch on this machine).
+MAX_BATCH = 1 << 16
+
+
+@dataclass
+class FitConfig:
+    """What ``fit`` searches; validated on construction. ``seq_len`` fixed: the batch size is
+    searched; ``batch_size`` fixed (the global batch, split over ``world_size`` ranks): the sequence
+    length is searched. Neither: ``seq_len`` 512."""
+
+    backbone: str
+    methods: list[str]
+    budget: int
+    seq_len: int | None = None
+    batch_size: int | None = None
+    dtype: str = "fp32"
+    attn: str = "sdpa"
+    task: str | None = None
+    world_size: int = 1
+    shard: str = "none"
+    context: int = CONTEXT_ALLOWANCE
+    fragmentation: float = FRAGMENTATION
+
+    def __post_init__(self) -> None:
+        # registered, each once (an alias with its method is one method twice)
+        self.methods = parse_methods(self.methods if isinstance(self.methods, str) else ",".join(map(str, self.methods)))
+        sharding.check(self.world_size, self.shard)
+        if self.seq_len is not None and self.batch_size is not None:
+            raise MemprofError(f"both --seq-len {self.seq_len} and --batch-size {self.batch_size} are fixed, so there "
+                               "is nothing to search; pass one of them (fit finds the largest other)")
+        if self.seq_len is None and self.batch_size is None:
+            self.seq_len = 512
+        if self.batch_size is not None and self.batch_size % self.world_size:
+            raise MemprofError(f"batch size {self.batch_size} does not split over world size {self.world_size}; pass a "
+                               f"global --batch-size that is a multiple of {self.world_size}")
+        if not (isinstance(self.fragmentation, (int, float)) and 0 <= self.fragmentation < 1):
+            raise MemprofError(f"fragmentation {self.fragmentation!r} must be a fraction from 0 up to (not including) "
+                               "1; pass e.g. --fragmentation 0.1 (10%)")
+        if self.budget <= 0:
+            raise MemprofError(f"budget {self.budget} holds nothing; pass a size such as --budget 24GiB")
+        first = self.profile_config(self.methods[0], 1, "steady")  # validates backbone, dtype, attn, task, sizes
+        self.backbone_name, self.max_seq_len = first.backbone, first.resolved.max_seq_len
+
+    @property
+    def searched(self) -> str:
+        return "batch_size" if self.batch_size is None else "seq_len"
+
+    @property
+    def cap(self) -> int:
+        return MAX_BATCH if self.searched == "batch_size" else self.max_seq_len
+
+    def profile_config(self, method: str, size: int, step: str) -> ProfileConfig:
+        """The configuration one rank runs when the searched size is ``size`` (micro-batch or length)."""
+        seq, micro = (self.seq_len, size) if self.searched == "batch_size" else (size, self.batch_size // self.world_size)
+        return ProfileConfig(backbone=self.backbone, method=method, seq_len=seq, batch_size=micro, engine="fake",
+                             target="cuda", dtype=self.dtype, attn=self.attn, task=self.task, step=step)
+
+
+@dataclass
+class Point:
+    """One profiled size, as one rank holds it (NOTE [ What fit counts ])."""
+
+    size: int
+    result: Result
+    state: sharding.PerRank
+    context: int
+    fragmentation: float
+
+    @property
+    def activations(self) -> int:
+        return self.result.memory.activations_at_peak
+
+    @property
+    def temporaries(self) -> int:
+        return self.result.memory.temporaries
+
+    @property
+    def step(self) -> int:
+        return self.state.total + self.activations + self.temporaries
+
+    @property
+    def margin(self) -> int:
+        return math.ceil(self.step * self.fragmentation)
+
+    @property
+    def required(self) -> int:
+        return self.step + self.margin + self.context
+
+    def breakdown(self) -> dict[str, int]:
+        return {"parameters": self.state.parameters, "gradients": self.state.gradients,
+                "optimizer_state": self.state.optimizer_state, "ddp_buckets": self.state.buckets,
+                "activations": self.activations, "temporaries": self.temporaries, "step_peak": self.step,
+                "fragmentation": self.margin, "context": self.context, "required": self.required}
+
+
+@dataclass
+class Answer:
+    """The largest size of one method that fits (0: not even the smallest), and the evidence."""
+
+    method: str
+    searched: str
+    world_size: int
+    value: int
+    #: "budget" (value + 1 does not fit) or "cap" (the largest size there is fits)
+    limit: str
+    at: Point | None
+    over: Point | None
+    first_step: Point | None
+    points: dict[int, Point] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        key = "max_batch_size" if self.searched == "batch_size" else "max_seq_len"
+        value = self.value * self.world_size if self.searched == "batch_size" else self.value
+        out = {"method": self.method, key: value, "limit": self.limit, "profiles": len(self.points)}
+        if self.searched == "batch_size":
+            out["micro_batch_size"] = self.value
+        out["memory"] = self.at.breakdown() if self.at is not None else None
+        out["first_step_peak"] = self.first_step.step if self.first_step is not None else None
+        return out
+
+
+Progress = Callable[[str, int, str], None]
+
+
+def fit(config: FitConfig, progress: Progress | None = None) -> list[Answer]:
+    """The answer for every method of ``config``; ``progress(method, size, step)`` before each profile.
+    A budget that cannot even hold a method's weights is refused before anything is profiled."""
+    for method in config.methods:
+        _check_weights(config, method, weight_bytes(config, method))
+    return [fit_method(config, method, progress) for method in config.methods]
+
+
+def weight_bytes(config: FitConfig, method: str) -> int:
+    """Bytes of the parameters and buffers of ``method``'s model (built on the meta device: no
+    memory, no initialisation), as ``Memory.parameters`` counts them (each storage once)."""
+    built = common.build(config.profile_config(method, 1, "steady"), "meta")
+    seen: dict[int, int] = {}
+    for t in [*built.model.parameters(), *built.model.buffers()]:
+        seen.setdefault(id(t), t.numel() * t.element_size())
+    return sum(seen.values())
+
+
+def fit_method(config: FitConfig, method: str, progress: Progress | None = None) -> Answer:
+    """The answer for ``method``: the search (NOTE [ Searching ] in fit_search.py), then one profile
+    of the first step at the size found."""
+    cache = ModelCache()
+    points: dict[int, Point] = {}
+
+    def measure(size: int, step: str = "steady") -> Point:
+        if progress:
+            progress(method, size, step)
+        result = run(config.profile_config(method, size, step), cache)
+        return _point(config, size, result)
+
+    def need(size: int) -> int:
+        points[size] = measure(size)
+        return points[size].required
+
+    value, limit = search(need, config.budget, _probes(config), config.cap)
+    at = points.get(value)
+    first = measure(value, "first") if value else None
+    return Answer(method, config.searched, config.world_size, value, limit, at, points.get(value + 1), first, points)
+
+
+def _point(config: FitConfig, size: int, result: Result) -> Point:
+    m = result.memory
+    buckets = result.trainable_params * DTYPES[config.dtype][0].itemsize  # DDP's buckets: one set of gradients
+    state = sharding.per_rank(m.parameters, m.gradients, m.optimizer_state, config.world_size, config.shard,
+                              ddp_buckets=buckets)
+    return Point(size, result, state, config.context, config.fragmentation)
+
+
+def _check_weights(config: FitConfig, method: str, nbytes: int) -> None:
+    weights = sharding.per_rank(nbytes, 0, 0, config.world_size, config.shard).parameters
+    if weights + config.context > config.budget:
+        per = " per rank" if config.world_size > 1 else ""
+        raise MemprofError(
+            f"budget {format_bytes(config.budget)} is smaller than {config.backbone_name}'s weights under {method} "
+            f"({format_bytes(weights)}{per}) plus the context allowance ({format_bytes(config.context)}); pass a "
+            "larger --budget or --gpu, or spread the weights with --world-size N --shard zero3")
+
+
+def _probes(config: FitConfig) -> tuple[int, ...]:
+    """The sizes profiled first: batch sizes 1 and 2; sequence lengths a quarter of the positions
+    (at most 128) and twice that."""
+    if config.searched == "batch_size":
+        return (1, 2)
+    s = max(1, min(128, config.cap // 4))
+    return (s, 2 * s)
+
+
+def curve_data(answers: list[Answer]) -> dict[str, list[tuple[int, int]]]:
+    """What ``reporters.fit_plot.plot_fit`` draws: per method, (size, bytes required per rank) for
+    every size its search profiled, ascending."""
+    return {a.method: [(n, a.points[n].required) for n in sorted(a.points)] for a in answers}
+
+
+def to_json(config: FitConfig, answers: list[Answer], budget_source: str) -> dict:
+    """``--json``'s document: the question, what is counted, and one entry per method."""
+    return {
+        "backbone": config.backbone_name, "dtype": config.dtype, "attn": config.attn, "target": "cuda",
+        "step": "steady", "seq_len": config.seq_len, "batch_size": config.batch_size, "searched": config.searched,
+        "budget": config.budget, "budget_source": budget_source, "world_size": config.world_size,
+        "shard": config.shard, "context": config.context, "fragmentation": config.fragmentation,
+        "counts": COUNTS, "methods": [a.to_dict() for a in answers],
+    }
+
+
+#: What ``required`` counts, in one sentence (the table's caption and the JSON's ``counts``).
+COUNTS = ("steady-state step (AdamW state resident) per rank: parameters + gradients + optimizer state (AdamW "
+          "exp_avg and exp_avg_sq in the parameters' dtype; pure bf16/fp16 has no fp32 master copy, mixed-* keeps "
+          "fp32 parameters as the master weights) + activations + temporaries at the peak, x (1 + fragmentation), "
+          "+ context")

@@ -1,0 +1,131 @@
+"""MemprofCallback in a real transformers.Trainer run: a tiny random BERT, 3 steps on the CPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers as tf
+
+import memprof
+from memprof import MemprofError, load_results
+from memprof.integrations.transformers import RESULTS_FILE, MemprofCallback
+
+IDS = torch.randint(4, 64, (16, 8), generator=torch.Generator().manual_seed(0))
+LABELS = torch.arange(16) % 2
+
+
+class Rows(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 16
+
+    def __getitem__(self, i):
+        return {"input_ids": IDS[i], "labels": LABELS[i]}
+
+
+def tiny_bert() -> tf.BertForSequenceClassification:
+    config = tf.BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=32, max_position_embeddings=40, num_labels=2)
+    torch.manual_seed(0)
+    return tf.BertForSequenceClassification(config)
+
+
+def trainer(out, **overrides) -> tf.Trainer:
+    args = dict(output_dir=str(out), max_steps=3, per_device_train_batch_size=4, optim="adamw_torch", report_to=[],
+                use_cpu=True, save_strategy="no", logging_steps=1, disable_tqdm=True, dataloader_pin_memory=False,
+                seed=0)
+    return tf.Trainer(model=tiny_bert(), args=tf.TrainingArguments(**{**args, **overrides}), train_dataset=Rows())
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """(trainer, callback) after 3 steps with steps 1 and 2 profiled, and the losses of a run without it."""
+    out = tmp_path_factory.mktemp("run")
+    plain = trainer(tmp_path_factory.mktemp("plain"))
+    plain.train()
+    profiled = trainer(out)
+    callback = MemprofCallback(profiled)
+    profiled.add_callback(callback)
+    profiled.train()
+    return profiled, callback, [e["loss"] for e in plain.state.log_history if "loss" in e]
+
+
+def test_metrics_reach_the_log_history_at_the_profiled_steps(run):
+    trainer, callback, _ = run
+    logged = {e["step"]: e for e in trainer.state.log_history if "memprof/peak" in e}
+    assert sorted(logged) == [1, 2]
+    for result, step in zip(callback.results, (1, 2)):
+        memory = result.memory
+        assert {k: logged[step][k] for k in logged[step] if k.startswith("memprof/")} == {
+            "memprof/saved_activations": memory.saved_activations,
+            "memprof/peak_activations": memory.peak_activations,
+            "memprof/peak": memory.peak,
+        }
+        assert memory.saved_activations > 0 and memory.peak >= memory.peak_activations
+
+
+def test_the_trainer_still_logs_every_loss_and_profiling_changes_no_loss(run):
+    trainer, _, plain_losses = run
+    assert [e["step"] for e in trainer.state.log_history if "loss" in e] == [1, 2, 3]
+    assert [e["loss"] for e in trainer.state.log_history if "loss" in e] == plain_losses
+
+
+def test_the_steps_measure_parameters_gradients_and_adamw_state_by_hand(run):
+    trainer, callback, _ = run
+    model = trainer.model
+    n = sum(p.numel() for p in model.parameters())
+    tensors = len(list(model.parameters()))
+    buffers = sum(b.numel() * b.element_size() for b in model.buffers())
+    first, second = (r.memory for r in callback.results)
+    assert first.parameters == second.parameters == 4 * n + buffers  # fp32 weights, position and type ids
+    # Step 1: AdamW creates its state inside optimizer.step(), when every fp32 gradient is live.
+    assert first.gradients == 4 * n
+    # Step 2 (steady state): exp_avg and exp_avg_sq in fp32 per parameter, and one fp32 step count per tensor.
+    assert second.optimizer_state == 2 * 4 * n + 4 * tensors
+    assert first.saved_activations == second.saved_activations  # the same shapes, the same forward
+    assert [r.method for r in callback.results] == ["step 1", "step 2"]
+    assert {(r.seq_len, r.batch_size, r.engine) for r in callback.results} == {(8, 4, "track")}
+
+
+def test_the_result_file_in_the_output_folder_holds_the_profiled_steps(run):
+    trainer, callback, _ = run
+    saved = load_results(f"{trainer.args.output_dir}/{RESULTS_FILE}")
+    assert [r.to_dict() for r in saved.results] == [r.to_dict() for r in callback.results]
+    assert saved.options == {"steps": [1, 2], "profiled": [1, 2]}
+
+
+def test_gradient_accumulation_is_refused_when_training_starts(tmp_path):
+    t = trainer(tmp_path, gradient_accumulation_steps=2)
+    t.add_callback(MemprofCallback(t))
+    with pytest.raises(MemprofError, match="gradient_accumulation_steps=2"):
+        t.train()
+
+
+def test_a_step_that_raises_leaves_no_measurement_open_once_training_starts_again(tmp_path):
+    t = trainer(tmp_path, max_steps=1)
+    callback = MemprofCallback(t)
+    t.add_callback(callback)
+
+    def broken(module, args):
+        raise RuntimeError("broken forward")
+
+    hook = t.model.classifier.register_forward_pre_hook(broken)  # fails inside the profiled step
+    with pytest.raises(RuntimeError, match="broken forward"):
+        t.train()
+    hook.remove()
+    t.train()
+    assert [r.method for r in callback.results] == ["step 1"] and callback.results[0].memory.saved_activations > 0
+    with memprof.track(t.model) as prof:  # nothing is left measuring in this thread
+        t.model(input_ids=IDS[:2], labels=LABELS[:2]).loss.backward()
+    assert prof.result.memory.saved_activations > 0
+
+
+@pytest.mark.parametrize("steps", [(), (0,), (1.0,), "1", (True,)])
+def test_bad_steps_are_refused_in_one_line(steps, run):
+    with pytest.raises(MemprofError, match="whole numbers >= 1") as info:
+        MemprofCallback(run[0], steps=steps)
+    assert "\n" not in str(info.value)
+
+
+def test_a_trainer_is_required():
+    with pytest.raises(MemprofError, match="pass the trainer"):
+        MemprofCallback(None)
