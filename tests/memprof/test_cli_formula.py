@@ -32,7 +32,7 @@ def test_formula_refuses_a_bad_at_in_one_line(cli, at):
 
 
 def test_compare_fast_gives_the_profiles_results_and_reports_the_formulas(cli, tmp_path, stub_plots):
-    code, out, err = cli("compare", *SMALL, "--methods", "ft,lora", "--seq-lens", "16,40", "--batch-sizes", "1,3",
+    code, out, err = cli("compare", *SMALL, "--methods", "ft,lora", "--seq-lens", "16,40", "--batch-sizes", "2,3",
                          "--out", "fast", "--fast", "-q")
     assert code == 0, err
     rs = load_results(tmp_path / "fast" / "results.json")
