@@ -29,7 +29,7 @@ from typing import Callable
 
 from memprof import sharding
 from memprof.config import DTYPES, ProfileConfig
-from memprof.engines import ModelCache, common, run
+from memprof.engines import ModelCache, run
 from memprof.errors import MemprofError
 from memprof.fit_search import search
 from memprof.result import Result
@@ -77,16 +77,24 @@ class FitConfig:
                                "is nothing to search; pass one of them (fit finds the largest other)")
         if self.seq_len is None and self.batch_size is None:
             self.seq_len = 512
+        for name, least, example in (("budget", 1, "24GiB"), ("context", 0, "1GiB")):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise MemprofError(f"{name} {value!r} is not a byte count of at least {least}; pass e.g. "
+                                   f"--{name} {example}")
+        if isinstance(self.fragmentation, bool) or not (isinstance(self.fragmentation, (int, float))
+                                                        and 0 <= self.fragmentation < 1):
+            raise MemprofError(f"fragmentation {self.fragmentation!r} must be a fraction from 0 up to (not including) "
+                               "1; pass e.g. --fragmentation 0.1 (10%)")
+        # the user's own values through ProfileConfig's checks (types, ranges, backbone, dtype, attn,
+        # task) before any arithmetic on them
+        given = ProfileConfig(backbone=self.backbone, method=self.methods[0], seq_len=self.seq_len or 1,
+                              batch_size=self.batch_size or 1, engine="fake", target="cuda", dtype=self.dtype,
+                              attn=self.attn, task=self.task, step="steady")
         if self.batch_size is not None and self.batch_size % self.world_size:
             raise MemprofError(f"batch size {self.batch_size} does not split over world size {self.world_size}; pass a "
                                f"global --batch-size that is a multiple of {self.world_size}")
-        if not (isinstance(self.fragmentation, (int, float)) and 0 <= self.fragmentation < 1):
-            raise MemprofError(f"fragmentation {self.fragmentation!r} must be a fraction from 0 up to (not including) "
-                               "1; pass e.g. --fragmentation 0.1 (10%)")
-        if self.budget <= 0:
-            raise MemprofError(f"budget {self.budget} holds nothing; pass a size such as --budget 24GiB")
-        first = self.profile_config(self.methods[0], 1, "steady")  # validates backbone, dtype, attn, task, sizes
-        self.backbone_name, self.max_seq_len = first.backbone, first.resolved.max_seq_len
+        self.backbone_name, self.max_seq_len = given.backbone, given.resolved.max_seq_len
 
     @property
     def searched(self) -> str:
@@ -172,25 +180,29 @@ Progress = Callable[[str, int, str], None]
 def fit(config: FitConfig, progress: Progress | None = None) -> list[Answer]:
     """The answer for every method of ``config``; ``progress(method, size, step)`` before each profile.
     A budget that cannot even hold a method's weights is refused before anything is profiled."""
+    cache = ModelCache(max_models=len(config.methods))  # fake models hold no memory: each built once
     for method in config.methods:
-        _check_weights(config, method, weight_bytes(config, method))
-    return [fit_method(config, method, progress) for method in config.methods]
+        _check_weights(config, method, weight_bytes(config, method, cache))
+    return [fit_method(config, method, progress, cache) for method in config.methods]
 
 
-def weight_bytes(config: FitConfig, method: str) -> int:
-    """Bytes of the parameters and buffers of ``method``'s model (built on the meta device: no
-    memory, no initialisation), as ``Memory.parameters`` counts them (each storage once)."""
-    built = common.build(config.profile_config(method, 1, "steady"), "meta")
+def weight_bytes(config: FitConfig, method: str, cache: ModelCache | None = None) -> int:
+    """Bytes of the parameters and buffers of ``method``'s model (the fake engine's: no memory, no
+    arithmetic), as ``Memory.parameters`` counts them (each storage once)."""
+    from memprof.engines import fake
+
+    built = (cache or ModelCache()).get(config.profile_config(method, 1, "steady"), fake.build)
     seen: dict[int, int] = {}
     for t in [*built.model.parameters(), *built.model.buffers()]:
         seen.setdefault(id(t), t.numel() * t.element_size())
     return sum(seen.values())
 
 
-def fit_method(config: FitConfig, method: str, progress: Progress | None = None) -> Answer:
+def fit_method(config: FitConfig, method: str, progress: Progress | None = None,
+               cache: ModelCache | None = None) -> Answer:
     """The answer for ``method``: the search (NOTE [ Searching ] in fit_search.py), then one profile
-    of the first step at the size found."""
-    cache = ModelCache()
+    of the first step at the size found (``cache``: models already built, e.g. by ``weight_bytes``)."""
+    cache = cache if cache is not None else ModelCache()
     points: dict[int, Point] = {}
 
     def measure(size: int, step: str = "steady") -> Point:

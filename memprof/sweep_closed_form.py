@@ -72,7 +72,7 @@ class ClosedFormRunner:
         from memprof.engines import run
         from memprof.engines.symbolic import derive, disagreement_with
 
-        formula = self._formulas[config.method] = derive(config, profile=_profiler(cache))
+        formula = self._formulas[config.method] = derive(config, profile=lambda c: run(c, cache))
         folder = self.out_dir / FORMULAS_DIR
         folder.mkdir(parents=True, exist_ok=True)
         write_atomically(folder / f"{_safe(config.method)}.json", json.dumps(formula.to_dict(), ensure_ascii=False))
@@ -95,14 +95,6 @@ def evaluate(formula: Formula, config: ProfileConfig) -> Result:
         total_params=formula.total_params, memory=formula.memory_at(b, s), layers=formula.layers_at(b, s),
         environment={**environment("cpu"), "closed_form": formula.how},
     )
-
-
-def _profiler(cache: Any):
-    def profile(config: ProfileConfig) -> Result:
-        from memprof.engines import run
-
-        return run(config, cache)
-    return profile
 
 
 def _safe(name: str) -> str:

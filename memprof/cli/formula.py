@@ -95,12 +95,12 @@ def _print_formula(formula, max_seq: int, points: list[tuple[int, int]]) -> None
 
 
 def _print_peak(formula, max_seq: int) -> None:
-    grid = [(b, s) for b in REGIME_BATCHES for s in REGIME_SEQS if s <= max_seq]
+    grid = [(b, s) for b in REGIME_BATCHES for s in REGIME_SEQS if s <= max_seq and formula.covers(b, s)]
     regimes = formula.peak_regimes(grid)
     if len(formula.peaks) == 1:
         say(("peak: ", "bold"), str(formula.peaks[0]["peak"]))
         return
-    say(("peak: ", "bold"), f"the largest of {len(formula.peaks)} polynomials (events of the step); on b = 1..128, "
-        f"s = 16..{max_seq} (powers of two) the peak is:")
+    say(("peak: ", "bold"), f"the largest of {len(formula.peaks)} polynomials (events of the step); on powers of two "
+        f"up to b = 128, s = {max_seq}, where the formula holds, the peak is:")
     for i, (b, s) in regimes:
         say(f"  {formula.peaks[i]['peak']}   (from b={b}, s={s})")

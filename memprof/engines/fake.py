@@ -226,19 +226,23 @@ def _make_batch(config: ProfileConfig) -> dict[str, torch.Tensor]:
         raise host_memory_error(config, exc) from exc
 
 
+def forward_context(config: ProfileConfig, kernels: KernelModel) -> Callable[[], Any]:
+    """What the forward runs under: CPU autocast for a mixed dtype on the cpu target, else the
+    kernel model's own autocast (which models CUDA's)."""
+    if config.target == "cpu" and config.autocast_dtype is not None:
+        return lambda: torch.autocast("cpu", dtype=config.autocast_dtype)
+    return kernels.autocast
+
+
 def run(built: Built, config: ProfileConfig) -> Result:
     mode: ConstantFoldingFakeMode = built.state["mode"]
     batch = _make_batch(config)
     kernels = KernelModel(config.target, config.autocast_dtype)
-    if config.target == "cpu" and config.autocast_dtype is not None:
-        def forward_context():
-            return torch.autocast("cpu", dtype=config.autocast_dtype)
-    else:
-        forward_context = kernels.autocast
     with mode, kernels, known_values_for_transformers():
         fake_batch = {k: mode.fake_tensor_converter.from_real_tensor(mode, v, make_constant=True) for k, v in batch.items()}
         optimizer = adamw(built.model, foreach=config.target == "cuda")
         common.prepare(built.model, optimizer, config.step)
-        measurement, _ = instrumented_step(built.model, fake_batch, optimizer, forward_context, backward=kernels.backward)
+        measurement, _ = instrumented_step(built.model, fake_batch, optimizer, forward_context(config, kernels),
+                                           backward=kernels.backward)
         del optimizer, fake_batch
     return make_result(config, built, measurement, attention_name(kernels.choices, config.attn), step_time=None)

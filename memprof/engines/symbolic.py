@@ -42,7 +42,7 @@ from torch.fx.experimental.symbolic_shapes import ShapeEnv
 from memprof import tasks
 from memprof.config import ProfileConfig
 from memprof.engines import common
-from memprof.engines.fake import fakeify, known_values_for_transformers
+from memprof.engines.fake import fakeify, forward_context, known_values_for_transformers
 from memprof.engines.formula_fit import disagreement_with, fit
 from memprof.engines.kernels import KernelModel
 from memprof.engines.symbolic_mode import DATA_DEPENDENT, SymbolicFakeMode, outside_mode
@@ -98,7 +98,7 @@ def trace(config: ProfileConfig) -> Formula:
     b, s = (env.create_symintnode(env.create_symbol(h, ConstantSource(n)), hint=h) for n, h in zip("bs", HINT))
     symbols = {b.node.expr: _B, s.node.expr: _S}
     kernels = KernelModel(config.target, config.autocast_dtype)
-    forward = _forward_context(config, kernels)
+    forward = forward_context(config, kernels)
     try:
         with mode, kernels, known_values_for_transformers(lambda x: hasattr(x, "_memprof_example")):
             mode.sizes = {HINT[0]: b, HINT[1]: s, HINT[0] * HINT[1]: b * s}
@@ -136,12 +136,6 @@ def trace(config: ProfileConfig) -> Formula:
     )
 
 
-def _forward_context(config: ProfileConfig, kernels: KernelModel) -> Callable[[], Any]:
-    if config.target == "cpu" and config.autocast_dtype is not None:
-        return lambda: torch.autocast("cpu", dtype=config.autocast_dtype)
-    return kernels.autocast
-
-
 def _symbolic_batch(config: ProfileConfig, size_of: dict[int, torch.SymInt]) -> dict[str, torch.Tensor]:
     """The batch ``tasks.make_batch`` makes, as fake tensors whose sizes are ``b`` and ``s``."""
     with outside_mode():
@@ -161,25 +155,19 @@ class _SymbolicInstrument(Instrument):
         self._rows: dict[str, dict[str, Any]] = {}
 
     def _summarize_saved(self) -> SavedSummary:
-        rows, _, alive = self.saved.grouped()
+        rows, alive = self.saved.grouped()
         self._rows = rows
         return SavedSummary(storage_ids=frozenset(alive))
 
     def _measure(self) -> dict[str, Any]:  # type: ignore[override]
         live = self.live
-        opt_keys = {k for t in _state_tensors(self.optimizer) if (k := live.key_of(t)) is not None}
-        live.close()
-        kinds = live.classify(self._grad_keys, opt_keys)
+        kinds = self._classify()
         poly = self._to_poly
         parts = _replay(live, kinds, self._saved_keys, [poly(n) for n in live.nbytes])
         parts["layers"] = [(m, {c: poly(n) for c, n in cats.items() if n != 0}) for m, cats in self._rows.items()]
         parts["assumed"] = poly.assumed
         parts["sums"]["saved_activations"] = sum((poly(n) for cats in self._rows.values() for n in cats.values()), Poly())
         return parts
-
-
-def _state_tensors(optimizer) -> list[torch.Tensor]:
-    return [t for state in optimizer.state.values() for t in state.values() if isinstance(t, torch.Tensor)]
 
 
 def _replay(live, kinds: list[int], saved_keys: set[int], nbytes: list[Poly]) -> dict[str, Any]:

@@ -141,7 +141,8 @@ class SavedTensorTracker:
 
     def summary(self) -> SavedSummary:
         """Saved storages alive now, grouped by module (first-saved order) and category."""
-        rows, total, alive = self.grouped()
+        rows, alive = self.grouped()
+        total = sum(n for cats in rows.values() for n in cats.values())
         if not rows:
             return SavedSummary(storage_ids=frozenset(alive))
         frame = pd.DataFrame(
@@ -149,11 +150,10 @@ class SavedTensorTracker:
         ).astype({c: "int64" for c in LAYER_COLUMNS[1:]})
         return SavedSummary(total=total, layers=frame, storage_ids=frozenset(alive))
 
-    def grouped(self) -> tuple[dict[str, dict[str, Any]], Any, list[int]]:
-        """(bytes by module and category, total bytes, ids of the saved storages alive now); the
+    def grouped(self) -> tuple[dict[str, dict[str, Any]], list[int]]:
+        """(bytes by module and category, ids of the saved storages alive now); the
         byte counts are whatever the storages report: ints, or symbolic sizes in a formula trace."""
         rows: dict[str, dict[str, Any]] = {}
-        total: Any = 0
         alive = []
         for sid, rec in list(self._records.items()):
             if rec() is None:
@@ -165,8 +165,7 @@ class SavedTensorTracker:
             if row is None:
                 row = rows[rec.module] = dict.fromkeys(CATEGORIES, 0)
             row[cat] += rec.nbytes
-            total += rec.nbytes
-        return rows, total, alive
+        return rows, alive
 
     def _forget(self, rec: _Record) -> None:
         """A saved storage died (its graph was dropped): it is no longer held for backward."""

@@ -284,7 +284,8 @@ class Instrument:
 
     # -- the measurement -------------------------------------------------------------------
 
-    def _measure(self) -> Measurement:
+    def _classify(self) -> list[int]:
+        """Close the timeline and give every storage its kind (``LiveTracker.classify``)."""
         live = self.live
         opt_keys: set[int] = set()
         if self.optimizer is not None:
@@ -293,7 +294,11 @@ class Instrument:
                 if key is not None:
                     opt_keys.add(key)
         live.close()
-        kinds = live.classify(self._grad_keys, opt_keys)
+        return live.classify(self._grad_keys, opt_keys)
+
+    def _measure(self) -> Measurement:
+        live = self.live
+        kinds = self._classify()
         summary = live.replay(kinds, self._saved_keys)
         saved = self._saved_summary or SavedSummary()
         memory = Memory(
