@@ -11,6 +11,7 @@ and ``meft`` is ``meft1``, so the default list leaves them out.
     python benchmarks/sst2.py                 # every method, LR search, plain PyTorch loop
     python benchmarks/sst2.py --methods meft1,lora --loop trainer
     python benchmarks/sst2.py --data-dir path/to/sst2    # train.tsv and dev.tsv, never downloads
+    python benchmarks/sst2.py --only-step-time            # every method's training step against lora's
 
 The functions here are imported by tests/test_sst2_training.py for a shorter run.
 """
@@ -216,11 +217,17 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--data-dir", help=f"folder with train.tsv and dev.tsv (default: ${sst2_data.ENV}, else GLUE "
                         "SST-2 through datasets when installed, else the checkout's copy)")
-    parser.add_argument("--no-step-time", action="store_true", help="skip the step-time ratios to lora")
+    timing = parser.add_mutually_exclusive_group()
+    timing.add_argument("--no-step-time", action="store_true", help="skip the step-time ratios to lora")
+    timing.add_argument("--only-step-time", action="store_true", help="measure the step-time ratios to lora, train nothing")
     args = parser.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     splits = load_splits(tokenizer(), data_dir=args.data_dir)
     ratios = {} if args.no_step_time else step_time_ratios(args.methods.split(","), splits[0])
+    if args.only_step_time:
+        print("| method | step time / lora |\n| --- | ---: |")
+        print("\n".join(f"| {m} | {r:.2f} |" for m, r in ratios.items()))
+        return
     print(f"| method | lr (chosen on 1,600/400 split) | val acc | dev acc (436) | step time / lora "
           f"| final training, s ({args.loop}) |")
     print("| --- | --- | --- | --- | --- | --- |")

@@ -1,6 +1,6 @@
 """meft's version: the installed distribution's (``importlib.metadata``; meft ships in memprof-meft),
-or, in a source tree that is not installed, pyproject.toml's. (memprof.version does the same; meft
-imports nothing of memprof.)"""
+or, in a source tree that is not installed, pyproject.toml's. memprof.version re-exports it: one
+distribution, one version, and meft imports nothing of memprof."""
 
 from __future__ import annotations
 

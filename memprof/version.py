@@ -1,25 +1,12 @@
 """memprof's version, at the bottom of the package so that results can record it.
 
-It is the installed distribution's (``importlib.metadata``), so a release needs one edit, in
-pyproject.toml; a source tree that is not installed reads that file instead.
+memprof and meft ship in one distribution (memprof-meft), so they share one version, read by
+``meft.version`` (the installed distribution's, or pyproject.toml's in a source tree that is not
+installed): a release needs one edit, in pyproject.toml.
 """
 
 from __future__ import annotations
 
-import re
-from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
+from meft.version import DISTRIBUTION, __version__
 
-DISTRIBUTION = "memprof-meft"
-
-
-def _version() -> str:
-    try:
-        return version(DISTRIBUTION)
-    except PackageNotFoundError:  # run from a source tree that is not installed
-        pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
-        found = re.search(r'^version = "([^"]+)"', pyproject.read_text(), re.M) if pyproject.is_file() else None
-        return found.group(1) if found else "0+unknown"
-
-
-__version__ = _version()
+__all__ = ["DISTRIBUTION", "__version__"]

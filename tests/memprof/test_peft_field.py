@@ -218,3 +218,32 @@ def test_compare_takes_the_whole_field(cli, stub_plots, tmp_path):
     assert code == 0, err
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert [r["method"] for r in saved["results"]] == ["ft", *FIELD]
+
+
+# -- memprof methods --backbone: how many parameters each method trains --------------------------------
+
+
+def test_methods_listing_counts_what_each_method_trains(cli, tiny_paths):
+    code, out, err = cli("methods", "--backbone", tiny_paths["bert"], "--json")
+    assert code == 0, err
+    entries = {e["name"]: e for e in json.loads(out)}
+    assert {m: entries[m]["trainable_params"] for m in FIELD} == {m: BERT_COUNTS[m] + HEAD for m in FIELD}
+    _, total = count_params(converted("bert", "ft", device="meta"))
+    assert entries["ft"]["trainable_params"] == total and entries["ft"]["unsupported"] is None
+
+
+def test_methods_listing_names_the_methods_a_family_does_not_support(cli, tiny_paths):
+    code, out, _ = cli("methods", "--backbone", tiny_paths["llama"], "--json")
+    entries = {e["name"]: e for e in json.loads(out)}
+    assert code == 0 and entries["bitfit"]["trainable_params"] is None
+    assert entries["bitfit"]["unsupported"].startswith("method bitfit trains bias terms and this llama model has none")
+    assert [m for m, e in entries.items() if e["unsupported"]] == ["bitfit"]
+    code, out, _ = cli("methods", "--backbone", tiny_paths["llama"])
+    bitfit = next(line for line in out.splitlines() if line.startswith("bitfit "))
+    assert code == 0 and bitfit.endswith("  not supported")
+
+
+def test_methods_task_without_a_backbone_is_one_line(cli):
+    code, out, err = cli("methods", "--task", "seq2seq")
+    assert code == 2 and err.strip() == ("error: --task counts parameters on a backbone; pass --backbone too "
+                                         "(memprof backbones lists them)")
