@@ -99,7 +99,10 @@ class ProfileConfig:
     task: str | None = None
     seed: int = 0
     step: str = "first"
-    resolved: backbones.Backbone = field(init=False, repr=False, compare=False)
+    #: the backbone ``backbone`` names, looked up on construction. ``dataclasses.replace`` carries it
+    #: over while ``backbone`` still names it: a config read from a path is not looked up again by
+    #: its name, which names no built-in (or, for a folder called ``bert-base``, the wrong one)
+    resolved: backbones.Backbone | None = field(default=None, repr=False, compare=False, kw_only=True)
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -108,7 +111,8 @@ class ProfileConfig:
         if not 0 <= self.seed <= MAX_SEED:
             raise MemprofError(f"seed {self.seed} is outside 0 to 2**64 - 1 (what torch.manual_seed takes); "
                                "pass e.g. seed=0")
-        self.resolved = backbones.resolve(self.backbone)
+        if not isinstance(self.resolved, backbones.Backbone) or self.resolved.name != self.backbone:
+            self.resolved = backbones.resolve(self.backbone)
         self.backbone = self.resolved.name
         methods.get(self.method)
         if self.seq_len > self.resolved.max_seq_len:

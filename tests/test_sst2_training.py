@@ -79,3 +79,28 @@ def test_saved_adapters_reload_into_a_fresh_model(data, trained, tmp_path):
     trained.eval(), fresh.eval()
     with torch.no_grad():
         assert torch.equal(trained(**batch).logits, fresh(**batch).logits)
+
+
+@pytest.mark.parametrize("grid, peak, tried, chosen", [
+    ((1e-3, 3e-3), 3e-3, [1e-3, 3e-3, 1e-2], 3e-3),  # a peak inside once widened: one step tried past it
+    ((1e-3, 3e-3), 3e-2, [1e-3, 3e-3, 1e-2, 3e-2], 3e-2),  # widened twice, upward
+    ((1e-3, 3e-3), 1e-1, [1e-3, 3e-3, 1e-2, 3e-2], 3e-2),  # at most MAX_WIDENINGS (2) steps
+    ((3e-5, 1e-4), 1e-5, [1e-5, 3e-5, 1e-4], 1e-5),  # downward, and the ladder ends at 1e-5
+    ((1e-4, 3e-4, 1e-3), 3e-4, [1e-4, 3e-4, 1e-3], 3e-4),  # a peak inside: nothing more is tried
+])
+def test_a_grid_is_widened_past_the_edge_its_best_rate_sits_on(grid, peak, tried, chosen):
+    import math
+
+    calls = []
+
+    def score(lr):  # validation accuracy that peaks at ``peak`` (log scale)
+        calls.append(lr)
+        return 1 - abs(math.log10(lr) - math.log10(peak))
+
+    best, scores = sst2.choose_rate(grid, score)
+    assert (best, sorted(calls), sorted(scores)) == (chosen, tried, tried)
+
+
+def test_a_tie_chooses_the_smaller_rate():
+    best, scores = sst2.choose_rate((1e-3, 3e-3, 1e-2), {1e-3: 0.4, 3e-3: 0.6, 1e-2: 0.6}.__getitem__)
+    assert best == 3e-3 and sorted(scores) == [1e-3, 3e-3, 1e-2]  # 3e-3 is inside: nothing widened

@@ -37,6 +37,22 @@ def test_local_config_path(tmp_path):
     assert backbones.resolve(str(tmp_path / "config.json")).family == "opt"
 
 
+@pytest.mark.parametrize("folder", ["mine", "bert-base"])
+def test_a_config_from_a_path_survives_replace(tmp_path, folder):
+    # replace() builds a new config from the fields: it must not look the backbone up again by its
+    # name, which names no built-in ("mine") or the wrong one (a folder called "bert-base")
+    from dataclasses import replace
+
+    (tmp_path / folder).mkdir()
+    (tmp_path / folder / "config.json").write_text(
+        json.dumps({**backbones.builtin()["bert-base"], "num_hidden_layers": 2}))
+    config = ProfileConfig(str(tmp_path / folder), seq_len=8, batch_size=2)
+    again = replace(config, batch_size=3, seq_len=16)
+    assert (again.backbone, again.resolved.num_layers, again.batch_size) == (folder, 2, 3)
+    other = replace(config, backbone="bart-base")
+    assert (other.backbone, other.resolved.family) == ("bart-base", "bart")
+
+
 @pytest.mark.parametrize("content", ["{not json", "[1, 2]", json.dumps({"model_type": "t5"})])
 def test_bad_local_config(tmp_path, content):
     path = tmp_path / "config.json"
