@@ -284,3 +284,20 @@ def test_budget_errors():
 def test_gate_row_without_measurement():
     row = GateRow(KEY, "status", None, None, "failed", "ok", "oom")
     assert (row.delta, row.change, format_change(row)) == (None, None, "-")
+
+
+def test_the_committed_baseline_gates_every_method_on_every_gated_backbone():
+    # .ci/gate.sh profiles every registered method (aliases once) on its backbones; a method the
+    # baseline lacks would be "only in the current results", compared to nothing, never gated
+    import re
+    from pathlib import Path
+
+    from memprof import methods
+
+    root = Path(__file__).resolve().parents[2]
+    gated = re.search(r"^BACKBONES=\(([^)]*)\)", (root / ".ci" / "gate.sh").read_text(), re.M).group(1).split()
+    baseline = load_results(root / "reports" / "baseline" / "baseline.json")
+    have = {(r.backbone, r.method) for r in baseline.results if r.status == "ok"}
+    wanted = {(b, m) for b in gated for m in methods.names() if methods.get(m).alias_of is None}
+    assert wanted - have == set(), "refresh the baseline: REFRESH=1 bash .ci/gate.sh"
+    assert {m for _, m in have} - {m for _, m in wanted} == set(), "the baseline holds a method no longer profiled"
