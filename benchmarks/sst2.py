@@ -47,6 +47,7 @@ PEFT_GRID = (1e-3, 3e-3)
 #: a grid whose best rate is at its edge is widened past that edge, one ladder step at a time, at
 #: most this many times: the choice should be a peak of validation accuracy, not the grid's end
 MAX_WIDENINGS = 2
+assert all(lr in LADDER for grid in (*LR_GRID.values(), PEFT_GRID) for lr in grid), "every grid rate is on LADDER"
 TIMED_STEPS = 8  # step-time ratios: the median of this many training steps per method, methods interleaved
 SEARCH_EPOCHS = 1  # each candidate rate trains 1 epoch on 1,600 sentences, scored on the other 400
 

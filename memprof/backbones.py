@@ -223,8 +223,12 @@ def resolve(name_or_path: str) -> Backbone:
         if not isinstance(cfg, dict):
             raise MemprofError(f"backbone config {str(cfg_path)!r} is not a JSON object; pass a HF config.json")
         has_weights = path.is_dir() and (any(path.glob("*.safetensors")) or any(path.glob("pytorch_model*.bin")))
-        return _from_config_dict(path.name if path.is_dir() else path.stem, cfg, str(path) if has_weights else None,
-                                 source=str(cfg_path))
+        name = path.name if path.is_dir() else path.stem
+        if name.lower() in entries or name.lower() in PRETRAINED:
+            # a folder called bert-base is not the built-in: results, the gate and a replace()d
+            # ProfileConfig must not take one for the other, so it goes by its path
+            name = str(path)
+        return _from_config_dict(name, cfg, str(path) if has_weights else None, source=str(cfg_path))
     raise MemprofError(
         f"unknown backbone {name_or_path!r}; use one of {', '.join(known_names())}, "
         "or a path to a config.json or model folder"

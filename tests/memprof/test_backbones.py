@@ -47,10 +47,14 @@ def test_a_config_from_a_path_survives_replace(tmp_path, folder):
     (tmp_path / folder / "config.json").write_text(
         json.dumps({**backbones.builtin()["bert-base"], "num_hidden_layers": 2}))
     config = ProfileConfig(str(tmp_path / folder), seq_len=8, batch_size=2)
+    # a folder named like a built-in goes by its path: never taken for the built-in
+    name = folder if folder == "mine" else str(tmp_path / folder)
     again = replace(config, batch_size=3, seq_len=16)
-    assert (again.backbone, again.resolved.num_layers, again.batch_size) == (folder, 2, 3)
+    assert (config.backbone, again.backbone, again.resolved.num_layers, again.batch_size) == (name, name, 2, 3)
     other = replace(config, backbone="bart-base")
     assert (other.backbone, other.resolved.family) == ("bart-base", "bart")
+    builtin = replace(config, backbone="bert-base")
+    assert (builtin.backbone, builtin.resolved.num_layers) == ("bert-base", 12) and builtin != config
 
 
 @pytest.mark.parametrize("content", ["{not json", "[1, 2]", json.dumps({"model_type": "t5"})])

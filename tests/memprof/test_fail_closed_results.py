@@ -239,12 +239,16 @@ def test_schema_version_must_be_the_integer_1_or_2(tmp_path):
 
 def test_valid_files_still_load_and_round_trip(tmp_path):
     # The committed baseline, exactly as written (CUDA-only metrics null, no layers).
-    baseline = ROOT / "reports" / "baseline" / "baseline.json"
+    committed = ROOT / "reports" / "baseline" / "baseline.json"
+    rs = load_results(committed)
+    assert rs.source == str(committed) and rs.to_dict() == json.loads(committed.read_text())
+    # An earlier baseline, written before ``step`` and ``timeline`` (schema version 2): read as the
+    # first step without a timeline, written as version 3.
+    baseline = ROOT / "tests" / "golden" / "baseline_v2.json"
     rs = load_results(baseline)
     assert len(rs.results) == 72 and rs.source == str(baseline)
-    # Written before ``step`` and ``timeline`` (schema version 2): read as the first step without a
-    # timeline, written as version 3.
     written = json.loads(baseline.read_text())
+    assert written["schema_version"] == 2
     written["schema_version"] = 3
     for r in written["results"]:
         r.update(schema_version=3, step="first", timeline=None)

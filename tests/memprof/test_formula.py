@@ -43,7 +43,7 @@ def depth(tmp_path_factory):
         if ALL:
             return name
         config = backbones.resolve(name).config
-        path = root / name
+        path = root / f"{name}-{SHALLOW}-layers"
         if not path.exists():
             path.mkdir()
             shallow = {k: SHALLOW for k in DEPTH_KEYS if k in config}
@@ -61,19 +61,24 @@ def test_symbolic_formula_equals_the_profile_at_unseen_sizes(depth, backbone, me
 @pytest.mark.parametrize("backbone", BACKBONES)
 def test_the_peak_moves_and_the_formula_follows(depth, backbone):
     # small steps peak in the optimizer step, large ones in early backward: other candidates win
-    _check_formula(depth(backbone), "ft", [(2, 16), (3, 200), (16, 512)])
+    small, _, large = _check_formula(depth(backbone), "ft", [(2, 16), (3, 200), (16, 512)])
+    assert small.memory.optimizer_state > 0 and large.memory.optimizer_state == 0  # what is live at the peak
 
 
-def _check_formula(backbone: str, method: str, points) -> None:
+def _check_formula(backbone: str, method: str, points) -> list:
+    """Hold ``method``'s formula to the profile at each of ``points``; returns the profiles."""
     config = ProfileConfig(backbone=backbone, method=method, engine="fake")
     formula = symbolic.derive(config)
     assert formula.how == "symbolic", formula.note
     cache = ModelCache()
+    profiles = []
     for b, s in points:
         assert formula.covers(b, s)
         measured = run(replace(config, batch_size=b, seq_len=s), cache)
         assert symbolic.disagreement_with(formula, measured) == ""
         assert formula.layers_at(b, s)["saved_bytes"].sum() == measured.memory.saved_activations
+        profiles.append(measured)
+    return profiles
 
 
 def test_the_formula_round_trips_through_json(depth):
