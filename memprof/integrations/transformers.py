@@ -65,8 +65,9 @@ class MemprofCallback(TrainerCallback):
         self.trainer = trainer
         self.steps = tuple(sorted(set(steps)))
         self.name = name
-        #: The Results of the steps profiled so far, in step order.
+        #: The Results of the steps profiled so far, in step order, and those steps (global, 1-based).
         self.results: list[Result] = []
+        self.profiled: list[int] = []
         self._step: TrackedStep | None = None
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -92,13 +93,14 @@ class MemprofCallback(TrainerCallback):
         result = step.result
         result.method = f"step {state.global_step}"
         self.results.append(result)
+        self.profiled.append(state.global_step)
         should_log = control.should_log  # the Trainer's own log of this step, which trainer.log would cancel
         self.trainer.log({PREFIX + m: getattr(result.memory, m) for m in HEADLINE_METRICS})
         control.should_log = should_log
         if args.should_save:
             folder = Path(args.output_dir)
             folder.mkdir(parents=True, exist_ok=True)
-            options = {"steps": list(self.steps), "profiled": [int(r.method.split()[-1]) for r in self.results]}
+            options = {"steps": list(self.steps), "profiled": list(self.profiled)}
             write_json(ResultSet(results=list(self.results), command="transformers.Trainer with MemprofCallback",
                                  options=options), folder / RESULTS_FILE)
         return control

@@ -1,6 +1,7 @@
 """Shared fixtures of the memprof tests."""
 
 import base64
+import json
 import os
 import sys
 
@@ -8,8 +9,23 @@ import pytest
 import torch
 
 import memprof.sweep
+from memprof import backbones
 from memprof.cli import main
 from synthetic_results import fake_run
+
+
+#: a 2-layer OPT of width 16: a profile in milliseconds, with a loss, padding and tied embeddings
+TINY_OPT = {**backbones.builtin()["opt-125m"], "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
+            "ffn_dim": 32, "word_embed_proj_dim": 16, "max_position_embeddings": 32, "vocab_size": 64}
+
+
+@pytest.fixture(scope="session")
+def tiny_opt(tmp_path_factory):
+    """A folder holding TINY_OPT's config.json (its path is the backbone)."""
+    folder = tmp_path_factory.mktemp("opt") / "tiny-opt"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(TINY_OPT))
+    return str(folder)
 
 
 @pytest.fixture(autouse=True, scope="session")

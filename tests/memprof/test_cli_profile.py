@@ -1,7 +1,6 @@
 """``memprof profile``: the table and JSON it writes, its grouping of module paths, and bad input
 turned into one line and exit code 2."""
 
-import json
 import sys
 
 import pytest
@@ -9,23 +8,12 @@ import torch
 from typer.testing import CliRunner
 
 import memprof
-from memprof import backbones
 from memprof.cli import app
 from memprof.cli.app import run
 from memprof.module_names import layer_group as group_path
 from memprof.reporters.table import layers_by_group as grouped_layers
 from memprof.result import load_results
 
-TINY_OPT = {**backbones.builtin()["opt-125m"], "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
-            "ffn_dim": 32, "word_embed_proj_dim": 16, "max_position_embeddings": 32, "vocab_size": 64}
-
-
-@pytest.fixture(scope="module")
-def tiny_opt(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("cli") / "tiny-opt"
-    folder.mkdir()
-    (folder / "config.json").write_text(json.dumps(TINY_OPT))
-    return str(folder)
 
 
 def test_profile_prints_tables_and_writes_json(tiny_opt, tmp_path):

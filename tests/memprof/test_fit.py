@@ -8,22 +8,12 @@ import pytest
 import torch
 
 import memprof
-from memprof import backbones, fit
+from memprof import fit
 from memprof.errors import MemprofError
 from memprof.fit import FitConfig
 from memprof.fit_search import search
 
-TINY_OPT = {**backbones.builtin()["opt-125m"], "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
-            "ffn_dim": 32, "word_embed_proj_dim": 16, "max_position_embeddings": 32, "vocab_size": 64}
 BUDGET = 400_000  # bytes: batch sizes around 5 to 12 at sequence length 16 (ft 372,792 bytes at batch 8)
-
-
-@pytest.fixture(scope="module")
-def tiny_opt(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("fit") / "tiny-opt"
-    folder.mkdir()
-    (folder / "config.json").write_text(json.dumps(TINY_OPT))
-    return str(folder)
 
 
 def required(peak: int, fragmentation: float = 0.1, context: int = 0) -> int:

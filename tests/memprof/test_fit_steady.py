@@ -1,7 +1,6 @@
 """``step="steady"``: a step with AdamW's state resident from its first operator (NOTE [ First and
 steady steps ]), recorded in the result, in the API, ``profile`` and ``compare``."""
 
-import json
 
 import pytest
 import torch
@@ -9,21 +8,11 @@ import torch
 import memprof
 import memprof.config
 import memprof.engines.common
-from memprof import backbones, sweep
+from memprof import sweep
 from memprof.engines.common import create_optimizer_state
 from memprof.errors import MemprofError
 from memprof.result import load_results
 
-TINY_OPT = {**backbones.builtin()["opt-125m"], "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
-            "ffn_dim": 32, "word_embed_proj_dim": 16, "max_position_embeddings": 32, "vocab_size": 64}
-
-
-@pytest.fixture(scope="module")
-def tiny_opt(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("steady") / "tiny-opt"
-    folder.mkdir()
-    (folder / "config.json").write_text(json.dumps(TINY_OPT))
-    return str(folder)
 
 
 def test_steady_state_holds_adamws_state_throughout(tiny_opt):
