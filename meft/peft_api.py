@@ -76,11 +76,7 @@ class MEFTModel:
 
     def get_nb_trainable_parameters(self) -> tuple[int, int]:
         """(trainable, all) parameter counts, each tied parameter once."""
-        trainable = total = 0
-        for p in self.parameters():
-            total += p.numel()
-            trainable += p.numel() if p.requires_grad else 0
-        return trainable, total
+        return count_parameters(self)
 
     def print_trainable_parameters(self) -> None:
         """Print peft's line: ``trainable params: N || all params: M || trainable%: P``."""
@@ -94,6 +90,16 @@ class MEFTModel:
         unconvert(self)
         self.__class__ = base
         return self
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts of any model, each shared (tied) parameter once
+    (``Module.parameters`` yields a shared one once). memprof counts with this too."""
+    trainable = total = 0
+    for p in model.parameters():
+        total += p.numel()
+        trainable += p.numel() if p.requires_grad else 0
+    return trainable, total
 
 
 def get_meft_model(model: nn.Module, config: MEFTConfig | None = None) -> MEFTModel:
