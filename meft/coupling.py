@@ -8,8 +8,10 @@ float tensor F and G read and autograd differentiates:
 
 - ``FloatArithmetic`` (the paper's): raw and carrier are the same float tensor. The inverse divides
   by lam or beta and loses about log2(1/lam) bits per layer (docs/MEFT.md, "Exact arithmetic").
-- ``ExactArithmetic``: raw is an int64 fixed-point tensor (meft.fixed_point), lam and beta are
-  dyadic rationals, and the bits a scaling drops are kept, so every inverse is exact. The carrier is
+- ``ExactArithmetic``: raw is a fixed-point integer tensor (int64 for float32 and float64 models,
+  int32 for 16-bit ones: meft.fixed_point NOTE [ Formats ]), lam and beta are dyadic rationals, and
+  what a scaling drops is kept (packed), so every inverse is exact. Inverses work in the memory of
+  the raw outputs they invert: backward holds one pair of integer streams, not three. The carrier is
   the raw value decoded to the model's dtype; F's and G's outputs are encoded by a deterministic
   rounding. Gradients pass through the encoding and decoding unchanged (straight-through), so
   d y1 / d x1 = lam and d y1 / d F = 1 exactly as in float arithmetic.
@@ -34,6 +36,8 @@ SubNet = Callable[[torch.Tensor, Call], torch.Tensor]
 class FloatArithmetic:
     name = "float"
 
+    format = None  # float streams have no fixed-point format
+
     def __init__(self, dtype: torch.dtype) -> None:
         self.dtype = dtype
 
@@ -56,6 +60,7 @@ class FloatArithmetic:
         return (y if out is None else y + out), None
 
     def inverse_affine(self, y: torch.Tensor, kept: None, scale: float, out: torch.Tensor | None) -> torch.Tensor:
+        """x from y (a new tensor: ``y`` is left as it was)."""
         x = y if out is None else y - out
         return x / scale if scale != 1 else x
 
@@ -80,7 +85,7 @@ class FloatArithmetic:
 
 
 class ExactStream(NamedTuple):
-    raw: torch.Tensor  # int64 fixed point
+    raw: torch.Tensor  # fixed point (meft.fixed_point.format_for the carrier's dtype)
     carrier: torch.Tensor  # raw decoded to the model's dtype; carries autograd
 
 
@@ -101,6 +106,7 @@ class ExactArithmetic:
 
     def __init__(self, dtype: torch.dtype) -> None:
         self.dtype = dtype
+        self.format = fx.format_for(dtype)
 
     def scale_of(self, name: str, value: float) -> fx.Dyadic:
         return fx.dyadic(name, value)
@@ -110,7 +116,7 @@ class ExactArithmetic:
         return scale.value
 
     def encode(self, h: torch.Tensor) -> torch.Tensor:
-        return fx.encode(h)
+        return fx.encode(h, self.format)
 
     def decode(self, raw: torch.Tensor) -> torch.Tensor:
         return fx.decode(raw, self.dtype)
@@ -119,18 +125,19 @@ class ExactArithmetic:
         z, kept = fx.scale(x, scale)
         if out is None:
             return z, kept
-        return (z + fx.encode(out) if z is x else z.add_(fx.encode(out))), kept  # in place unless z is x
+        e = self.encode(out)
+        return (z + e if z is x else z.add_(e)), kept  # in place unless z is x
 
     def inverse_affine(self, y: torch.Tensor, kept, scale: fx.Dyadic, out: torch.Tensor | None) -> torch.Tensor:
-        if out is None:
-            return fx.unscale(y, kept, scale)
-        e = fx.encode(out)
-        return fx.unscale(torch.sub(y, e, out=e), kept, scale)  # y - F(x2), in the encoding's memory
+        """x from y, in ``y``'s memory: the caller hands ``y`` over (it is the layer output being undone)."""
+        if out is not None:
+            y = y.sub_(self.encode(out))
+        return fx.unscale_(y, kept, scale)
 
     def lift(self, h: torch.Tensor, where: str = "the stack input") -> ExactStream:
         if fx.has_values(h):
-            fx.check_range([(where, fx.float_magnitude(h), fx.stream_limit(self.dtype))])
-        raw = fx.encode(h.detach())
+            fx.check_range([(where, fx.float_magnitude(h), fx.stream_limit(self.dtype))], self.format)
+        raw = self.encode(h.detach())
         return ExactStream(raw, _Decode.apply(raw, h, self.dtype))
 
     def carrier(self, stream: ExactStream) -> torch.Tensor:
@@ -154,7 +161,7 @@ class ExactArithmetic:
         """Append (what, magnitude) for F's and G's outputs and both new streams (see fixed_point NOTE [ Range ])."""
         if not fx.has_values(y1):
             return
-        out_limit, stream_limit = float(fx.LIMIT), fx.stream_limit(self.dtype)
+        out_limit, stream_limit = self.format.limit, fx.stream_limit(self.dtype)
         checks.append((f"{where}: F's output", fx.float_magnitude(f), out_limit))
         checks.append((f"{where}: stream y1", fx.int_magnitude(y1), stream_limit))
         if g is not None:
@@ -219,7 +226,8 @@ class Coupling:
         return (y2, y1, (kept1, kept2)) if self.swap else (y1, y2, (kept1, kept2))
 
     def inverse(self, o1: torch.Tensor, o2: torch.Tensor, kept, call: Call) -> tuple[torch.Tensor, torch.Tensor]:
-        """The layer's raw inputs from its raw outputs (as ``step`` returned them) and kept bits."""
+        """The layer's raw inputs from its raw outputs (as ``step`` returned them) and kept bits; in exact
+        arithmetic they are computed in the outputs' memory (``o1`` and ``o2`` are used up)."""
         a = self.arith
         y1, y2 = (o2, o1) if self.swap else (o1, o2)
         g = None if self.g is None else self.g(a.decode(y1), call)
@@ -236,7 +244,7 @@ class Coupling:
         y2 = a.plain_affine(s2, self.beta, g)
         checks: list = []
         a.measure(self.name, f, a.raw(y1), g, a.raw(y2), checks)
-        fx.check_range(checks)
+        fx.check_range(checks, a.format)
         return (y2, y1) if self.swap else (y1, y2)
 
     def trainable_parameters(self) -> list[nn.Parameter]:

@@ -46,8 +46,8 @@ def _relative(rec: torch.Tensor, true: torch.Tensor) -> float:
 
 
 def _real(raw: torch.Tensor) -> torch.Tensor:
-    """A raw stream as float64 real values (fixed-point int64 streams are decoded exactly)."""
-    return fixed_point.decode(raw, torch.float64) if raw.dtype == torch.int64 else raw.double()
+    """A raw stream as float64 real values (fixed-point streams are decoded exactly)."""
+    return raw.double() if raw.is_floating_point() else fixed_point.decode(raw, torch.float64)
 
 
 def reconstruction_error(

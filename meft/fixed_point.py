@@ -1,17 +1,38 @@
 """Fixed-point streams for exact reversible arithmetic (MacKay et al., "Reversible Recurrent Neural
 Networks", NeurIPS 2018), as MEFT's ``arithmetic="exact"`` uses them.
 
-A stream value x is held as the int64 X = trunc(x * 2^FRACTION_BITS). Integer addition and
-subtraction are exact, and a scale lam = m / 2^k (a ``Dyadic``) is applied as ``(X * m) >> k``,
-keeping the k bits the shift drops (the low byte of ``X * m``, one uint8 per element), so that
-``X = ((((X * m) >> k) << k) + (kept & (2^k - 1))) / m`` restores X exactly, the division being exact.
+A stream value x is held as the integer X = trunc(x * 2^fraction) of a ``Format`` chosen by the
+model's dtype (``format_for``). Integer addition and subtraction are exact, and a scale lam = m / 2^k
+(a ``Dyadic``) is applied as Y = floor(X * m / 2^k), keeping what the division drops so that X comes
+back exactly (NOTE [ Kept bits ]).
 
-NOTE [ Range ]
-|X| is kept below 2^(FRACTION_BITS + RANGE_BITS), i.e. real values below 2^22 (about 4.2 million;
-OPT's largest hidden values are in the thousands), and |m| <= 2^MAX_SHIFT, so ``X * m`` stays below
-2^62 and never wraps. F and G outputs are checked against the same bound before they are encoded
-(a non-finite output fails the check). Checks are skipped on fake and meta tensors, which have no
-values.
+NOTE [ Formats ]
+A format needs enough fraction bits for the model's own precision and enough integer bits for the
+family's range; nothing wider, since the streams and backward's integer temporaries count against
+the method's memory.
+  * float32 and float64 models: int64, 32 fraction bits, |x| < 2^22 (about 4.2 million).
+    float32 carries 24 significant bits, so 2^-32 is far below the rounding of any stream value
+    above 2^-8.
+  * bfloat16 and float16 models: int32, 14 fraction bits, |x| < 2^16 = 65536 (float16's whole
+    range; bfloat16 models' largest hidden values, OPT's and Llama's outliers included, are in the
+    thousands). bfloat16 carries 8 significant bits and float16 11, so 2^-14 is below their own
+    rounding for every value above 2^-7 (bfloat16) or 2^-4 (float16); smaller values are held to
+    2^-14 absolute, which is below the rounding of the sums they enter (measured against float
+    arithmetic in docs/MEFT.md).
+Both stream and F/G outputs stay below 2^(bits - 2), so that y = lam * x + F(x2) cannot wrap.
+
+NOTE [ Kept bits ]
+X * m = Y * 2^k + r with 0 <= r < 2^k. Given Y, r is one of the values congruent to -Y * 2^k modulo
+m, so only j = r // m needs keeping: (2^k - 1) // m + 1 values, ``Dyadic.kept_bits`` bits (4 for
+13/128, against the 7 bits of r: log2(128/13) = 3.3 is the information the scaling destroys; 3 for
+1/8). They are packed along the hidden dimension, ``kept_bits`` bits per element (bit planes, 8
+elements a byte). ``scale`` never forms X * m, which could overflow: X = q * 2^k + (X mod 2^k), so
+Y = q * m + floor((X mod 2^k) * m / 2^k) with a small product. ``unscale_`` rebuilds
+X * m = Y * 2^k + r and divides by m exactly by multiplying with m's inverse modulo 2^bits (m odd):
+the true X fits, so the wrapped products give it bit for bit.
+
+Range checks: F and G outputs and the new streams are checked against the format's bound (a
+non-finite output fails the check); checks are skipped on fake and meta tensors, which have no values.
 """
 
 from __future__ import annotations
@@ -24,13 +45,48 @@ from torch._subclasses.fake_tensor import is_fake
 
 from meft.errors import MEFTError
 
-FRACTION_BITS = 32
-RANGE_BITS = 22
-#: Largest number of low bits one scaling may discard (they are kept in one uint8 per element).
+#: Largest number of low bits one scaling may discard (lam and beta are multiples of 2^-MAX_SHIFT).
 MAX_SHIFT = 8
-LIMIT = 2 ** RANGE_BITS  # in real units
-_INT_LIMIT = 2 ** (RANGE_BITS + FRACTION_BITS)
-_ONE = float(2 ** FRACTION_BITS)
+
+
+@dataclass(frozen=True)
+class Format:
+    """x is held as the integer trunc(x * 2^fraction) of ``dtype``, with |x| < 2^range_bits."""
+
+    dtype: torch.dtype
+    fraction: int
+    range_bits: int
+
+    @property
+    def one(self) -> float:
+        return float(2 ** self.fraction)
+
+    @property
+    def limit(self) -> float:
+        """The largest magnitude a stream or an F/G output may reach, in real units (exclusive)."""
+        return float(2 ** self.range_bits)
+
+    @property
+    def bits(self) -> int:
+        return torch.iinfo(self.dtype).bits
+
+    def __str__(self) -> str:
+        return f"{str(self.dtype).removeprefix('torch.')}, {self.fraction} fraction bits, |x| < 2^{self.range_bits}"
+
+
+WIDE = Format(torch.int64, 32, 22)
+NARROW = Format(torch.int32, 14, 16)
+_BY_INT = {WIDE.dtype: WIDE, NARROW.dtype: NARROW}
+
+
+def format_for(dtype: torch.dtype) -> Format:
+    """The format of streams that decode to ``dtype`` (NOTE [ Formats ])."""
+    return NARROW if dtype in (torch.bfloat16, torch.float16) else WIDE
+
+
+def format_of(raw: torch.Tensor) -> Format:
+    """The format of a raw integer stream, from its dtype."""
+    return _BY_INT[raw.dtype]
 
 
 @dataclass(frozen=True)
@@ -44,6 +100,15 @@ class Dyadic:
     def value(self) -> float:
         return self.m / 2**self.k
 
+    @property
+    def is_one(self) -> bool:
+        return self.k == 0 and self.m == 1
+
+    @property
+    def kept_bits(self) -> int:
+        """Bits kept per element by a scaling (NOTE [ Kept bits ]): 4 for 13/128, 3 for 1/8, 0 for +-1."""
+        return 0 if self.k == 0 else ((2**self.k - 1) // abs(self.m)).bit_length()
+
     def __str__(self) -> str:
         return str(self.m) if self.k == 0 else f"{self.m}/{2 ** self.k}"
 
@@ -51,7 +116,7 @@ class Dyadic:
 def dyadic(name: str, value: float) -> Dyadic:
     """``value`` rounded to the nearest multiple of 2^-MAX_SHIFT, in lowest terms.
 
-    0.1 becomes 26/256 = 13/128 = 0.1015625 (7 kept bits per element); 1 stays 1 (nothing kept).
+    0.1 becomes 26/256 = 13/128 = 0.1015625 (4 kept bits per element); 1 stays 1 (nothing kept).
     Raises MEFTError for a value that rounds to 0 (it needs more than MAX_SHIFT discarded bits)
     or whose numerator would be too large for the range (|value| > 1).
     """
@@ -70,57 +135,102 @@ def dyadic(name: str, value: float) -> Dyadic:
     return Dyadic(m, k)
 
 
-def encode(x: torch.Tensor) -> torch.Tensor:
-    """Float tensor -> int64 fixed point, truncating below 2^-FRACTION_BITS (deterministic).
+def encode(x: torch.Tensor, fmt: Format) -> torch.Tensor:
+    """Float tensor -> fixed point, truncating below 2^-fraction (deterministic).
 
-    Scaling by 2^FRACTION_BITS is exact in float32, bfloat16 and float64 (a power of two within
-    their exponent range); float16's range is too small, so it goes through float32.
+    Scaling by 2^fraction is exact in float32, bfloat16 and float64 (a power of two within their
+    exponent range); float16's range is too small, so it goes through float32.
     """
     if x.dtype == torch.float16:
         x = x.float()
-    return (x * _ONE).to(torch.int64)
+    return (x * fmt.one).to(fmt.dtype)
 
 
-def decode(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """int64 fixed point -> float tensor of ``dtype``: converted to float32 (float64 for float64) and scaled
-    by the exact power of two 2^-FRACTION_BITS, then rounded once more for 16-bit dtypes."""
-    y = x.to(torch.float64 if dtype == torch.float64 else torch.float32).mul_(1 / _ONE)
+def decode(raw: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Fixed point -> float tensor of ``dtype``: converted to float32 (float64 for float64) and scaled
+    by the exact power of two 2^-fraction, then rounded once more for 16-bit dtypes."""
+    y = raw.to(torch.float64 if dtype == torch.float64 else torch.float32).mul_(1 / format_of(raw).one)
     return y if y.dtype == dtype else y.to(dtype)
 
 
 def scale(x: torch.Tensor, d: Dyadic) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(floor(x * m / 2^k), the low byte of x * m, whose k low bits the shift drops), or (x, None) when d is 1."""
-    if d.k == 0 and d.m == 1:
-        return x, None
-    product = x * d.m
-    if d.k == 0:
-        return product, None
-    kept = product.to(torch.uint8)  # int64 -> uint8 keeps the low 8 bits
-    return product.bitwise_right_shift_(d.k), kept  # in place: one int64 temporary less at the peak
+    """(floor(x * m / 2^k), the packed indices that restore x; NOTE [ Kept bits ]), or (x, None) for 1.
 
-
-def unscale(z: torch.Tensor, kept: torch.Tensor | None, d: Dyadic) -> torch.Tensor:
-    """The x that ``scale`` turned into (z, kept): exact (a new tensor unless d is 1).
-
-    x * m is rebuilt from z and the kept bits, then divided by m exactly by multiplying with m's inverse
-    modulo 2^64 (m is odd; int64 products wrap), which is ten times faster than integer division.
+    ``x`` is left as it was; the result is a new tensor unless d is 1.
     """
-    if d.k == 0 and d.m == 1:
-        return z
-    product = z.clone() if d.k == 0 else (z << d.k).add_(kept & (2**d.k - 1))
-    return product.mul_(_inverse(d.m))
+    if d.is_one:
+        return x, None
+    if d.k == 0:  # m = -1
+        return x * d.m, None
+    low = x & (2**d.k - 1)  # x mod 2^k
+    y = (x >> d.k).mul_(d.m)  # floor(x / 2^k) * m
+    low.mul_(d.m)  # |.| < 2^(k + MAX_SHIFT): no overflow
+    y.add_(low >> d.k)
+    low.bitwise_and_(2**d.k - 1)  # r = (x * m) mod 2^k
+    index = torch.div(low, abs(d.m), rounding_mode="floor").to(torch.uint8)
+    return y, pack(index, d.kept_bits)
 
 
-def _inverse(m: int) -> int:
-    """m^-1 modulo 2^64, as a signed int64 (m odd, or +-1)."""
-    inv = pow(m, -1, 2**64)
-    return inv - 2**64 if inv >= 2**63 else inv
+def unscale_(y: torch.Tensor, kept: torch.Tensor | None, d: Dyadic) -> torch.Tensor:
+    """The x that ``scale`` turned into (y, kept), computed in ``y``'s memory (exact)."""
+    if d.is_one:
+        return y
+    if d.k == 0:
+        return y.mul_(d.m)
+    m = abs(d.m)
+    r = unpack(kept, d.kept_bits, y.shape[-1])  # j = r // m
+    if m != 1:
+        c = torch.remainder(y, m).mul_(-(2**d.k % m)).remainder_(m)  # r mod m = (-y * 2^k) mod m
+        r = c.add_(r * m)  # j * m <= 2^k - 1 fits the uint8
+    return y.bitwise_left_shift_(d.k).add_(r).mul_(_inverse(d.m, format_of(y).bits))
+
+
+def _inverse(m: int, bits: int) -> int:
+    """m^-1 modulo 2^bits, as a signed integer of that width (m odd)."""
+    inv = pow(m, -1, 2**bits)
+    return inv - 2**bits if inv >= 2 ** (bits - 1) else inv
+
+
+def pack(values: torch.Tensor, bits: int) -> torch.Tensor:
+    """uint8 ``values`` of ``bits`` bits, shape (..., h), as ``bits`` bit planes of shape (..., ceil(h / 8)),
+    eight elements a byte along the last (hidden) dimension, whose size is fixed by the model."""
+    pad = -values.shape[-1] % 8
+    if pad:
+        values = torch.nn.functional.pad(values, (0, pad))
+    eights = values.unflatten(-1, (-1, 8))
+    weights = _weights(values.device)  # (shifts by a tensor do not trace with symbolic sizes; products do)
+    planes = values.new_empty((bits, *eights.shape[:-1]))
+    for p in range(bits):
+        torch.sum(((eights >> p) & 1).mul_(weights), dim=-1, dtype=torch.uint8, out=planes[p])
+    return planes
+
+
+def unpack(planes: torch.Tensor, bits: int, size: int) -> torch.Tensor:
+    """The uint8 values ``pack`` packed, shape (..., size)."""
+    weights = _weights(planes.device)
+    values = None
+    for p in range(bits):
+        plane = (planes[p].unsqueeze(-1) & weights).ne_(0) << p  # bit p of 8 elements
+        values = plane if values is None else values.bitwise_or_(plane)
+    values = values.flatten(-2)
+    return values if values.shape[-1] == size else values[..., :size]
+
+
+def _weights(device: torch.device) -> torch.Tensor:
+    """1, 2, 4, ..., 128 as uint8: the place of each of 8 elements in a packed byte."""
+    return torch.tensor([1 << i for i in range(8)], dtype=torch.uint8, device=device)
+
+
+def release(t: torch.Tensor | None) -> None:
+    """Free ``t``'s memory now, though autograd still holds the tensor (kept bits that backward has used)."""
+    if t is not None:
+        t.set_()
 
 
 def checksum(x: torch.Tensor) -> torch.Tensor:
-    """The sum of ``x``'s elements modulo 2^64 (int64 sums wrap): it changes when any one element changes,
-    whatever order the sum is taken in."""
-    return x.sum().reshape(1)
+    """The sum of ``x``'s elements as int64 (sums wrap modulo 2^64): it changes when any one element
+    changes, whatever order the sum is taken in."""
+    return x.sum(dtype=torch.int64).reshape(1)
 
 
 def has_values(t: torch.Tensor) -> bool:
@@ -135,34 +245,36 @@ def float_magnitude(t: torch.Tensor) -> torch.Tensor:
 
 
 def int_magnitude(x: torch.Tensor) -> torch.Tensor:
-    """max |x| of an int64 stream, in real units, as a 0-d float64 tensor (in float64 before negating,
-    so that the most negative int64, what a non-finite value encodes to, does not wrap)."""
+    """max |x| of a fixed-point stream, in real units, as a 0-d float64 tensor (in float64 before
+    negating, so that the most negative integer, what a non-finite value encodes to, does not wrap)."""
     if not x.numel():
         return torch.zeros((), dtype=torch.float64, device=x.device)
     low, high = torch.aminmax(x)
-    return torch.maximum(high.to(torch.float64), -low.to(torch.float64)) / _ONE
+    return torch.maximum(high.to(torch.float64), -low.to(torch.float64)) / format_of(x).one
 
 
 def stream_limit(dtype: torch.dtype) -> float:
-    """The largest stream magnitude allowed: the fixed-point range, or less where ``dtype`` (what streams
+    """The largest stream magnitude allowed: the format's range, or less where ``dtype`` (what streams
     decode to) cannot hold it (float16: 65504)."""
-    return min(float(LIMIT), torch.finfo(dtype).max)
+    return min(format_for(dtype).limit, torch.finfo(dtype).max)
 
 
-def check_range(checks: list[tuple[str, torch.Tensor, float]]) -> None:
+def check_range(checks: list[tuple[str, torch.Tensor, float]], fmt: Format | None = None) -> None:
     """Raise MEFTError naming the first (what, magnitude, limit) whose magnitude is not below its limit
-    (NaN included). One synchronisation for the whole list."""
+    (NaN included); ``fmt`` is the streams' format (limits below its range are the dtype's). One
+    synchronisation for the whole list."""
     if not checks:
         return
+    fmt = fmt or WIDE
     values = torch.stack([m for _, m, _ in checks]).tolist()
     for (name, _, limit), value in zip(checks, values):
         if value < limit:
             continue
-        if limit < LIMIT:
+        if limit < fmt.limit:
             raise MEFTError(f"{name} reaches {value:.6g}, more than the streams' dtype can hold once decoded "
                             f"(|x| <= {limit:g}); train in bfloat16 or float32 (or mixed precision), or check for "
                             "divergence")
         raise MEFTError(
-            f"{name} reaches {value:.6g}, outside exact arithmetic's fixed-point range (|x| < 2^{RANGE_BITS} = "
-            f"{LIMIT}); check the inputs and learning rate for divergence, or use MEFTConfig(arithmetic='float')"
+            f"{name} reaches {value:.6g}, outside exact arithmetic's fixed-point range (|x| < 2^{fmt.range_bits} = "
+            f"{int(fmt.limit)}); check the inputs and learning rate for divergence, or use MEFTConfig(arithmetic='float')"
         )

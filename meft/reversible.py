@@ -22,6 +22,12 @@ RNG state is restored after backward (``torch.random.fork_rng``). The global gen
 reseeded. Fake tensors (torch's FakeTensorMode) draw no random numbers; only the CPU state is kept.
 Autocast settings of the forward are re-entered for the recomputation, as checkpoint does.
 
+NOTE [ One backward ]
+In exact arithmetic backward restores each layer's input streams in the memory of its output
+streams, the top ones included (those the Function saved), and frees each layer's kept bits once it
+is restored: at any moment it holds one pair of integer streams and the kept bits of the layers
+below. So the saved state is used up by one backward; a second one (retain_graph) is refused.
+
 NOTE [ Exactness needs identical recomputation ]
 In exact arithmetic a layer's input comes back bit for bit only if F and G recomputed in backward
 return exactly what they returned in forward (same kernels, same RNG, same autocast). The forward
@@ -134,11 +140,13 @@ class _ReversibleFunction(torch.autograd.Function):
                 x1, x2, bits = c.step(x1, x2, call, checks, before=lambda which: state.__setitem__(which, _RngState(device)))
                 where.append(tuple(_append(kept, b) for b in bits))
             if checks:
-                fx.check_range(checks)
+                fx.check_range(checks, a.format)
             x1, x2 = (t.clone() if t is hidden else t for t in (x1, x2))  # autograd: no input as an output
         ctx.plan, ctx.states, ctx.where, ctx.device = plan, states, where, device
         ctx.autocast = _autocast_state(hidden.device.type)
         ctx.n_kept = len(kept)
+        # an unused output (the integer streams, the stream merge="plm" drops) gets None, not a tensor of zeros
+        ctx.set_materialize_grads(False)
         ctx.save_for_backward(x1, x2, *kept, *([torch.stack(sums)] if sums else []), *tensors)
         if isinstance(a, ExactArithmetic):
             ctx.mark_non_differentiable(x1, x2)
@@ -146,9 +154,15 @@ class _ReversibleFunction(torch.autograd.Function):
         return x1, x2
 
     @staticmethod
-    def backward(ctx, dy1: torch.Tensor, dy2: torch.Tensor, *_int_grads):
+    def backward(ctx, dy1: torch.Tensor | None, dy2: torch.Tensor | None, *_int_grads):
         plan: _Plan = ctx.plan
         a = plan.arith
+        if plan.exact:  # NOTE [ One backward ]
+            if getattr(ctx, "spent", False):
+                raise MEFTError("backward ran twice through a reversible stack in exact arithmetic, whose first "
+                                "backward used up the streams and kept bits; run the forward again for each "
+                                "backward (retain_graph cannot keep them), or use MEFTConfig(arithmetic='float')")
+            ctx.spent = True
         y1, y2, *rest = ctx.saved_tensors
         kept, rest = rest[: ctx.n_kept], rest[ctx.n_kept:]
         sums, tensors = (rest[0], rest[1:]) if plan.exact else (None, rest)
@@ -165,7 +179,7 @@ class _ReversibleFunction(torch.autograd.Function):
         def grad_of(out, first, grad_out, params):
             """Accumulate d(out)/d(call tensors, params) . grad_out; return d(out)/d(first) . grad_out."""
             inputs = ([] if first is None else [first]) + wanted + params
-            if not out.requires_grad or not inputs:
+            if grad_out is None or not out.requires_grad or not inputs:
                 return None
             # as autograd does for an ordinary graph: the incoming gradient takes the output's dtype (autocast)
             grads = list(torch.autograd.grad(out, inputs, grad_out.to(out.dtype), allow_unused=True))
@@ -208,9 +222,10 @@ class _ReversibleFunction(torch.autograd.Function):
                 with torch.no_grad():
                     x1 = a.inverse_affine(y1, k1, c.lam, f.detach())
                 del f
+                fx.release(k1), fx.release(k2)  # this layer is restored: its kept bits are spent
                 beta, lam = a.factor(c.beta), a.factor(c.lam)
-                dx2 = None if bottom else _add(dy2 * beta if beta != 1 else dy2, df)
-                dx1 = None if bottom else (dy1 * lam if lam != 1 else dy1)
+                dx2 = None if bottom else _add(_times(dy2, beta), df)
+                dx1 = None if bottom else _times(dy1, lam)
                 if plan.exact:  # compared on fake tensors too (same memory); only read when real
                     mismatches.append((torch.cat((fx.checksum(x1), fx.checksum(x2))) != sums[i]).any())
                 if plan.observer is not None:
@@ -247,6 +262,10 @@ def _add(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
     if a is None:
         return b
     return a if b is None else a + b
+
+
+def _times(grad: torch.Tensor | None, factor: float) -> torch.Tensor | None:
+    return grad * factor if grad is not None and factor != 1 else grad
 
 
 def _autocast(state: dict[str, dict[str, Any]]) -> contextlib.ExitStack:

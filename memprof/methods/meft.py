@@ -7,9 +7,10 @@ Each converts the task model with ``meft.convert`` and the defaults of ``meft.ME
 top one, whose graph meft keeps: ``cache_top_layer``), only ``arithmetic`` set: PLM weights and
 embeddings frozen, adapters and the task head trainable. Conversion works on the meta device.
 
-Exact arithmetic carries both streams as int64 fixed point and keeps, per reversible layer, the low
-bits each scaling by lam or beta drops: one byte per element of each scaled stream (saved-activation
-category ``reversible_bits``). lam = 0.1 becomes 13/128. Float arithmetic keeps nothing per layer
+Exact arithmetic carries both streams in fixed point (int64 for float32 models, int32 for bfloat16
+and float16 ones) and keeps, per reversible layer, what each scaling by lam or beta drops: 4 bits per
+element of each scaled stream for 13/128, packed (saved-activation category ``reversible_bits``).
+lam = 0.1 becomes 13/128. Float arithmetic keeps nothing per layer
 but its inverse loses about 3.3 bits per layer; the ``-float`` methods show what exactness costs.
 """
 
@@ -43,7 +44,7 @@ def _apply(variant: str, arithmetic: str):
 def description(variant: str, arithmetic: str) -> str:
     nets, exact_scales, float_scales = VARIANTS[variant]
     if arithmetic == "exact":
-        return f"{variant.upper()}: {nets}; exact arithmetic (int64 streams, dropped bits kept), {exact_scales}"
+        return f"{variant.upper()}: {nets}; exact arithmetic (fixed-point streams, dropped bits kept), {exact_scales}"
     return f"{variant.upper()}: {nets}; float arithmetic (the paper's, nothing kept), {float_scales}"
 
 

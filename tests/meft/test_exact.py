@@ -146,30 +146,66 @@ def test_the_stack_input_is_checked_too():
         model(**_batch("bert-cls"))
 
 
-@pytest.mark.parametrize("value", [13 / 128, 1 / 256, -3 / 32, 77 / 256, 1.0, -1.0, 0.5])
-def test_scaling_keeps_exactly_the_bits_it_drops(value):
+@pytest.mark.parametrize("fmt", [fx.WIDE, fx.NARROW], ids=str)
+@pytest.mark.parametrize("value", [13 / 128, 1 / 256, -3 / 32, 77 / 256, 1.0, -1.0, 0.5, 1 / 8, -255 / 256])
+def test_scaling_keeps_exactly_what_it_drops(value, fmt):
     d = fx.dyadic("lam", value)
     assert d.value == value and 0 <= d.k <= fx.MAX_SHIFT and (d.k == 0 or d.m % 2 == 1)
     gen = torch.Generator().manual_seed(0)
-    limit = 2 ** (fx.RANGE_BITS + fx.FRACTION_BITS)
-    x = torch.randint(-limit, limit, (10_000,), generator=gen, dtype=torch.int64)
-    z, kept = fx.scale(x, d)
-    assert torch.equal(fx.unscale(z, kept, d), x)  # also checks that int64 products wrap, as unscale needs
-    assert torch.equal(z, torch.div(x * d.m, 2**d.k, rounding_mode="floor"))  # floor(x * m / 2^k)
-    if kept is not None:  # one byte per element, whose k low bits are the ones the shift dropped
-        assert kept.dtype == torch.uint8 and torch.equal((kept & (2**d.k - 1)).long(), (x * d.m) % 2**d.k)
+    limit = 2 ** (fmt.range_bits + fmt.fraction)  # the whole range, both ends included
+    x = torch.randint(-limit, limit, (4, 5, 77), generator=gen, dtype=torch.int64)
+    x.view(-1)[:3] = torch.tensor([limit - 1, -limit, -1])
+    x = x.to(fmt.dtype)
+    y, kept = fx.scale(x, d)
+    assert torch.equal(y.long(), torch.div(x.long() * d.m, 2**d.k, rounding_mode="floor"))  # floor(x * m / 2^k)
+    assert torch.equal(fx.unscale_(y.clone(), kept, d), x)  # wrapped products: exact all the same
+    if kept is None:
+        assert d.kept_bits == 0
+    else:  # bit planes of (x * m mod 2^k) // |m|, 8 elements a byte along the hidden dimension
+        assert kept.dtype == torch.uint8 and kept.shape == (d.kept_bits, 4, 5, 10)
+        index = torch.div((x.long() * d.m) % 2**d.k, abs(d.m), rounding_mode="floor")
+        assert torch.equal(fx.unpack(kept, d.kept_bits, 77).long(), index)
 
 
-def test_encoding_round_trips_float_values_of_every_dtype():
+@pytest.mark.parametrize("value, bits", [(13 / 128, 4), (1 / 8, 3), (1 / 256, 8), (255 / 256, 1), (1.0, 0), (-1.0, 0)])
+def test_kept_bits_per_element_are_what_the_scaling_destroys_rounded_up(value, bits):
+    # log2(2^k / m) bits are lost; a fixed width keeps its ceiling: 0.1 -> 13/128 loses 3.3 bits, keeps 4.
+    assert fx.dyadic("lam", value).kept_bits == bits
+
+
+def test_packing_round_trips_any_width_and_hidden_size():
+    gen = torch.Generator().manual_seed(0)
+    for bits in range(1, 9):
+        for hidden in (1, 7, 8, 9, 64, 77):
+            values = torch.randint(0, 2**bits, (3, 2, hidden), generator=gen).to(torch.uint8)
+            planes = fx.pack(values, bits)
+            assert planes.shape == (bits, 3, 2, -(-hidden // 8))
+            assert torch.equal(fx.unpack(planes, bits, hidden), values)
+
+
+def test_formats_by_dtype():
+    assert fx.format_for(torch.float32) is fx.format_for(torch.float64) is fx.WIDE
+    assert fx.format_for(torch.bfloat16) is fx.format_for(torch.float16) is fx.NARROW
+    assert (fx.WIDE.dtype, fx.WIDE.fraction, fx.WIDE.limit) == (torch.int64, 32, 2.0**22)
+    assert (fx.NARROW.dtype, fx.NARROW.fraction, fx.NARROW.limit) == (torch.int32, 14, 2.0**16)
+    for fmt in (fx.WIDE, fx.NARROW):  # a stream plus an F output stays inside the integer: nothing wraps
+        assert 2 * 2 ** (fmt.range_bits + fmt.fraction) <= 2 ** (fmt.bits - 1)
+
+
+def test_encoding_round_trips_values_on_the_formats_grid_and_truncates_below_it():
     gen = torch.Generator().manual_seed(0)
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        fmt = fx.format_for(dtype)
         x = (torch.randn(1000, generator=gen) * 100).to(dtype)
-        assert torch.equal(fx.decode(fx.encode(x), dtype), x)
+        on_grid = (torch.trunc(x.double() * fmt.one) / fmt.one).to(dtype)
+        assert torch.equal(fx.decode(fx.encode(on_grid, fmt), dtype), on_grid)
+        error = (fx.decode(fx.encode(x, fmt), torch.float64) - x.double()).abs()
+        assert error.max() < 2.0**-fmt.fraction  # truncation below the grid, nothing more
 
 
 def test_a_stream_float16_cannot_hold_is_an_error_not_inf():
     model = _deep("opt-causal-lm", torch.float16, "meft1")
-    with torch.no_grad():  # within the fixed-point range (2^22), beyond float16's 65504
+    with torch.no_grad():  # within the fixed-point range (2^16), beyond float16's 65504
         model.model.decoder.layers[0].base_layers[3].fc2.bias.fill_(40000.0)
     with pytest.raises(meft.MEFTError) as info:
         model(**_batch("opt-causal-lm"))

@@ -111,9 +111,9 @@ def test_saved_activations_grow_with_depth_only_by_the_kept_bits(case, variant, 
                 saved[arithmetic, depth, rev] = _saved_bytes(model, batch)
     # float: only the top two streams (and masks) are kept, whatever the depth
     assert saved["float", 4, None] == saved["float", 2, None]
-    # exact: one uint8 per element of each scaled stream per layer, B * T * H bytes each, and the
-    # checksums (2 int64 per layer)
-    per_layer = kept_streams * BATCH * SEQ * 16 + 2 * 8
+    # exact: 4 bits per element of each scaled stream per layer (lam or beta = 13/128), packed: B * T * H / 2
+    # bytes each, and the checksums (2 int64 per layer)
+    per_layer = kept_streams * BATCH * SEQ * 16 // 2 + 2 * 8
     assert saved["exact", 4, None] - saved["exact", 2, None] == 2 * per_layer
     for arithmetic in ("exact", "float"):
         assert saved[arithmetic, 4, 0] > saved[arithmetic, 2, 0] > saved[arithmetic, 2, None]

@@ -1,0 +1,86 @@
+"""Is each dtype's fixed-point format precise enough? The forward of exact MEFT against float MEFT.
+
+Model: all-MiniLM-L6-v2's pretrained layers stacked to 6 and 24 layers (``meft_fidelity.stacked_minilm``),
+eval mode, eager attention, on real sentences (the first 64 of SST-2's training split when
+``--data-dir`` has it, else four built-in ones), seq 64. For each variant and dtype, one converted
+model (same adapters) runs in exact arithmetic (the dtype's fixed-point format,
+meft.fixed_point NOTE [ Formats ]) and in float arithmetic with the same lam and beta (13/128, so
+that only the arithmetic differs); both are compared with a float64 run of float arithmetic (the
+reference). Cells: relative difference (Frobenius norm) of the last hidden states. The format is
+precise enough where exact's difference from the reference is no larger than float's, i.e. within
+the dtype's own rounding.
+
+    python benchmarks/exact_format_precision.py [--data-dir ../shared/data/sst2] [--depths 6,24]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import meft  # noqa: E402
+from meft import fixed_point  # noqa: E402
+from bench_machine import describe  # noqa: E402
+from meft_fidelity import SENTENCES, stacked_minilm  # noqa: E402
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+LAM = 13 / 128
+
+
+def sentences(data_dir: Path | None, n: int = 64) -> list[str]:
+    path = None if data_dir is None else data_dir / "train.tsv"
+    if path is None or not path.exists():
+        return SENTENCES
+    with path.open(newline="") as f:
+        rows = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        return [row["text"] for _, row in zip(range(n), rows)]
+
+
+def last_hidden(base, batch, variant: str, arithmetic: str, dtype: torch.dtype) -> torch.Tensor:
+    torch.manual_seed(1)  # the same adapters for every run
+    spec = meft.MEFTConfig(variant=variant).spec
+    config = meft.MEFTConfig(variant=variant, arithmetic=arithmetic, lam=LAM if spec.lam != 1 else 1.0,
+                             beta=LAM if spec.beta != 1 else 1.0)
+    model = meft.convert(copy.deepcopy(base), config).to(dtype).eval()
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        return model.bert(**inputs).last_hidden_state.double()
+
+
+def relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-dir", type=Path)
+    ap.add_argument("--depths", default="6,24")
+    ap.add_argument("--seq-len", type=int, default=64)
+    args = ap.parse_args()
+    text = sentences(args.data_dir)
+    run = describe()
+    print(f"{run['date']}; {run['machine']}; {len(text)} sentences, seq {args.seq_len}.\n")
+    print("| layers | variant | dtype | format | exact vs float64 | float vs float64 | exact vs float |")
+    print("| ---: | --- | --- | --- | ---: | ---: | ---: |")
+    for depth in map(int, args.depths.split(",")):
+        base, batch = stacked_minilm(depth, args.seq_len, text)
+        for variant in ("meft1", "meft2", "meft3"):
+            reference = last_hidden(base, batch, variant, "float", torch.float64)
+            for name, dtype in DTYPES.items():
+                exact = last_hidden(base, batch, variant, "exact", dtype)
+                float_ = last_hidden(base, batch, variant, "float", dtype)
+                fmt = fixed_point.format_for(dtype)
+                print(f"| {depth} | {variant} | {name} | {fmt} | {relative(exact, reference):.2e} "
+                      f"| {relative(float_, reference):.2e} | {relative(exact, float_):.2e} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
