@@ -2,8 +2,9 @@
 
 ``profile`` runs one configuration through an engine (``memprof.engines.profile``); ``track``
 measures your own training step (``memprof.instrument.session.track``); ``assert_memory`` fails
-when one step of your model exceeds a budget (``memprof.budget.assert_memory``). They are loaded on
-first use, so ``import memprof`` (and the pytest plugin) does not import torch.
+when one step of your model exceeds a budget (``memprof.budget.assert_memory``);
+``chunked_causal_lm_loss`` is a causal LM's loss without its full logits, for your own training loop
+(``memprof.losses``). They are loaded on first use, so ``import memprof`` (and the pytest plugin) does not import torch.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ _LAZY = {
     "profile": "memprof.engines",
     "track": "memprof.instrument.session",
     "assert_memory": "memprof.budget",
+    "chunked_causal_lm_loss": "memprof.losses",
 }
 
 
@@ -28,4 +30,4 @@ def __getattr__(name: str):
 
 
 __all__ = ["MemprofError", "Memory", "Result", "ResultSet", "load_results", "profile", "track", "assert_memory",
-           "__version__"]
+           "chunked_causal_lm_loss", "__version__"]

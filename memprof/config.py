@@ -10,7 +10,7 @@ import torch
 
 from memprof import backbones, methods
 from memprof.errors import MemprofError
-from memprof.result import STEPS
+from memprof.result import LOSSES, STEPS
 from memprof.tasks import ATTN_IMPLEMENTATIONS, check_task
 from memprof.units import short_repr
 
@@ -37,6 +37,7 @@ _STR_FIELDS = {
     "attn": ("an attention implementation", "attn='sdpa'", False),
     "task": ("a task name", "task='classification'", True),
     "step": ("a step name", "step='steady'", False),
+    "loss": ("a loss name", "loss='chunked'", False),
 }
 #: Fields that take a whole number: the CLI option that sets it, and an example.
 _INT_FIELDS = {"seq_len": ("sequence length", "--seq-len", 512), "batch_size": ("batch size", "--batch-size", 8),
@@ -83,7 +84,9 @@ def _positive(config: "ProfileConfig", name: str) -> None:
 @dataclass
 class ProfileConfig:
     """What to profile. ``target`` defaults to cuda for the fake engine and to the engine's own
-    device otherwise; ``task`` defaults to the backbone family's task.
+    device otherwise; ``task`` defaults to the backbone family's task. ``loss="chunked"`` (causal-LM
+    task only) computes the loss over chunks of tokens instead of the model's full logits
+    (``memprof.losses``, NOTE [ Chunked causal-LM loss ]).
 
     Validated on construction, types first (NOTE [ Types before lookups ]): a bad value raises
     MemprofError naming the field, the value and the fix."""
@@ -99,6 +102,7 @@ class ProfileConfig:
     task: str | None = None
     seed: int = 0
     step: str = "first"
+    loss: str = "full"
     #: the backbone ``backbone`` names, looked up on construction. ``dataclasses.replace`` carries it
     #: over while ``backbone`` still names it: a config read from a path is not looked up again by
     #: its name, which names no built-in (or, for a folder called ``bert-base``, the wrong one)
@@ -140,6 +144,12 @@ class ProfileConfig:
         if self.step not in STEPS:
             raise MemprofError(f"unknown step {self.step!r}; use one of {', '.join(STEPS)} (--step steady profiles a "
                                "step with the optimizer state already resident)")
+        if self.loss not in LOSSES:
+            raise MemprofError(f"unknown loss {self.loss!r}; use one of {', '.join(LOSSES)} (--loss chunked computes a "
+                               "causal-LM loss over chunks of tokens instead of the full logits)")
+        if self.loss == "chunked" and self.task != "causal-lm":
+            raise MemprofError(f"loss 'chunked' is a causal-LM loss and the task is {self.task!r}; pass task='causal-lm' "
+                               "(--task causal-lm) on a decoder (opt, llama, qwen2, mistral, gpt2), or loss='full'")
         if self.engine == "cuda" and not torch.cuda.is_available():
             raise MemprofError("engine 'cuda' needs a CUDA GPU and none is visible; use engine='fake', target='cuda' "
                                "(--engine fake --target cuda), or engine='cpu'")

@@ -63,6 +63,8 @@ class FitConfig:
     dtype: str = "fp32"
     attn: str = "sdpa"
     task: str | None = None
+    #: how each profiled step computes its loss (``memprof.losses``): ``full`` or ``chunked``
+    loss: str = "full"
     world_size: int = 1
     shard: str = "none"
     context: int = CONTEXT_ALLOWANCE
@@ -87,10 +89,10 @@ class FitConfig:
             raise MemprofError(f"fragmentation {self.fragmentation!r} must be a fraction from 0 up to (not including) "
                                "1; pass e.g. --fragmentation 0.1 (10%)")
         # the user's own values through ProfileConfig's checks (types, ranges, backbone, dtype, attn,
-        # task) before any arithmetic on them
+        # task, loss) before any arithmetic on them
         given = ProfileConfig(backbone=self.backbone, method=self.methods[0], seq_len=self.seq_len or 1,
                               batch_size=self.batch_size or 1, engine="fake", target="cuda", dtype=self.dtype,
-                              attn=self.attn, task=self.task, step="steady")
+                              attn=self.attn, task=self.task, step="steady", loss=self.loss)
         if self.batch_size is not None and self.batch_size % self.world_size:
             raise MemprofError(f"batch size {self.batch_size} does not split over world size {self.world_size}; pass a "
                                f"global --batch-size that is a multiple of {self.world_size}")
@@ -108,7 +110,8 @@ class FitConfig:
         """The configuration one rank runs when the searched size is ``size`` (micro-batch or length)."""
         seq, micro = (self.seq_len, size) if self.searched == "batch_size" else (size, self.batch_size // self.world_size)
         return ProfileConfig(backbone=self.backbone, method=method, seq_len=seq, batch_size=micro, engine="fake",
-                             target="cuda", dtype=self.dtype, attn=self.attn, task=self.task, step=step)
+                             target="cuda", dtype=self.dtype, attn=self.attn, task=self.task, step=step,
+                             loss=self.loss)
 
 
 @dataclass
@@ -258,8 +261,8 @@ def to_json(config: FitConfig, answers: list[Answer], budget_source: str) -> dic
     """``--json``'s document: the question, what is counted, and one entry per method."""
     return {
         "backbone": config.backbone_name, "dtype": config.dtype, "attn": config.attn, "target": "cuda",
-        "step": "steady", "seq_len": config.seq_len, "batch_size": config.batch_size, "searched": config.searched,
-        "budget": config.budget, "budget_source": budget_source, "world_size": config.world_size,
+        "step": "steady", "loss": config.loss, "seq_len": config.seq_len, "batch_size": config.batch_size,
+        "searched": config.searched, "budget": config.budget, "budget_source": budget_source, "world_size": config.world_size,
         "shard": config.shard, "context": config.context, "fragmentation": config.fragmentation,
         "counts": COUNTS, "methods": [a.to_dict() for a in answers],
     }

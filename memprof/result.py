@@ -20,7 +20,7 @@ from memprof.schema import MISSING, Reader, describe_value, is_whole
 from memprof.timeline import Timeline
 from memprof.version import __version__
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: Versions this memprof reads. Version 2 added the category ``reversible_bits`` (MEFT's kept bits);
 #: a version 1 file is a version 2 file without it (no version 1 result had such bits: exact MEFT
 #: came with version 2), so it is read with 0 there. A version 1 memprof refuses version 2 files
@@ -29,7 +29,9 @@ SCHEMA_VERSION = 3
 #: first step, so they are read with ``"first"``.
 #: Version 3 also added ``timeline`` (live bytes by kind through the step, ``memprof.timeline``),
 #: null for a result without one; older files are read with null.
-READABLE_SCHEMA_VERSIONS = (1, 2, 3)
+#: Version 4 added ``loss`` (how the step computed its loss, ``LOSSES``); older files used the
+#: model's own loss, so they are read with ``"full"``.
+READABLE_SCHEMA_VERSIONS = (1, 2, 3, 4)
 
 #: Categories a saved tensor is grouped into, by the autograd node (operator) that saved it.
 CATEGORIES = (
@@ -50,8 +52,15 @@ STATUSES = ("ok", "oom", "error")
 #: steady one (optimizer state resident from the start); NOTE [ First and steady steps ].
 STEPS = ("first", "steady")
 
+#: How a step computed its loss: the model's own (``full``; a causal LM materialises its logits), or
+#: a causal-LM loss over chunks of tokens (``chunked``, ``memprof.losses``).
+LOSSES = ("full", "chunked")
+
 #: What identifies a configuration across runs: a sweep resumes, and the gate matches, on these.
-KEY_FIELDS = ("backbone", "method", "seq_len", "batch_size", "dtype", "engine", "target", "step")
+KEY_FIELDS = ("backbone", "method", "seq_len", "batch_size", "dtype", "engine", "target", "step", "loss")
+#: Key fields added after the first results were written: the schema version that added each, and
+#: what a result written before it profiled (what it is read as).
+LATER_KEY_FIELDS = {"step": (3, "first"), "loss": (4, "full")}
 
 #: Columns of ``Result.layers``: one row per module that saved something.
 LAYER_COLUMNS = ("module", "saved_bytes", *CATEGORIES)
@@ -95,11 +104,13 @@ def config_key(config: Any) -> tuple:
 
 
 def key_label(key: tuple) -> str:
-    """``("bert-base", "ft", 128, 8, "fp32", "fake", "cuda", "first")`` -> ``bert-base ft seq=128 batch=8 fp32
-    fake->cuda``; a step other than the first is named at the end (``... fake->cuda steady``)."""
-    backbone, method, seq_len, batch_size, dtype, engine, target, step = key
+    """``("bert-base", "ft", 128, 8, "fp32", "fake", "cuda", "first", "full")`` -> ``bert-base ft seq=128 batch=8
+    fp32 fake->cuda``; a step other than the first and a loss other than the full one are named at the end
+    (``... fake->cuda steady chunked loss``)."""
+    backbone, method, seq_len, batch_size, dtype, engine, target, step, loss = key
     where = engine if engine == target else f"{engine}->{target}"
-    return f"{backbone} {method} seq={seq_len} batch={batch_size} {dtype} {where}" + ("" if step == "first" else f" {step}")
+    later = ("" if step == "first" else f" {step}") + ("" if loss == "full" else f" {loss} loss")
+    return f"{backbone} {method} seq={seq_len} batch={batch_size} {dtype} {where}{later}"
 
 
 def empty_layers() -> pd.DataFrame:
@@ -124,6 +135,7 @@ class Result:
     batch_size: int
     task: str = ""
     step: str = "first"
+    loss: str = "full"
     status: str = "ok"
     message: str = ""
     trainable_params: int = 0
@@ -161,7 +173,7 @@ class Result:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str | Path | None = None) -> "Result":
-        """The Result ``data`` (``to_dict``'s form, schema version 1, 2 or 3) holds, checked against the
+        """The Result ``data`` (``to_dict``'s form, schema version 1 to 4) holds, checked against the
         schema (NOTE [ Reading results ]); MemprofError naming ``source`` (the file, if any), the
         configuration and the field otherwise."""
         where = f"results file {str(source)!r}: result" if source is not None else "result"
@@ -265,11 +277,19 @@ def _is_readable(version: Any) -> bool:
     return type(version) is int and version in READABLE_SCHEMA_VERSIONS
 
 
+def _older_default(data: dict, name: str) -> Any:
+    """What a result written before the key field ``name`` existed profiled (``LATER_KEY_FIELDS``),
+    if ``data`` is such a result and lacks it; else None."""
+    version = data.get("schema_version")
+    added, default = LATER_KEY_FIELDS[name] if name in LATER_KEY_FIELDS else (0, None)
+    return default if name not in data and _is_readable(version) and version < added else None
+
+
 def _label(data: dict) -> str:
     """The configuration a raw result dict names, for messages (``?`` for a field it lacks)."""
     parts = []
     for name in KEY_FIELDS:
-        value = data.get(name)
+        value = data.get(name, _older_default(data, name))
         if isinstance(value, str) and value.isprintable():
             parts.append(value if len(value) <= 60 else value[:57] + "...")
         elif is_whole(value) and abs(value) < 10**12:
@@ -294,12 +314,16 @@ def _read_result(data: Any, where: str, fix: str) -> Result:
     status = check.text(get("status"), "status")
     if status not in STATUSES:
         check.bad("status", status, f"one of {', '.join(STATUSES)}")
-    step = "first" if version < 3 and "step" not in data else check.text(get("step"), "step")
+    step = _older_default(data, "step") or check.text(get("step"), "step")
     if step not in STEPS:
         check.bad("step", step, f"one of {', '.join(STEPS)}")
+    loss = _older_default(data, "loss") or check.text(get("loss"), "loss")
+    if loss not in LOSSES:
+        check.bad("loss", loss, f"one of {', '.join(LOSSES)}")
     kwargs.update(
         status=status,
         step=step,
+        loss=loss,
         seq_len=check.whole(get("seq_len"), "seq_len", lowest=1),
         batch_size=check.whole(get("batch_size"), "batch_size", lowest=1),
         trainable_params=check.whole(get("trainable_params"), "trainable_params"),

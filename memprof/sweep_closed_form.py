@@ -90,7 +90,7 @@ def evaluate(formula: Formula, config: ProfileConfig) -> Result:
     b, s = config.batch_size, config.seq_len
     return Result(
         backbone=config.backbone, method=config.method, engine=config.engine, target=config.target,
-        dtype=config.dtype, seq_len=s, batch_size=b, task=config.task, step=config.step,
+        dtype=config.dtype, seq_len=s, batch_size=b, task=config.task, step=config.step, loss=config.loss,
         attn_implementation=formula.attn_implementation, trainable_params=formula.trainable_params,
         total_params=formula.total_params, memory=formula.memory_at(b, s), layers=formula.layers_at(b, s),
         environment={**environment("cpu"), "closed_form": formula.how},

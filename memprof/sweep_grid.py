@@ -25,6 +25,7 @@ DEFAULTS: dict[str, Any] = {
     "attn": "sdpa",
     "task": None,
     "step": "first",
+    "loss": "full",
 }
 
 
@@ -121,6 +122,7 @@ class Grid:
     attn: str = DEFAULTS["attn"]
     task: str | None = DEFAULTS["task"]
     step: str = DEFAULTS["step"]
+    loss: str = DEFAULTS["loss"]
 
     def __post_init__(self) -> None:
         self.methods = list(self.methods)
@@ -145,6 +147,7 @@ class Grid:
         return ProfileConfig(
             backbone=self.backbone, method=method, seq_len=seq_len, batch_size=batch_size, engine=self.engine,
             target=self.target, dtype=self.dtype, attn=self.attn, task=self.task, step=self.step,
+            loss=self.loss,
         )
 
     def configs(self) -> list[ProfileConfig]:
@@ -155,7 +158,7 @@ class Grid:
         return {
             "backbone": self.backbone, "methods": list(self.methods), "seq_lens": list(self.seq_lens),
             "batch_sizes": list(self.batch_sizes), "engine": self.engine, "target": self.target,
-            "dtype": self.dtype, "attn": self.attn, "task": self.task, "step": self.step,
+            "dtype": self.dtype, "attn": self.attn, "task": self.task, "step": self.step, "loss": self.loss,
         }
 
     @classmethod
@@ -174,6 +177,8 @@ class Grid:
             parts.append(f"--task {self.task}")
         if self.step != DEFAULTS["step"]:
             parts.append(f"--step {self.step}")
+        if self.loss != DEFAULTS["loss"]:
+            parts.append(f"--loss {self.loss}")
         return " ".join(parts)
 
 

@@ -13,16 +13,17 @@ from pathlib import Path
 from typing import Any, Callable
 
 from memprof.errors import MemprofError
-from memprof.result import ResultSet
+from memprof.result import LATER_KEY_FIELDS, ResultSet
 from memprof.sweep_grid import Grid
 
 # NOTE [What a resumed sweep must find unchanged]: the grid's options (backbone, methods, sizes,
-# engine, target, dtype, attention, task, step; a file written before ``step`` existed swept the
-# first step, and resumes as such) and what no option names but moves the numbers: the
-# resolved backbone config (a config.json edited between the runs would put two architectures in
-# one table; its sha256 over canonical JSON) and the versions of torch, transformers, peft and
-# memprof. ``run_sweep`` records them in the options of results.json; a file written before they
-# were recorded resumes without that check (there is nothing to compare).
+# engine, target, dtype, attention, task, step, loss; a file written before ``step`` or ``loss``
+# existed swept the first step with the model's own loss, ``LATER_KEY_FIELDS``, and resumes as
+# such) and what no option names but moves the numbers: the resolved backbone config (a
+# config.json edited between the runs would put two architectures in one table; its sha256 over
+# canonical JSON) and the versions of torch, transformers, peft and memprof. ``run_sweep`` records
+# them in the options of results.json; a file written before they were recorded resumes without
+# that check (there is nothing to compare).
 
 #: the libraries whose versions a sweep records and a resumed sweep must run with
 VERSIONED = ("torch", "transformers", "peft", "memprof")
@@ -42,7 +43,8 @@ def check_resumable(saved: ResultSet, grid: Grid, path: Path, provenance: Callab
     if not saved.options:
         return
     mine = grid.options()
-    for key, value in saved.options.items():
+    older = {name: default for name, (_version, default) in LATER_KEY_FIELDS.items()}
+    for key, value in {**older, **saved.options}.items():
         if key in mine and mine[key] != value:
             raise MemprofError(
                 f"{str(path)!r} was swept with {key}={value!r}, not {mine[key]!r}; "

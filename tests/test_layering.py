@@ -37,6 +37,7 @@ LAYERS = {
     "memprof.instrument": 6,
     "memprof.backbones": 7,
     "memprof.tasks": 7,
+    "memprof.losses": 7,
     "memprof.methods": 7,
     "memprof.config": 7,
     "memprof.engines": 8,

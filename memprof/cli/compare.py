@@ -25,6 +25,9 @@ Attn = Annotated[Optional[str], typer.Option(help="Attention implementation: eag
 Task = Annotated[Optional[str], typer.Option(help="Model head. (default: the backbone family's)")]
 Step = Annotated[Optional[str], typer.Option(
     help="Step profiled: first, or steady (optimizer state resident throughout). (default: first)")]
+Loss = Annotated[Optional[str], typer.Option(
+    help="full (the model's own loss) or chunked (causal LM: the loss over chunks of tokens, never the whole "
+         "logits; memprof.chunked_causal_lm_loss). (default: full)")]
 Out = Annotated[Optional[Path], typer.Option(help="Output folder. (default: reports/<backbone>-<timestamp>)")]
 Resume = Annotated[Optional[Path], typer.Option(help="Continue the interrupted sweep in this folder, skipping what is done.")]
 Jobs = Annotated[Optional[int], typer.Option(help="Worker processes, each profiling whole methods. (default: one per "
@@ -97,7 +100,7 @@ def _render(rs, out_dir: Path) -> Path:
 def compare_cmd(backbone: Backbone = None, methods: Methods = None, seq_lens: SeqLens = None,
                 batch_sizes: BatchSizes = None, engine: Engine = None, target: Target = None, dtype: Dtype = None,
                 attn: Attn = None, task: Task = None, out: Out = None, resume: Resume = None, jobs: Jobs = None,
-                quiet: Quiet = False, step: Step = None, fast: Fast = False) -> None:
+                quiet: Quiet = False, step: Step = None, fast: Fast = False, loss: Loss = None) -> None:
     """Profile every method x sequence length x batch size; write results.json, CSVs, plots, report.html, summary.md.
 
     With no options: bart-large; ft, lora, meft; sequence lengths 128, 256, 512; batch sizes 8, 16, 32; fake engine.
@@ -107,10 +110,14 @@ def compare_cmd(backbone: Backbone = None, methods: Methods = None, seq_lens: Se
     from memprof.errors import MemprofError
 
     options = sweep.parse_options(backbone=backbone, methods=methods, seq_lens=seq_lens, batch_sizes=batch_sizes,
-                                  engine=engine, target=target, dtype=dtype, attn=attn, task=task, step=step)
+                                  engine=engine, target=target, dtype=dtype, attn=attn, task=task, step=step,
+                                  loss=loss)
     if fast and options.get("engine", "fake") != "fake":
         raise MemprofError(f"--fast evaluates the fake engine's closed form, not engine {options['engine']!r}; drop "
                            "--fast or pass --engine fake")
+    if fast and options.get("loss", "full") != "full":
+        raise MemprofError(f"--fast evaluates closed forms and loss {options['loss']!r} has none (one chunk per "
+                           "so many tokens: no polynomial in b and s); drop --fast or pass --loss full")
     grid, out_dir, jobs = sweep.plan(options, out=out, resume=resume, jobs=jobs)
     rs = _sweep(grid, out_dir, resume is not None, jobs, quiet, fast)
     print_summary(rs, _render(rs, out_dir), quiet=quiet)

@@ -21,6 +21,9 @@ BatchSize = Annotated[Optional[int], typer.Option(help="Fix the global batch siz
 Dtype = Annotated[str, typer.Option(help="fp32, bf16, fp16, mixed-bf16 or mixed-fp16.")]
 Attn = Annotated[str, typer.Option(help="Attention implementation: sdpa or eager.")]
 Task = Annotated[Optional[str], typer.Option(help="classification, causal-lm or seq2seq (default: the family's).")]
+Loss = Annotated[str, typer.Option(
+    help="full (the model's own loss) or chunked (causal LM: the loss over chunks of tokens, never the whole "
+         "logits; memprof.chunked_causal_lm_loss).")]
 WorldSize = Annotated[int, typer.Option(help="Number of GPUs the step is spread over (data parallel).")]
 Shard = Annotated[str, typer.Option(help="none (DDP), zero1, zero2 or zero3 (FSDP): what each rank keeps a share of.")]
 Context = Annotated[str, typer.Option(
@@ -37,7 +40,8 @@ def _answers_table(config, answers, budget_source: str) -> Table:
     what = "batch size" if config.searched == "batch_size" else "sequence length"
     fixed = f"seq {config.seq_len}" if config.searched == "batch_size" else f"batch {config.batch_size}"
     ranks = f", {config.world_size} GPUs ({config.shard})" if config.world_size > 1 else ""
-    table = Table(title=cell(f"{config.backbone_name} | {fixed} | {config.dtype} | budget {budget_source}{ranks}",
+    loss = " | chunked loss" if config.loss == "chunked" else ""
+    table = Table(title=cell(f"{config.backbone_name} | {fixed} | {config.dtype}{loss} | budget {budget_source}{ranks}",
                              "table.title"))
     for name in ("method", f"max {what}", "steady peak", "first-step peak", "needed", "limit", "profiles"):
         table.add_column(name, justify="left" if name in ("method", "limit") else "right")
@@ -73,7 +77,8 @@ def _write_outputs(config, answers, budget_source: str, json_out: Path | None, p
 def fit_cmd(backbone: Backbone = "opt-1.3b", methods: Methods = "ft,lora,meft", budget: Budget = None, gpu: Gpu = None,
             seq_len: SeqLen = None, batch_size: BatchSize = None, dtype: Dtype = "fp32", attn: Attn = "sdpa",
             task: Task = None, world_size: WorldSize = 1, shard: Shard = "none", context: Context = "1GiB",
-            fragmentation: Fragmentation = 0.1, json_out: JsonOut = None, png_out: PngOut = None) -> None:
+            fragmentation: Fragmentation = 0.1, json_out: JsonOut = None, png_out: PngOut = None,
+            loss: Loss = "full") -> None:
     """The largest batch size (or sequence length) per method whose steady-state step fits the budget.
 
     A handful of fake-engine profiles per method; counts the whole step, the context and a fragmentation margin.
@@ -87,7 +92,7 @@ def fit_cmd(backbone: Backbone = "opt-1.3b", methods: Methods = "ft,lora,meft", 
             check_file(path, "the fit", flag)
     size, source = gpus.resolve_budget(budget, gpu)
     config = fit.FitConfig(backbone=backbone, methods=methods, budget=size, seq_len=seq_len, batch_size=batch_size,
-                           dtype=dtype, attn=attn, task=task, world_size=world_size, shard=shard,
+                           dtype=dtype, attn=attn, task=task, loss=loss, world_size=world_size, shard=shard,
                            context=parse_bytes(context, what="context allowance"), fragmentation=fragmentation)
     answers = fit.fit(config, lambda m, n, step: say(
         f"profiling {m} at {config.searched.replace('_', ' ')} {n}" + (" (first step)" if step == "first" else ""),

@@ -16,6 +16,9 @@ Target = Annotated[Optional[str], typer.Option(help="Device whose kernels are mo
 Dtype = Annotated[str, typer.Option(help="fp32, bf16, fp16, mixed-bf16 or mixed-fp16.")]
 Attn = Annotated[str, typer.Option(help="Attention implementation: sdpa or eager.")]
 Task = Annotated[Optional[str], typer.Option(help="classification, causal-lm or seq2seq (default: the family's).")]
+Loss = Annotated[str, typer.Option(
+    help="full (the model's own loss) or chunked (causal LM: the loss over chunks of tokens, never the whole "
+         "logits; memprof.chunked_causal_lm_loss).")]
 JsonOut = Annotated[Optional[Path], typer.Option("--json", help="Also write the formula as JSON to this file.")]
 At = Annotated[Optional[str], typer.Option(help="Evaluate at these batch size,sequence length pairs, e.g. 8,512;32,128.")]
 
@@ -26,7 +29,8 @@ REGIME_SEQS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 
 @app.command("formula")
 def formula_cmd(backbone: Backbone = "bert-base", method: Method = "ft", target: Target = None, dtype: Dtype = "fp32",
-                attn: Attn = "sdpa", task: Task = None, json_out: JsonOut = None, at: At = None) -> None:
+                attn: Attn = "sdpa", task: Task = None, json_out: JsonOut = None, at: At = None,
+                loss: Loss = "full") -> None:
     """Saved activations per layer and in total, peak activations and the peak, as exact polynomials
     in batch size b and sequence length s, from one symbolic trace of the fake engine's step."""
     from memprof.config import ProfileConfig
@@ -34,7 +38,7 @@ def formula_cmd(backbone: Backbone = "bert-base", method: Method = "ft", target:
     from memprof.outputs import check_file
 
     config = ProfileConfig(backbone=backbone, method=method, engine="fake", target=target, dtype=dtype, attn=attn,
-                           task=task)
+                           task=task, loss=loss)
     points = _parse_at(at)
     if json_out is not None:
         check_file(json_out, "the formula", "--json")

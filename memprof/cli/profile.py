@@ -24,6 +24,9 @@ JsonOut = Annotated[Optional[Path], typer.Option("--json", help="Also write the 
 Step = Annotated[str, typer.Option(
     help="first (AdamW creates its state inside the step) or steady (the state resident throughout, as in every "
          "later step).")]
+Loss = Annotated[str, typer.Option(
+    help="full (the model's own loss) or chunked (causal LM: the loss over chunks of tokens, never the whole "
+         "logits; memprof.chunked_causal_lm_loss).")]
 Depth = Annotated[Optional[int], typer.Option(
     help="Group module paths to this many levels (a layer number rides along); default groups per transformer layer.")]
 
@@ -86,9 +89,10 @@ def step_memory_table(result) -> Table:
 
 
 def _print_result(result, depth: int | None) -> None:
+    loss = " | chunked loss" if result.loss == "chunked" else ""
     say((result.backbone, "bold"),
         f" {result.method} | {result.task} | seq {result.seq_len} x batch {result.batch_size} | "
-        f"{result.dtype}{' | steady step' if result.step == 'steady' else ''} | engine {result.engine} (target {result.target}) | "
+        f"{result.dtype}{' | steady step' if result.step == 'steady' else ''}{loss} | engine {result.engine} (target {result.target}) | "
         f"attention {result.attn_implementation} | "
         f"trainable {result.trainable_params:,} of {result.total_params:,} parameters")
     if result.status != "ok":
@@ -103,7 +107,8 @@ def _print_result(result, depth: int | None) -> None:
 @app.command("profile")
 def profile_cmd(backbone: Backbone = "bert-base", method: Method = "ft", seq_len: SeqLen = 512, batch_size: BatchSize = 8,
                 engine: Engine = "fake", target: Target = None, dtype: Dtype = "fp32", attn: Attn = "sdpa",
-                task: Task = None, json_out: JsonOut = None, depth: Depth = None, step: Step = "first") -> None:
+                task: Task = None, json_out: JsonOut = None, depth: Depth = None, step: Step = "first",
+                loss: Loss = "full") -> None:
     """Profile one training step: saved activations per module and category, and the peak."""
     from memprof import engines
     from memprof.config import ProfileConfig
@@ -117,7 +122,7 @@ def profile_cmd(backbone: Backbone = "bert-base", method: Method = "ft", seq_len
     if json_out is not None:  # before the profile runs, not after (NOTE [Fail before the work])
         check_file(json_out, "the result", "--json")
     config = ProfileConfig(backbone=backbone, method=method, seq_len=seq_len, batch_size=batch_size, engine=engine,
-                           target=target, dtype=dtype, attn=attn, task=task, step=step)
+                           target=target, dtype=dtype, attn=attn, task=task, step=step, loss=loss)
     result = engines.run(config)
     _print_result(result, depth)
     if json_out is not None:

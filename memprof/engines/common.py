@@ -2,7 +2,8 @@
 turning a measurement into a ``Result``.
 
 The step is the one the paper measures: ``zero_grad(set_to_none=True)``, forward with labels
-(the model computes its loss), ``loss.backward()``, ``AdamW.step()``; a fresh optimizer each run.
+(the model computes its loss; with ``loss="chunked"``, ``memprof.losses`` computes a causal LM's
+loss over chunks of tokens), ``loss.backward()``, ``AdamW.step()``; a fresh optimizer each run.
 
 NOTE [ First and steady steps ]
 A fresh AdamW creates its state (``exp_avg`` and ``exp_avg_sq`` shaped and typed as each trainable
@@ -31,6 +32,7 @@ from torch import nn
 from memprof import methods, tasks
 from memprof.config import ProfileConfig
 from memprof.instrument.session import Instrument, Measurement
+from memprof.losses import training_loss
 from memprof.params import count_params
 from memprof.result import Result, environment
 
@@ -144,12 +146,14 @@ def instrumented_step(
     synchronize: Callable[[], None] | None = None,
     after_step: Callable[[], None] | None = None,
     backward: Callable[[torch.Tensor], None] | None = None,
+    loss: str = "full",
 ) -> tuple[Measurement, float]:
     """One training step of ``model`` on ``batch`` under ``Instrument``; (measurement, seconds).
 
     ``synchronize`` waits for the device (before the clock starts and before it stops);
     ``after_step`` runs once the step is timed, before anything of it is freed; ``backward(loss)``
-    replaces ``loss.backward()``. State ``optimizer`` already holds is resident throughout (``prepare``).
+    replaces ``loss.backward()``; ``loss`` is how the forward computes it (``memprof.losses.training_loss``).
+    State ``optimizer`` already holds is resident throughout (``prepare``).
     The model is left with its gradients set to None and the optimizer without state whatever happens.
     """
     model.zero_grad(set_to_none=True)
@@ -161,12 +165,12 @@ def instrumented_step(
         with inst:
             inst.begin_forward(batch)
             with forward_context():
-                loss = model(**batch).loss
-            inst.begin_backward(loss)
+                value = training_loss(model, batch, loss)
+            inst.begin_backward(value)
             if backward is None:
-                loss.backward()
+                value.backward()
             else:
-                backward(loss)
+                backward(value)
             inst.begin_optimizer()
             optimizer.step()
             if synchronize:
@@ -175,7 +179,7 @@ def instrumented_step(
             inst.end()
             if after_step:
                 after_step()
-            del loss
+            del value
     finally:
         model.zero_grad(set_to_none=True)
         optimizer.state.clear()
@@ -187,6 +191,7 @@ def _configuration(config: ProfileConfig) -> dict:
     return dict(
         backbone=config.backbone, method=config.method, engine=config.engine, target=config.target,
         dtype=config.dtype, seq_len=config.seq_len, batch_size=config.batch_size, task=config.task, step=config.step,
+        loss=config.loss,
     )
 
 

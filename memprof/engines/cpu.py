@@ -30,7 +30,8 @@ def run(built: Built, config: ProfileConfig) -> Result:
     batch = tasks.make_batch(config.resolved, config.task, config.batch_size, config.seq_len, seed=config.seed)
     optimizer = adamw(built.model, foreach=False)
     common.prepare(built.model, optimizer, config.step)
-    measurement, seconds = instrumented_step(built.model, batch, optimizer, forward_context(config, "cpu"))
+    measurement, seconds = instrumented_step(built.model, batch, optimizer, forward_context(config, "cpu"),
+                                             loss=config.loss)
     del optimizer, batch
     attn = attention_name(measurement.attention_kernels, config.attn, observed=True)
     return make_result(config, built, measurement, attn, step_time=seconds)

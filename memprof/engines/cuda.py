@@ -60,7 +60,7 @@ def run(built: Built, config: ProfileConfig) -> Result:
         used[0] = nvml_used(device)
 
     measurement, seconds = instrumented_step(built.model, batch, optimizer, forward_context(config, "cuda"),
-                                             synchronize=synchronize, after_step=after_step)
+                                             synchronize=synchronize, after_step=after_step, loss=config.loss)
     memory = measurement.memory
     memory.cuda_max_allocated = int(torch.cuda.max_memory_allocated(device))
     memory.cuda_max_reserved = int(torch.cuda.max_memory_reserved(device))

@@ -243,6 +243,6 @@ def run(built: Built, config: ProfileConfig) -> Result:
         optimizer = adamw(built.model, foreach=config.target == "cuda")
         common.prepare(built.model, optimizer, config.step)
         measurement, _ = instrumented_step(built.model, fake_batch, optimizer, forward_context(config, kernels),
-                                           backward=kernels.backward)
+                                           backward=kernels.backward, loss=config.loss)
         del optimizer, fake_batch
     return make_result(config, built, measurement, attention_name(kernels.choices, config.attn), step_time=None)

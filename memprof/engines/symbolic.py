@@ -28,7 +28,9 @@ the trace never saw).
 What still cannot stay symbolic (a value read from an activation, a size fixed by ``int(s)``)
 raises ``NotSymbolic`` naming it, and ``derive`` fits the formula instead (``fit``): the
 coefficients of ``1, b, s, b·s, s², b·s²`` solved exactly from ``FIT_POINTS``, then checked at
-``CHECK_POINT`` by one more profile; any disagreement is an error.
+``CHECK_POINT`` by one more profile; any disagreement is an error. The chunked loss
+(``memprof.losses``) is refused: its number of chunks, ``⌈b·s / CHUNK_SIZE⌉``, is neither a
+symbol a trace keeps nor a polynomial a fit finds.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from memprof.instrument.attention import attention_name
 from memprof.instrument.live import KINDS
 from memprof.instrument.saved import SavedSummary
 from memprof.instrument.session import Instrument
+from memprof.losses import CHUNK_SIZE, training_loss
 from memprof.polynomial import Poly, add_candidate, floor_variable
 from memprof.result import Result
 
@@ -85,6 +88,12 @@ def _check(config: ProfileConfig) -> None:
             f"a formula models the fake engine's step, not engine {config.engine!r}; use engine 'fake' (its target "
             "picks the device modelled)"
         )
+    if config.loss != "full":
+        raise MemprofError(
+            f"loss {config.loss!r} has no closed form: its step runs one chunk per {CHUNK_SIZE} tokens, a count of "
+            "b·s that a trace fixes (and a fit from small sizes never sees); profile it (memprof profile, or compare "
+            "without --fast), or pass --loss full"
+        )
 
 
 # -- the symbolic trace -------------------------------------------------------------------------
@@ -109,7 +118,7 @@ def trace(config: ProfileConfig) -> Formula:
             with inst:
                 inst.begin_forward(batch)
                 with forward():
-                    loss = built.model(**batch).loss
+                    loss = training_loss(built.model, batch, config.loss)
                 inst.begin_backward(loss)
                 kernels.backward(loss)
                 inst.begin_optimizer()

@@ -430,6 +430,8 @@ def track(model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *, n
     Note: real tensors (cpu or cuda) are expected. The saved-tensor figure is the first
     forward's. What a non-reentrant checkpoint keeps inside its regions is recomputed in backward
     (it shows in ``peak_activations``); the regions' inputs are saved tensors like any other.
-    ``dtype`` is the parameters' (``fp32``, ``bf16``, ``fp16``); autocast is not detected.
+    ``dtype`` is the parameters' (``fp32``, ``bf16``, ``fp16``); autocast is not detected. For a
+    causal LM, ``memprof.chunked_causal_lm_loss(model, batch)`` in place of ``model(**batch).loss``
+    is the same loss without the full logits (``memprof.losses``).
     """
     return TrackedStep(model, optimizer, name)

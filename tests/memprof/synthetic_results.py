@@ -57,8 +57,10 @@ def make_result(method: str, seq_len: int, batch_size: int, *, backbone: str = "
 
 def fake_run(config, cache=None) -> Result:
     """A stand-in for memprof.engines.run: deterministic synthetic numbers for ``config``."""
-    return make_result(config.method, config.seq_len, config.batch_size, backbone=config.backbone,
-                       engine=config.engine, target=config.target, dtype=config.dtype, attn=config.attn)
+    result = make_result(config.method, config.seq_len, config.batch_size, backbone=config.backbone,
+                         engine=config.engine, target=config.target, dtype=config.dtype, attn=config.attn)
+    result.loss = config.loss
+    return result
 
 
 GOLDEN_METHODS = ["ft", "lora", "adapter"]

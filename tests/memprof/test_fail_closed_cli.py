@@ -382,7 +382,7 @@ def test_gate_markdown_is_inert():
     from memprof.gate import GateReport, GateRow
     from memprof.reporters.markdown import gate_markdown
 
-    key = ("a|`b`<i>", "ft", 8, 1, "fp32", "fake", "cuda", "first")
+    key = ("a|`b`<i>", "ft", 8, 1, "fp32", "fake", "cuda", "first", "full")
     row = GateRow(key=key, metric="peak", baseline=100, current=200, verdict="regression")
     report = GateReport(rows=[row], tolerance=0.02, warnings=["torch <b>2.0</b> vs `2.1` | *x*"], only_baseline=[key])
     html = _render(gate_markdown(report, update_command="memprof baseline `x` --out b.json"))

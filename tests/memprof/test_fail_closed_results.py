@@ -25,7 +25,7 @@ from memprof import gate
 from memprof.cli import run
 from memprof.errors import MemprofError
 from memprof.reporters import prepare_out_dir
-from memprof.result import Memory, Result, ResultSet, layers_frame, load_results, write_json
+from memprof.result import SCHEMA_VERSION, Memory, Result, ResultSet, layers_frame, load_results, write_json
 
 ROOT = Path(__file__).resolve().parents[2]
 MiB = 1024**2
@@ -140,12 +140,14 @@ BAD_FIELDS = [
                                                    "dropout_mask, normalization, activation_fn, embedding, "
                                                    "reversible_bits, other)"),
     ("results.1.peek", 1, "peek is not a field memprof writes (the fields are backbone, method, engine, target, "
-                          "dtype, attn_implementation, seq_len, batch_size, task, step, status, message, trainable_params, "
+                          "dtype, attn_implementation, seq_len, batch_size, task, step, loss, status, message, trainable_params, "
                           "total_params, memory, layers, step_time_s, environment, timeline, schema_version)"),
-    ("results.1.schema_version", 4, "schema_version is 4, must be 1 or 2 or 3 (the versions this memprof reads); "
+    ("results.1.schema_version", 5, "schema_version is 5, must be 1 or 2 or 3 or 4 (the versions this memprof reads); "
                                     "re-run the profile with this version of memprof"),
     ("results.1.step", "last", "step is 'last' (a string), must be one of first, steady"),
     ("results.1.step", "DELETE", "step is missing, must be a string"),
+    ("results.1.loss", "sum", "loss is 'sum' (a string), must be one of full, chunked"),
+    ("results.1.loss", "DELETE", "loss is missing, must be a string"),
 ]
 
 
@@ -155,7 +157,8 @@ def test_a_bad_field_is_refused_naming_file_result_configuration_and_field(tmp_p
     fix = "" if "re-run" in says else f"; {FIX}"
     label = {"results.1.seq_len": LORA.replace("seq=128", f"seq={value if value == 0 else 128}"),
              "results.1.batch_size": LORA.replace("batch=8", "batch=?"),
-             "results.1.step": f"{LORA} {'?' if value == 'DELETE' else value}"}.get(path, LORA)  # what the file says
+             "results.1.step": f"{LORA} {'?' if value == 'DELETE' else value}",
+             "results.1.loss": f"{LORA} {'?' if value == 'DELETE' else value} loss"}.get(path, LORA)  # what the file says
     assert message == f"results file 'x.json': results[1] ({label}): {says}{fix}"
 
 
@@ -233,25 +236,30 @@ def test_schema_version_must_be_the_integer_1_or_2(tmp_path):
         path = write_text(tmp_path / "x.json", {**two_results(), "schema_version": version})
         with pytest.raises(MemprofError) as exc:
             load_results(path)
-        assert str(exc.value) == (f"results file has schema_version {shown}, this memprof reads 1 or 2 or 3; re-run the "
+        assert str(exc.value) == (f"results file has schema_version {shown}, this memprof reads 1 or 2 or 3 or 4; re-run the "
                                   f"sweep that wrote {str(path)!r} with this version of memprof")
 
 
 def test_valid_files_still_load_and_round_trip(tmp_path):
-    # The committed baseline, exactly as written (CUDA-only metrics null, no layers).
+    # The committed baseline, exactly as written (CUDA-only metrics null, no layers), in this version's
+    # form: written before ``loss`` (schema version 3), it reads with the model's own loss.
     committed = ROOT / "reports" / "baseline" / "baseline.json"
     rs = load_results(committed)
-    assert rs.source == str(committed) and rs.to_dict() == json.loads(committed.read_text())
-    # An earlier baseline, written before ``step`` and ``timeline`` (schema version 2): read as the
-    # first step without a timeline, written as version 3.
+    written = json.loads(committed.read_text())
+    written["schema_version"] = SCHEMA_VERSION
+    for r in written["results"]:
+        r.update(schema_version=SCHEMA_VERSION, loss=r.get("loss", "full"))
+    assert rs.source == str(committed) and rs.to_dict() == written
+    # An earlier baseline, written before ``step``, ``timeline`` and ``loss`` (schema version 2): read
+    # as the first step without a timeline, with the model's own loss, written as this version.
     baseline = ROOT / "tests" / "golden" / "baseline_v2.json"
     rs = load_results(baseline)
     assert len(rs.results) == 72 and rs.source == str(baseline)
     written = json.loads(baseline.read_text())
     assert written["schema_version"] == 2
-    written["schema_version"] = 3
+    written["schema_version"] = SCHEMA_VERSION
     for r in written["results"]:
-        r.update(schema_version=3, step="first", timeline=None)
+        r.update(schema_version=SCHEMA_VERSION, step="first", timeline=None, loss="full")
     assert rs.to_dict() == written
     # A sweep with layers, a failed result, a measured CUDA metric, a step time; and version 1 without
     # the CUDA-only fields at all (they read as null).
@@ -438,7 +446,7 @@ def test_a_key_that_cannot_be_matched_is_unusable_input():
     odd = dataclasses.replace(result(), backbone=["bert-base"])
     assert unusable(ResultSet([result()]), ResultSet([odd])) == (
         "the baseline holds a configuration whose key is not text and numbers (backbone=['bert-base'], method='ft', "
-        "seq_len=128, batch_size=8, dtype='fp32', engine='fake', target='cuda', step='first'); regenerate it with memprof"
+        "seq_len=128, batch_size=8, dtype='fp32', engine='fake', target='cuda', step='first', loss='full'); regenerate it with memprof"
     )
 
 

@@ -82,7 +82,7 @@ def test_profile_cli_records_the_step(cli, tiny_opt, tmp_path):
     assert code == 0, err
     assert "| steady step |" in out
     (r,) = load_results(tmp_path / "r.json").results
-    assert r.step == "steady" and r.key[-1] == "steady"
+    assert r.step == "steady" and r.key[-2:] == ("steady", "full")
     code, out, err = cli("profile", "--backbone", tiny_opt, "--seq-len", "8", "--step", "second")
     assert code == 2 and err.strip().splitlines() == [
         "error: unknown step 'second'; use one of first, steady (--step steady profiles a step with the optimizer "

@@ -35,7 +35,7 @@ def result(method="ft", seq_len=128, saved=100 * MiB, peak_act=None, peak=None, 
     )
 
 
-KEY = ("bert-base", "ft", 128, 8, "fp32", "fake", "cuda", "first")
+KEY = ("bert-base", "ft", 128, 8, "fp32", "fake", "cuda", "first", "full")
 
 
 def test_identical_sets_pass_with_one_ok_row_per_metric():
@@ -98,8 +98,8 @@ def test_one_sided_configurations_are_listed_not_compared():
     base = ResultSet([result(), result("lora")])
     cur = ResultSet([result(), result("adapter")])
     report = compare(cur, base)
-    assert report.only_baseline == [("bert-base", "lora", 128, 8, "fp32", "fake", "cuda", "first")]
-    assert report.only_current == [("bert-base", "adapter", 128, 8, "fp32", "fake", "cuda", "first")]
+    assert report.only_baseline == [("bert-base", "lora", 128, 8, "fp32", "fake", "cuda", "first", "full")]
+    assert report.only_current == [("bert-base", "adapter", 128, 8, "fp32", "fake", "cuda", "first", "full")]
     assert report.compared == 1 and report.passed
 
 
@@ -118,7 +118,7 @@ def test_frame_holds_exact_data():
     frame = compare(ResultSet([result(saved=110)]), ResultSet([result(saved=100)]), metrics=("saved_activations",)).frame()
     assert frame.to_dict("records") == [{
         "backbone": "bert-base", "method": "ft", "seq_len": 128, "batch_size": 8, "dtype": "fp32", "engine": "fake",
-        "target": "cuda", "step": "first", "metric": "saved_activations", "baseline": 100, "current": 110, "delta": 10,
+        "target": "cuda", "step": "first", "loss": "full", "metric": "saved_activations", "baseline": 100, "current": 110, "delta": 10,
         "change": pytest.approx(0.1), "verdict": "regression", "baseline_status": "ok", "current_status": "ok",
     }]
 
@@ -159,9 +159,11 @@ def test_parse_metrics():
 
 def test_key_label():
     assert key_label(KEY) == "bert-base ft seq=128 batch=8 fp32 fake->cuda"
-    assert key_label(("opt-125m", "lora", 64, 2, "bf16", "cpu", "cpu", "first")) == "opt-125m lora seq=64 batch=2 bf16 cpu"
-    assert key_label(("opt-125m", "lora", 64, 2, "bf16", "cpu", "cpu", "steady")) == (
+    assert key_label(("opt-125m", "lora", 64, 2, "bf16", "cpu", "cpu", "first", "full")) == "opt-125m lora seq=64 batch=2 bf16 cpu"
+    assert key_label(("opt-125m", "lora", 64, 2, "bf16", "cpu", "cpu", "steady", "full")) == (
         "opt-125m lora seq=64 batch=2 bf16 cpu steady")
+    assert key_label(("opt-125m", "lora", 64, 2, "bf16", "cpu", "cpu", "steady", "chunked")) == (
+        "opt-125m lora seq=64 batch=2 bf16 cpu steady chunked loss")
 
 
 def test_summary_and_markdown():
@@ -201,16 +203,17 @@ def test_a_version_1_baseline_still_gates(tmp_path):
     old = result(saved=100 * MiB)
     old.layers = layers_frame([{"module": "bert.encoder", "saved_bytes": 100 * MiB, "categories": {"other": 100 * MiB}}])
     data = ResultSet([old]).to_dict()
-    assert data["schema_version"] == SCHEMA_VERSION == 3
+    assert data["schema_version"] == SCHEMA_VERSION == 4
     (tmp_path / "v1.json").write_text(json.dumps({**data, "schema_version": 1,
                                                   "results": [{**data["results"][0], "schema_version": 1}]}))
     (read,) = load_results(tmp_path / "v1.json").results
-    assert read.schema_version == 3 and read.layers["reversible_bits"].tolist() == [0] and read.step == "first"
+    assert read.schema_version == 4 and read.layers["reversible_bits"].tolist() == [0] and read.step == "first"
+    assert read.loss == "full"
     assert read.layers["other"].tolist() == [100 * MiB]
     assert compare(ResultSet([result(saved=100 * MiB)]), load_results(tmp_path / "v1.json")).passed
-    for version in (0, 4):
+    for version in (0, 5):
         (tmp_path / f"v{version}.json").write_text(json.dumps({**data, "schema_version": version}))
-        with pytest.raises(MemprofError, match=f"schema_version {version}, this memprof reads 1 or 2 or 3"):
+        with pytest.raises(MemprofError, match=f"schema_version {version}, this memprof reads 1 or 2 or 3 or 4"):
             load_results(tmp_path / f"v{version}.json")
 
 

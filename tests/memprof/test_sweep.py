@@ -64,7 +64,7 @@ def test_grid_configs_method_major_and_options():
     assert g.target == "cuda" and g.task == "classification"  # resolved as ProfileConfig does
     assert g.options() == {"backbone": "bart-large", "methods": ["ft", "lora", "adapter"], "seq_lens": [128, 256],
                            "batch_sizes": [2, 4], "engine": "fake", "target": "cuda", "dtype": "fp32", "attn": "sdpa",
-                           "task": "classification", "step": "first"}
+                           "task": "classification", "step": "first", "loss": "full"}
     assert sweep.Grid.from_options(g.options()) == g
     assert g.command() == ("memprof compare --backbone bart-large --methods ft,lora,adapter --seq-lens 128,256 "
                            "--batch-sizes 2,4 --engine fake --target cuda --dtype fp32 --attn sdpa --task classification")
@@ -121,7 +121,7 @@ def test_failures_are_recorded_and_the_sweep_goes_on(tmp_path):
     assert (by[("lora", 256, 4)].status, by[("lora", 256, 4)].message) == (
         "oom", "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB")
     assert (by[("adapter", 256, 4)].status, by[("adapter", 256, 4)].message) == ("oom", "MemoryError")
-    assert by[("lora", 128, 2)].key == ("bart-large", "lora", 128, 2, "fp32", "fake", "cuda", "first")
+    assert by[("lora", 128, 2)].key == ("bart-large", "lora", 128, 2, "fp32", "fake", "cuda", "first", "full")
     assert sum(r.status == "ok" for r in rs.results) == 9
 
 
