@@ -4,6 +4,7 @@ They read only ``memprof.result`` objects and never run a model (memray's shape:
 has functions returning plain data, which tests assert exactly, and a ``render``).
 
     table.py     results.csv, layers.csv and the summary table shared by every view
+    exactness.py the section "What exactness costs": exact MEFT beside its float twin
     plots.py     the PNG plots (matplotlib Agg; canvas.py: what the figures share)
     timeline.py  timeline.png: live memory through one step, stacked by part, per method
     html.py      report.html, self-contained

@@ -11,7 +11,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from memprof.reporters import plots
+from memprof.reporters import exactness, plots
 from memprof.reporters.table import TEXT_HEADERS, summary_data, summary_sentence
 from memprof.result import ResultSet
 
@@ -56,6 +56,15 @@ def _table(headers: list[str], rows: list[list[str]], *, cls: str = "") -> str:
     return "".join(out)
 
 
+def _exactness(data: dict[str, Any] | None) -> str:
+    """The section "What exactness costs" (``exactness.exactness_data``); "" without a pair."""
+    if data is None:
+        return ""
+    note = exactness.skipped_note(data)
+    return (f"<h2>{html.escape(exactness.TITLE)}</h2>\n<p>{html.escape(exactness.INTRO)}</p>\n{_table(*data['table'])}"
+            + (f'\n<p class="about">{html.escape(note)}</p>' if note else ""))
+
+
 def to_html(data: dict[str, Any]) -> str:
     esc = html.escape
     about, line = data["about"], summary_sentence(data)
@@ -77,6 +86,7 @@ def to_html(data: dict[str, Any]) -> str:
         headline=headline,
         figures=figures,
         table=_table(*data["table"]),
+        exactness=_exactness(data["exactness"]),
         closed_form=data.get("closed_form", ""),
         environment=_table(["", "value"], env_rows, cls="env"),
         command=esc(data["command"] or "(not recorded)"),

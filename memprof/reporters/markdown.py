@@ -17,6 +17,7 @@ from typing import Any
 
 from memprof.errors import MemprofError
 from memprof.gate import GateReport, GateRow, format_change, key_label, summary
+from memprof.reporters import exactness
 from memprof.reporters.table import TEXT_HEADERS, summary_data, summary_sentence
 from memprof.result import ResultSet
 from memprof.units import format_bytes
@@ -66,6 +67,10 @@ def to_markdown(data: dict[str, Any]) -> str:
         lines += [markdown_table(*data["headline"]), ""]
     lines += ["### Every configuration", "", markdown_table(*data["table"]), ""]
     lines += ["Reductions are against `ft` at the same sequence length and batch size.", ""]
+    if (cost := data["exactness"]) is not None:
+        lines += [f"### {exactness.TITLE}", "", md_text(exactness.INTRO), "", markdown_table(*cost["table"]), ""]
+        if note := exactness.skipped_note(cost):
+            lines += [md_text(note), ""]
     if data["command"]:
         lines += ["Reproduce with:", "", *_fence(data["command"], "sh"), ""]
     return "\n".join(lines)

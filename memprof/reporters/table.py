@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from memprof.module_names import layer_group
+from memprof.reporters.exactness import exactness_data
 from memprof.result import CATEGORIES, CUDA_ONLY_METRICS, Result, ResultSet
 from memprof.units import HEADLINE_METRICS, METRICS, format_bytes, unit_for
 
@@ -187,8 +188,8 @@ def summary_cells(frame: pd.DataFrame, *, per_config: bool = True) -> tuple[list
     return headers, rows
 
 
-#: Columns of ``summary_cells`` holding text (left-aligned); the others are numbers.
-TEXT_HEADERS = ("method", "status")
+#: Columns of ``summary_cells`` and ``exactness.exactness_cells`` holding text (left-aligned); the others are numbers.
+TEXT_HEADERS = ("method", "status", "float twin")
 
 
 def describe(rs: ResultSet) -> dict[str, str]:
@@ -219,6 +220,7 @@ def summary_data(rs: ResultSet) -> dict[str, Any]:
         "largest": largest,
         "headline": summary_cells(headline_frame(rs), per_config=False),
         "table": summary_cells(frame),
+        "exactness": exactness_data(rs, method_order(rs)),
         "command": rs.command,
     }
 
