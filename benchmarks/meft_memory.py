@@ -3,10 +3,10 @@ the fake engine.
 
 bert-base width (hidden 768, 12 heads) at 6, 12 and 24 layers, seq 512, batch 8, fp32, eager
 attention, target cpu (the MEFT issue's setting). A fully reversible stack keeps its two top streams
-(int64 fixed point in exact arithmetic, fp32 in float arithmetic) and, in exact arithmetic only, the
-low bits each scaling by lam or beta = 13/128 dropped: one byte per element of each scaled stream per
-layer (meft1 scales x1, meft2 x2, meft3 both), i.e. B*T*H bytes per layer for meft1 and meft2 and
-twice that for meft3 (saved-activation category ``reversible_bits``). Its floor is those streams and
+(int64 fixed point in exact arithmetic for this fp32 model, fp32 in float arithmetic) and, in exact
+arithmetic only, what each scaling by lam or beta = 13/128 dropped: 4 bits per element of each scaled
+stream per layer, packed (meft1 scales x1, meft2 x2, meft3 both), i.e. B*T*H/2 bytes per layer for
+meft1 and meft2 and twice that for meft3 (saved-activation category ``reversible_bits``). Its floor is those streams and
 bits plus one layer's recomputation with frozen weights (the saved bytes of one lora layer: frozen
 linears save no input for a weight gradient; ft's layer saves more, so it would overstate the floor).
 
@@ -79,7 +79,7 @@ def main() -> None:
     frozen_layer = (results[(top, "lora")].memory.saved_activations
                     - results[(bottom, "lora")].memory.saved_activations) // (top - bottom)
     print(f"bert-base width, seq {SEQ}, batch {BATCH}, fp32, eager, fake engine target cpu. One stream has "
-          f"B*T*H = {elements:,} elements: one byte each is {elements / MIB:.0f} MiB. Floor = two top streams "
+          f"B*T*H = {elements:,} elements: half a byte each is {elements / 2 / MIB:.1f} MiB. Floor = two top streams "
           f"+ kept bits + one frozen layer ({frozen_layer / MIB:.0f} MiB); meft3 recomputes its attention and "
           "feed-forward blocks one at a time, so it stays below. Under the classification head meft1 and meft2 keep "
           f"the top layer's graph (cache_top_layer): {reversible_layers(results[(top, 'meft1')])} of {top} layers "

@@ -1,7 +1,7 @@
 """Fixed-point streams for exact reversible arithmetic (MacKay et al., "Reversible Recurrent Neural
 Networks", NeurIPS 2018), as MEFT's ``arithmetic="exact"`` uses them.
 
-A stream value x is held as the integer X = trunc(x * 2^fraction) of a ``Format`` chosen by the
+A stream value x is held as the integer X = round(x * 2^fraction) of a ``Format`` chosen by the
 model's dtype (``format_for``). Integer addition and subtraction are exact, and a scale lam = m / 2^k
 (a ``Dyadic``) is applied as Y = floor(X * m / 2^k), keeping what the division drops so that X comes
 back exactly (NOTE [ Kept bits ]).
@@ -51,7 +51,7 @@ MAX_SHIFT = 8
 
 @dataclass(frozen=True)
 class Format:
-    """x is held as the integer trunc(x * 2^fraction) of ``dtype``, with |x| < 2^range_bits."""
+    """x is held as the integer round(x * 2^fraction) of ``dtype``, with |x| < 2^range_bits."""
 
     dtype: torch.dtype
     fraction: int
@@ -71,7 +71,7 @@ class Format:
         return torch.iinfo(self.dtype).bits
 
     def __str__(self) -> str:
-        return f"{str(self.dtype).removeprefix('torch.')}, {self.fraction} fraction bits, |x| < 2^{self.range_bits}"
+        return f"{str(self.dtype).removeprefix('torch.')}, {self.fraction} fraction bits, range 2^{self.range_bits}"
 
 
 WIDE = Format(torch.int64, 32, 22)
@@ -136,14 +136,15 @@ def dyadic(name: str, value: float) -> Dyadic:
 
 
 def encode(x: torch.Tensor, fmt: Format) -> torch.Tensor:
-    """Float tensor -> fixed point, truncating below 2^-fraction (deterministic).
+    """Float tensor -> fixed point, rounded to the nearest multiple of 2^-fraction (ties to even:
+    deterministic and unbiased; truncation's bias toward zero adds up over deep stacks).
 
     Scaling by 2^fraction is exact in float32, bfloat16 and float64 (a power of two within their
     exponent range); float16's range is too small, so it goes through float32.
     """
     if x.dtype == torch.float16:
         x = x.float()
-    return (x * fmt.one).to(fmt.dtype)
+    return (x * fmt.one).round_().to(fmt.dtype)
 
 
 def decode(raw: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -192,15 +192,17 @@ def test_formats_by_dtype():
         assert 2 * 2 ** (fmt.range_bits + fmt.fraction) <= 2 ** (fmt.bits - 1)
 
 
-def test_encoding_round_trips_values_on_the_formats_grid_and_truncates_below_it():
+def test_encoding_round_trips_values_on_the_formats_grid_and_rounds_to_it():
     gen = torch.Generator().manual_seed(0)
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
         fmt = fx.format_for(dtype)
         x = (torch.randn(1000, generator=gen) * 100).to(dtype)
-        on_grid = (torch.trunc(x.double() * fmt.one) / fmt.one).to(dtype)
+        on_grid = (torch.round(x.double() * fmt.one) / fmt.one).to(dtype)
         assert torch.equal(fx.decode(fx.encode(on_grid, fmt), dtype), on_grid)
-        error = (fx.decode(fx.encode(x, fmt), torch.float64) - x.double()).abs()
-        assert error.max() < 2.0**-fmt.fraction  # truncation below the grid, nothing more
+        error = fx.decode(fx.encode(x, fmt), torch.float64) - x.double()
+        assert error.abs().max() <= 2.0 ** -(fmt.fraction + 1)  # to the nearest point of the grid
+    half = torch.tensor([0.5, 1.5, 2.5, -0.5, -1.5]) / fx.WIDE.one  # ties go to even
+    assert fx.encode(half, fx.WIDE).tolist() == [0, 2, 2, 0, -2]
 
 
 def test_a_stream_float16_cannot_hold_is_an_error_not_inf():
@@ -220,3 +222,68 @@ def test_gradient_fidelity_leaves_the_callers_rng_as_it_was():
     before = torch.get_rng_state()
     meft.gradient_fidelity(model, _batch("bert-cls"))
     assert torch.equal(torch.get_rng_state(), before)
+
+
+def _kept_tensors(model, batch) -> tuple[torch.Tensor, list[tuple[int, list[int]]]]:
+    """The loss, the uint8 tensors the forward saved (kept bits, in layer order), and, as backward
+    restores each reversible layer, that layer and the bytes each kept tensor then holds."""
+    kept: list[torch.Tensor] = []
+
+    def pack(t):
+        if t.dtype == torch.uint8:
+            kept.append(t)
+        return t
+
+    seen: list[tuple[int, list[int]]] = []
+    for _, stack in stacks(model):
+        stack.observer = lambda phase, i, *_: seen.append((i, [t.untyped_storage().nbytes() for t in kept])) \
+            if phase == "backward" else None
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = model(**batch).loss
+    return loss, kept, seen
+
+
+def test_each_layers_kept_bits_are_freed_once_backward_has_restored_it():
+    model = meft.convert(tiny_model("bert-cls", num_hidden_layers=5), meft.MEFTConfig(variant="meft1"))
+    loss, kept, seen = _kept_tensors(model, _batch("bert-cls"))
+    assert len(kept) == 4  # layers 0-3 reversible (the top layer keeps its graph), one scaled stream each
+    held = [t.untyped_storage().nbytes() for t in kept]
+    assert all(n > 0 for n in held)
+    loss.backward()
+    assert [i for i, _ in seen] == [3, 2, 1, 0]
+    for i, sizes in seen:  # layers i and above are freed, those below still held
+        assert sizes == [n if j < i else 0 for j, n in enumerate(held)]
+
+
+def test_a_second_backward_through_an_exact_stack_is_refused():
+    model = meft.convert(tiny_model("bert-cls", num_hidden_layers=3), meft.MEFTConfig(variant="meft1"))
+    loss = model(**_batch("bert-cls")).loss
+    loss.backward(retain_graph=True)
+    with pytest.raises(meft.MEFTError, match=r"backward ran twice through a reversible stack .*\(retain_graph"):
+        loss.backward()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_a_negative_stream_past_the_range_is_an_error(dtype):
+    limit = fx.format_for(dtype).limit
+    model = _deep("opt-causal-lm", dtype, "meft1")
+    with torch.no_grad():  # F's output below -limit: its magnitude is what leaves the range
+        model.model.decoder.layers[0].base_layers[2].fc2.bias.fill_(-1.5 * limit)
+    with pytest.raises(meft.MEFTError) as info:
+        model(**_batch("opt-causal-lm"))
+    message = str(info.value)
+    assert message.startswith("decoder layer 2: F's output reaches -") is False
+    assert message.startswith("decoder layer 2: F's output reaches ") and f"= {int(limit)})" in message
+
+
+@pytest.mark.parametrize("fmt", [fx.WIDE, fx.NARROW], ids=str)
+def test_a_negative_stream_at_the_range_is_an_error_and_the_most_negative_integer_does_not_wrap(fmt):
+    inside = torch.tensor([-(2 ** (fmt.range_bits + fmt.fraction)) + 2**fmt.fraction, 5], dtype=fmt.dtype)  # 1 inside
+    at_limit = torch.tensor([-(2 ** (fmt.range_bits + fmt.fraction)), 5], dtype=fmt.dtype)
+    most_negative = torch.tensor([torch.iinfo(fmt.dtype).min, 5], dtype=fmt.dtype)  # a non-finite value's encoding
+    fx.check_range([("stream y1", fx.int_magnitude(inside), fmt.limit)], fmt)
+    assert float(fx.int_magnitude(at_limit)) == fmt.limit
+    assert float(fx.int_magnitude(most_negative)) == 2 ** (fmt.bits - 1) / fmt.one
+    for raw in (at_limit, most_negative):
+        with pytest.raises(meft.MEFTError, match=rf"stream y1 reaches .*range \(\|x\| < 2\^{fmt.range_bits} = "):
+            fx.check_range([("stream y1", fx.int_magnitude(raw), fmt.limit)], fmt)
