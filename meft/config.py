@@ -112,7 +112,7 @@ class MEFTConfig:
         "task head (classification, QA); not under an LM head, whose logits are live when backward starts, "
         "nor for meft3, which recomputes half a layer at a time."))
     arithmetic: str = field(default="exact", metadata=_help(
-        "'exact': streams in fixed point (int64 for float32 models, int32 for 16-bit ones), lam and beta "
+        "'exact': streams in fixed point (int64 for float32 and float16 models, int32 for bfloat16), lam and beta "
         "rounded to multiples of 1/256 (0.1 -> 13/128), what each scaling drops kept per layer (4 bits per "
         "element for 13/128), so reversible gradients equal ordinary backprop at any "
         "depth and dtype; 'float': the paper's float arithmetic, whose inverse loses about 3.3 bits per layer."))

@@ -8,8 +8,8 @@ float tensor F and G read and autograd differentiates:
 
 - ``FloatArithmetic`` (the paper's): raw and carrier are the same float tensor. The inverse divides
   by lam or beta and loses about log2(1/lam) bits per layer (docs/MEFT.md, "Exact arithmetic").
-- ``ExactArithmetic``: raw is a fixed-point integer tensor (int64 for float32 and float64 models,
-  int32 for 16-bit ones: meft.fixed_point NOTE [ Formats ]), lam and beta are dyadic rationals, and
+- ``ExactArithmetic``: raw is a fixed-point integer tensor (int64 for float32, float64 and float16
+  models, int32 for bfloat16 ones: meft.fixed_point NOTE [ Formats ]), lam and beta are dyadic rationals, and
   what a scaling drops is kept (packed), so every inverse is exact. Inverses work in the memory of
   the raw outputs they invert: backward holds one pair of integer streams, not three. The carrier is
   the raw value decoded to the model's dtype; F's and G's outputs are encoded by a deterministic
@@ -158,7 +158,7 @@ class ExactArithmetic:
         return stream.raw
 
     def measure(self, where: str, f, y1, g, y2, checks: list) -> None:
-        """Append (what, magnitude) for F's and G's outputs and both new streams (see fixed_point NOTE [ Range ])."""
+        """Append (what, magnitude) for F's and G's outputs and both new streams (see meft.fixed_point NOTE [ Formats ])."""
         if not fx.has_values(y1):
             return
         out_limit, stream_limit = self.format.limit, fx.stream_limit(self.dtype)

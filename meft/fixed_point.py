@@ -10,15 +10,17 @@ NOTE [ Formats ]
 A format needs enough fraction bits for the model's own precision and enough integer bits for the
 family's range; nothing wider, since the streams and backward's integer temporaries count against
 the method's memory.
-  * float32 and float64 models: int64, 32 fraction bits, |x| < 2^22 (about 4.2 million).
-    float32 carries 24 significant bits, so 2^-32 is far below the rounding of any stream value
-    above 2^-8.
-  * bfloat16 and float16 models: int32, 14 fraction bits, |x| < 2^16 = 65536 (float16's whole
-    range; bfloat16 models' largest hidden values, OPT's and Llama's outliers included, are in the
-    thousands). bfloat16 carries 8 significant bits and float16 11, so 2^-14 is below their own
-    rounding for every value above 2^-7 (bfloat16) or 2^-4 (float16); smaller values are held to
-    2^-14 absolute, which is below the rounding of the sums they enter (measured against float
-    arithmetic in docs/MEFT.md).
+  * float32, float64 and float16 models: int64, 32 fraction bits, |x| < 2^22 (about 4.2 million;
+    float16 streams are further held to 65504, what they decode to). float32 carries 24 significant
+    bits and float16 11, so 2^-32 is far below their rounding of any value that matters. (float16
+    in int32 would need 2^-18 steps for the small residual streams of pre-LayerNorm decoders, whose
+    values are around 0.02, and then could not hold float16's range.)
+  * bfloat16 models: int32, 16 fraction bits, |x| < 2^14 = 16384 (the largest hidden values of
+    bfloat16 models, OPT's and Llama's outliers included, are in the thousands). bfloat16 carries 8
+    significant bits: its rounding error is about 2^-9 of a value, so a fixed step of 2^-16 (rounding
+    error 2^-16 / sqrt(12) = 4.4e-6) adds a few percent of bfloat16's own error even on a stream of
+    RMS 0.02, and nothing measurable on larger ones (measured against float arithmetic in
+    docs/MEFT.md).
 Both stream and F/G outputs stay below 2^(bits - 2), so that y = lam * x + F(x2) cannot wrap.
 
 NOTE [ Kept bits ]
@@ -75,13 +77,13 @@ class Format:
 
 
 WIDE = Format(torch.int64, 32, 22)
-NARROW = Format(torch.int32, 14, 16)
+NARROW = Format(torch.int32, 16, 14)
 _BY_INT = {WIDE.dtype: WIDE, NARROW.dtype: NARROW}
 
 
 def format_for(dtype: torch.dtype) -> Format:
     """The format of streams that decode to ``dtype`` (NOTE [ Formats ])."""
-    return NARROW if dtype in (torch.bfloat16, torch.float16) else WIDE
+    return NARROW if dtype == torch.bfloat16 else WIDE
 
 
 def format_of(raw: torch.Tensor) -> Format:

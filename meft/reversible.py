@@ -25,8 +25,8 @@ Autocast settings of the forward are re-entered for the recomputation, as checkp
 NOTE [ One backward ]
 In exact arithmetic backward restores each layer's input streams in the memory of its output
 streams, the top ones included (those the Function saved), and frees each layer's kept bits once it
-is restored: at any moment it holds one pair of integer streams and the kept bits of the layers
-below. So the saved state is used up by one backward; a second one (retain_graph) is refused.
+is restored: at any moment it holds one pair of integer streams, the kept bits of the layers below,
+and, while a layer is undone, one stream-sized integer temporary (an encoded F or G output). So the saved state is used up by one backward; a second one (retain_graph) is refused.
 
 NOTE [ Exactness needs identical recomputation ]
 In exact arithmetic a layer's input comes back bit for bit only if F and G recomputed in backward
@@ -56,7 +56,8 @@ from meft.families import Call, LayerKind
 from meft.variants import make_adapters, sub_networks
 
 #: observer(phase, layer, raw1, raw2): phase "forward" sees each reversible layer's input streams,
-#: "backward" their reconstruction (meft.diagnostics uses it).
+#: "backward" their reconstruction (meft.diagnostics uses it). The tensors are valid during the call
+#: only: exact arithmetic's backward reuses their memory for the layers below (clone to keep them).
 Observer = Callable[[str, int, torch.Tensor, torch.Tensor], None]
 
 

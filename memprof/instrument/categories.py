@@ -22,9 +22,9 @@ never counted (it is ``Memory.parameters``).
 NOTE [ MEFT's kept bits ]
 MEFT's reversible Function (``meft.reversible``) saves everything its backward needs in one node,
 ``_ReversibleFunctionBackward``: the two streams atop its layers, the call's tensors (masks), and, in
-exact arithmetic, int64 checksums of each layer's input (on real tensors only) and the low bits each
-scaling by lam or beta dropped, one uint8 per element of each scaled stream per layer
-(meft.fixed_point). Those bits are what grows with depth and what exact arithmetic costs over float
+exact arithmetic, int64 checksums of each layer's input and what each scaling by lam or beta
+dropped, packed into uint8 bit planes (4 bits per element of each scaled stream per layer for 13/128;
+meft.fixed_point NOTE [ Kept bits ]). Those bits are what grows with depth and what exact arithmetic costs over float
 arithmetic, so they get their own category, ``reversible_bits``: the uint8 tensors that node saves.
 Its other tensors stay ``other``.
 """

@@ -7,8 +7,8 @@ Each converts the task model with ``meft.convert`` and the defaults of ``meft.ME
 top one, whose graph meft keeps: ``cache_top_layer``), only ``arithmetic`` set: PLM weights and
 embeddings frozen, adapters and the task head trainable. Conversion works on the meta device.
 
-Exact arithmetic carries both streams in fixed point (int64 for float32 models, int32 for bfloat16
-and float16 ones) and keeps, per reversible layer, what each scaling by lam or beta drops: 4 bits per
+Exact arithmetic carries both streams in fixed point (int64 for float32 and float16 models, int32
+for bfloat16 ones) and keeps, per reversible layer, what each scaling by lam or beta drops: 4 bits per
 element of each scaled stream for 13/128, packed (saved-activation category ``reversible_bits``).
 lam = 0.1 becomes 13/128. Float arithmetic keeps nothing per layer
 but its inverse loses about 3.3 bits per layer; the ``-float`` methods show what exactness costs.

@@ -184,10 +184,11 @@ def test_packing_round_trips_any_width_and_hidden_size():
 
 
 def test_formats_by_dtype():
-    assert fx.format_for(torch.float32) is fx.format_for(torch.float64) is fx.WIDE
-    assert fx.format_for(torch.bfloat16) is fx.format_for(torch.float16) is fx.NARROW
+    assert fx.format_for(torch.float32) is fx.format_for(torch.float64) is fx.format_for(torch.float16) is fx.WIDE
+    assert fx.format_for(torch.bfloat16) is fx.NARROW
     assert (fx.WIDE.dtype, fx.WIDE.fraction, fx.WIDE.limit) == (torch.int64, 32, 2.0**22)
-    assert (fx.NARROW.dtype, fx.NARROW.fraction, fx.NARROW.limit) == (torch.int32, 14, 2.0**16)
+    assert (fx.NARROW.dtype, fx.NARROW.fraction, fx.NARROW.limit) == (torch.int32, 16, 2.0**14)
+    assert fx.stream_limit(torch.float16) == 65504 and fx.stream_limit(torch.bfloat16) == 2.0**14
     for fmt in (fx.WIDE, fx.NARROW):  # a stream plus an F output stays inside the integer: nothing wraps
         assert 2 * 2 ** (fmt.range_bits + fmt.fraction) <= 2 ** (fmt.bits - 1)
 
@@ -207,7 +208,7 @@ def test_encoding_round_trips_values_on_the_formats_grid_and_rounds_to_it():
 
 def test_a_stream_float16_cannot_hold_is_an_error_not_inf():
     model = _deep("opt-causal-lm", torch.float16, "meft1")
-    with torch.no_grad():  # within the fixed-point range (2^16), beyond float16's 65504
+    with torch.no_grad():  # within the fixed-point range (2^22), beyond float16's 65504
         model.model.decoder.layers[0].base_layers[3].fc2.bias.fill_(40000.0)
     with pytest.raises(meft.MEFTError) as info:
         model(**_batch("opt-causal-lm"))

@@ -141,8 +141,9 @@ def test_reversible_stack_keeps_its_streams_and_the_kept_bits(tiny, family, meth
     tokens = B * S * H  # elements of one stream
     stream = I64 if method in EXACT_MEFT else F32  # exact arithmetic: int64 fixed point
     for stack, layers in zip(stacks.to_dict("records"), reversible(family, method)):
-        # one uint8 per element of each scaled stream per reversible layer (float arithmetic keeps none)
-        assert stack["reversible_bits"] == layers * EXACT_MEFT.get(method, 0) * tokens
+        # 4 bits per element of each scaled stream per reversible layer (lam or beta = 13/128), packed 8 elements a
+        # byte along the hidden size (float arithmetic keeps none)
+        assert stack["reversible_bits"] == layers * EXACT_MEFT.get(method, 0) * B * S * -(-H // 8) * 4
         # the two streams atop the reversible layers, and the layer call's tensors that nothing saved before: OPT's
         # position ids (B, S) int64; for BART's decoder, the encoder's output in exact arithmetic (in
         # float arithmetic it is the encoder stack's top stream, which that stack saved first)

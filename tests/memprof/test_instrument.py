@@ -190,7 +190,7 @@ def test_categories_come_from_the_saving_operator():
 
 
 def test_category_of_node_and_dtype():
-    # MEFT's reversible node saves its kept bits as uint8, next to int64 streams and checksums.
+    # MEFT's reversible node saves its kept bits as uint8, next to its integer streams and int64 checksums.
     assert categories.category("_ReversibleFunctionBackward", torch.uint8) == "reversible_bits"
     assert categories.category("_ReversibleFunctionBackward", torch.int64) == "other"
     assert categories.category("_ReversibleFunctionBackward", torch.float32) == "other"
