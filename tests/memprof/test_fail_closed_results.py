@@ -241,15 +241,20 @@ def test_schema_version_must_be_the_integer_1_or_2(tmp_path):
 
 
 def test_valid_files_still_load_and_round_trip(tmp_path):
-    # The committed baseline, exactly as written (CUDA-only metrics null, no layers), in this version's
-    # form: written before ``loss`` (schema version 3), it reads with the model's own loss.
+    # The committed baseline, exactly as written (CUDA-only metrics null, no layers).
     committed = ROOT / "reports" / "baseline" / "baseline.json"
     rs = load_results(committed)
-    written = json.loads(committed.read_text())
+    assert rs.source == str(committed) and rs.to_dict() == json.loads(committed.read_text())
+    # The baseline committed before it, written before ``loss`` (schema version 3): it reads with the
+    # model's own loss, in this version's form.
+    v3 = ROOT / "tests" / "golden" / "baseline_v3.json"
+    rs = load_results(v3)
+    written = json.loads(v3.read_text())
+    assert written["schema_version"] == 3 and len(rs.results) == 108
     written["schema_version"] = SCHEMA_VERSION
     for r in written["results"]:
-        r.update(schema_version=SCHEMA_VERSION, loss=r.get("loss", "full"))
-    assert rs.source == str(committed) and rs.to_dict() == written
+        r.update(schema_version=SCHEMA_VERSION, loss="full")
+    assert rs.to_dict() == written
     # An earlier baseline, written before ``step``, ``timeline`` and ``loss`` (schema version 2): read
     # as the first step without a timeline, with the model's own loss, written as this version.
     baseline = ROOT / "tests" / "golden" / "baseline_v2.json"
