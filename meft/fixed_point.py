@@ -26,12 +26,13 @@ Both stream and F/G outputs stay below 2^(bits - 2), so that y = lam * x + F(x2)
 NOTE [ Kept bits ]
 X * m = Y * 2^k + r with 0 <= r < 2^k. Given Y, r is one of the values congruent to -Y * 2^k modulo
 m, so only j = r // m needs keeping: (2^k - 1) // m + 1 values, ``Dyadic.kept_bits`` bits (4 for
-13/128, against the 7 bits of r: log2(128/13) = 3.3 is the information the scaling destroys; 3 for
-1/8). They are packed along the hidden dimension, ``kept_bits`` bits per element (bit planes, 8
-elements a byte). ``scale`` never forms X * m, which could overflow: X = q * 2^k + (X mod 2^k), so
-Y = q * m + floor((X mod 2^k) * m / 2^k) with a small product. ``unscale_`` rebuilds
-X * m = Y * 2^k + r and divides by m exactly by multiplying with m's inverse modulo 2^bits (m odd):
-the true X fits, so the wrapped products give it bit for bit.
+13/128, against the 7 bits of r: log2(128/13) = 3.3 is the information the scaling destroys). Indices
+of at most 4 bits are packed two a byte along the hidden dimension (13/128: half a byte per element;
+1/8's 3 bits take 4 as well), wider ones a byte each. ``scale`` never forms X * m, which could
+overflow: X = q * 2^k + (X mod 2^k), so Y = q * m + floor((X mod 2^k) * m / 2^k), the second term
+and j both read from tables indexed by X mod 2^k. ``unscale_`` rebuilds X * m = Y * 2^k + r and
+divides by m exactly by multiplying with m's inverse modulo 2^bits (m odd): the true X fits, so the
+wrapped products give it bit for bit.
 
 Range checks: F and G outputs and the new streams are checked against the format's bound (a
 non-finite output fails the check); checks are skipped on fake and meta tensors, which have no values.
@@ -159,19 +160,20 @@ def decode(raw: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 def scale(x: torch.Tensor, d: Dyadic) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(floor(x * m / 2^k), the packed indices that restore x; NOTE [ Kept bits ]), or (x, None) for 1.
 
-    ``x`` is left as it was; the result is a new tensor unless d is 1.
+    ``x`` is left as it was; the result is a new tensor unless d is 1. Both what the low k bits of x
+    add to the result and the index they leave are functions of those k bits alone, so they are
+    read from two tables of 2^k entries (no product that could overflow, no integer division).
     """
     if d.is_one:
         return x, None
     if d.k == 0:  # m = -1
         return x * d.m, None
-    low = x & (2**d.k - 1)  # x mod 2^k
-    y = (x >> d.k).mul_(d.m)  # floor(x / 2^k) * m
-    low.mul_(d.m)  # |.| < 2^(k + MAX_SHIFT): no overflow
-    y.add_(low >> d.k)
-    low.bitwise_and_(2**d.k - 1)  # r = (x * m) mod 2^k
-    index = torch.div(low, abs(d.m), rounding_mode="floor").to(torch.uint8)
-    return y, pack(index, d.kept_bits)
+    low = (x & (2**d.k - 1)).long()  # x mod 2^k: the tables' index
+    t = torch.arange(2**d.k, dtype=torch.int64, device=x.device)
+    carry = ((t * d.m) >> d.k).to(x.dtype)  # floor((x mod 2^k) * m / 2^k)
+    index = torch.div((t * d.m) & (2**d.k - 1), abs(d.m), rounding_mode="floor").to(torch.uint8)  # r // |m|
+    y = (x >> d.k).mul_(d.m).add_(torch.take(carry, low))
+    return y, pack(torch.take(index, low), d.kept_bits)
 
 
 def unscale_(y: torch.Tensor, kept: torch.Tensor | None, d: Dyadic) -> torch.Tensor:
@@ -182,9 +184,10 @@ def unscale_(y: torch.Tensor, kept: torch.Tensor | None, d: Dyadic) -> torch.Ten
         return y.mul_(d.m)
     m = abs(d.m)
     r = unpack(kept, d.kept_bits, y.shape[-1])  # j = r // m
-    if m != 1:
-        c = torch.remainder(y, m).mul_(-(2**d.k % m)).remainder_(m)  # r mod m = (-y * 2^k) mod m
-        r = c.add_(r * m)  # j * m <= 2^k - 1 fits the uint8
+    if m != 1:  # r = (r mod m) + m * j, where r mod m = (-y * 2^k) mod m, a function of y mod m
+        u = torch.arange(m, dtype=torch.int64, device=y.device)
+        residue = (-u * 2**d.k).remainder_(m).to(y.dtype)
+        r = torch.take(residue, torch.remainder(y, m).long()).add_(r * m)  # j * m <= 2^k - 1 fits the uint8
     return y.bitwise_left_shift_(d.k).add_(r).mul_(_inverse(d.m, format_of(y).bits))
 
 
@@ -195,33 +198,21 @@ def _inverse(m: int, bits: int) -> int:
 
 
 def pack(values: torch.Tensor, bits: int) -> torch.Tensor:
-    """uint8 ``values`` of ``bits`` bits, shape (..., h), as ``bits`` bit planes of shape (..., ceil(h / 8)),
-    eight elements a byte along the last (hidden) dimension, whose size is fixed by the model."""
-    pad = -values.shape[-1] % 8
-    if pad:
-        values = torch.nn.functional.pad(values, (0, pad))
-    eights = values.unflatten(-1, (-1, 8))
-    weights = _weights(values.device)  # (shifts by a tensor do not trace with symbolic sizes; products do)
-    planes = values.new_empty((bits, *eights.shape[:-1]))
-    for p in range(bits):
-        torch.sum(((eights >> p) & 1).mul_(weights), dim=-1, dtype=torch.uint8, out=planes[p])
-    return planes
+    """uint8 ``values`` of ``bits`` bits, shape (..., h): two a byte along the last (hidden) dimension,
+    whose size the model fixes, when they fit in 4 bits (shape (..., ceil(h / 2))); as they are otherwise."""
+    if bits > 4:
+        return values
+    if values.shape[-1] % 2:
+        values = torch.nn.functional.pad(values, (0, 1))
+    return values[..., 1::2].mul(16).bitwise_or_(values[..., 0::2])  # (shifts by 4 as products: they trace)
 
 
-def unpack(planes: torch.Tensor, bits: int, size: int) -> torch.Tensor:
+def unpack(packed: torch.Tensor, bits: int, size: int) -> torch.Tensor:
     """The uint8 values ``pack`` packed, shape (..., size)."""
-    weights = _weights(planes.device)
-    values = None
-    for p in range(bits):
-        plane = (planes[p].unsqueeze(-1) & weights).ne_(0) << p  # bit p of 8 elements
-        values = plane if values is None else values.bitwise_or_(plane)
-    values = values.flatten(-2)
+    if bits > 4:
+        return packed
+    values = torch.stack((packed & 15, packed.div(16, rounding_mode="floor")), dim=-1).flatten(-2)
     return values if values.shape[-1] == size else values[..., :size]
-
-
-def _weights(device: torch.device) -> torch.Tensor:
-    """1, 2, 4, ..., 128 as uint8: the place of each of 8 elements in a packed byte."""
-    return torch.tensor([1 << i for i in range(8)], dtype=torch.uint8, device=device)
 
 
 def release(t: torch.Tensor | None) -> None:

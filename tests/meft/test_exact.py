@@ -161,8 +161,8 @@ def test_scaling_keeps_exactly_what_it_drops(value, fmt):
     assert torch.equal(fx.unscale_(y.clone(), kept, d), x)  # wrapped products: exact all the same
     if kept is None:
         assert d.kept_bits == 0
-    else:  # bit planes of (x * m mod 2^k) // |m|, 8 elements a byte along the hidden dimension
-        assert kept.dtype == torch.uint8 and kept.shape == (d.kept_bits, 4, 5, 10)
+    else:  # (x * m mod 2^k) // |m|: two a byte along the hidden dimension when it fits in 4 bits
+        assert kept.dtype == torch.uint8 and kept.shape == ((4, 5, 39) if d.kept_bits <= 4 else (4, 5, 77))
         index = torch.div((x.long() * d.m) % 2**d.k, abs(d.m), rounding_mode="floor")
         assert torch.equal(fx.unpack(kept, d.kept_bits, 77).long(), index)
 
@@ -178,9 +178,9 @@ def test_packing_round_trips_any_width_and_hidden_size():
     for bits in range(1, 9):
         for hidden in (1, 7, 8, 9, 64, 77):
             values = torch.randint(0, 2**bits, (3, 2, hidden), generator=gen).to(torch.uint8)
-            planes = fx.pack(values, bits)
-            assert planes.shape == (bits, 3, 2, -(-hidden // 8))
-            assert torch.equal(fx.unpack(planes, bits, hidden), values)
+            packed = fx.pack(values, bits)
+            assert packed.shape == (3, 2, -(-hidden // 2) if bits <= 4 else hidden)  # half a byte or a byte each
+            assert torch.equal(fx.unpack(packed, bits, hidden), values)
 
 
 def test_formats_by_dtype():
