@@ -168,12 +168,12 @@ def scale(x: torch.Tensor, d: Dyadic) -> tuple[torch.Tensor, torch.Tensor | None
         return x, None
     if d.k == 0:  # m = -1
         return x * d.m, None
-    low = (x & (2**d.k - 1)).long()  # x mod 2^k: the tables' index
+    low = x & (2**d.k - 1)  # x mod 2^k: the tables' index
     t = torch.arange(2**d.k, dtype=torch.int64, device=x.device)
     carry = ((t * d.m) >> d.k).to(x.dtype)  # floor((x mod 2^k) * m / 2^k)
     index = torch.div((t * d.m) & (2**d.k - 1), abs(d.m), rounding_mode="floor").to(torch.uint8)  # r // |m|
-    y = (x >> d.k).mul_(d.m).add_(torch.take(carry, low))
-    return y, pack(torch.take(index, low), d.kept_bits)
+    y = (x >> d.k).mul_(d.m).add_(_lookup(carry, low))
+    return y, pack(_lookup(index, low), d.kept_bits)
 
 
 def unscale_(y: torch.Tensor, kept: torch.Tensor | None, d: Dyadic) -> torch.Tensor:
@@ -187,8 +187,13 @@ def unscale_(y: torch.Tensor, kept: torch.Tensor | None, d: Dyadic) -> torch.Ten
     if m != 1:  # r = (r mod m) + m * j, where r mod m = (-y * 2^k) mod m, a function of y mod m
         u = torch.arange(m, dtype=torch.int64, device=y.device)
         residue = (-u * 2**d.k).remainder_(m).to(y.dtype)
-        r = torch.take(residue, torch.remainder(y, m).long()).add_(r * m)  # j * m <= 2^k - 1 fits the uint8
+        r = _lookup(residue, torch.remainder(y, m)).add_(r * m)  # j * m <= 2^k - 1 fits the uint8
     return y.bitwise_left_shift_(d.k).add_(r).mul_(_inverse(d.m, format_of(y).bits))
+
+
+def _lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``table[index]`` for an index of the stream's own integer type (no int64 copy of an int32 stream)."""
+    return torch.index_select(table, 0, index.reshape(-1)).view(index.shape)
 
 
 def _inverse(m: int, bits: int) -> int:

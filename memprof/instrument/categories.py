@@ -23,7 +23,7 @@ NOTE [ MEFT's kept bits ]
 MEFT's reversible Function (``meft.reversible``) saves everything its backward needs in one node,
 ``_ReversibleFunctionBackward``: the two streams atop its layers, the call's tensors (masks), and, in
 exact arithmetic, int64 checksums of each layer's input and what each scaling by lam or beta
-dropped, packed into uint8 bit planes (4 bits per element of each scaled stream per layer for 13/128;
+dropped, packed into uint8 (4 bits per element of each scaled stream per layer for 13/128;
 meft.fixed_point NOTE [ Kept bits ]). Those bits are what grows with depth and what exact arithmetic costs over float
 arithmetic, so they get their own category, ``reversible_bits``: the uint8 tensors that node saves.
 Its other tensors stay ``other``.
