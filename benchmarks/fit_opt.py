@@ -7,7 +7,7 @@ The same search as
     memprof fit --backbone opt-1.3b --methods ft,lora,meft,ft+ckpt,lora+ckpt --budget 24GiB --seq-len 512 --dtype bf16
 
 with the defaults (context allowance 1 GiB, fragmentation margin 10%); prints the Markdown table
-of README's and BENCHMARKS.md's "What fits" section.
+of docs/usage.md's and BENCHMARKS.md's "What fits" section.
 
     python benchmarks/fit_opt.py [methods]
 """

@@ -6,7 +6,7 @@ peak activation memory, and the reduction of each against full fine-tuning.
 (hooks); peak activations: most activation bytes live at once in the step (the forward's saved
 tensors and backward's own); "vs ft" is method / ft - 1 of each (-90% saves nine tenths).
 
-    python benchmarks/peft_field.py              # the README's and BENCHMARKS.md's table
+    python benchmarks/peft_field.py              # docs/methods-and-gate.md's and BENCHMARKS.md's table
     python benchmarks/peft_field.py --methods ft,lst
 """
 

@@ -35,7 +35,7 @@ keeps an int64 checksum of each of every layer's two input streams; backward com
 with them and raises MEFTError naming the layer if they differ (for example an attention kernel
 chosen differently once inputs require grad), so a wrong gradient is never returned silently.
 In float arithmetic (the paper's) each inverse divides by lam or beta and an error grows about
-1/lam per layer (about 10x for meft1 and meft2, 80-100x for meft3 in fp32): see README.
+1/lam per layer (about 10x for meft1 and meft2, 80-100x for meft3 in fp32): see docs/meft-usage.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The import graph: no cycles, and every import points down the layers of the README's picture.
+"""The import graph: no cycles, and every import points down the layers of docs/architecture.md's picture.
 
 Every ``import`` statement counts, the ones inside functions too (a lazy import is still a
 dependency). ``meft`` is below everything and imports nothing of memprof.
@@ -68,7 +68,7 @@ MODULES = {module_name(p): p for pkg in PACKAGES for p in sorted((ROOT / pkg).rg
 
 def layer(module: str) -> int:
     prefixes = [p for p in LAYERS if module == p or module.startswith(p + ".")]
-    assert prefixes, f"{module} is in no layer: add it to LAYERS (and to the README's picture)"
+    assert prefixes, f"{module} is in no layer: add it to LAYERS (and to docs/architecture.md's picture)"
     return LAYERS[max(prefixes, key=len)]
 
 

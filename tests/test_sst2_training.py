@@ -2,7 +2,7 @@
 
 A short run of benchmarks/sst2.py's recipe, through the plain PyTorch loop and through
 transformers.Trainer; the full run (2,000 sentences, 2 epochs, every method, learning rates chosen
-on a split of the training data) is ``python benchmarks/sst2.py`` and its numbers are in README.
+on a split of the training data) is ``python benchmarks/sst2.py`` and its numbers are in BENCHMARKS.md.
 """
 
 import importlib.util

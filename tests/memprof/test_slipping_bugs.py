@@ -15,7 +15,7 @@ from memprof.errors import MemprofError
 from memprof.fit import FitConfig
 from memprof.units import HEADLINE_METRICS
 
-GIB = 2**30  # the documented default context allowance (README "What fits", NOTE [ What fit counts ])
+GIB = 2**30  # the documented default context allowance (docs/usage.md "What fits", NOTE [ What fit counts ])
 BUDGET = 400_000  # bytes left for the step: batch sizes around 5 to 12 at sequence length 16 (as test_fit.py)
 
 
