@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import sys
 from pathlib import Path
 
@@ -31,26 +30,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import meft  # noqa: E402
 from meft import fixed_point  # noqa: E402
 from bench_machine import describe  # noqa: E402
-from meft_fidelity import SENTENCES, stacked_minilm  # noqa: E402
+from meft_fidelity import DTYPES, SENTENCES, stacked_minilm  # noqa: E402
+from sst2_data import read_tsv  # noqa: E402
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-LAM = 13 / 128
 
 
 def sentences(data_dir: Path | None, n: int = 64) -> list[str]:
     path = None if data_dir is None else data_dir / "train.tsv"
-    if path is None or not path.exists():
-        return SENTENCES
-    with path.open(newline="") as f:
-        rows = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        return [row["text"] for _, row in zip(range(n), rows)]
+    return read_tsv(path, n)[0] if path is not None and path.exists() else SENTENCES
 
 
 def last_hidden(base, batch, variant: str, arithmetic: str, dtype: torch.dtype) -> torch.Tensor:
     torch.manual_seed(1)  # the same adapters for every run
-    spec = meft.MEFTConfig(variant=variant).spec
-    config = meft.MEFTConfig(variant=variant, arithmetic=arithmetic, lam=LAM if spec.lam != 1 else 1.0,
-                             beta=LAM if spec.beta != 1 else 1.0)
+    exact = meft.MEFTConfig(variant=variant)  # its scales as exact arithmetic uses them: 13/128 for 0.1
+    config = meft.MEFTConfig(variant=variant, arithmetic=arithmetic, lam=exact.effective_lam,
+                             beta=exact.effective_beta)
     model = meft.convert(copy.deepcopy(base), config).to(dtype).eval()
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     with torch.no_grad():

@@ -24,6 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_machine import describe  # noqa: E402
 
+from memprof.units import GIB, MIB  # noqa: E402
+
 ENCODERS = ("bert-base", "roberta-large", "bart-large")
 DTYPES = ("bf16", "fp32")
 METHODS = ("meft1", "meft1-float", "meft2", "meft2-float", "meft3", "meft3-float", "lora+ckpt")
@@ -32,7 +34,6 @@ DECODER_METHODS = ("meft1", "meft1-float", "lora+ckpt")
 SEQ, BATCH = 512, 16
 TWIN_GOAL = {"meft1": 1.10, "meft2": 1.2, "meft3": 1.2}
 DEEP, DEEP_GOAL = ("roberta-large", "bart-large"), 0.90
-GIB = 2**30
 
 
 def compare(backbone: str, methods, dtype: str, extra: tuple[str, ...] = ()) -> dict[str, dict]:
@@ -81,7 +82,7 @@ def render(data: dict) -> tuple[str, list[str]]:
         vs_ckpt = peak["meft1"] / peak["lora+ckpt"]
         lines.append(f"| {backbone}, {dtype} | {peak['meft1'] / GIB:.3f} GiB | {peak['meft1-float'] / GIB:.3f} "
                      f"| {peak['lora+ckpt'] / GIB:.3f} | {twin['meft1']:.3f} | {vs_ckpt:.3f} | {twin['meft2']:.3f} "
-                     f"| {twin['meft3']:.3f} | {m['meft1']['reversible_bits'] / 2**20:.1f} |")
+                     f"| {twin['meft3']:.3f} | {m['meft1']['reversible_bits'] / MIB:.1f} |")
         missed += [f"{key}: {v} / float {twin[v]:.3f} > {goal}" for v, goal in TWIN_GOAL.items() if twin[v] > goal]
         if vs_ckpt >= 1:
             missed.append(f"{key}: meft1 / lora+ckpt {vs_ckpt:.3f} >= 1")

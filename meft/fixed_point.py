@@ -169,9 +169,9 @@ def scale(x: torch.Tensor, d: Dyadic) -> tuple[torch.Tensor, torch.Tensor | None
     if d.k == 0:  # m = -1
         return x * d.m, None
     low = x & (2**d.k - 1)  # x mod 2^k: the tables' index
-    t = torch.arange(2**d.k, dtype=torch.int64, device=x.device)
-    carry = ((t * d.m) >> d.k).to(x.dtype)  # floor((x mod 2^k) * m / 2^k)
-    index = torch.div((t * d.m) & (2**d.k - 1), abs(d.m), rounding_mode="floor").to(torch.uint8)  # r // |m|
+    tm = torch.arange(2**d.k, dtype=torch.int64, device=x.device) * d.m
+    carry = (tm >> d.k).to(x.dtype)  # floor((x mod 2^k) * m / 2^k)
+    index = torch.div(tm & (2**d.k - 1), abs(d.m), rounding_mode="floor").to(torch.uint8)  # r // |m|
     y = (x >> d.k).mul_(d.m).add_(_lookup(carry, low))
     return y, pack(_lookup(index, low), d.kept_bits)
 
@@ -258,13 +258,12 @@ def stream_limit(dtype: torch.dtype) -> float:
     return min(format_for(dtype).limit, torch.finfo(dtype).max)
 
 
-def check_range(checks: list[tuple[str, torch.Tensor, float]], fmt: Format | None = None) -> None:
+def check_range(checks: list[tuple[str, torch.Tensor, float]], fmt: Format) -> None:
     """Raise MEFTError naming the first (what, magnitude, limit) whose magnitude is not below its limit
     (NaN included); ``fmt`` is the streams' format (limits below its range are the dtype's). One
     synchronisation for the whole list."""
     if not checks:
         return
-    fmt = fmt or WIDE
     values = torch.stack([m for _, m, _ in checks]).tolist()
     for (name, _, limit), value in zip(checks, values):
         if value < limit:

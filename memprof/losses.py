@@ -43,10 +43,9 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from memprof.errors import MemprofError
-from memprof.result import LOSSES
 from memprof.units import short_repr
 
-__all__ = ["CHUNK_SIZE", "IGNORE_INDEX", "LOSSES", "chunked_causal_lm_loss", "training_loss"]
+__all__ = ["CHUNK_SIZE", "IGNORE_INDEX", "chunked_causal_lm_loss", "training_loss"]
 
 #: Tokens per chunk: one chunk's fp32 logits for a 128,256-token vocabulary are 125 MiB (the
 #: engines' ``loss="chunked"`` uses it; Liger-Kernel's rule, about as many logits per chunk as the

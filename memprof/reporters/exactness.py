@@ -52,12 +52,11 @@ def exactness_pairs(rs: ResultSet, order: list[str] | None = None) -> list[tuple
         return tuple(getattr(r, f) for f in SAME_CONFIG)
 
     by_key = {(r.method, where(r)): r for r in rs.results}
-    pairs = [(r, by_key[float_twin(r.method), where(r)]) for r in rs.results
-             if (float_twin(r.method), where(r)) in by_key]
+    pairs = [(r, t) for r in rs.results if (t := by_key.get((float_twin(r.method), where(r)))) is not None]
     rank: dict[str, int] = {}
     for m in [*(order or []), *(r.method for r in rs.results)]:
         rank.setdefault(m, len(rank))
-    return sorted(pairs, key=lambda p: (*(getattr(p[0], f) for f in _ROW_ORDER), rank[p[0].method]))
+    return sorted(pairs, key=lambda p: (*(getattr(p[0], f) for f in _ROW_ORDER), p[0].loss, rank[p[0].method]))
 
 
 def exactness_frame(pairs: list[tuple[Result, Result]]) -> pd.DataFrame:
