@@ -39,7 +39,7 @@ def since(start):
 
 
 def fake_speed(backbone: str, method: str, seq_len: int, batch_size: int, runs: int) -> dict:
-    from memprof.config import ProfileConfig
+    from memprof.engines.config import ProfileConfig
     from memprof.engines import fake
 
     config = ProfileConfig(backbone, method, seq_len, batch_size, engine="fake", target="cuda")
@@ -73,8 +73,8 @@ def fake_speed(backbone: str, method: str, seq_len: int, batch_size: int, runs: 
 def cpu_overhead(backbone: str, method: str, seq_len: int, batch_size: int, pairs: int) -> dict:
     import torch
 
-    from memprof import tasks
-    from memprof.config import ProfileConfig
+    from memprof.models import tasks
+    from memprof.engines.config import ProfileConfig
     from memprof.engines import cpu
     from memprof.engines.common import adamw, instrumented_step
 

@@ -21,7 +21,7 @@ from datetime import date
 
 import torch
 
-from memprof import fit
+from memprof.fit import search as fit
 from memprof.units import GIB, format_bytes
 
 METHODS = ("ft", "lora", "meft", "ft+ckpt", "lora+ckpt")

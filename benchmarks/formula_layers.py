@@ -16,9 +16,9 @@ import argparse
 import time
 from fractions import Fraction
 
-from memprof.config import ProfileConfig
+from memprof.engines.config import ProfileConfig
 from memprof.engines.symbolic import derive
-from memprof.polynomial import Poly
+from memprof.results.polynomial import Poly
 
 B, S = Poly.var("b"), Poly.var("s")
 
@@ -39,7 +39,7 @@ def layer_rows(formula, hidden: int, heads: int) -> list[dict]:
 
 def _categories(formula, layer_name: str) -> dict[str, Poly]:
     """The layer's saved bytes by category (the first layer of a joined run stands for each)."""
-    from memprof.module_names import layer_group
+    from memprof.results.module_names import layer_group
 
     first = layer_name.split(" ")[0]
     first = first.split("-")[0] if "-" in first else first

@@ -35,11 +35,11 @@ from pathlib import Path
 
 import torch
 
-from memprof.config import ProfileConfig
+from memprof.engines.config import ProfileConfig
 from memprof.engines import ModelCache, run
 from memprof.engines.common import failed_result
 from memprof.errors import MemprofError
-from memprof.result import Result, ResultSet, environment, write_json
+from memprof.results.result import Result, ResultSet, environment, write_json
 
 BACKBONES = ("bert-base", "bart-large", "opt-350m", "llama-3.2-1b")
 METHODS = ("ft", "lora", "meft1")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 
-from memprof.config import ProfileConfig
+from memprof.engines.config import ProfileConfig
 from memprof.engines import ModelCache, fake, run
 
 BACKBONES = ("llama-3.1-8b", "qwen2.5-7b")

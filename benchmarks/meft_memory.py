@@ -21,10 +21,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from memprof.backbones import builtin
-from memprof.config import ProfileConfig
+from memprof.models.backbones import builtin
+from memprof.engines.config import ProfileConfig
 from memprof.engines import ModelCache, run
-from memprof.result import Result
+from memprof.results.result import Result
 
 SEQ, BATCH, HIDDEN = 512, 8, 768
 DEPTHS = (6, 12, 24)

@@ -37,8 +37,8 @@ RATIOS = [  # (numerator, denominator, goal)
 
 def build(method: str, overrides: dict, seq_len: int, batch_size: int, backbone: str = "all-minilm-l6-v2"):
     from meft.convert import stacks
-    from memprof import tasks
-    from memprof.config import ProfileConfig
+    from memprof.models import tasks
+    from memprof.engines.config import ProfileConfig
     from memprof.engines import cpu
 
     config = ProfileConfig(backbone, method, seq_len, batch_size, engine="cpu")

@@ -48,7 +48,7 @@ def is_meft(method: str) -> bool:
 
 def measure(backbones=BACKBONES) -> dict:
     """The JSON-able measurements ``render`` reads: the run, the settings and every Result's dict."""
-    from memprof.config import ProfileConfig
+    from memprof.engines.config import ProfileConfig
     from memprof.engines import ModelCache, run
 
     data = {"run": describe(), "seq_len": SEQ, "batch_size": BATCH, "dtype": DTYPE, "results": []}
@@ -70,8 +70,8 @@ def breakdown(result, rows: int = 5) -> list[tuple[str, int, str]]:
     """(module row, saved bytes, top categories) for the ``rows`` largest rows of ``result``'s saved
     activations (of 0.1 MiB or more), grouped as ``memprof profile`` groups them, the rows of one
     layer list together; the rest as one row."""
-    from memprof.module_names import layer_group
-    from memprof.result import CATEGORIES
+    from memprof.results.module_names import layer_group
+    from memprof.results.result import CATEGORIES
 
     saved: dict[str, int] = defaultdict(int)
     cats: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -114,7 +114,7 @@ def _layers_together(saved: dict, cats: dict) -> tuple[dict, dict]:
 
 
 def _results(data: dict) -> dict[str, dict]:
-    from memprof.result import Result
+    from memprof.results.result import Result
 
     by_backbone: dict[str, dict] = defaultdict(dict)
     for d in data["results"]:

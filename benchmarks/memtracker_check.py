@@ -45,8 +45,8 @@ from dataclasses import dataclass
 import torch
 from torch.distributed._tools.mem_tracker import MemTracker
 
-from memprof import tasks
-from memprof.config import ProfileConfig
+from memprof.models import tasks
+from memprof.engines.config import ProfileConfig
 from memprof.engines import cpu
 from memprof.engines.common import adamw, instrumented_step
 from memprof.instrument.session import Measurement

@@ -15,9 +15,9 @@ from __future__ import annotations
 import argparse
 
 from memprof import methods
-from memprof.config import ProfileConfig
+from memprof.engines.config import ProfileConfig
 from memprof.engines import ModelCache, run
-from memprof.result import Result
+from memprof.results.result import Result
 
 BACKBONE, SEQ, BATCH = "bert-base", 512, 8
 MIB = 2**20

@@ -66,8 +66,9 @@ def encode(tok, texts, labels):
 
 def make_model(method: str, seed: int = 0):
     """all-MiniLM-L6-v2 with a fresh classification head, converted by ``method``."""
-    from memprof import backbones, methods
-    from memprof.tasks import build_model
+    from memprof.models import backbones
+    from memprof import methods
+    from memprof.models.tasks import build_model
 
     torch.manual_seed(seed)
     bb = backbones.resolve("all-minilm-l6-v2")

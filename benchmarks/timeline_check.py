@@ -21,7 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 from memprof.reporters.timeline import plot_timeline
-from memprof.result import ResultSet, load_results, write_json
+from memprof.results.result import ResultSet, load_results, write_json
 
 
 def cpu(fn) -> float:

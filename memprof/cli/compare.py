@@ -65,8 +65,8 @@ def _interrupted(message: str) -> typer.Exit:
 def _sweep(grid, out_dir: Path, resume: bool, jobs: int, quiet: bool, fast: bool = False):
     """Run the sweep under a progress bar; Ctrl-C says where the results are and how to resume."""
     from memprof.reporters import RESULTS_FILE
-    from memprof.sweep import SweepInterrupted, run_sweep
-    from memprof.sweep_closed_form import ClosedFormRunner
+    from memprof.sweep.run import SweepInterrupted, run_sweep
+    from memprof.sweep.closed_form import ClosedFormRunner
 
     columns = (SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
@@ -84,7 +84,7 @@ def _sweep(grid, out_dir: Path, resume: bool, jobs: int, quiet: bool, fast: bool
 
 def _render(rs, out_dir: Path) -> Path:
     from memprof.reporters import REPORT_FILE, RESULTS_FILE, render_all
-    from memprof.sweep_closed_form import load_formulas
+    from memprof.sweep.closed_form import load_formulas
 
     try:
         render_all(rs, out_dir, formulas=load_formulas(out_dir))
@@ -106,7 +106,7 @@ def compare_cmd(backbone: Backbone = None, methods: Methods = None, seq_lens: Se
     With no options: bart-large; ft, lora, meft; sequence lengths 128, 256, 512; batch sizes 8, 16, 32; fake engine.
     A configuration that fails is recorded and the sweep goes on; exit 1 when none finished.
     """
-    from memprof import sweep
+    from memprof.sweep import run as sweep
     from memprof.errors import MemprofError
 
     options = sweep.parse_options(backbone=backbone, methods=methods, seq_lens=seq_lens, batch_sizes=batch_sizes,

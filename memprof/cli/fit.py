@@ -59,9 +59,9 @@ def _answers_table(config, answers, budget_source: str) -> Table:
 def _write_outputs(config, answers, budget_source: str, json_out: Path | None, png_out: Path | None) -> None:
     import json
 
-    from memprof import fit
+    from memprof.fit import search as fit
     from memprof.reporters.fit_plot import plot_fit
-    from memprof.result_files import write_atomically
+    from memprof.results.files import write_atomically
 
     if json_out is not None:
         write_atomically(json_out, json.dumps(fit.to_json(config, answers, budget_source), indent=1) + "\n")
@@ -83,7 +83,8 @@ def fit_cmd(backbone: Backbone = "opt-1.3b", methods: Methods = "ft,lora,meft", 
 
     A handful of fake-engine profiles per method; counts the whole step, the context and a fragmentation margin.
     """
-    from memprof import fit, gpus
+    from memprof.fit import search as fit
+    from memprof.fit import gpus
     from memprof.outputs import check_file
     from memprof.units import parse_bytes
 

@@ -33,7 +33,7 @@ def formula_cmd(backbone: Backbone = "bert-base", method: Method = "ft", target:
                 loss: Loss = "full") -> None:
     """Saved activations per layer and in total, peak activations and the peak, as exact polynomials
     in batch size b and sequence length s, from one symbolic trace of the fake engine's step."""
-    from memprof.config import ProfileConfig
+    from memprof.engines.config import ProfileConfig
     from memprof.engines.symbolic import derive
     from memprof.outputs import check_file
 
@@ -53,7 +53,7 @@ def formula_cmd(backbone: Backbone = "bert-base", method: Method = "ft", target:
 def _write(formula, path: Path) -> None:
     import json
 
-    from memprof.result_files import write_atomically
+    from memprof.results.files import write_atomically
 
     write_atomically(path, json.dumps(formula.to_dict(), indent=1, ensure_ascii=False) + "\n")
 

@@ -19,7 +19,7 @@ def _trainable(names: list[str], backbone: str, task: str | None) -> dict[str, i
     """Each method's trainable parameter count on ``backbone``, or the one line of its refusal (a
     method that does not support the family). The backbone and task are checked once, first, so a
     bad one is the command's error and not every method's."""
-    from memprof.config import ProfileConfig
+    from memprof.engines.config import ProfileConfig
     from memprof.engines.common import build
     from memprof.errors import MemprofError
 

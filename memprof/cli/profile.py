@@ -32,7 +32,7 @@ Depth = Annotated[Optional[int], typer.Option(
 
 
 def _top_categories(row: dict, n: int = 2) -> str:
-    from memprof.result import CATEGORIES
+    from memprof.results.result import CATEGORIES
 
     total = int(row["saved_bytes"]) or 1
     cats = sorted(((int(row[c]), c) for c in CATEGORIES if int(row[c])), reverse=True)[:n]
@@ -111,10 +111,10 @@ def profile_cmd(backbone: Backbone = "bert-base", method: Method = "ft", seq_len
                 loss: Loss = "full") -> None:
     """Profile one training step: saved activations per module and category, and the peak."""
     from memprof import engines
-    from memprof.config import ProfileConfig
+    from memprof.engines.config import ProfileConfig
     from memprof.errors import MemprofError
     from memprof.outputs import check_file
-    from memprof.result import write_json
+    from memprof.results.result import write_json
     from memprof.units import format_bytes
 
     if depth is not None and depth < 1:

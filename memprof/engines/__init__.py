@@ -10,10 +10,10 @@ module and category, and the live-storage timeline for the peak and its split.
 
 from __future__ import annotations
 
-from memprof.config import ProfileConfig
+from memprof.engines.config import ProfileConfig
 from memprof.engines.common import Built, ModelCache, failed_result, is_oom
 from memprof.instrument.session import refuse_nesting
-from memprof.result import Result
+from memprof.results.result import Result
 
 __all__ = ["Built", "ModelCache", "run", "profile"]
 

@@ -2,7 +2,7 @@
 turning a measurement into a ``Result``.
 
 The step is the one the paper measures: ``zero_grad(set_to_none=True)``, forward with labels
-(the model computes its loss; with ``loss="chunked"``, ``memprof.losses`` computes a causal LM's
+(the model computes its loss; with ``loss="chunked"``, ``memprof.models.losses`` computes a causal LM's
 loss over chunks of tokens), ``loss.backward()``, ``AdamW.step()``; a fresh optimizer each run.
 
 NOTE [ First and steady steps ]
@@ -29,12 +29,14 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from memprof import methods, tasks
-from memprof.config import ProfileConfig
+from memprof import methods
+
+from memprof.models import tasks
+from memprof.engines.config import ProfileConfig
 from memprof.instrument.session import Instrument, Measurement
-from memprof.losses import training_loss
-from memprof.params import count_params
-from memprof.result import Result, environment
+from memprof.models.losses import training_loss
+from memprof.instrument.params import count_params
+from memprof.results.result import Result, environment
 
 
 @dataclass
@@ -152,7 +154,7 @@ def instrumented_step(
 
     ``synchronize`` waits for the device (before the clock starts and before it stops);
     ``after_step`` runs once the step is timed, before anything of it is freed; ``backward(loss)``
-    replaces ``loss.backward()``; ``loss`` is how the forward computes it (``memprof.losses.training_loss``).
+    replaces ``loss.backward()``; ``loss`` is how the forward computes it (``memprof.models.losses.training_loss``).
     State ``optimizer`` already holds is resident throughout (``prepare``).
     The model is left with its gradients set to None and the optimizer without state whatever happens.
     """

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import torch
 
-from memprof import tasks
+from memprof.models import tasks
 from memprof.engines import common
-from memprof.config import ProfileConfig
+from memprof.engines.config import ProfileConfig
 from memprof.engines.common import Built, adamw, instrumented_step, make_result
 from memprof.engines.cpu import forward_context
 from memprof.instrument.attention import attention_name
-from memprof.result import Result
+from memprof.results.result import Result
 
 
 def build(config: ProfileConfig) -> Built:

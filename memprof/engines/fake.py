@@ -51,14 +51,14 @@ from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._mode_utils import no_dispatch
 
-from memprof import tasks
+from memprof.models import tasks
 from memprof.engines import common
-from memprof.config import ProfileConfig
+from memprof.engines.config import ProfileConfig
 from memprof.engines.common import Built, adamw, instrumented_step, make_result
 from memprof.engines.kernels import KernelModel
 from memprof.errors import MemprofError
 from memprof.instrument.attention import attention_name
-from memprof.result import Result
+from memprof.results.result import Result
 from memprof.units import format_bytes
 
 #: Largest tensor kept as a real constant under the fake mode (elements): index and mask

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import torch
 
-from memprof import tasks
-from memprof.config import DTYPES as PROFILE_DTYPES
-from memprof.config import ProfileConfig
+from memprof.models import tasks
+from memprof.engines.config import DTYPES as PROFILE_DTYPES
+from memprof.engines.config import ProfileConfig
 from memprof.errors import MemprofError
 
 #: profile's dtypes, with float64 beside the single-dtype ones (an exact reference)

@@ -6,11 +6,11 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Callable
 
-from memprof.config import ProfileConfig
+from memprof.engines.config import ProfileConfig
 from memprof.errors import MemprofError
-from memprof.formula import AT_PEAK_FIELDS, SUM_FIELDS, Formula
-from memprof.polynomial import Poly, solve
-from memprof.result import CATEGORIES, Result
+from memprof.results.formula import AT_PEAK_FIELDS, SUM_FIELDS, Formula
+from memprof.results.polynomial import Poly, solve
+from memprof.results.result import CATEGORIES, Result
 
 #: the profiles a fitted formula is solved from, and the one that checks it
 FIT_POINTS = ((1, 64), (1, 128), (1, 192), (2, 64), (2, 128), (2, 192))

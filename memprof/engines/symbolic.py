@@ -29,7 +29,7 @@ What still cannot stay symbolic (a value read from an activation, a size fixed b
 raises ``NotSymbolic`` naming it, and ``derive`` fits the formula instead (``fit``): the
 coefficients of ``1, b, s, b·s, s², b·s²`` solved exactly from ``FIT_POINTS``, then checked at
 ``CHECK_POINT`` by one more profile; any disagreement is an error. The chunked loss
-(``memprof.losses``) is refused: its number of chunks, ``⌈b·s / CHUNK_SIZE⌉``, is neither a
+(``memprof.models.losses``) is refused: its number of chunks, ``⌈b·s / CHUNK_SIZE⌉``, is neither a
 symbol a trace keeps nor a polynomial a fit finds.
 """
 
@@ -41,22 +41,22 @@ import torch
 from torch._dynamo.source import ConstantSource
 from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
-from memprof import tasks
-from memprof.config import ProfileConfig
+from memprof.models import tasks
+from memprof.engines.config import ProfileConfig
 from memprof.engines import common
 from memprof.engines.fake import fakeify, forward_context, known_values_for_transformers
 from memprof.engines.formula_fit import disagreement_with, fit
 from memprof.engines.kernels import KernelModel
 from memprof.engines.symbolic_mode import DATA_DEPENDENT, SymbolicFakeMode, outside_mode
 from memprof.errors import MemprofError
-from memprof.formula import Formula
+from memprof.results.formula import Formula
 from memprof.instrument.attention import attention_name
 from memprof.instrument.live import KINDS
 from memprof.instrument.saved import SavedSummary
 from memprof.instrument.session import Instrument
-from memprof.losses import CHUNK_SIZE, training_loss
-from memprof.polynomial import Poly, add_candidate, floor_variable
-from memprof.result import Result
+from memprof.models.losses import CHUNK_SIZE, training_loss
+from memprof.results.polynomial import Poly, add_candidate, floor_variable
+from memprof.results.result import Result
 
 __all__ = ["HINT", "NotSymbolic", "derive", "disagreement_with", "fit", "trace"]
 

@@ -3,7 +3,7 @@
 A node's ``name()`` is the backward class PyTorch generates for the operator (``AddmmBackward0``
 for ``nn.Linear``'s ``addmm``, ``NativeLayerNormBackward0`` for LayerNorm, ...); custom
 ``autograd.Function`` nodes are named after the class (``_ReversibleFunctionBackward``). The
-categories are ``memprof.result.CATEGORIES``.
+categories are ``memprof.results.result.CATEGORIES``.
 
 NOTE [ Dropout on the CPU ]
 On CUDA, ``F.dropout`` runs the fused ``native_dropout`` kernel, whose node saves a boolean mask.
@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import torch
 
-from memprof.result import CATEGORIES
+from memprof.results.result import CATEGORIES
 
 #: Node name -> category. Names not listed are "other".
 NODE_CATEGORY: dict[str, str] = {

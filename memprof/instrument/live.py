@@ -30,7 +30,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from memprof.instrument.attention import FUSED_KERNELS
-from memprof.timeline import KINDS, Timeline, downsample
+from memprof.results.timeline import KINDS, Timeline, downsample
 
 aten = torch.ops.aten
 
@@ -230,7 +230,7 @@ class LiveTracker(TorchDispatchMode):
         return kinds
 
     def timeline(self, kinds: list[int]) -> Timeline:
-        """The step over time, compactly (NOTE [ A compact timeline ] in memprof.timeline)."""
+        """The step over time, compactly (NOTE [ A compact timeline ] in memprof.results.timeline)."""
         return downsample(self.nbytes, self.events, kinds, self.marks)
 
     def replay(self, kinds: list[int], saved_keys: set[int]) -> LiveSummary:

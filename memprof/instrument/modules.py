@@ -4,7 +4,7 @@ Paths are ``named_modules`` names (``bert.encoder.layer.3.attention.self``), ``"
 itself. A peft wrapper's prefix (``base_model.model.``) is dropped, and so is the
 ``modules_to_save.<adapter>`` level of the head copy peft trains, so that the rows of a LoRA model
 line up with those of the model it wraps. A module reached under two names keeps the first. A MEFT
-reversible stack and its submodules are named for what it is (memprof.module_names NOTE [ Reversible
+reversible stack and its submodules are named for what it is (memprof.results.module_names NOTE [ Reversible
 stacks ]).
 """
 
@@ -17,7 +17,7 @@ from typing import Callable
 from torch import nn
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 
-from memprof.module_names import reversible_stack_name, stack_member_name
+from memprof.results.module_names import reversible_stack_name, stack_member_name
 
 #: Prefix peft puts in front of the wrapped model's module names.
 PEFT_PREFIX = "base_model.model."

@@ -42,7 +42,7 @@ import torch.utils.checkpoint
 
 from memprof.instrument.categories import category
 from memprof.instrument.modules import ModuleStack
-from memprof.result import CATEGORIES, LAYER_COLUMNS, empty_layers
+from memprof.results.result import CATEGORIES, LAYER_COLUMNS, empty_layers
 
 _next_sequence_nr = torch._C._autograd._get_sequence_nr
 #: Code that saves tensors without creating a node (see NOTE [ Which node saved a tensor ]).

@@ -22,11 +22,11 @@ from torch import nn
 from memprof.errors import MemprofError
 from memprof.instrument.attention import attention_name
 from memprof.instrument.live import LiveSummary, LiveTracker
-from memprof.timeline import Timeline
+from memprof.results.timeline import Timeline
 from memprof.instrument.modules import ModuleStack
 from memprof.instrument.saved import SavedSummary, SavedTensorTracker
-from memprof.params import count_params
-from memprof.result import Memory, Result, empty_layers, environment
+from memprof.instrument.params import count_params
+from memprof.results.result import Memory, Result, empty_layers, environment
 from memprof.units import short_repr
 
 
@@ -54,7 +54,7 @@ class Measurement:
     live: LiveSummary
     #: fused SDPA kernels the forward ran (named by ``attention.FUSED_KERNELS``)
     attention_kernels: list[str]
-    #: live bytes by kind through the step, downsampled (``memprof.timeline``)
+    #: live bytes by kind through the step, downsampled (``memprof.results.timeline``)
     timeline: Timeline | None = None
 
 
@@ -432,6 +432,6 @@ def track(model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *, n
     (it shows in ``peak_activations``); the regions' inputs are saved tensors like any other.
     ``dtype`` is the parameters' (``fp32``, ``bf16``, ``fp16``); autocast is not detected. For a
     causal LM, ``memprof.chunked_causal_lm_loss(model, batch)`` in place of ``model(**batch).loss``
-    is the same loss without the full logits (``memprof.losses``).
+    is the same loss without the full logits (``memprof.models.losses``).
     """
     return TrackedStep(model, optimizer, name)

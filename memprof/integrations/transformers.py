@@ -21,7 +21,7 @@ from transformers import TrainerCallback
 
 from memprof.errors import MemprofError
 from memprof.instrument.session import TrackedStep, track
-from memprof.result import Result, ResultSet, write_json
+from memprof.results.result import Result, ResultSet, write_json
 from memprof.units import HEADLINE_METRICS
 
 RESULTS_FILE = "memprof_results.json"

@@ -23,7 +23,7 @@ from typing import Callable
 
 from torch import nn
 
-from memprof.backbones import Backbone
+from memprof.models.backbones import Backbone
 from memprof.errors import MemprofError
 
 #: apply(model, backbone, task) -> model ready to train

@@ -1,6 +1,6 @@
 """Reporters: turn a saved ResultSet into tables, plots, an HTML page and a Markdown summary.
 
-They read only ``memprof.result`` objects and never run a model (memray's shape: each reporter
+They read only ``memprof.results.result`` objects and never run a model (memray's shape: each reporter
 has functions returning plain data, which tests assert exactly, and a ``render``).
 
     table.py     results.csv, layers.csv and the summary table shared by every view
@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from memprof.errors import MemprofError
-from memprof.result import ResultSet
+from memprof.results.result import ResultSet
 
 RESULTS_FILE = "results.json"
 REPORT_FILE = "report.html"
@@ -50,7 +50,7 @@ def render_saved(results: str | Path, out_dir: str | Path | None = None) -> tupl
     """Render every view of a saved results file into ``out_dir`` (default: the file's folder):
     (the results, the report's path). The folder ends up holding the results.json its report
     shows: a copy is written there unless it already holds another one (MemprofError)."""
-    from memprof.result import load_results, write_json
+    from memprof.results.result import load_results, write_json
 
     rs = load_results(results)
     out = prepare_out_dir(out_dir if out_dir is not None else Path(results).parent)

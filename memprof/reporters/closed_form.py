@@ -5,8 +5,8 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from memprof.formula import Formula
-from memprof.result import ResultSet
+from memprof.results.formula import Formula
+from memprof.results.result import ResultSet
 from memprof.units import format_bytes
 
 QUANTITIES = (("saved activations", "saved_activations"), ("peak activations", "peak_activations"), ("peak", "peak"))

@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from memprof.result import KEY_FIELDS, Result, ResultSet
+from memprof.results.result import KEY_FIELDS, Result, ResultSet
 from memprof.units import format_bytes, unit_for
 
 TITLE = "What exactness costs"

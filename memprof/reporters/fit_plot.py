@@ -1,7 +1,7 @@
 """The PNG of ``memprof fit``: memory one rank needs against the searched size, one line per
 method through the sizes the search profiled, with the budget as a horizontal line.
 
-It draws plain data (``memprof.fit.curve_data``: ``{method: [(size, required bytes), ...]}``),
+It draws plain data (``memprof.fit.search.curve_data``: ``{method: [(size, required bytes), ...]}``),
 so it sits with the other reporters, below the search that produces it.
 """
 

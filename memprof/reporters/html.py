@@ -13,7 +13,7 @@ from typing import Any
 
 from memprof.reporters import exactness, plots
 from memprof.reporters.table import TEXT_HEADERS, summary_data, summary_sentence
-from memprof.result import ResultSet
+from memprof.results.result import ResultSet
 
 
 def environment_data(rs: ResultSet) -> dict[str, str]:

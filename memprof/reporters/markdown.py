@@ -1,5 +1,5 @@
-"""Markdown: ``summary.md`` (the summary table, ready to paste into a README or a pull request) and the
-memory gate's report (``memprof check --markdown``, e.g. into ``$GITHUB_STEP_SUMMARY``).
+"""Markdown: ``summary.md`` (the summary table, ready to paste into a README or a pull request), and
+the inert-text helpers the memory gate's report (``memprof.checks.gate_markdown``) shares.
 
 NOTE [Inert text]: backbone names, messages, labels and commands come from users and from
 exceptions; GitHub renders this Markdown, HTML included. Every such string goes through ``md_text``
@@ -15,12 +15,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from memprof.errors import MemprofError
-from memprof.gate import GateReport, GateRow, format_change, key_label, summary
 from memprof.reporters import exactness
 from memprof.reporters.table import TEXT_HEADERS, summary_data, summary_sentence
-from memprof.result import ResultSet
-from memprof.units import format_bytes
+from memprof.results.result import ResultSet
 
 
 #: what Markdown (GitHub's included) may read as syntax anywhere in a line: backslash, code,
@@ -79,54 +76,4 @@ def to_markdown(data: dict[str, Any]) -> str:
 def render(rs: ResultSet, outfile: str | Path) -> Path:
     path = Path(outfile)
     path.write_text(to_markdown(summary_data(rs)))
-    return path
-
-
-_MD_VERDICT = {"regression": "❌ regression", "failed": "❌ failed", "improvement": "🟢 improvement",
-               "fixed": "🟢 fixed", "ok": "✅ ok", "unmeasured": "➖ unmeasured"}
-
-
-def _md_value(value: int | None, status: str) -> str:
-    return format_bytes(value) if value is not None else status
-
-
-def _md_table(rows: list[GateRow]) -> list[str]:
-    lines = ["| configuration | metric | baseline | current | change | verdict |", "|---|---|---:|---:|---:|---|"]
-    for r in rows:
-        lines.append(
-            f"| {md_code(r.label, in_table=True)} | {md_text(r.metric)} | {md_text(_md_value(r.baseline, r.baseline_status))} | "
-            f"{md_text(_md_value(r.current, r.current_status))} | {md_text(format_change(r))} | "
-            f"{md_text(_MD_VERDICT.get(r.verdict, r.verdict))} |"
-        )
-    return lines
-
-
-def gate_markdown(report: GateReport, *, update_command: str = "") -> str:
-    """The gate's report (``memprof check --markdown``) as GitHub-flavoured Markdown: summary, what changed, then every row folded away."""
-    lines = ["## memprof memory gate", "", f"**{md_text(summary(report))}**", ""]
-    for w in report.warnings:
-        lines.append(f"> ⚠️ {md_text(w)}")
-    if report.warnings:
-        lines.append("")
-    changed = [r for r in report.rows if r.verdict not in ("ok", "unmeasured")]
-    if changed:
-        lines += ["### Changes beyond the tolerance", "", *_md_table(changed), ""]
-    if report.improvements and update_command:
-        lines += [f"To accept the improvements, update the baseline: {md_code(update_command)}", ""]
-    for title, keys in (("Only in the baseline", report.only_baseline), ("Only in the current results", report.only_current)):
-        if keys:
-            lines += [f"### {title}", "", *(f"- {md_code(key_label(k))}" for k in keys), ""]
-    lines += ["<details><summary>All comparisons</summary>", "", *_md_table(report.rows), "", "</details>", ""]
-    return "\n".join(lines)
-
-
-def write_gate_markdown(report: GateReport, path: str | Path, *, update_command: str = "") -> Path:
-    """``gate_markdown`` written to ``path`` (overwritten); MemprofError naming it when that fails."""
-    path = Path(path)
-    try:
-        path.write_text(gate_markdown(report, update_command=update_command))
-    except OSError as exc:
-        raise MemprofError(
-            f"cannot write the Markdown report to {str(path)!r} ({exc.strerror}); pass a writable path"
-        ) from None
     return path

@@ -16,7 +16,7 @@ import pandas as pd
 from memprof.reporters.canvas import _colors, _empty, _figure, _save
 from memprof.reporters.table import largest_config, layers_by_group, method_order
 from memprof.reporters.timeline import plot_timeline
-from memprof.result import CATEGORIES, Result, ResultSet
+from memprof.results.result import CATEGORIES, Result, ResultSet
 from memprof.units import unit_for
 
 BREAKDOWN = ("parameters", "gradients", "optimizer_state", "activations", "temporaries")

@@ -13,9 +13,9 @@ from typing import Any
 
 import pandas as pd
 
-from memprof.module_names import layer_group
+from memprof.results.module_names import layer_group
 from memprof.reporters.exactness import exactness_data
-from memprof.result import CATEGORIES, CUDA_ONLY_METRICS, Result, ResultSet
+from memprof.results.result import CATEGORIES, CUDA_ONLY_METRICS, Result, ResultSet
 from memprof.units import HEADLINE_METRICS, METRICS, format_bytes, unit_for
 
 ID_COLUMNS = ("backbone", "method", "task", "engine", "target", "dtype", "attn_implementation", "seq_len", "batch_size")

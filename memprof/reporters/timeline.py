@@ -2,7 +2,7 @@
 backward and the optimizer step, stacked by part (parameters, gradients, optimizer state,
 activations, temporaries), one panel per method at the largest configuration, the peak marked.
 
-It draws ``Result.timeline`` (NOTE [ A compact timeline ] in memprof.timeline): the points are
+It draws ``Result.timeline`` (NOTE [ A compact timeline ] in memprof.results.timeline): the points are
 states of the step as measured, so the marked peak is ``Memory.peak`` to the byte.
 """
 
@@ -14,8 +14,8 @@ from typing import Any
 
 from memprof.reporters.canvas import _colors, _empty, _figure, _save
 from memprof.reporters.table import method_order
-from memprof.result import Result, ResultSet
-from memprof.timeline import KINDS, PHASES
+from memprof.results.result import Result, ResultSet
+from memprof.results.timeline import KINDS, PHASES
 from memprof.units import format_bytes, unit_for
 
 TITLE = "Live memory through one step"

@@ -12,9 +12,10 @@ import pytest
 import meft
 
 memprof = pytest.importorskip("memprof.methods")
-from memprof.params import count_params
-from memprof import backbones, methods  # noqa: E402
-from memprof.tasks import build_model  # noqa: E402
+from memprof.instrument.params import count_params
+from memprof.models import backbones  # noqa: E402
+from memprof import methods  # noqa: E402
+from memprof.models.tasks import build_model  # noqa: E402
 
 TINY_BERT = {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
              "intermediate_size": 64, "vocab_size": 128, "max_position_embeddings": 64}

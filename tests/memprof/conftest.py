@@ -8,8 +8,8 @@ import sys
 import pytest
 import torch
 
-import memprof.sweep
-from memprof import backbones
+import memprof.sweep.run
+from memprof.models import backbones
 from memprof.cli import main
 from synthetic_results import fake_run
 
@@ -41,8 +41,8 @@ def one_thread():
 def cli(monkeypatch, capsys, tmp_path):
     """cli(*args) -> (exit code, stdout, stderr), run in tmp_path; compare profiles with ``fake_run``."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(memprof.sweep, "default_runner", lambda: (fake_run, None))
-    monkeypatch.setattr(memprof.sweep, "auto_jobs", lambda grid: 1)  # workers would not see the patches
+    monkeypatch.setattr(memprof.sweep.run, "default_runner", lambda: (fake_run, None))
+    monkeypatch.setattr(memprof.sweep.run, "auto_jobs", lambda grid: 1)  # workers would not see the patches
     monkeypatch.delenv("MEMPROF_DEBUG", raising=False)
 
     def invoke(*args):

@@ -17,7 +17,7 @@ activations at the peak and temporaries.
 
 from __future__ import annotations
 
-from memprof.result import CATEGORIES, Memory, Result, ResultSet, layers_frame
+from memprof.results.result import CATEGORIES, Memory, Result, ResultSet, layers_frame
 
 FACTOR = {"ft": 8, "lora": 6, "adapter": 5, "ft+ckpt": 2, "lora+ckpt": 1, "meft": 1}
 TOTAL_PARAMS = 400_000_000

@@ -5,11 +5,11 @@ import json
 import pytest
 import torch
 
-from memprof import backbones
-from memprof.config import ProfileConfig
+from memprof.models import backbones
+from memprof.engines.config import ProfileConfig
 from memprof.errors import MemprofError
-from memprof.params import count_params
-from memprof.tasks import build_model, make_batch
+from memprof.instrument.params import count_params
+from memprof.models.tasks import build_model, make_batch
 
 # Published parameter counts of the base models (task heads add a little on top).
 PUBLISHED_MILLIONS = {"bert-base": 109.5, "bert-large": 335.1, "roberta-base": 124.6, "bart-large": 407.3,

@@ -1,4 +1,4 @@
-"""The chunked causal-LM loss (``memprof.losses``, NOTE [ Chunked causal-LM loss ]): its value and
+"""The chunked causal-LM loss (``memprof.models.losses``, NOTE [ Chunked causal-LM loss ]): its value and
 gradients equal the unchunked loss's for every method on every causal-LM family; the fake engine
 shows the full logits' bytes gone from the step's peak, byte for byte as the cpu engine measures it;
 results record the loss; bad input is refused in one line."""
@@ -10,12 +10,13 @@ import torch
 import torch.nn.functional as F
 
 import memprof
-from memprof import backbones, methods, tasks
-from memprof.config import ProfileConfig
+from memprof.models import backbones, tasks
+from memprof import methods
+from memprof.engines.config import ProfileConfig
 from memprof.engines import run
 from memprof.errors import MemprofError
-from memprof.losses import CHUNK_SIZE, chunked_causal_lm_loss
-from memprof.result import KEY_FIELDS, Result, ResultSet, key_label, load_results
+from memprof.models.losses import CHUNK_SIZE, chunked_causal_lm_loss
+from memprof.results.result import KEY_FIELDS, Result, ResultSet, key_label, load_results
 
 H, V = 16, 64
 _LLAMA = dict(hidden_size=H, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=H // 2,

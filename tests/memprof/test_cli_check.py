@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from memprof.cli import run
-from memprof.result import Memory, Result, ResultSet, layers_frame, load_results, write_json
+from memprof.results.result import Memory, Result, ResultSet, layers_frame, load_results, write_json
 
 MiB = 1024**2
 FT = "bert-base ft seq=128 batch=8 fp32 fake->cuda"
@@ -211,7 +211,8 @@ def _save_extra_tensor():
 
 
 def test_a_method_saving_one_more_tensor_fails_the_gate(monkeypatch, capsys, tmp_path):
-    from memprof import backbones, methods
+    from memprof.models import backbones
+    from memprof import methods
 
     engines = pytest.importorskip("memprof.engines", reason="the engines are not available yet")
     # A two-layer BERT of width 32: one extra (B, T, C) tensor is 2 * 32 * 32 * 4 = 8 KiB, ~3.6% of

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-import memprof.sweep
+import memprof.sweep.run
 from synthetic_results import fake_run
 
 SMALL = ["--methods", "ft,lora,adapter", "--seq-lens", "128,256", "--batch-sizes", "2,4"]
@@ -49,7 +49,7 @@ def test_failed_configurations_are_reported_and_do_not_stop_the_sweep(cli, tmp_p
             raise RuntimeError("kaboom")
         return fake_run(config)
 
-    monkeypatch.setattr(memprof.sweep, "default_runner", lambda: (run, None))
+    monkeypatch.setattr(memprof.sweep.run, "default_runner", lambda: (run, None))
     code, out, err = cli("compare", *SMALL, "--out", "run")
     assert code == 0
     assert "2 of 12 configurations did not finish" in out
@@ -69,7 +69,7 @@ def test_interrupt_then_resume(cli, tmp_path, monkeypatch, stub_plots):
         calls.append(config)
         return fake_run(config)
 
-    monkeypatch.setattr(memprof.sweep, "default_runner", lambda: (interrupted, None))
+    monkeypatch.setattr(memprof.sweep.run, "default_runner", lambda: (interrupted, None))
     code, out, err = cli("compare", *SMALL, "--out", "cut", "--quiet")
     assert code == 130
     line = err.strip()
@@ -78,7 +78,7 @@ def test_interrupt_then_resume(cli, tmp_path, monkeypatch, stub_plots):
     assert len(json.loads((tmp_path / "cut" / "results.json").read_text())["results"]) == 5
     assert not (tmp_path / "cut" / "report.html").exists()
 
-    monkeypatch.setattr(memprof.sweep, "default_runner", lambda: (fake_run, None))
+    monkeypatch.setattr(memprof.sweep.run, "default_runner", lambda: (fake_run, None))
     code, out, err = cli("compare", "--resume", "cut", "--quiet")  # options come from results.json
     assert code == 0, err
     full = json.loads((tmp_path / "full" / "results.json").read_text())
@@ -163,7 +163,7 @@ def test_existing_results_need_resume(cli, tmp_path, stub_plots):
 SLOW_ENGINE = """
 import sys, time
 sys.path.insert(0, {tests!r})
-import memprof.sweep
+import memprof.sweep.run
 from synthetic_results import fake_run
 
 calls = []
@@ -175,7 +175,7 @@ def slow(config, cache):
     time.sleep(0.3 if len(calls) <= 2 else 5.0)
     return fake_run(config)
 
-memprof.sweep.default_runner = lambda: (slow, None)
+memprof.sweep.run.default_runner = lambda: (slow, None)
 """
 
 
@@ -187,7 +187,7 @@ def test_real_ctrl_c_leaves_valid_partial_results(tmp_path):
     import time
     from pathlib import Path
 
-    from memprof.result import load_results
+    from memprof.results.result import load_results
 
     shim = tmp_path / "shim"
     shim.mkdir()

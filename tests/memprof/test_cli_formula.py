@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from memprof.config import ProfileConfig
+from memprof.engines.config import ProfileConfig
 from memprof.engines import ModelCache, run
-from memprof.formula import Formula
-from memprof.result import load_results
+from memprof.results.formula import Formula
+from memprof.results.result import load_results
 
 SMALL = ("--backbone", "all-minilm-l6-v2")
 
@@ -53,7 +53,7 @@ def test_compare_fast_gives_the_profiles_results_and_reports_the_formulas(cli, t
 
 
 def test_compare_fast_fails_loudly_when_the_check_profile_disagrees(cli, monkeypatch, stub_plots):
-    from memprof import formula as formula_module
+    from memprof.results import formula as formula_module
 
     real = formula_module.Formula.memory_at
 

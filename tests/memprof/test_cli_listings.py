@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from memprof import backbones, methods
+from memprof.models import backbones
+
+from memprof import methods
 from memprof.methods import registry
 
 THIRD_PARTY = Path(__file__).parent / "third_party"
@@ -184,8 +186,8 @@ def fresh_registry(monkeypatch):
 
 
 def test_a_method_from_another_package(cli, tmp_path, monkeypatch, fresh_registry):
-    from memprof.params import count_params
-    from memprof.tasks import build_model
+    from memprof.instrument.params import count_params
+    from memprof.models.tasks import build_model
 
     _install(tmp_path, monkeypatch, "[memprof.methods]\nlinear-probe = memprof_linear_probe\n")
     code, out, _ = cli("methods", "--json")

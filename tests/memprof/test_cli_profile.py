@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 import memprof
 from memprof.cli import app
 from memprof.cli.app import run
-from memprof.module_names import layer_group as group_path
+from memprof.results.module_names import layer_group as group_path
 from memprof.reporters.table import layers_by_group as grouped_layers
-from memprof.result import load_results
+from memprof.results.result import load_results
 
 
 

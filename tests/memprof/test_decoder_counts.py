@@ -16,7 +16,8 @@ import pytest
 import torch
 
 import memprof
-from memprof import backbones, methods, tasks
+from memprof.models import backbones, tasks
+from memprof import methods
 
 SEQ, BATCH = 16, 2
 TINY = {

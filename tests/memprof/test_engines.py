@@ -8,10 +8,11 @@ import pytest
 import torch
 
 import memprof
-from memprof import backbones, methods
-from memprof.config import ProfileConfig
+from memprof.models import backbones
+from memprof import methods
+from memprof.engines.config import ProfileConfig
 from memprof.engines import ModelCache, run
-from memprof.result import LAYER_COLUMNS
+from memprof.results.result import LAYER_COLUMNS
 
 FAMILIES = ("bert", "roberta", "bart", "opt")
 B, S, H, HEADS, FFN, LAYERS = 2, 8, 16, 2, 32, 2
@@ -316,7 +317,7 @@ def test_public_profile_validates(tiny):
 
 def test_checkpointed_layer_inputs_are_live_activations(tiny):
     from memprof.methods.ckpt import checkpoint
-    from memprof.tasks import build_model, make_batch
+    from memprof.models.tasks import build_model, make_batch
 
     bb = backbones.resolve(tiny["bert"])
     batch = make_batch(bb, "classification", B, S)

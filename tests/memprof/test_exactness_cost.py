@@ -8,7 +8,7 @@ import math
 import pytest
 
 from memprof.reporters import exactness, html, markdown, table
-from memprof.result import Memory, Result, ResultSet, layers_frame
+from memprof.results.result import Memory, Result, ResultSet, layers_frame
 from memprof.units import MIB, format_bytes
 from synthetic_results import golden_resultset, make_result
 

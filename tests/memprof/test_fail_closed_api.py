@@ -20,9 +20,10 @@ import torch
 from torch import nn
 
 import memprof
-from memprof import engines, tasks
-from memprof.budget import parse_budgets
-from memprof.config import ProfileConfig
+from memprof import engines
+from memprof.models import tasks
+from memprof.checks.budget import parse_budgets
+from memprof.engines.config import ProfileConfig
 from memprof.engines import fake
 from memprof.errors import MemprofError
 from memprof.instrument.session import Instrument

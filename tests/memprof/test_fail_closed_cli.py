@@ -15,9 +15,9 @@ import pytest
 
 import memprof.engines
 import memprof.outputs
-import memprof.sweep
-from memprof.config import ProfileConfig
-from memprof.result import Result, ResultSet, load_results, write_json
+import memprof.sweep.run
+from memprof.engines.config import ProfileConfig
+from memprof.results.result import Result, ResultSet, load_results, write_json
 from synthetic_results import fake_run, golden_resultset, make_result
 
 #: a two-layer BERT small enough to build in milliseconds (a literal: no registry lookups)
@@ -42,7 +42,7 @@ def no_profiling(monkeypatch):
         raise AssertionError(f"profiled {config} although the command should have failed first")
 
     monkeypatch.setattr(memprof.engines, "run", run)
-    monkeypatch.setattr(memprof.sweep, "default_runner", lambda: (run, None))
+    monkeypatch.setattr(memprof.sweep.run, "default_runner", lambda: (run, None))
     return calls
 
 
@@ -96,7 +96,7 @@ def test_a_failure_message_with_markup_does_not_stop_the_sweep(cli, tmp_path, mo
     def run(config, cache):
         raise KeyError("gelu[/]")
 
-    monkeypatch.setattr(memprof.sweep, "default_runner", lambda: (run, None))
+    monkeypatch.setattr(memprof.sweep.run, "default_runner", lambda: (run, None))
     code, out, err = cli("compare", "--methods", "ft,lora", "--seq-lens", "8", "--batch-sizes", "1",
                          "--out", "runs/[exp1]/sweep", "--quiet")
     assert code == 1, err
@@ -119,7 +119,7 @@ def test_a_message_with_markup_among_successes(cli, tmp_path, monkeypatch):
             raise RuntimeError(message)
         return fake_run(config)
 
-    monkeypatch.setattr(memprof.sweep, "default_runner", lambda: (run, None))
+    monkeypatch.setattr(memprof.sweep.run, "default_runner", lambda: (run, None))
     monkeypatch.setenv("COLUMNS", "400")
     code, out, err = cli("compare", *SMALL, "--out", "[exp1]")
     assert code == 0, err
@@ -188,12 +188,12 @@ def test_a_method_and_its_alias_are_refused(cli, tmp_path, no_profiling, methods
 def test_the_sweep_refuses_aliases_too():
     from memprof.errors import MemprofError
 
-    assert memprof.sweep.alias_of("meft") == "meft1" and memprof.sweep.alias_of("meft1") == "meft1"
+    assert memprof.sweep.run.alias_of("meft") == "meft1" and memprof.sweep.run.alias_of("meft1") == "meft1"
     with pytest.raises(MemprofError, match="method 'meft' is an alias of 'meft1'"):
-        memprof.sweep.parse_methods("meft1,meft")
+        memprof.sweep.run.parse_methods("meft1,meft")
     with pytest.raises(MemprofError, match="method 'meft' is an alias of 'meft1'"):
-        memprof.sweep.Grid(backbone="bert-base", methods=["meft", "meft1"], seq_lens=[8], batch_sizes=[1])
-    assert memprof.sweep.parse_methods("meft,meft2") == ["meft", "meft2"]
+        memprof.sweep.run.Grid(backbone="bert-base", methods=["meft", "meft1"], seq_lens=[8], batch_sizes=[1])
+    assert memprof.sweep.run.parse_methods("meft,meft2") == ["meft", "meft2"]
 
 
 # -- 4. nothing finished: exit 1, and the count in --quiet mode ------------------------------------
@@ -205,7 +205,7 @@ def _failing(monkeypatch, when):
             raise RuntimeError("kaboom")
         return fake_run(config)
 
-    monkeypatch.setattr(memprof.sweep, "default_runner", lambda: (run, None))
+    monkeypatch.setattr(memprof.sweep.run, "default_runner", lambda: (run, None))
 
 
 def test_compare_exits_1_when_no_configuration_finished(cli, tmp_path, monkeypatch):
@@ -240,7 +240,7 @@ def _interrupt_after(monkeypatch, n):
         calls.append(config)
         return fake_run(config)
 
-    monkeypatch.setattr(memprof.sweep, "default_runner", lambda: (run, None))
+    monkeypatch.setattr(memprof.sweep.run, "default_runner", lambda: (run, None))
 
 
 def _fingerprint(config_path):
@@ -260,7 +260,7 @@ def test_resume_refuses_a_changed_backbone_config(cli, tmp_path, monkeypatch):
 
     write_config(config, intermediate_size=64)
     after = _fingerprint(config)
-    monkeypatch.setattr(memprof.sweep, "default_runner", lambda: (fake_run, None))
+    monkeypatch.setattr(memprof.sweep.run, "default_runner", lambda: (fake_run, None))
     line = one_error_line(*cli("compare", "--resume", "run"))
     assert line == (f"error: backbone config of {os.path.join('model', 'config.json')!r} changed since the sweep "
                     f"started (fingerprint {before[:12]} -> {after[:12]}); start a new sweep with another --out")
@@ -276,9 +276,9 @@ def test_resume_refuses_another_library_version(cli, tmp_path, monkeypatch):
     _interrupt_after(monkeypatch, 2)
     assert cli("compare", *SMALL, "--out", "run", "--quiet")[0] == 130
     was = load_results(tmp_path / "run" / "results.json").options["versions"]["transformers"]
-    real = memprof.sweep.environment
-    monkeypatch.setattr(memprof.sweep, "environment", lambda: {**real(), "transformers": "99.0"})
-    monkeypatch.setattr(memprof.sweep, "default_runner", lambda: (fake_run, None))
+    real = memprof.sweep.run.environment
+    monkeypatch.setattr(memprof.sweep.run, "environment", lambda: {**real(), "transformers": "99.0"})
+    monkeypatch.setattr(memprof.sweep.run, "default_runner", lambda: (fake_run, None))
     line = one_error_line(*cli("compare", "--resume", "run"))
     assert line == (f"error: transformers version changed since the sweep started ({was} -> 99.0); resume it with "
                     f"transformers {was}, or start a new sweep with another --out")
@@ -292,7 +292,7 @@ def test_results_without_a_fingerprint_still_resume(cli, tmp_path, monkeypatch):
     for key in ("backbone_config_sha256", "versions"):
         del data["options"][key]
     path.write_text(json.dumps(data))
-    monkeypatch.setattr(memprof.sweep, "default_runner", lambda: (fake_run, None))
+    monkeypatch.setattr(memprof.sweep.run, "default_runner", lambda: (fake_run, None))
     code, _, err = cli("compare", "--resume", "run", "--quiet")
     assert code == 0, err
     assert len(load_results(path).results) == 8
@@ -379,8 +379,8 @@ def test_summary_md_is_inert(tmp_path):
 
 
 def test_gate_markdown_is_inert():
-    from memprof.gate import GateReport, GateRow
-    from memprof.reporters.markdown import gate_markdown
+    from memprof.checks.gate import GateReport, GateRow
+    from memprof.checks.gate_markdown import gate_markdown
 
     key = ("a|`b`<i>", "ft", 8, 1, "fp32", "fake", "cuda", "first", "full")
     row = GateRow(key=key, metric="peak", baseline=100, current=200, verdict="regression")

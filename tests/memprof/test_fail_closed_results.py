@@ -21,11 +21,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from memprof import gate
+from memprof.checks import gate
 from memprof.cli import run
 from memprof.errors import MemprofError
 from memprof.reporters import prepare_out_dir
-from memprof.result import SCHEMA_VERSION, Memory, Result, ResultSet, layers_frame, load_results, write_json
+from memprof.results.result import SCHEMA_VERSION, Memory, Result, ResultSet, layers_frame, load_results, write_json
 
 ROOT = Path(__file__).resolve().parents[2]
 MiB = 1024**2

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import memprof
-from memprof import fit
+from memprof.fit import search as fit
 from memprof.errors import MemprofError
-from memprof.fit import FitConfig
-from memprof.fit_search import search
+from memprof.fit.search import FitConfig
+from memprof.fit.bisection import search
 
 BUDGET = 400_000  # bytes: batch sizes around 5 to 12 at sequence length 16 (ft 372,792 bytes at batch 8)
 

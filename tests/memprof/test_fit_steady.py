@@ -6,12 +6,12 @@ import pytest
 import torch
 
 import memprof
-import memprof.config
+import memprof.engines.config
 import memprof.engines.common
-from memprof import sweep
+from memprof.sweep import run as sweep
 from memprof.engines.common import create_optimizer_state
 from memprof.errors import MemprofError
-from memprof.result import load_results
+from memprof.results.result import load_results
 
 
 
@@ -21,7 +21,7 @@ def test_steady_state_holds_adamws_state_throughout(tiny_opt):
     assert (first.step, steady.step) == ("first", "steady")
     # By hand: every parameter of ft trains; AdamW keeps exp_avg and exp_avg_sq (fp32, 4 bytes an
     # element, as the parameter) and a 4-byte fp32 scalar ``step`` per parameter tensor.
-    model = memprof.engines.common.build(memprof.config.ProfileConfig(tiny_opt, seq_len=16), "meta").model
+    model = memprof.engines.common.build(memprof.engines.config.ProfileConfig(tiny_opt, seq_len=16), "meta").model
     params = [p for p in model.parameters() if p.requires_grad]
     state = sum(2 * 4 * p.numel() + 4 for p in params)
     assert steady.memory.optimizer_state == state and steady.trainable_params == sum(p.numel() for p in params)
@@ -35,7 +35,7 @@ def test_steady_state_holds_adamws_state_throughout(tiny_opt):
 
 def test_lora_steady_state_is_the_adapters_state_only(tiny_opt):
     steady = memprof.profile(tiny_opt, "lora", seq_len=16, batch_size=2, dtype="bf16", step="steady")
-    model = memprof.engines.common.build(memprof.config.ProfileConfig(tiny_opt, "lora", seq_len=16, dtype="bf16"), "meta").model
+    model = memprof.engines.common.build(memprof.engines.config.ProfileConfig(tiny_opt, "lora", seq_len=16, dtype="bf16"), "meta").model
     params = [p for p in model.parameters() if p.requires_grad]
     # Moments in each trainable parameter's dtype, no fp32 master copy, a 4-byte step each. peft keeps
     # LoRA's weights in fp32 over a bf16 model (autocast_adapter_dtype), so here they are fp32.

@@ -7,12 +7,12 @@ from dataclasses import replace
 import pytest
 
 import memprof.methods
-from memprof import backbones
-from memprof.config import ProfileConfig
+from memprof.models import backbones
+from memprof.engines.config import ProfileConfig
 from memprof.engines import ModelCache, run, symbolic
 from memprof.errors import MemprofError
-from memprof.formula import Formula
-from memprof.polynomial import Poly
+from memprof.results.formula import Formula
+from memprof.results.polynomial import Poly
 
 METHODS = [m for m in memprof.methods.names() if memprof.methods.get(m).alias_of is None]
 #: sizes the trace never saw (it runs at HINT = (8, 128)): odd and no multiple of the kernels' 8 or
@@ -146,7 +146,7 @@ def test_the_steady_step_is_traced_too(depth):
 def test_a_batch_of_one_is_outside_a_causal_lm_formula_and_compare_fast_profiles_it(depth):
     # b = 1: the loss keeps a view of the padded labels (s + 1 ids) where b > 1 keeps a copy (s ids);
     # the trace assumed b > 1 and says so.
-    from memprof.sweep_closed_form import ClosedFormRunner
+    from memprof.sweep.closed_form import ClosedFormRunner
 
     config = ProfileConfig(backbone=depth("opt-125m"), method="lora", engine="fake", seq_len=40, batch_size=1)
     formula = symbolic.derive(config)

@@ -21,8 +21,10 @@ from unittest import mock
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from memprof import backbones, gate
-from memprof.result import load_results
+from memprof.models import backbones
+
+from memprof.checks import gate
+from memprof.results.result import load_results
 
 from synthetic_results import golden_resultset  # noqa: E402  (tests/memprof is on sys.path)
 

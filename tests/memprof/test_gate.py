@@ -5,9 +5,9 @@ import math
 
 import pytest
 
-from memprof.budget import Excess, check_budget, format_excess, parse_budgets
+from memprof.checks.budget import Excess, check_budget, format_excess, parse_budgets
 from memprof.errors import MemprofError
-from memprof.gate import (
+from memprof.checks.gate import (
     DEFAULT_METRICS,
     GateRow,
     compare,
@@ -19,9 +19,9 @@ from memprof.gate import (
     refresh_summary,
     summary,
 )
-from memprof.reporters.markdown import gate_markdown as markdown
+from memprof.checks.gate_markdown import gate_markdown as markdown
 from memprof.units import format_bytes, parse_bytes
-from memprof.result import SCHEMA_VERSION, Memory, Result, ResultSet, layers_frame, load_results, write_json
+from memprof.results.result import SCHEMA_VERSION, Memory, Result, ResultSet, layers_frame, load_results, write_json
 
 MiB = 1024**2
 

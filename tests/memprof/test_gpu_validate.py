@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import memprof
-from memprof import backbones
-from memprof.result import Memory, Result, load_results
+from memprof.models import backbones
+from memprof.results.result import Memory, Result, load_results
 
 _spec = importlib.util.spec_from_file_location(
     "gpu_validate", Path(__file__).parents[2] / "benchmarks" / "gpu_validate.py")

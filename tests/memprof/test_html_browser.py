@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from memprof.reporters import html, plots
-from memprof.timeline import downsample
+from memprof.results.timeline import downsample
 from synthetic_results import golden_resultset
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (the test extra has it)")

@@ -11,7 +11,7 @@ from torch import nn
 import memprof
 from memprof.instrument import categories
 from memprof.instrument.session import Instrument
-from memprof.result import CATEGORIES, LAYER_COLUMNS
+from memprof.results.result import CATEGORIES, LAYER_COLUMNS
 
 F32 = 4
 

@@ -15,10 +15,10 @@ import pytest
 
 pytest.importorskip("torch.distributed._tools.mem_tracker")
 
-from memprof import backbones  # noqa: E402
-from memprof.config import ProfileConfig  # noqa: E402
+from memprof.models import backbones  # noqa: E402
+from memprof.engines.config import ProfileConfig  # noqa: E402
 from memprof.engines import run  # noqa: E402
-from memprof.tasks import NUM_LABELS  # noqa: E402
+from memprof.models.tasks import NUM_LABELS  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location(
     "memtracker_check", Path(__file__).parents[2] / "benchmarks" / "memtracker_check.py")

@@ -3,10 +3,11 @@
 import pytest
 import torch
 
-from memprof.params import count_params
-from memprof import backbones, methods
+from memprof.instrument.params import count_params
+from memprof.models import backbones
+from memprof import methods
 from memprof.methods.adapter import SequentialAdapter, remove_adapters
-from memprof.tasks import build_model, make_batch
+from memprof.models.tasks import build_model, make_batch
 
 
 def tiny(name):

@@ -1,12 +1,14 @@
 """Module names as results write them: MEFT's reversible stacks named for what they are, and the
-layer row each module path belongs to (memprof.module_names NOTE [ Reversible stacks ])."""
+layer row each module path belongs to (memprof.results.module_names NOTE [ Reversible stacks ])."""
 
 import pytest
 
-from memprof import backbones, methods
+from memprof.models import backbones
+
+from memprof import methods
 from memprof.instrument.modules import module_paths
-from memprof.module_names import layer_row, reversible_stack_name, stack_member_name
-from memprof.tasks import build_model
+from memprof.results.module_names import layer_row, reversible_stack_name, stack_member_name
+from memprof.models.tasks import build_model
 
 STACK = "bert.encoder.layer (reversible stack, 12 layers)"
 

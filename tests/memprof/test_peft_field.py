@@ -6,12 +6,14 @@ import json
 import pytest
 import torch
 
-from memprof import backbones, methods
-from memprof.config import ProfileConfig
+from memprof.models import backbones
+
+from memprof import methods
+from memprof.engines.config import ProfileConfig
 from memprof.engines import run
 from memprof.errors import MemprofError
-from memprof.params import count_params
-from memprof.tasks import build_model, make_batch
+from memprof.instrument.params import count_params
+from memprof.models.tasks import build_model, make_batch
 
 FIELD = ["ia3", "prefix", "dora", "adapter-pfeiffer", "bitfit", "top-k", "lst"]
 H, HEADS, FFN, LAYERS, HEAD = 32, 2, 64, 4, 32 * 2 + 2  # HEAD: a linear classifier, 2 labels

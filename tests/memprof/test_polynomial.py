@@ -5,7 +5,7 @@ from fractions import Fraction
 import pytest
 
 from memprof.errors import MemprofError
-from memprof.polynomial import Poly, add_candidate, floor_variable, max_at, solve
+from memprof.results.polynomial import Poly, add_candidate, floor_variable, max_at, solve
 
 b, s = Poly.var("b"), Poly.var("s")
 

@@ -10,10 +10,10 @@ import torch
 import torch._dynamo  # noqa: F401  (see below)
 from torch import nn
 
-from memprof.budget import assert_memory
+from memprof.checks.budget import assert_memory
 from memprof.instrument import session
 from memprof.errors import MemprofError
-from memprof.result import Memory, Result
+from memprof.results.result import Memory, Result
 
 pytest_plugins = ["pytester"]
 # pytester's in-process runs drop the modules first imported inside them; torch's optimizers import

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from memprof.reporters import markdown, render_all, table
-from memprof.result import CATEGORIES, ResultSet
+from memprof.results.result import CATEGORIES, ResultSet
 from synthetic_results import GOLDEN_COMMAND, golden_resultset, make_result
 
 GOLDEN = Path(__file__).parents[1] / "golden"

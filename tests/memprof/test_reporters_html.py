@@ -7,7 +7,7 @@ from html.parser import HTMLParser
 import pytest
 
 from memprof.reporters import html, plots, render_all, table
-from memprof.result import ResultSet
+from memprof.results.result import ResultSet
 from synthetic_results import ENVIRONMENT, GOLDEN_COMMAND, golden_resultset
 
 

@@ -4,9 +4,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from memprof.module_names import layer_group
+from memprof.results.module_names import layer_group
 from memprof.reporters import plots
-from memprof.result import CATEGORIES, ResultSet
+from memprof.results.result import CATEGORIES, ResultSet
 from synthetic_results import TOTAL_PARAMS, golden_resultset, make_result
 
 

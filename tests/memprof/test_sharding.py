@@ -1,9 +1,9 @@
-"""The scale-out arithmetic of ``memprof.sharding`` (ZeRO, Rajbhandari et al. 2020), by hand."""
+"""The scale-out arithmetic of ``memprof.fit.sharding`` (ZeRO, Rajbhandari et al. 2020), by hand."""
 
 import pytest
 
 from memprof.errors import MemprofError
-from memprof.sharding import SHARDS, per_rank
+from memprof.fit.sharding import SHARDS, per_rank
 
 # The ZeRO paper's own example (section 5.1, figure 1): a 7.5B-parameter model, mixed precision
 # Adam: 2 bytes a parameter (fp16), 2 a gradient, K = 12 of optimizer state (fp32 master weights,

@@ -9,10 +9,10 @@ import torch
 from torch import nn
 
 import memprof
-from memprof import fit
-from memprof.budget import BudgetExceeded, assert_memory, budget
+from memprof.fit import search as fit
+from memprof.checks.budget import BudgetExceeded, assert_memory, budget
 from memprof.errors import MemprofError
-from memprof.fit import FitConfig
+from memprof.fit.search import FitConfig
 from memprof.units import HEADLINE_METRICS
 
 GIB = 2**30  # the documented default context allowance (docs/usage.md "What fits", NOTE [ What fit counts ])

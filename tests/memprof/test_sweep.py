@@ -8,9 +8,11 @@ from datetime import datetime
 import pytest
 import torch
 
-from memprof import methods, sweep
+from memprof.sweep import run as sweep
+
+from memprof import methods
 from memprof.errors import MemprofError
-from memprof.result import config_key, load_results
+from memprof.results.result import config_key, load_results
 from synthetic_results import fake_run
 
 SMALL = dict(backbone="bart-large", methods=["ft", "lora", "adapter"], seq_lens=[128, 256], batch_sizes=[2, 4])
@@ -258,7 +260,7 @@ def test_auto_jobs():
 
 
 def tiny_bart(tmp_path):
-    from memprof.backbones import builtin
+    from memprof.models.backbones import builtin
 
     cfg = {**builtin()["bart-base"], "d_model": 32, "encoder_layers": 2, "decoder_layers": 2, "encoder_attention_heads": 2,
            "decoder_attention_heads": 2, "encoder_ffn_dim": 64, "decoder_ffn_dim": 64, "vocab_size": 128}

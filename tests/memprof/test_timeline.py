@@ -1,4 +1,4 @@
-"""The step over time: the compact timeline a Result stores (memprof.timeline), and its plot in
+"""The step over time: the compact timeline a Result stores (memprof.results.timeline), and its plot in
 the report of ``memprof compare`` (memprof.reporters.timeline)."""
 
 import json
@@ -6,10 +6,10 @@ import sys
 
 import pytest
 
-from memprof import backbones
+from memprof.models import backbones
 from memprof.errors import MemprofError
-from memprof.result import Result, load_results
-from memprof.timeline import KINDS, Timeline, downsample
+from memprof.results.result import Result, load_results
+from memprof.results.timeline import KINDS, Timeline, downsample
 
 P, G, O, A, T = range(5)  # kind indices, in KINDS order
 
@@ -151,7 +151,7 @@ def test_every_timeline_value_replaced_by_garbage_is_refused_or_read_exactly(tmp
     import math
     import re
 
-    from memprof.result import ResultSet, write_json
+    from memprof.results.result import ResultSet, write_json
 
     tl = downsample([8, 4], [0, 1, ~1], [P, A], {"forward": 1, "backward": 2, "end": 3})
     base = ResultSet([Result(backbone="b", method="ft", engine="fake", target="cuda", dtype="fp32",
@@ -190,8 +190,8 @@ def test_every_timeline_value_replaced_by_garbage_is_refused_or_read_exactly(tmp
 
 
 def test_a_baseline_drops_the_timelines_unless_layers_are_kept(tmp_path):
-    from memprof.gate import make_baseline
-    from memprof.result import ResultSet, write_json
+    from memprof.checks.gate import make_baseline
+    from memprof.results.result import ResultSet, write_json
 
     tl = downsample([8, 4], [0, 1, ~1], [P, A], {"forward": 1, "backward": 2, "end": 3})
     rs = ResultSet([Result(backbone="b", method="ft", engine="fake", target="cuda", dtype="fp32",

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from memprof.schema import MISSING, Reader
+from memprof.results.schema import MISSING, Reader
 
 #: What live memory is split into, in the order it is stacked (as ``Memory`` names its parts).
 KINDS = ("parameters", "gradients", "optimizer_state", "activations", "temporaries")

@@ -5,7 +5,7 @@
 ``GateReport``: plain data, one ``GateRow`` per (configuration x metric), plus the configurations
 found on one side only and warnings (library versions or settings that differ between the two
 sides). It never prints; ``memprof.cli.check`` renders it and turns it into an exit code, and
-``memprof.reporters.markdown.gate_markdown(report)`` renders it for a pull-request comment or a CI
+``memprof.checks.gate_markdown.gate_markdown(report)`` renders it for a pull-request comment or a CI
 job summary.
 
 NOTE [ Verdicts ]
@@ -27,7 +27,7 @@ NOTE [ Verdicts ]
     fraction, a string, a boolean. (A NaN compares false with everything: treated as a number it
     would pass the gate on the current side, and disable the check on the baseline side.) A status
     other than ``ok``, ``oom`` or ``error`` is unusable input too. ``load_results`` refuses all of
-    these in a file already (NOTE [ Reading results ] in memprof.result); ``compare`` checks again
+    these in a file already (NOTE [ Reading results ] in memprof.results.result); ``compare`` checks again
     because it also takes ResultSets built in Python.
 """
 
@@ -42,7 +42,7 @@ from pathlib import Path
 import pandas as pd
 
 from memprof.errors import MemprofError
-from memprof.result import (
+from memprof.results.result import (
     CUDA_ONLY_METRICS,
     KEY_FIELDS,
     STATUSES,
@@ -53,7 +53,7 @@ from memprof.result import (
     load_results,
     write_json,
 )
-from memprof.schema import MAX_COUNT, describe_value
+from memprof.results.schema import MAX_COUNT, describe_value
 from memprof.units import HEADLINE_METRICS, METRICS, format_bytes
 
 DEFAULT_METRICS = HEADLINE_METRICS

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from memprof.backbones import Backbone
+from memprof.models.backbones import Backbone
 from memprof.errors import MemprofError, one_line
 
 TASKS = ("classification", "causal-lm", "seq2seq")

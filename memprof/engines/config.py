@@ -8,10 +8,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from memprof import backbones, methods
+from memprof.models import backbones
+
+from memprof import methods
 from memprof.errors import MemprofError
-from memprof.result import LOSSES, STEPS
-from memprof.tasks import ATTN_IMPLEMENTATIONS, check_task
+from memprof.results.result import LOSSES, STEPS
+from memprof.models.tasks import ATTN_IMPLEMENTATIONS, check_task
 from memprof.units import short_repr
 
 ENGINES = ("fake", "cpu", "cuda")
@@ -86,7 +88,7 @@ class ProfileConfig:
     """What to profile. ``target`` defaults to cuda for the fake engine and to the engine's own
     device otherwise; ``task`` defaults to the backbone family's task. ``loss="chunked"`` (causal-LM
     task only) computes the loss over chunks of tokens instead of the model's full logits
-    (``memprof.losses``, NOTE [ Chunked causal-LM loss ]).
+    (``memprof.models.losses``, NOTE [ Chunked causal-LM loss ]).
 
     Validated on construction, types first (NOTE [ Types before lookups ]): a bad value raises
     MemprofError naming the field, the value and the fix."""

@@ -1,8 +1,8 @@
 """Checking the values of a results document: one refusal line per bad value, naming it.
 
-``memprof.result`` reads a results file through a ``Reader`` (NOTE [ Reading results ] there says
+``memprof.results.result`` reads a results file through a ``Reader`` (NOTE [ Reading results ] there says
 what the schema requires); the gate describes the values it refuses with ``describe_value``. This
-module knows JSON values and their limits, not Results, so it sits below ``memprof.result``.
+module knows JSON values and their limits, not Results, so it sits below ``memprof.results.result``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Backbones: built-in architecture configs (published hyper-parameters, no download), local config
 paths, and real pretrained weights where a package ships them.
 
-A backbone is only a description; ``memprof.tasks.build_model`` turns it into a model.
+A backbone is only a description; ``memprof.models.tasks.build_model`` turns it into a model.
 """
 
 from __future__ import annotations

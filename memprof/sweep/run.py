@@ -9,8 +9,8 @@ every configuration whose key is already in the file. Results are kept in grid o
 interrupted-then-resumed sweep writes the same file as an uninterrupted one.
 
 Here: ``plan`` (what ``memprof compare`` will run, and where), the output folders and
-``run_sweep``. The grid and the parsing of the CLI's lists are ``memprof.sweep_grid``, the
-worker processes ``memprof.sweep_workers``, the resume checks ``memprof.sweep_resume``.
+``run_sweep``. The grid and the parsing of the CLI's lists are ``memprof.sweep.grid``, the
+worker processes ``memprof.sweep.workers``, the resume checks ``memprof.sweep.resume``.
 """
 
 from __future__ import annotations
@@ -22,18 +22,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from memprof.config import ProfileConfig
+from memprof.engines.config import ProfileConfig
 from memprof.errors import MemprofError
 from memprof.outputs import check_dir
 from memprof.reporters import RESULTS_FILE, prepare_out_dir
-from memprof.result import Result, ResultSet, config_key, environment, load_results, write_json
-from memprof.sweep_grid import DEFAULTS, Grid, alias_of, parse_ints, parse_methods, parse_options
-from memprof.sweep_resume import VERSIONED, check_resumable, config_fingerprint
-from memprof.sweep_workers import Progress, RunFn, default_runner, run_one, run_parallel
+from memprof.results.result import Result, ResultSet, config_key, environment, load_results, write_json
+from memprof.sweep.grid import DEFAULTS, Grid, alias_of, parse_ints, parse_methods, parse_options
+from memprof.sweep.resume import VERSIONED, check_resumable, config_fingerprint
+from memprof.sweep.workers import Progress, RunFn, default_runner, run_one, run_parallel
 
-# ``memprof.sweep`` stays the one module the CLI and the tests name, so the grid's names are
+# ``memprof.sweep.run`` stays the one module the CLI and the tests name, so the grid's names are
 # reached from here too. ``default_runner``, ``auto_jobs`` and ``environment`` are looked up here
-# (by run_sweep, plan and provenance): patching ``memprof.sweep.<name>`` replaces them.
+# (by run_sweep, plan and provenance): patching ``memprof.sweep.run.<name>`` replaces them.
 __all__ = [
     "DEFAULTS", "Grid", "Progress", "RunFn", "SweepInterrupted", "alias_of", "auto_jobs", "default_out_dir",
     "default_runner", "environment", "parse_ints", "parse_methods", "parse_options", "plan", "point_latest",

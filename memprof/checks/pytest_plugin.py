@@ -33,7 +33,7 @@ class MemoryBudget:
 
     @contextmanager
     def __call__(self, model: Any, optimizer: Any = None, **budgets: Any) -> Iterator[Any]:
-        from memprof.budget import BudgetExceeded, budget
+        from memprof.checks.budget import BudgetExceeded, budget
 
         try:
             with budget(model, optimizer, title="memory budget exceeded", on_result=self._record, **budgets) as prof:

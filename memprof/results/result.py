@@ -15,9 +15,9 @@ from typing import Any
 import pandas as pd
 
 from memprof.errors import MemprofError
-from memprof.result_files import read_json, write_atomically
-from memprof.schema import MISSING, Reader, describe_value, is_whole
-from memprof.timeline import Timeline
+from memprof.results.files import read_json, write_atomically
+from memprof.results.schema import MISSING, Reader, describe_value, is_whole
+from memprof.results.timeline import Timeline
 from memprof.version import __version__
 
 SCHEMA_VERSION = 4
@@ -27,7 +27,7 @@ SCHEMA_VERSION = 4
 #: rather than drop those bytes from its per-category split.
 #: Version 3 added ``step`` (which training step was profiled, ``STEPS``); older files profiled the
 #: first step, so they are read with ``"first"``.
-#: Version 3 also added ``timeline`` (live bytes by kind through the step, ``memprof.timeline``),
+#: Version 3 also added ``timeline`` (live bytes by kind through the step, ``memprof.results.timeline``),
 #: null for a result without one; older files are read with null.
 #: Version 4 added ``loss`` (how the step computed its loss, ``LOSSES``); older files used the
 #: model's own loss, so they are read with ``"full"``.
@@ -53,7 +53,7 @@ STATUSES = ("ok", "oom", "error")
 STEPS = ("first", "steady")
 
 #: How a step computed its loss: the model's own (``full``; a causal LM materialises its logits), or
-#: a causal-LM loss over chunks of tokens (``chunked``, ``memprof.losses``).
+#: a causal-LM loss over chunks of tokens (``chunked``, ``memprof.models.losses``).
 LOSSES = ("full", "chunked")
 
 #: What identifies a configuration across runs: a sweep resumes, and the gate matches, on these.
@@ -265,7 +265,7 @@ class ResultSet:
 #     Infinity anywhere: the json module reads those literals (and 1e999 as infinity), JSON has neither;
 #   - a key twice in one object (the json module would keep the last) is refused.
 # ``load_results`` raises MemprofError, and nothing else, for any file. The value checks are
-# ``memprof.schema.Reader``'s and the strict JSON read is ``memprof.result_files.read_json``: they
+# ``memprof.results.schema.Reader``'s and the strict JSON read is ``memprof.results.files.read_json``: they
 # know JSON, not Results, so they sit below this module.
 
 _SET_FIELDS = ("schema_version", "command", "options", "results")

@@ -21,11 +21,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from memprof.config import ProfileConfig
+from memprof.engines.config import ProfileConfig
 from memprof.errors import MemprofError
-from memprof.formula import Formula
-from memprof.result import Result, environment
-from memprof.result_files import write_atomically
+from memprof.results.formula import Formula
+from memprof.results.result import Result, environment
+from memprof.results.files import write_atomically
 
 FORMULAS_DIR = "formulas"
 

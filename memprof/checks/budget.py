@@ -3,7 +3,7 @@
 Sizes are read by ``memprof.units.parse_bytes`` (``"1.2 GiB"``); ``check_budget(memory, {"peak": ...})`` lists what went over;
 ``assert_memory(model, batch, saved_activations="1.2 GiB")`` runs one training step of ``model`` on
 ``batch`` under ``memprof.track`` and raises AssertionError with a readable table of the excess.
-The pytest fixture ``memprof_budget`` (``memprof.pytest_plugin``) is the same check around a step
+The pytest fixture ``memprof_budget`` (``memprof.checks.pytest_plugin``) is the same check around a step
 you write yourself.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping
 
 from memprof.errors import MemprofError
-from memprof.result import Memory, Result
+from memprof.results.result import Memory, Result
 from memprof.units import METRICS, format_bytes, parse_bytes, short_repr
 
 

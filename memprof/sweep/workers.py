@@ -1,17 +1,17 @@
 """Running a sweep's configurations: one at a time in this process, or in worker processes.
 
 ``run_one`` profiles one configuration and records a failure as a Result (NOTE [Robust sweeps]
-in ``memprof.sweep``); ``run_parallel`` shares whole methods among spawned worker processes
-(NOTE [Parallel sweeps]). ``memprof.sweep.run_sweep`` decides which, and writes results.json.
+in ``memprof.sweep.run``); ``run_parallel`` shares whole methods among spawned worker processes
+(NOTE [Parallel sweeps]). ``memprof.sweep.run.run_sweep`` decides which, and writes results.json.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, Protocol
 
-from memprof.config import ProfileConfig
+from memprof.engines.config import ProfileConfig
 from memprof.engines.common import failed_result
-from memprof.result import Result
+from memprof.results.result import Result
 
 #: run(config, cache) -> Result; memprof.engines.run has this shape.
 RunFn = Callable[[ProfileConfig, Any], Result]

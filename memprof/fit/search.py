@@ -4,7 +4,7 @@ found with a handful of fake-engine profiles of the steady-state step.
 NOTE [ What fit counts ]
 A size fits when ``required <= budget``, where, per rank::
 
-    step     = parameters + gradients + optimizer state      (sharded: ``memprof.sharding``;
+    step     = parameters + gradients + optimizer state      (sharded: ``memprof.fit.sharding``;
              + DDP's gradient buckets                         with ``none`` on more than one rank)
              + activations + temporaries                     (at the step's peak)
     required = ceil(step * (1 + fragmentation)) + context
@@ -27,13 +27,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable
 
-from memprof import sharding
-from memprof.config import DTYPES, ProfileConfig
+from memprof.fit import sharding
+from memprof.engines.config import DTYPES, ProfileConfig
 from memprof.engines import ModelCache, run
 from memprof.errors import MemprofError
-from memprof.fit_search import search
-from memprof.result import Result
-from memprof.sweep_grid import parse_methods
+from memprof.fit.bisection import search
+from memprof.results.result import Result
+from memprof.sweep.grid import parse_methods
 from memprof.units import GIB, format_bytes
 
 #: Default context allowance: 1 GiB. Creating the CUDA context and loading PyTorch's kernels takes
@@ -63,7 +63,7 @@ class FitConfig:
     dtype: str = "fp32"
     attn: str = "sdpa"
     task: str | None = None
-    #: how each profiled step computes its loss (``memprof.losses``): ``full`` or ``chunked``
+    #: how each profiled step computes its loss (``memprof.models.losses``): ``full`` or ``chunked``
     loss: str = "full"
     world_size: int = 1
     shard: str = "none"

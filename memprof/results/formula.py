@@ -21,9 +21,9 @@ from typing import Any
 import pandas as pd
 
 from memprof.errors import MemprofError
-from memprof.module_names import layer_group
-from memprof.polynomial import Poly, max_at
-from memprof.result import CATEGORIES, LAYER_COLUMNS, Memory, empty_layers
+from memprof.results.module_names import layer_group
+from memprof.results.polynomial import Poly, max_at
+from memprof.results.result import CATEGORIES, LAYER_COLUMNS, Memory, empty_layers
 
 FORMULA_VERSION = 1
 HOWS = ("symbolic", "fitted")

@@ -1,7 +1,7 @@
 """The ``compare`` grid: which methods, sequence lengths and batch sizes a sweep profiles, checked.
 
 The CLI's comma-separated lists are parsed here (``parse_options``) and a ``Grid`` validates
-itself and every configuration it holds before anything runs; ``memprof.sweep`` runs it.
+itself and every configuration it holds before anything runs; ``memprof.sweep.run`` runs it.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from memprof import methods as method_registry
-from memprof.config import ProfileConfig
+from memprof.engines.config import ProfileConfig
 from memprof.errors import MemprofError
 
 DEFAULTS: dict[str, Any] = {

@@ -1,6 +1,6 @@
 """What a resumed sweep must find unchanged, and the refusal that says what changed.
 
-``memprof.sweep`` records the grid's options and their provenance (``provenance``: the backbone
+``memprof.sweep.run`` records the grid's options and their provenance (``provenance``: the backbone
 config's fingerprint and the library versions) in results.json; ``check_resumable`` compares them
 with what a resumed sweep would record.
 """
@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from memprof.errors import MemprofError
-from memprof.result import LATER_KEY_FIELDS, ResultSet
-from memprof.sweep_grid import Grid
+from memprof.results.result import LATER_KEY_FIELDS, ResultSet
+from memprof.sweep.grid import Grid
 
 # NOTE [What a resumed sweep must find unchanged]: the grid's options (backbone, methods, sizes,
 # engine, target, dtype, attention, task, step, loss; a file written before ``step`` or ``loss``
@@ -38,7 +38,7 @@ def config_fingerprint(config: dict[str, Any]) -> str:
 def check_resumable(saved: ResultSet, grid: Grid, path: Path, provenance: Callable[[Grid], dict[str, Any]]) -> None:
     """A resumed sweep must be the same grid on the same backbone config and library versions;
     say what differs otherwise (NOTE [What a resumed sweep must find unchanged]). ``provenance``
-    is ``memprof.sweep.provenance`` (what a sweep records besides its options), asked only once
+    is ``memprof.sweep.run.provenance`` (what a sweep records besides its options), asked only once
     the options match."""
     if not saved.options:
         return

@@ -1,8 +1,8 @@
 """Results files on disk: written atomically, read as strict JSON.
 
-``memprof.result`` turns Results into JSON text and JSON objects into Results (``write_json``,
+``memprof.results.result`` turns Results into JSON text and JSON objects into Results (``write_json``,
 ``load_results``); this module only moves the text: a write leaves either the old file or the new
-one (NOTE [Robust sweeps] in ``memprof.sweep`` relies on it), a read refuses what is not one JSON
+one (NOTE [Robust sweeps] in ``memprof.sweep.run`` relies on it), a read refuses what is not one JSON
 object. Every failure is one MemprofError line naming the path.
 """
 
