@@ -63,7 +63,9 @@ def main() -> None:
             wall, used = timed(["compare", "--quiet", "--out", str(out), *opts.extra], env)
             compare.append(wall)
             cpu.append(used)
-            report.append(timed(["report", str(out / "results.json"), "--quiet", "--out", str(Path(tmp) / f"again{i}")], env)[0])
+            report.append(
+                timed(["report", str(out / "results.json"), "--quiet", "--out", str(Path(tmp) / f"again{i}")], env)[0]
+            )
         saved = json.loads((Path(tmp) / "run0" / "results.json").read_text())
     statuses = [r["status"] for r in saved["results"]]
     steps = [r["step_time_s"] for r in saved["results"] if r.get("step_time_s") is not None]
@@ -72,9 +74,13 @@ def main() -> None:
     print(f"command:        {saved['command']}")
     print(f"configurations: {len(statuses)} ({statuses.count('ok')} ok, {len(statuses) - statuses.count('ok')} not)")
     print(f"cores:          {len(cores)} of {len(available)} ({platform.processor() or platform.machine()})")
-    print(f"compare:        {total:.1f} s wall (median of {opts.repeat}; runs: {', '.join(f'{t:.1f}' for t in compare)})")
-    print(f"cpu time:       {statistics.median(cpu):.1f} s user+sys over all processes "
-          f"(load average {os.getloadavg()[0]:.1f}: other work on the machine slows the wall time)")
+    print(
+        f"compare:        {total:.1f} s wall (median of {opts.repeat}; runs: {', '.join(f'{t:.1f}' for t in compare)})"
+    )
+    print(
+        f"cpu time:       {statistics.median(cpu):.1f} s user+sys over all processes "
+        f"(load average {os.getloadavg()[0]:.1f}: other work on the machine slows the wall time)"
+    )
     print(f"report alone:   {render:.1f} s wall (re-rendering the same results)")
     if steps:
         print(f"engine steps:   {sum(steps):.1f} s in total as recorded in step_time_s")
@@ -83,8 +89,7 @@ def main() -> None:
     print("| benchmark | configurations | cores | wall (s) | CPU (s) | report alone (s) |")
     print("|---|---:|---:|---:|---:|---:|")
     name = " ".join(["memprof compare", *opts.extra])
-    print(f"| `{name}` | {len(statuses)} | {len(cores)} | {total:.1f} | "
-          f"{statistics.median(cpu):.1f} | {render:.1f} |")
+    print(f"| `{name}` | {len(statuses)} | {len(cores)} | {total:.1f} | {statistics.median(cpu):.1f} | {render:.1f} |")
 
 
 def fast_main(opts) -> None:
@@ -98,13 +103,15 @@ def fast_main(opts) -> None:
         for i in range(opts.repeat):
             for mode in modes:
                 out = Path(tmp) / f"run{i}{'-'.join(mode)}"
-                times[" ".join(mode) or "plain"].append(timed(["compare", "--quiet", "--out", str(out), *opts.extra, *mode],
-                                                              env)[0])
+                times[" ".join(mode) or "plain"].append(
+                    timed(["compare", "--quiet", "--out", str(out), *opts.extra, *mode], env)[0]
+                )
         saved = json.loads((Path(tmp) / f"run0{'-'.join(modes[-1])}" / "results.json").read_text())
     print(f"command:        {saved['command']} ({len(saved['results'])} configurations)")
     print(f"cores:          {len(cores)}; load average {os.getloadavg()[0]:.1f} at the end")
     for mode, ts in times.items():
-        print(f"{mode:15} {statistics.median(ts):.1f} s wall (median of {opts.repeat}: {', '.join(f'{t:.1f}' for t in ts)})")
+        each = ", ".join(f"{t:.1f}" for t in ts)
+        print(f"{mode:15} {statistics.median(ts):.1f} s wall (median of {opts.repeat}: {each})")
     if "plain" in times:
         ratio = statistics.median(times["plain"]) / statistics.median(times["--fast"])
         print(f"ratio:          plain / --fast = {ratio:.2f}")

@@ -39,8 +39,8 @@ def since(start):
 
 
 def fake_speed(backbone: str, method: str, seq_len: int, batch_size: int, runs: int) -> dict:
-    from memprof.engines.config import ProfileConfig
     from memprof.engines import fake
+    from memprof.engines.config import ProfileConfig
 
     config = ProfileConfig(backbone, method, seq_len, batch_size, engine="fake", target="cuda")
     t = clocks()
@@ -50,13 +50,13 @@ def fake_speed(backbone: str, method: str, seq_len: int, batch_size: int, runs: 
     built = fake.build(config)  # again: imports and first-use initialisation are paid now
     build_warm = since(t)
     t = clocks()
-    result = fake.run(built, config)
+    result = fake.ENGINE.run(built, config)
     first = since(t)
     steps = []
     for _ in range(runs):
         gc.collect()
         t = clocks()
-        fake.run(built, config)
+        fake.ENGINE.run(built, config)
         steps.append(since(t))
     return {
         "config": f"{backbone} {method} seq {seq_len} x batch {batch_size} (fake, target cuda)",
@@ -73,10 +73,10 @@ def fake_speed(backbone: str, method: str, seq_len: int, batch_size: int, runs: 
 def cpu_overhead(backbone: str, method: str, seq_len: int, batch_size: int, pairs: int) -> dict:
     import torch
 
-    from memprof.models import tasks
-    from memprof.engines.config import ProfileConfig
     from memprof.engines import cpu
     from memprof.engines.common import adamw, instrumented_step
+    from memprof.engines.config import ProfileConfig
+    from memprof.models import tasks
 
     config = ProfileConfig(backbone, method, seq_len, batch_size, engine="cpu")
     built = cpu.build(config)
@@ -127,11 +127,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fake-runs", type=int, default=5, help="warm fake steps to take the median of")
     ap.add_argument("--cpu-pairs", type=int, default=11, help="instrumented/plain pairs for the overhead ratio")
-    ap.add_argument("--cpu-config", default="all-minilm-l6-v2,ft,128,8",
-                    help="backbone,method,seq_len,batch_size for the overhead ratio")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch intra-op threads (default 1: on a small shared machine OpenMP's threads contend "
-                         "with other processes and a step can take ten times as long)")
+    ap.add_argument(
+        "--cpu-config",
+        default="all-minilm-l6-v2,ft,128,8",
+        help="backbone,method,seq_len,batch_size for the overhead ratio",
+    )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (default 1: on a small shared machine OpenMP's threads contend "
+        "with other processes and a step can take ten times as long)",
+    )
     ap.add_argument("--skip-fake", action="store_true")
     ap.add_argument("--skip-cpu", action="store_true")
     args = ap.parse_args()
@@ -139,16 +146,23 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}"
+    )
     if not args.skip_fake:
         f = fake_speed("bart-large", "ft", 512, 16, args.fake_runs)
         print(f"\n### fake engine: {f['config']}")
-        print(f"attention {f['attn']}, saved activations {f['saved'] / 2**30:.2f} GiB, peak {f['peak'] / 2**30:.2f} GiB")
+        print(
+            f"attention {f['attn']}, saved activations {f['saved'] / 2**30:.2f} GiB, peak {f['peak'] / 2**30:.2f} GiB"
+        )
         print("| what | wall s | cpu s |\n|---|---:|---:|")
-        for label, key in (("model build, first in process", "build_first"), ("model build, again", "build_warm"),
-                           ("profiled step, first on the model", "step_first"),
-                           (f"profiled step, median of {args.fake_runs}", "step_median")):
+        for label, key in (
+            ("model build, first in process", "build_first"),
+            ("model build, again", "build_warm"),
+            ("profiled step, first on the model", "step_first"),
+            (f"profiled step, median of {args.fake_runs}", "step_median"),
+        ):
             print(f"| {label} | {f[key][0]:.2f} | {f[key][1]:.2f} |")
     if not args.skip_cpu:
         backbone, method, seq, batch = args.cpu_config.split(",")

@@ -27,12 +27,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import meft  # noqa: E402
-from meft import fixed_point  # noqa: E402
 from bench_machine import describe  # noqa: E402
 from meft_fidelity import DTYPES, SENTENCES, stacked_minilm  # noqa: E402
 from sst2_data import read_tsv  # noqa: E402
 
+import meft  # noqa: E402
+from meft import fixed_point  # noqa: E402
 
 
 def sentences(data_dir: Path | None, n: int = 64) -> list[str]:
@@ -43,8 +43,7 @@ def sentences(data_dir: Path | None, n: int = 64) -> list[str]:
 def last_hidden(base, batch, variant: str, arithmetic: str, dtype: torch.dtype) -> torch.Tensor:
     torch.manual_seed(1)  # the same adapters for every run
     exact = meft.MEFTConfig(variant=variant)  # its scales as exact arithmetic uses them: 13/128 for 0.1
-    config = meft.MEFTConfig(variant=variant, arithmetic=arithmetic, lam=exact.effective_lam,
-                             beta=exact.effective_beta)
+    config = meft.MEFTConfig(variant=variant, arithmetic=arithmetic, lam=exact.effective_lam, beta=exact.effective_beta)
     model = meft.convert(copy.deepcopy(base), config).to(dtype).eval()
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     with torch.no_grad():
@@ -55,8 +54,15 @@ def llama(depth: int, seq_len: int, batch_size: int = 16):
     """(model, batch): a LlamaForCausalLM of width 256 initialised as transformers does, random ids."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(vocab_size=1000, hidden_size=256, intermediate_size=688, num_hidden_layers=depth,
-                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=seq_len)
+    config = LlamaConfig(
+        vocab_size=1000,
+        hidden_size=256,
+        intermediate_size=688,
+        num_hidden_layers=depth,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=seq_len,
+    )
     config._attn_implementation = "eager"
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
@@ -79,8 +85,10 @@ def main() -> None:
     print(f"{run['date']}; {run['machine']}; {len(text)} sentences, seq {args.seq_len}.\n")
     print("| model | layers | variant | dtype | format | exact vs float64 | float vs float64 | exact vs float |")
     print("| --- | ---: | --- | --- | --- | ---: | ---: | ---: |")
-    models = {"all-MiniLM-L6-v2 (stacked)": lambda n: stacked_minilm(n, args.seq_len, text),
-              "llama, random init": lambda n: llama(n, args.seq_len)}
+    models = {
+        "all-MiniLM-L6-v2 (stacked)": lambda n: stacked_minilm(n, args.seq_len, text),
+        "llama, random init": lambda n: llama(n, args.seq_len),
+    }
     for (model_name, make), depth in ((m, d) for m in models.items() for d in map(int, args.depths.split(","))):
         base, batch = make(depth)
         for variant in ("meft1", "meft2", "meft3"):
@@ -89,8 +97,11 @@ def main() -> None:
                 exact = last_hidden(base, batch, variant, "exact", dtype)
                 float_ = last_hidden(base, batch, variant, "float", dtype)
                 fmt = fixed_point.format_for(dtype)
-                print(f"| {model_name} | {depth} | {variant} | {name} | {fmt} | {relative(exact, reference):.2e} "
-                      f"| {relative(float_, reference):.2e} | {relative(exact, float_):.2e} |", flush=True)
+                print(
+                    f"| {model_name} | {depth} | {variant} | {name} | {fmt} | {relative(exact, reference):.2e} "
+                    f"| {relative(float_, reference):.2e} | {relative(exact, float_):.2e} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

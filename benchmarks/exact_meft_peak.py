@@ -39,9 +39,32 @@ DEEP, DEEP_GOAL = ("roberta-large", "bart-large"), 0.90
 def compare(backbone: str, methods, dtype: str, extra: tuple[str, ...] = ()) -> dict[str, dict]:
     """method -> memory of ``memprof compare`` at (SEQ, BATCH), run as a user runs it."""
     with tempfile.TemporaryDirectory() as out:
-        subprocess.run(["memprof", "compare", "--backbone", backbone, "--methods", ",".join(methods),
-                        "--seq-lens", str(SEQ), "--batch-sizes", str(BATCH), "--dtype", dtype, "--target", "cuda",
-                        "--attn", "sdpa", "--out", out, "--quiet", *extra], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                "memprof",
+                "compare",
+                "--backbone",
+                backbone,
+                "--methods",
+                ",".join(methods),
+                "--seq-lens",
+                str(SEQ),
+                "--batch-sizes",
+                str(BATCH),
+                "--dtype",
+                dtype,
+                "--target",
+                "cuda",
+                "--attn",
+                "sdpa",
+                "--out",
+                out,
+                "--quiet",
+                *extra,
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         results = json.loads((Path(out) / "results.json").read_text())["results"]
     by_method = {}
     for r in results:
@@ -62,40 +85,51 @@ def measure(decoders: bool) -> dict:
         for backbone in DECODERS:
             for loss in ("full", "chunked"):
                 print(f"{backbone} bf16 loss {loss} ...", file=sys.stderr)
-                data["decoders"][f"{backbone} bf16 {loss}"] = compare(backbone, DECODER_METHODS, "bf16",
-                                                                      ("--loss", loss))
+                data["decoders"][f"{backbone} bf16 {loss}"] = compare(
+                    backbone, DECODER_METHODS, "bf16", ("--loss", loss)
+                )
     return data
 
 
 def render(data: dict) -> tuple[str, list[str]]:
     """(Markdown, missed goals)."""
     run = data["run"]
-    lines = [f"{run['date']}; {run['machine']}; load average {run['load_average']}.", "",
-             "| backbone, dtype | meft1 | meft1-float | lora+ckpt | meft1 / float | meft1 / lora+ckpt "
-             "| meft2 / float | meft3 / float | meft1 kept bits (MiB) |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        f"{run['date']}; {run['machine']}; load average {run['load_average']}.",
+        "",
+        "| backbone, dtype | meft1 | meft1-float | lora+ckpt | meft1 / float | meft1 / lora+ckpt "
+        "| meft2 / float | meft3 / float | meft1 kept bits (MiB) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     missed = []
     for key, m in data["encoders"].items():
         backbone, dtype = key.split()
         peak = {k: v["peak"] for k, v in m.items()}
         twin = {v: peak[v] / peak[f"{v}-float"] for v in TWIN_GOAL}
         vs_ckpt = peak["meft1"] / peak["lora+ckpt"]
-        lines.append(f"| {backbone}, {dtype} | {peak['meft1'] / GIB:.3f} GiB | {peak['meft1-float'] / GIB:.3f} "
-                     f"| {peak['lora+ckpt'] / GIB:.3f} | {twin['meft1']:.3f} | {vs_ckpt:.3f} | {twin['meft2']:.3f} "
-                     f"| {twin['meft3']:.3f} | {m['meft1']['reversible_bits'] / MIB:.1f} |")
+        lines.append(
+            f"| {backbone}, {dtype} | {peak['meft1'] / GIB:.3f} GiB | {peak['meft1-float'] / GIB:.3f} "
+            f"| {peak['lora+ckpt'] / GIB:.3f} | {twin['meft1']:.3f} | {vs_ckpt:.3f} | {twin['meft2']:.3f} "
+            f"| {twin['meft3']:.3f} | {m['meft1']['reversible_bits'] / MIB:.1f} |"
+        )
         missed += [f"{key}: {v} / float {twin[v]:.3f} > {goal}" for v, goal in TWIN_GOAL.items() if twin[v] > goal]
         if vs_ckpt >= 1:
             missed.append(f"{key}: meft1 / lora+ckpt {vs_ckpt:.3f} >= 1")
         if backbone in DEEP and dtype == "bf16" and vs_ckpt > DEEP_GOAL:
             missed.append(f"{key}: meft1 / lora+ckpt {vs_ckpt:.3f} > {DEEP_GOAL}")
     if data["decoders"]:
-        lines += ["", "| backbone, dtype, loss | meft1 | meft1-float | lora+ckpt | meft1 / lora+ckpt |",
-                  "| --- | ---: | ---: | ---: | ---: |"]
+        lines += [
+            "",
+            "| backbone, dtype, loss | meft1 | meft1-float | lora+ckpt | meft1 / lora+ckpt |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
         for key, m in data["decoders"].items():
             peak = {k: v["peak"] for k, v in m.items()}
             ratio = peak["meft1"] / peak["lora+ckpt"]
-            lines.append(f"| {key.replace(' ', ', ')} | {peak['meft1'] / GIB:.3f} GiB | "
-                         f"{peak['meft1-float'] / GIB:.3f} | {peak['lora+ckpt'] / GIB:.3f} | {ratio:.3f} |")
+            lines.append(
+                f"| {key.replace(' ', ', ')} | {peak['meft1'] / GIB:.3f} GiB | "
+                f"{peak['meft1-float'] / GIB:.3f} | {peak['lora+ckpt'] / GIB:.3f} | {ratio:.3f} |"
+            )
             if key.endswith("chunked") and ratio >= 1:
                 missed.append(f"{key}: meft1 / lora+ckpt {ratio:.3f} >= 1")
     lines += ["", "Goals: " + ("all met." if not missed else "missed: " + "; ".join(missed))]

@@ -32,16 +32,22 @@ def main(methods: tuple[str, ...]) -> None:
     start = time.perf_counter()
     answers = fit.fit(config, lambda m, n, step: print(f"  {m}: batch {n} ({step})", file=sys.stderr, flush=True))
     seconds = time.perf_counter() - start
-    print(f"opt-1.3b, seq 512, bf16, budget 24 GiB (context 1 GiB, fragmentation 10%), fake engine -> cuda; "
-          f"{date.today()}, {platform.machine()} {torch.__version__}, {seconds:.0f} s\n")
-    print("| method | max batch | steady-state peak | first-step peak | AdamW state | needed (with margins) "
-          "| batch + 1 needs | profiles |")
+    print(
+        f"opt-1.3b, seq 512, bf16, budget 24 GiB (context 1 GiB, fragmentation 10%), fake engine -> cuda; "
+        f"{date.today()}, {platform.machine()} {torch.__version__}, {seconds:.0f} s\n"
+    )
+    print(
+        "| method | max batch | steady-state peak | first-step peak | AdamW state | needed (with margins) "
+        "| batch + 1 needs | profiles |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for a in answers:
         at, over = a.at, a.over
-        print(f"| {a.method} | {a.value} | {format_bytes(at.step)} | {format_bytes(a.first_step.step)} "
-              f"| {format_bytes(at.state.optimizer_state)} | {format_bytes(at.required)} "
-              f"| {format_bytes(over.required) if over else '-'} | {len(a.points)} |")
+        print(
+            f"| {a.method} | {a.value} | {format_bytes(at.step)} | {format_bytes(a.first_step.step)} "
+            f"| {format_bytes(at.state.optimizer_state)} | {format_bytes(at.required)} "
+            f"| {format_bytes(over.required) if over else '-'} | {len(a.points)} |"
+        )
 
 
 if __name__ == "__main__":

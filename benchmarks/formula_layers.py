@@ -32,8 +32,16 @@ def layer_rows(formula, hidden: int, heads: int) -> list[dict]:
             continue  # embeddings, head: not a transformer layer
         bs, bss = poly.terms.get((("b", 1), ("s", 1)), 0), poly.terms.get((("b", 1), ("s", 2)), 0)
         rest = poly - B * S * bs - B * S * S * bss
-        rows.append({"layer": name, "poly": poly, "X": Fraction(bs, hidden), "Y": Fraction(bss, heads), "rest": rest,
-                     "categories": _categories(formula, name)})
+        rows.append(
+            {
+                "layer": name,
+                "poly": poly,
+                "X": Fraction(bs, hidden),
+                "Y": Fraction(bss, heads),
+                "rest": rest,
+                "categories": _categories(formula, name),
+            }
+        )
     return rows
 
 
@@ -60,8 +68,10 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--backbones", default="bert-base,bart-base,opt-125m")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
-    lines = ["| backbone | attention | layer | bytes per layer | X (×s·b·h) | Y (×a·s²·b) | other terms |",
-             "|---|---|---|---|---:|---:|---|"]
+    lines = [
+        "| backbone | attention | layer | bytes per layer | X (×s·b·h) | Y (×a·s²·b) | other terms |",
+        "|---|---|---|---|---:|---:|---|",
+    ]
     splits = []
     for name in args.backbones.split(","):
         for attn in ("eager", "sdpa"):
@@ -73,8 +83,10 @@ def main(argv: list[str] | None = None) -> str:
             formula = derive(config)
             took = time.perf_counter() - start
             for row in layer_rows(formula, hidden, heads):
-                lines.append(f"| {name} | {formula.attn_implementation} | {row['layer']} | `{row['poly']}` | "
-                             f"{fmt(row['X'])} | {fmt(row['Y'])} | `{row['rest']}` |")
+                lines.append(
+                    f"| {name} | {formula.attn_implementation} | {row['layer']} | `{row['poly']}` | "
+                    f"{fmt(row['X'])} | {fmt(row['Y'])} | `{row['rest']}` |"
+                )
                 split = ", ".join(f"{c} `{p}`" for c, p in row["categories"].items())
                 splits.append(f"- {name} {formula.attn_implementation} {row['layer']}: {split}")
             print(f"{name} {attn}: {formula.how} in {took:.1f} s (h={hidden}, a={heads})", flush=True)

@@ -35,9 +35,9 @@ from pathlib import Path
 
 import torch
 
-from memprof.engines.config import ProfileConfig
 from memprof.engines import ModelCache, run
 from memprof.engines.common import failed_result
+from memprof.engines.config import ProfileConfig
 from memprof.errors import MemprofError
 from memprof.results.result import Result, ResultSet, environment, write_json
 
@@ -74,10 +74,15 @@ def configs(args: argparse.Namespace) -> list[tuple[ProfileConfig, ProfileConfig
     for backbone in args.backbones:
         for method in args.methods:
             for seq in args.seq_lens:
-                common = dict(backbone=backbone, method=method, seq_len=seq, batch_size=args.batch_size,
-                              dtype=args.dtype)
-                pairs.append((ProfileConfig(**common, engine="fake", target=args.measured),
-                              ProfileConfig(**common, engine=args.measured)))
+                common = dict(
+                    backbone=backbone, method=method, seq_len=seq, batch_size=args.batch_size, dtype=args.dtype
+                )
+                pairs.append(
+                    (
+                        ProfileConfig(**common, engine="fake", target=args.measured),
+                        ProfileConfig(**common, engine=args.measured),
+                    )
+                )
     return pairs
 
 
@@ -90,16 +95,34 @@ def _profile(config: ProfileConfig, cache: ModelCache) -> Result:
 
 
 def _row(fake: Result, real: Result, resident: int | None, tolerance: float) -> Row:
-    key = dict(backbone=real.backbone, method=real.method, seq_len=real.seq_len, batch_size=real.batch_size,
-               dtype=real.dtype)
+    key = dict(
+        backbone=real.backbone, method=real.method, seq_len=real.seq_len, batch_size=real.batch_size, dtype=real.dtype
+    )
     failed = next((r for r in (fake, real) if r.status != "ok"), None)
     if failed is not None:
-        return Row(**key, predicted=None, measured=None, timeline=None, resident=resident, error=None,
-                   within=False, status=f"{failed.engine} {failed.status}", message=failed.message)
+        return Row(
+            **key,
+            predicted=None,
+            measured=None,
+            timeline=None,
+            resident=resident,
+            error=None,
+            within=False,
+            status=f"{failed.engine} {failed.status}",
+            message=failed.message,
+        )
     measured = real.memory.cuda_max_allocated if real.engine == "cuda" else real.memory.peak
     error = fake.memory.peak / measured - 1
-    return Row(**key, predicted=fake.memory.peak, measured=measured, timeline=real.memory.peak, resident=resident,
-               error=error, within=abs(error) <= tolerance, status="ok")
+    return Row(
+        **key,
+        predicted=fake.memory.peak,
+        measured=measured,
+        timeline=real.memory.peak,
+        resident=resident,
+        error=error,
+        within=abs(error) <= tolerance,
+        status="ok",
+    )
 
 
 def _free_device() -> None:
@@ -108,8 +131,9 @@ def _free_device() -> None:
         torch.cuda.empty_cache()
 
 
-def validate(pairs: list[tuple[ProfileConfig, ProfileConfig]], tolerance: float = TOLERANCE,
-             echo=print) -> tuple[list[Row], list[Result]]:
+def validate(
+    pairs: list[tuple[ProfileConfig, ProfileConfig]], tolerance: float = TOLERANCE, echo=print
+) -> tuple[list[Row], list[Result]]:
     """Profile every pair (one model per backbone and method on each side, reused across lengths)."""
     rows, results = [], []
     fake_cache, real_cache = ModelCache(), ModelCache()
@@ -135,18 +159,22 @@ def _mib(n: int | None) -> str:
 
 def table_head(measured: str, tolerance: float) -> list[str]:
     what = "cuda max_memory_allocated" if measured == "cuda" else "cpu engine peak"
-    return [f"| backbone | method | seq | batch | dtype | predicted (fake, target {measured}) MiB "
-            f"| measured ({what}) MiB | error | within {tolerance:.0%} | timeline ({measured} engine) MiB "
-            "| resident after MiB | status |",
-            "|---|---|---:|---:|---|---:|---:|---:|---|---:|---:|---|"]
+    return [
+        f"| backbone | method | seq | batch | dtype | predicted (fake, target {measured}) MiB "
+        f"| measured ({what}) MiB | error | within {tolerance:.0%} | timeline ({measured} engine) MiB "
+        "| resident after MiB | status |",
+        "|---|---|---:|---:|---|---:|---:|---:|---|---:|---:|---|",
+    ]
 
 
 def table_line(row: Row, tolerance: float) -> str:
     error = "" if row.error is None else f"{row.error:+.2%}"
     status = row.status if not row.message else f"{row.status}: {row.message}"
-    return (f"| {row.backbone} | {row.method} | {row.seq_len} | {row.batch_size} | {row.dtype} | {_mib(row.predicted)} "
-            f"| {_mib(row.measured)} | {error} | {'yes' if row.within else 'no'} | {_mib(row.timeline)} "
-            f"| {_mib(row.resident)} | {status} |")
+    return (
+        f"| {row.backbone} | {row.method} | {row.seq_len} | {row.batch_size} | {row.dtype} | {_mib(row.predicted)} "
+        f"| {_mib(row.measured)} | {error} | {'yes' if row.within else 'no'} | {_mib(row.timeline)} "
+        f"| {_mib(row.resident)} | {status} |"
+    )
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -157,8 +185,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seq-lens", type=lambda t: [int(s) for s in split(t)], default=list(SEQ_LENS))
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     parser.add_argument("--dtype", default="fp32")
-    parser.add_argument("--measured", choices=("cuda", "cpu"), default="cuda",
-                        help="engine of the measured side; the fake engine targets the same device")
+    parser.add_argument(
+        "--measured",
+        choices=("cuda", "cpu"),
+        default="cuda",
+        help="engine of the measured side; the fake engine targets the same device",
+    )
     parser.add_argument("--tolerance", type=float, default=TOLERANCE)
     parser.add_argument("--out", type=Path, default=Path("reports/gpu-validate"))
     return parser.parse_args(argv)
@@ -182,11 +214,25 @@ def main(argv: list[str] | None = None) -> list[Row]:
     met = sum(r.within for r in rows)
     summary = f"{met} of {len(rows)} configurations within {args.tolerance:.0%}; {seconds:.0f} s"
     print(summary)
-    (args.out / "gpu_validate.json").write_text(json.dumps(
-        {"command": command, "environment": env, "tolerance": args.tolerance, "seconds": seconds,
-         "rows": [asdict(r) for r in rows]}, indent=1) + "\n")
-    lines = [f"`{command}` ({env['device']}, torch {env['torch']}): {summary}", "", *head,
-             *(table_line(r, args.tolerance) for r in rows)]
+    (args.out / "gpu_validate.json").write_text(
+        json.dumps(
+            {
+                "command": command,
+                "environment": env,
+                "tolerance": args.tolerance,
+                "seconds": seconds,
+                "rows": [asdict(r) for r in rows],
+            },
+            indent=1,
+        )
+        + "\n"
+    )
+    lines = [
+        f"`{command}` ({env['device']}, torch {env['torch']}): {summary}",
+        "",
+        *head,
+        *(table_line(r, args.tolerance) for r in rows),
+    ]
     (args.out / "gpu_validate.md").write_text("\n".join(lines) + "\n")
     write_json(ResultSet(results, command=command, options={"tolerance": args.tolerance}), args.out / "results.json")
     return rows

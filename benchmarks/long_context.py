@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import time
 
-from memprof.engines.config import ProfileConfig
 from memprof.engines import ModelCache, fake, run
+from memprof.engines.config import ProfileConfig
 
 BACKBONES = ("llama-3.1-8b", "qwen2.5-7b")
 SEQS = (2048, 8192)
@@ -22,8 +22,10 @@ GIB = 2**30
 
 
 def main() -> None:
-    print("| backbone | seq | method | saved act. (GiB) | peak act. (GiB) | peak (GiB) | peak act. reduction vs ft | "
-          "peak reduction vs ft | build (s) | step (s) |")
+    print(
+        "| backbone | seq | method | saved act. (GiB) | peak act. (GiB) | peak (GiB) | peak act. reduction vs ft | "
+        "peak reduction vs ft | build (s) | step (s) |"
+    )
     print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for backbone in BACKBONES:
         ft: dict[int, object] = {}
@@ -40,10 +42,13 @@ def main() -> None:
                 assert r.status == "ok", r.message
                 m = r.memory
                 base = ft.setdefault(seq, m) if method == "ft" else ft[seq]
-                print(f"| {backbone} | {seq} | {method} | {m.saved_activations / GIB:.2f} | "
-                      f"{m.peak_activations / GIB:.2f} | {m.peak / GIB:.2f} | "
-                      f"{1 - m.peak_activations / base.peak_activations:.1%} | {1 - m.peak / base.peak:.1%} | "
-                      f"{f'{build:.2f}' if build > 0.01 else ''} | {seconds:.2f} |", flush=True)
+                print(
+                    f"| {backbone} | {seq} | {method} | {m.saved_activations / GIB:.2f} | "
+                    f"{m.peak_activations / GIB:.2f} | {m.peak / GIB:.2f} | "
+                    f"{1 - m.peak_activations / base.peak_activations:.1%} | {1 - m.peak / base.peak:.1%} | "
+                    f"{f'{build:.2f}' if build > 0.01 else ''} | {seconds:.2f} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -72,8 +72,10 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=16)
     args = ap.parse_args()
     variants = ("meft1", "meft2", "meft3")
-    print(f"all-MiniLM-L6-v2 layers stacked, batch {len(SENTENCES)} x seq {args.seq_len}, dropout 0.1; "
-          "cells: largest relative gradient error over the adapters / lowest cosine")
+    print(
+        f"all-MiniLM-L6-v2 layers stacked, batch {len(SENTENCES)} x seq {args.seq_len}, dropout 0.1; "
+        "cells: largest relative gradient error over the adapters / lowest cosine"
+    )
     print("| layers | dtype | arithmetic | " + " | ".join(variants) + " |")
     print("|---|---|---|" + "---|" * len(variants))
     for depth in map(int, args.depths.split(",")):

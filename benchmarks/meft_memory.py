@@ -21,9 +21,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from memprof.models.backbones import builtin
-from memprof.engines.config import ProfileConfig
 from memprof.engines import ModelCache, run
+from memprof.engines.config import ProfileConfig
+from memprof.models.backbones import builtin
 from memprof.results.result import Result
 
 SEQ, BATCH, HIDDEN = 512, 8, 768
@@ -76,17 +76,23 @@ def main() -> None:
     top, bottom = max(DEPTHS), min(DEPTHS)
     elements = BATCH * SEQ * HIDDEN  # of one stream
     # A frozen layer's saved bytes: lora's growth per layer, from the shallowest to the deepest.
-    frozen_layer = (results[(top, "lora")].memory.saved_activations
-                    - results[(bottom, "lora")].memory.saved_activations) // (top - bottom)
-    print(f"bert-base width, seq {SEQ}, batch {BATCH}, fp32, eager, fake engine target cpu. One stream has "
-          f"B*T*H = {elements:,} elements: half a byte each is {elements / 2 / MIB:.1f} MiB. Floor = two top streams "
-          f"+ kept bits + one frozen layer ({frozen_layer / MIB:.0f} MiB); meft3 recomputes its attention and "
-          "feed-forward blocks one at a time, so it stays below. Under the classification head meft1 and meft2 keep "
-          f"the top layer's graph (cache_top_layer): {reversible_layers(results[(top, 'meft1')])} of {top} layers "
-          f"are reversible; meft3: {reversible_layers(results[(top, 'meft3')])}.\n")
-    print("| method | " + " | ".join(f"{n} layers: peak act. MiB (% of ft)" for n in DEPTHS)
-          + f" | growth per layer, {bottom} to {top} (MiB) | kept bits per layer (MiB) | "
-          "kept bytes per element per layer | x float (24 layers) | x floor (24 layers) |")
+    frozen_layer = (
+        results[(top, "lora")].memory.saved_activations - results[(bottom, "lora")].memory.saved_activations
+    ) // (top - bottom)
+    print(
+        f"bert-base width, seq {SEQ}, batch {BATCH}, fp32, eager, fake engine target cpu. One stream has "
+        f"B*T*H = {elements:,} elements: half a byte each is {elements / 2 / MIB:.1f} MiB. Floor = two top streams "
+        f"+ kept bits + one frozen layer ({frozen_layer / MIB:.0f} MiB); meft3 recomputes its attention and "
+        "feed-forward blocks one at a time, so it stays below. Under the classification head meft1 and meft2 keep "
+        f"the top layer's graph (cache_top_layer): {reversible_layers(results[(top, 'meft1')])} of {top} layers "
+        f"are reversible; meft3: {reversible_layers(results[(top, 'meft3')])}.\n"
+    )
+    print(
+        "| method | "
+        + " | ".join(f"{n} layers: peak act. MiB (% of ft)" for n in DEPTHS)
+        + f" | growth per layer, {bottom} to {top} (MiB) | kept bits per layer (MiB) | "
+        "kept bytes per element per layer | x float (24 layers) | x floor (24 layers) |"
+    )
     print("| --- " * (len(DEPTHS) + 6) + "|")
     for m in METHODS:
         cells = [f"{peak[(n, m)] / MIB:,.0f} ({100 * peak[(n, m)] / peak[(n, 'ft')]:.1f}%)" for n in DEPTHS]

@@ -28,7 +28,9 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 def _bert(num_layers: int) -> torch.nn.Module:
     torch.manual_seed(0)
-    config = tf.BertConfig(hidden_size=768, num_hidden_layers=num_layers, num_attention_heads=12, intermediate_size=3072)
+    config = tf.BertConfig(
+        hidden_size=768, num_hidden_layers=num_layers, num_attention_heads=12, intermediate_size=3072
+    )
     config._attn_implementation = "eager"
     return tf.BertModel(config, add_pooling_layer=False)
 
@@ -47,8 +49,13 @@ def measure(model, batch, variant: str, dtype: torch.dtype) -> dict:
     try:
         errors = meft.reconstruction_error(converted, batch, dtype)
     except meft.MEFTError as exc:
-        return {"bottom": float("inf"), "top": float("nan"), "growth": float("nan"), "safe": None,
-                "note": str(exc).split(";")[0]}
+        return {
+            "bottom": float("inf"),
+            "top": float("nan"),
+            "growth": float("nan"),
+            "safe": None,
+            "note": str(exc).split(";")[0],
+        }
     depth = len(errors)
     # errors[i] is layer i's input error after inverting depth - i layers; "safe" = most layers under 1%
     safe = max((depth - r.layer for r in errors if r.error < 1e-2), default=0)
@@ -73,8 +80,10 @@ def main() -> None:
         models.append(("all-MiniLM-L6-v2 (pretrained)", 6, minilm))
 
     print(f"batch {args.batch_size} x seq {args.seq_len}, torch {torch.__version__}, CPU\n")
-    print("| model | variant | dtype | error after 1 layer | error at layer 0 | growth per layer "
-          "| layers under 1% error | note |")
+    print(
+        "| model | variant | dtype | error after 1 layer | error at layer 0 | growth per layer "
+        "| layers under 1% error | note |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, depth, model in models:
         for variant in ("meft1", "meft2", "meft3"):
@@ -83,8 +92,10 @@ def main() -> None:
                 safe = "-" if r["safe"] is None else f"{r['safe']} / {depth}"
                 top = "-" if r["top"] != r["top"] else f"{r['top']:.1e}"
                 growth = "-" if r["growth"] != r["growth"] else f"{r['growth']:.1f}x"
-                print(f"| {name} | {variant} | {label} | {top} | {r['bottom']:.1e} | {growth} | {safe} | {r['note']} |",
-                      flush=True)
+                print(
+                    f"| {name} | {variant} | {label} | {top} | {r['bottom']:.1e} | {growth} | {safe} | {r['note']} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -37,9 +37,9 @@ RATIOS = [  # (numerator, denominator, goal)
 
 def build(method: str, overrides: dict, seq_len: int, batch_size: int, backbone: str = "all-minilm-l6-v2"):
     from meft.convert import stacks
-    from memprof.models import tasks
-    from memprof.engines.config import ProfileConfig
     from memprof.engines import cpu
+    from memprof.engines.config import ProfileConfig
+    from memprof.models import tasks
 
     config = ProfileConfig(backbone, method, seq_len, batch_size, engine="cpu")
     model = cpu.build(config).model
@@ -68,7 +68,7 @@ def interleave(runs: dict, rounds: int, first_round: int = 0) -> None:
     continues the rotation of earlier calls (one call per round, to record as it goes)."""
     labels = list(runs)
     for r in range(first_round, first_round + rounds):
-        order = labels[r % len(labels):] + labels[: r % len(labels)]
+        order = labels[r % len(labels) :] + labels[: r % len(labels)]
         for label in order:
             gc.collect()
             model, batch, opt, times = runs[label]
@@ -89,8 +89,10 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}"
+    )
     runs = {}
     for label, (method, overrides) in STEPS.items():
         model, batch = build(method, overrides, args.seq_len, args.batch_size)
@@ -103,8 +105,10 @@ def main() -> None:
     print("| step | median s | fastest s | median forward s | median backward s |\n|---|---:|---:|---:|---:|")
     for label in labels:
         times = runs[label][3]
-        print(f"| {label} | {med[label]:.3f} | {min(t[0] for t in times):.3f} | "
-              f"{statistics.median(t[1] for t in times):.3f} | {statistics.median(t[2] for t in times):.3f} |")
+        print(
+            f"| {label} | {med[label]:.3f} | {min(t[0] for t in times):.3f} | "
+            f"{statistics.median(t[1] for t in times):.3f} | {statistics.median(t[2] for t in times):.3f} |"
+        )
     print("\n| ratio | median | goal |\n|---|---:|---|")
     for a, b, goal in RATIOS:
         ratio = med[a] / med[b]

@@ -48,8 +48,8 @@ def is_meft(method: str) -> bool:
 
 def measure(backbones=BACKBONES) -> dict:
     """The JSON-able measurements ``render`` reads: the run, the settings and every Result's dict."""
-    from memprof.engines.config import ProfileConfig
     from memprof.engines import ModelCache, run
+    from memprof.engines.config import ProfileConfig
 
     data = {"run": describe(), "seq_len": SEQ, "batch_size": BATCH, "dtype": DTYPE, "results": []}
     cache = ModelCache()
@@ -88,7 +88,7 @@ def breakdown(result, rows: int = 5) -> list[tuple[str, int, str]]:
         top = sorted(((b, c) for c, b in cats[group].items() if b), reverse=True)[:2]
         out.append((group, saved[group], ", ".join(f"{c} {100 * b / saved[group]:.0f}%" for b, c in top)))
     if len(order) > len(shown):
-        out.append((f"{len(order) - len(shown)} other rows", sum(saved[g] for g in order[len(shown):]), ""))
+        out.append((f"{len(order) - len(shown)} other rows", sum(saved[g] for g in order[len(shown) :]), ""))
     return out
 
 
@@ -125,18 +125,24 @@ def _results(data: dict) -> dict[str, dict]:
 
 def memory_table(backbone: str, res: dict) -> list[str]:
     ft, ckpt = res["ft"].memory, res[CKPT].memory
-    rows = [f"**{backbone}** ({res['ft'].task}):", "",
-            "| method | saved act. GiB | peak act. GiB | peak GiB | saved act. reduction vs ft | "
-            f"peak act. reduction vs ft | peak act. / {CKPT}'s |", "|---|---:|---:|---:|---:|---:|---:|"]
+    rows = [
+        f"**{backbone}** ({res['ft'].task}):",
+        "",
+        "| method | saved act. GiB | peak act. GiB | peak GiB | saved act. reduction vs ft | "
+        f"peak act. reduction vs ft | peak act. / {CKPT}'s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for method, r in res.items():
         if r.status != "ok":
             rows.append(f"| {method} | {r.status}: {r.message} |  |  |  |  |  |")
             continue
         m = r.memory
-        rows.append(f"| {method} | {m.saved_activations / GIB:.2f} | {m.peak_activations / GIB:.2f} | {m.peak / GIB:.2f} "
-                    f"| {100 * (1 - m.saved_activations / ft.saved_activations):.1f}% "
-                    f"| {100 * (1 - m.peak_activations / ft.peak_activations):.1f}% "
-                    f"| {m.peak_activations / ckpt.peak_activations:.2f} |")
+        rows.append(
+            f"| {method} | {m.saved_activations / GIB:.2f} | {m.peak_activations / GIB:.2f} | {m.peak / GIB:.2f} "
+            f"| {100 * (1 - m.saved_activations / ft.saved_activations):.1f}% "
+            f"| {100 * (1 - m.peak_activations / ft.peak_activations):.1f}% "
+            f"| {m.peak_activations / ckpt.peak_activations:.2f} |"
+        )
     return rows + [""]
 
 
@@ -150,12 +156,30 @@ def goal_checks(backbone: str, res: dict) -> list[tuple]:
             continue
         reduction = 1 - r.memory.peak_activations / ft
         least = REDUCTION_GOALS[depth]
-        checks.append((backbone, depth, method, f"at least {100 * least:.0f}% below ft", f"{100 * reduction:.1f}%",
-                       reduction >= least, f"{100 * (least - reduction):.1f} points short"))
+        checks.append(
+            (
+                backbone,
+                depth,
+                method,
+                f"at least {100 * least:.0f}% below ft",
+                f"{100 * reduction:.1f}%",
+                reduction >= least,
+                f"{100 * (least - reduction):.1f} points short",
+            )
+        )
         if depth == 24:
             ratio = r.memory.peak_activations / ckpt
-            checks.append((backbone, depth, method, f"at most {CKPT_GOAL}x {CKPT}'s peak act.", f"{ratio:.2f}x",
-                           ratio <= CKPT_GOAL, f"{ratio / CKPT_GOAL:.2f}x the goal ({ratio - CKPT_GOAL:.2f}x over)"))
+            checks.append(
+                (
+                    backbone,
+                    depth,
+                    method,
+                    f"at most {CKPT_GOAL}x {CKPT}'s peak act.",
+                    f"{ratio:.2f}x",
+                    ratio <= CKPT_GOAL,
+                    f"{ratio / CKPT_GOAL:.2f}x the goal ({ratio - CKPT_GOAL:.2f}x over)",
+                )
+            )
     return checks
 
 
@@ -164,10 +188,14 @@ def breakdown_rows(backbone: str, res: dict) -> list[str]:
     for method in BREAKDOWN:
         r = res[method]
         m = r.memory
-        rows += [f"{backbone} {method}: saved {m.saved_activations / MIB:,.0f} MiB, peak activations "
-                 f"{m.peak_activations / MIB:,.0f} MiB ({(m.peak_activations - m.saved_activations) / MIB:+,.0f} MiB "
-                 "beyond the saved bytes, live in backward):", "",
-                 "| module | saved MiB | share | top categories |", "|---|---:|---:|---|"]
+        rows += [
+            f"{backbone} {method}: saved {m.saved_activations / MIB:,.0f} MiB, peak activations "
+            f"{m.peak_activations / MIB:,.0f} MiB ({(m.peak_activations - m.saved_activations) / MIB:+,.0f} MiB "
+            "beyond the saved bytes, live in backward):",
+            "",
+            "| module | saved MiB | share | top categories |",
+            "|---|---:|---:|---|",
+        ]
         rows += [f"| {g} | {b / MIB:,.1f} | {100 * b / m.saved_activations:.1f}% | {c} |" for g, b, c in breakdown(r)]
         rows.append("")
     return rows
@@ -176,20 +204,28 @@ def breakdown_rows(backbone: str, res: dict) -> list[str]:
 def render(data: dict) -> str:
     """Markdown: one memory table per backbone, the goals, and the split of what meft1 and lora+ckpt keep."""
     by_backbone = _results(data)
-    lines = [f"seq {data['seq_len']} x batch {data['batch_size']}, {data['dtype']}, fake engine target cuda, every "
-             "method of the registry; reductions and ratios of peak activations (the most activation bytes live "
-             "at once in the step). Stack depth: layers in the deepest reversible stack of meft1's profile.", ""]
+    lines = [
+        f"seq {data['seq_len']} x batch {data['batch_size']}, {data['dtype']}, fake engine target cuda, every "
+        "method of the registry; reductions and ratios of peak activations (the most activation bytes live "
+        "at once in the step). Stack depth: layers in the deepest reversible stack of meft1's profile.",
+        "",
+    ]
     checks = []
     for backbone, res in by_backbone.items():
         lines += memory_table(backbone, res)
         checks += goal_checks(backbone, res)
     lines += ["| backbone | layers per stack | method | goal | measured | verdict |", "|---|---:|---|---|---:|---|"]
-    lines += [f"| {b} | {d} | {m} | {g} | {v} | {'met' if ok else f'**not met**, {miss}'} |"
-              for b, d, m, g, v, ok, miss in checks]
+    lines += [
+        f"| {b} | {d} | {m} | {g} | {v} | {'met' if ok else f'**not met**, {miss}'} |"
+        for b, d, m, g, v, ok, miss in checks
+    ]
     missed = sorted({c[0] for c in checks if not c[5]})
     if missed:
-        lines += ["", "What meft1 and lora+ckpt keep where a goal is missed (saved activations by module row, "
-                  "largest first):", ""]
+        lines += [
+            "",
+            "What meft1 and lora+ckpt keep where a goal is missed (saved activations by module row, largest first):",
+            "",
+        ]
         for backbone in missed:
             lines += breakdown_rows(backbone, by_backbone[backbone])
     return "\n".join(lines).rstrip()

@@ -4,7 +4,7 @@
 ``TorchDispatchMode`` that sees every storage an operator creates and a weak reference that sees it
 freed; it works on CPU tensors as on CUDA ones (it rounds sizes up to the caching allocator's 512
 bytes on CUDA only). Both run together here: MemTracker outside, the cpu engine's own step
-(``memprof.engines.common.instrumented_step``, as ``memprof.engines.cpu.run`` calls it) inside, so
+(``memprof.engines.common.instrumented_step``, as ``Engine.run`` calls it for the cpu engine) inside, so
 both see one step, operator by operator.
 
 NOTE [ What MemTracker calls what ]
@@ -45,16 +45,24 @@ from dataclasses import dataclass
 import torch
 from torch.distributed._tools.mem_tracker import MemTracker
 
-from memprof.models import tasks
-from memprof.engines.config import ProfileConfig
 from memprof.engines import cpu
 from memprof.engines.common import adamw, instrumented_step
+from memprof.engines.config import ProfileConfig
 from memprof.instrument.session import Measurement
+from memprof.models import tasks
 
 CPU = torch.device("cpu")
 #: MemTracker's categories (str-valued enums: these strings index its snapshots)
 PARAM, BUFFER, GRAD, ACT, TEMP, OPT, OTHER, TOTAL = (
-    "Parameter", "Buffer", "Gradient", "Activation", "Temp", "Optstate", "Other", "Total")
+    "Parameter",
+    "Buffer",
+    "Gradient",
+    "Activation",
+    "Temp",
+    "Optstate",
+    "Other",
+    "Total",
+)
 
 
 class _NoHook:
@@ -87,7 +95,7 @@ class Check:
 
 
 def measure(config: ProfileConfig, tracker: type[MemTracker] = MemTracker) -> Check:
-    """The cpu engine's step of ``config`` (``cpu.run`` without the Result) under ``tracker`` too."""
+    """The cpu engine's step of ``config`` (``cpu.ENGINE.run`` without the Result) under ``tracker`` too."""
     model = cpu.build(config).model
     torch.manual_seed(config.seed)
     batch = tasks.make_batch(config.resolved, config.task, config.batch_size, config.seq_len, seed=config.seed)
@@ -108,26 +116,45 @@ def measure(config: ProfileConfig, tracker: type[MemTracker] = MemTracker) -> Ch
             measurement, _ = instrumented_step(model, batch, optimizer, backward=backward)
     snaps = mt.memory_tracking[model].snapshots
     peak = mt.get_tracker_snapshot("peak")[CPU]
-    phase = next((name for name, state in (("forward", "Peak-Forward"), ("backward", "Peak-Backward"))
-                  if snaps[state][0][CPU][TOTAL] == peak[TOTAL]), "optimizer")
-    return Check(measurement, peak, at_backward, snaps["Post-Forward"][0][CPU], phase,
-                 sum(t.untyped_storage().nbytes() for t in batch.values()))
+    phase = next(
+        (
+            name
+            for name, state in (("forward", "Peak-Forward"), ("backward", "Peak-Backward"))
+            if snaps[state][0][CPU][TOTAL] == peak[TOTAL]
+        ),
+        "optimizer",
+    )
+    return Check(
+        measurement,
+        peak,
+        at_backward,
+        snaps["Post-Forward"][0][CPU],
+        phase,
+        sum(t.untyped_storage().nbytes() for t in batch.values()),
+    )
 
 
 def mapped(check: Check) -> list[tuple[str, int, int]]:
     """(figure, memprof's bytes, MemTracker's bytes) for the peak, its split and the live activations,
     each MemTracker figure the sum of its categories that means the same (NOTE [ What MemTracker calls what ])."""
     m, p, live = check.measurement.memory, check.peak, check.measurement.live
-    rows = [("peak", m.peak, p[TOTAL]), ("parameters and buffers", m.parameters, p[PARAM] + p[BUFFER]),
-            ("gradients at the peak", m.gradients, p[GRAD])]
+    rows = [
+        ("peak", m.peak, p[TOTAL]),
+        ("parameters and buffers", m.parameters, p[PARAM] + p[BUFFER]),
+        ("gradients at the peak", m.gradients, p[GRAD]),
+    ]
     if check.peak_phase == "forward":
         rows.append(("activations + temporaries at the peak", m.activations_at_peak + m.temporaries, p[ACT] + p[OTHER]))
     elif check.peak_phase == "backward":
-        rows += [("activations at the peak", m.activations_at_peak, p[ACT] + p[OTHER]),
-                 ("temporaries at the peak", m.temporaries, p[TEMP])]
+        rows += [
+            ("activations at the peak", m.activations_at_peak, p[ACT] + p[OTHER]),
+            ("temporaries at the peak", m.temporaries, p[TEMP]),
+        ]
     else:
-        rows += [("activations at the peak", m.activations_at_peak, p[ACT] + p[OTHER]),
-                 ("optimizer state + temporaries at the peak", m.optimizer_state + m.temporaries, p[OPT])]
+        rows += [
+            ("activations at the peak", m.activations_at_peak, p[ACT] + p[OTHER]),
+            ("optimizer state + temporaries at the peak", m.optimizer_state + m.temporaries, p[OPT]),
+        ]
     b = check.backward_start
     rows.append(("live activations when backward starts", live.forward_end_activations, b[ACT] + b[OTHER]))
     return rows
@@ -148,11 +175,13 @@ def main(argv: list[str] | None = None) -> None:
             share = f" ({(ours - theirs) / theirs:+.2%})" if theirs else ""
             print(f"| {method} | {figure} | {ours:,} | {theirs:,} | {ours - theirs:+,}{share} |", flush=True)
         m = check.measurement.memory
-        print(f"| {method} | peak activations (memprof), peak in the {check.peak_phase} | {m.peak_activations:,} | "
-              f"| |")
+        print(f"| {method} | peak activations (memprof), peak in the {check.peak_phase} | {m.peak_activations:,} | | |")
         post = check.post_forward
-        print(f"| {method} | MemTracker's Activation + Other after the model's forward (its output alive) | | "
-              f"{post[ACT] + post[OTHER]:,} | |", flush=True)
+        print(
+            f"| {method} | MemTracker's Activation + Other after the model's forward (its output alive) | | "
+            f"{post[ACT] + post[OTHER]:,} | |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 
 from memprof import methods
-from memprof.engines.config import ProfileConfig
 from memprof.engines import ModelCache, run
+from memprof.engines.config import ProfileConfig
 from memprof.results.result import Result
 
 BACKBONE, SEQ, BATCH = "bert-base", 512, 8
@@ -36,8 +36,10 @@ def measure(names: list[str]) -> dict[str, Result]:
 
 def table(results: dict[str, Result]) -> str:
     ft = results["ft"].memory
-    lines = ["| method | trains | trainable params | saved act. MiB | saved vs ft | peak act. MiB | peak act. vs ft |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "| method | trains | trainable params | saved act. MiB | saved vs ft | peak act. MiB | peak act. vs ft |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for name, r in results.items():
         m = r.memory
         lines.append(
@@ -55,8 +57,10 @@ def main() -> None:
     names = names if "ft" in names else ["ft", *names]
     results = measure(names)
     r = results["ft"]
-    print(f"{BACKBONE}, seq {SEQ} x batch {BATCH}, engine fake (target {r.target}), {r.dtype}, "
-          f"attention {r.attn_implementation}\n")
+    print(
+        f"{BACKBONE}, seq {SEQ} x batch {BATCH}, engine fake (target {r.target}), {r.dtype}, "
+        f"attention {r.attn_implementation}\n"
+    )
     print(table(results), flush=True)
 
 

@@ -33,6 +33,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 if str(Path(__file__).resolve().parent) not in sys.path:  # sst2_data sits beside this file, also when loaded by path
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sst2_data  # noqa: E402
+
 SEQ_LEN = 64
 BATCH = 32
 #: the rates a search may try, about x3 apart; each method starts from a slice of it (its grid)
@@ -41,8 +42,15 @@ LADDER = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 LR_GRID = {"ft": (3e-5, 1e-4)}
 # The PEFT field: top-k trains whole layers (between ft's rates and the adapters'); (IA)3, BitFit,
 # prefixes and LST's side network are known to want larger rates, so their grids reach 1e-2.
-LR_GRID.update({"top-k": (1e-4, 3e-4, 1e-3), "ia3": (1e-3, 3e-3, 1e-2), "bitfit": (1e-3, 3e-3, 1e-2),
-                "prefix": (1e-3, 3e-3, 1e-2), "lst": (1e-3, 3e-3, 1e-2)})
+LR_GRID.update(
+    {
+        "top-k": (1e-4, 3e-4, 1e-3),
+        "ia3": (1e-3, 3e-3, 1e-2),
+        "bitfit": (1e-3, 3e-3, 1e-2),
+        "prefix": (1e-3, 3e-3, 1e-2),
+        "lst": (1e-3, 3e-3, 1e-2),
+    }
+)
 PEFT_GRID = (1e-3, 3e-3)
 #: a grid whose best rate is at its edge is widened past that edge, one ladder step at a time, at
 #: most this many times: the choice should be a peak of validation accuracy, not the grid's end
@@ -66,8 +74,8 @@ def encode(tok, texts, labels):
 
 def make_model(method: str, seed: int = 0):
     """all-MiniLM-L6-v2 with a fresh classification head, converted by ``method``."""
-    from memprof.models import backbones
     from memprof import methods
+    from memprof.models import backbones
     from memprof.models.tasks import build_model
 
     torch.manual_seed(seed)
@@ -126,7 +134,9 @@ def train_plain(model, data: dict, lr: float, epochs: int = 2, seed: int = 0) ->
     return losses
 
 
-def train_trainer(model, data: dict, lr: float, epochs: int = 2, seed: int = 0, out_dir: str | None = None) -> list[float]:
+def train_trainer(
+    model, data: dict, lr: float, epochs: int = 2, seed: int = 0, out_dir: str | None = None
+) -> list[float]:
     """The same recipe through transformers.Trainer; returns the logged training losses."""
     import tempfile
 
@@ -141,12 +151,26 @@ def train_trainer(model, data: dict, lr: float, epochs: int = 2, seed: int = 0, 
 
     args = TrainingArguments(
         output_dir=out_dir or tempfile.mkdtemp(prefix="sst2-trainer-"),
-        num_train_epochs=epochs, per_device_train_batch_size=BATCH, learning_rate=lr,
-        weight_decay=0.1, adam_beta1=0.9, adam_beta2=0.98, adam_epsilon=1e-6, warmup_steps=0.06,
-        max_grad_norm=1.0, optim="adamw_torch", lr_scheduler_type="linear", save_strategy="no",
-        logging_steps=1, report_to=[], use_cpu=True, seed=seed, disable_tqdm=True,
+        num_train_epochs=epochs,
+        per_device_train_batch_size=BATCH,
+        learning_rate=lr,
+        weight_decay=0.1,
+        adam_beta1=0.9,
+        adam_beta2=0.98,
+        adam_epsilon=1e-6,
+        warmup_steps=0.06,
+        max_grad_norm=1.0,
+        optim="adamw_torch",
+        lr_scheduler_type="linear",
+        save_strategy="no",
+        logging_steps=1,
+        report_to=[],
+        use_cpu=True,
+        seed=seed,
+        disable_tqdm=True,
         dataloader_pin_memory=False,
     )
+
     def collate(rows):
         return trim({k: torch.stack([r[k] for r in rows]) for k in rows[0]})
 
@@ -206,8 +230,14 @@ def run_method(method: str, splits, loop: str = "plain", epochs: int = 2) -> dic
     t0 = time.perf_counter()
     train(model, train_all, best, epochs)
     seconds = time.perf_counter() - t0
-    return {"method": method, "lr": best, "val_acc": search[best], "dev_acc": accuracy(model, dev),
-            "search": search, "train_s": seconds}
+    return {
+        "method": method,
+        "lr": best,
+        "val_acc": search[best],
+        "dev_acc": accuracy(model, dev),
+        "search": search,
+        "train_s": seconds,
+    }
 
 
 def step_time_ratios(method_names: list[str], data: dict, reference: str = "lora") -> dict[str, float]:
@@ -239,11 +269,16 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(m for m in methods.names() if m not in same_as_another))
     parser.add_argument("--loop", choices=("plain", "trainer"), default="plain")
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--data-dir", help=f"folder with train.tsv and dev.tsv (default: ${sst2_data.ENV}, else GLUE "
-                        "SST-2 through datasets when installed, else the checkout's copy)")
+    parser.add_argument(
+        "--data-dir",
+        help=f"folder with train.tsv and dev.tsv (default: ${sst2_data.ENV}, else GLUE "
+        "SST-2 through datasets when installed, else the checkout's copy)",
+    )
     timing = parser.add_mutually_exclusive_group()
     timing.add_argument("--no-step-time", action="store_true", help="skip the step-time ratios to lora")
-    timing.add_argument("--only-step-time", action="store_true", help="measure the step-time ratios to lora, train nothing")
+    timing.add_argument(
+        "--only-step-time", action="store_true", help="measure the step-time ratios to lora, train nothing"
+    )
     args = parser.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     splits = load_splits(tokenizer(), data_dir=args.data_dir)
@@ -252,15 +287,20 @@ def main() -> None:
         print("| method | step time / lora |\n| --- | ---: |")
         print("\n".join(f"| {m} | {r:.2f} |" for m, r in ratios.items()))
         return
-    print(f"| method | rates tried: val acc | lr | val acc | dev acc (436) | step time / lora "
-          f"| final training, s ({args.loop}) |")
+    print(
+        f"| method | rates tried: val acc | lr | val acc | dev acc (436) | step time / lora "
+        f"| final training, s ({args.loop}) |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for method in args.methods.split(","):
         r = run_method(method, splits, args.loop, args.epochs)
         ratio = f"{ratios[method]:.2f}" if method in ratios else "-"
         tried = ", ".join(f"{lr:g}: {acc:.3f}" for lr, acc in sorted(r["search"].items()))
-        print(f"| {r['method']} | {tried} | {r['lr']:g} | {r['val_acc']:.3f} | {r['dev_acc']:.3f} | {ratio} "
-              f"| {r['train_s']:.0f} |", flush=True)
+        print(
+            f"| {r['method']} | {tried} | {r['lr']:g} | {r['val_acc']:.3f} | {r['dev_acc']:.3f} | {ratio} "
+            f"| {r['train_s']:.0f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

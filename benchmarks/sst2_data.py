@@ -67,20 +67,25 @@ def _has_datasets() -> bool:
     return importlib.util.find_spec("datasets") is not None
 
 
-def load(split: str, *, data_dir: str | Path | None = None, limit: int | None = None,
-         source: str = "auto") -> tuple[list[str], list[int]]:
+def load(
+    split: str, *, data_dir: str | Path | None = None, limit: int | None = None, source: str = "auto"
+) -> tuple[list[str], list[int]]:
     """``(texts, labels)`` of ``split`` ("train" or "dev"), the first ``limit`` rows if given."""
     if split not in SPLITS or source not in SOURCES:
-        raise ValueError(f"split={split!r} source={source!r}: split is one of {', '.join(SPLITS)}, source one of "
-                         f"{', '.join(SOURCES)}")
+        raise ValueError(
+            f"split={split!r} source={source!r}: split is one of {', '.join(SPLITS)}, source one of "
+            f"{', '.join(SOURCES)}"
+        )
     explicit = data_dir or os.environ.get(ENV)
     if source == "datasets" or (source == "auto" and not explicit and _has_datasets()):
         return _from_datasets(split, limit)
     folder = local_dir(data_dir)
     path = folder / f"{split}.tsv"
     if not path.is_file():
-        raise DataNotFound(f"SST-2 {split} not found: no {path}; pass --data-dir (or set {ENV}) to a folder holding "
-                           "train.tsv and dev.tsv, or pip install datasets to load GLUE SST-2 from the Hub")
+        raise DataNotFound(
+            f"SST-2 {split} not found: no {path}; pass --data-dir (or set {ENV}) to a folder holding "
+            "train.tsv and dev.tsv, or pip install datasets to load GLUE SST-2 from the Hub"
+        )
     return read_tsv(path, limit)
 
 

@@ -62,8 +62,13 @@ def measure_backbone(backbone: str, names: list[str], rounds: int, threads: int,
         model, batch = build(name, {}, SEQ, BATCH, backbone=backbone)
         runs[name] = (model, batch, adamw(model, foreach=False), [])
         timed_step(*runs[name][:3])  # warm-up: AdamW creates its state in the first step
-    entry = {"backbone": backbone, "rounds": 0, "load_before": load_average(), "load_after": None,
-             "times": {name: run[3] for name, run in runs.items()}}
+    entry = {
+        "backbone": backbone,
+        "rounds": 0,
+        "load_before": load_average(),
+        "load_after": None,
+        "times": {name: run[3] for name, run in runs.items()},
+    }
     for r in range(rounds):
         interleave(runs, 1, first_round=r)
         entry.update(rounds=r + 1, load_after=load_average())
@@ -73,8 +78,9 @@ def measure_backbone(backbone: str, names: list[str], rounds: int, threads: int,
     return entry
 
 
-def measure(backbones: dict[str, int] = BACKBONES, threads: int = 1, save: Path | None = None,
-            names: list[str] | None = None) -> dict:
+def measure(
+    backbones: dict[str, int] = BACKBONES, threads: int = 1, save: Path | None = None, names: list[str] | None = None
+) -> dict:
     """The JSON-able measurements ``render`` reads: the run (machine, date), seq, batch, threads, one
     entry per backbone; written to ``save`` after every round when given (a run stopped early keeps
     its finished rounds)."""
@@ -106,14 +112,20 @@ def round_ratios(times: dict[str, list[list[float]]], method: str, base: str, co
 def backbone_table(entry: dict) -> list[str]:
     times = entry["times"]
     cpu, wall = medians(times, CPU), medians(times, WALL)
-    rows = [f"**{entry['backbone']}**, {len(times)} methods in one process, {entry['rounds']} round(s), load average "
-            f"{entry['load_before'][0]:.1f} before the timed rounds and {entry['load_after'][0]:.1f} after:", "",
-            f"| method | median CPU s | CPU ratio to {BASE} | per-round CPU ratio, min to max | median wall s | "
-            f"wall ratio to {BASE} |", "|---|---:|---:|---:|---:|---:|"]
+    rows = [
+        f"**{entry['backbone']}**, {len(times)} methods in one process, {entry['rounds']} round(s), load average "
+        f"{entry['load_before'][0]:.1f} before the timed rounds and {entry['load_after'][0]:.1f} after:",
+        "",
+        f"| method | median CPU s | CPU ratio to {BASE} | per-round CPU ratio, min to max | median wall s | "
+        f"wall ratio to {BASE} |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for m in times:
         per_round = round_ratios(times, m, BASE)
-        rows.append(f"| {m} | {cpu[m]:.3f} | **{cpu[m] / cpu[BASE]:.3f}** | {min(per_round):.3f} to {max(per_round):.3f} "
-                    f"| {wall[m]:.3f} | {wall[m] / wall[BASE]:.3f} |")
+        rows.append(
+            f"| {m} | {cpu[m]:.3f} | **{cpu[m] / cpu[BASE]:.3f}** | {min(per_round):.3f} to {max(per_round):.3f} "
+            f"| {wall[m]:.3f} | {wall[m] / wall[BASE]:.3f} |"
+        )
     return rows + [""]
 
 
@@ -126,19 +138,26 @@ def goal_rows(data: dict) -> list[str]:
             if a not in cpu or b not in cpu:
                 continue
             ratio = cpu[a] / cpu[b]
-            verdict = "met" if ratio <= most else f"**not met**, {ratio - most:.3f} over ({100 * (ratio / most - 1):.1f}%)"
-            rows.append(f"| {entry['backbone']} | {a} / {b} | {ratio:.3f} | {wall[a] / wall[b]:.3f} | at most {most} "
-                        f"| {verdict} (CPU time) |")
+            verdict = (
+                "met" if ratio <= most else f"**not met**, {ratio - most:.3f} over ({100 * (ratio / most - 1):.1f}%)"
+            )
+            rows.append(
+                f"| {entry['backbone']} | {a} / {b} | {ratio:.3f} | {wall[a] / wall[b]:.3f} | at most {most} "
+                f"| {verdict} (CPU time) |"
+            )
     return rows
 
 
 def render(data: dict) -> str:
     """Markdown: one table per backbone process, then the goals."""
-    lines = [f"seq {data['seq_len']} x batch {data['batch_size']}, {data['threads']} thread(s), the cpu engine's models "
-             "(all-minilm-l6-v2 pretrained; bert-base random weights). A step is zero_grad, forward, backward and "
-             "AdamW's step, after one warm-up step per method; the methods of a process are timed round-robin. "
-             "Ratios are of medians; the goals are judged on CPU time (the process's, one thread: what the step "
-             "computes), which the load of other processes moves far less than wall time.", ""]
+    lines = [
+        f"seq {data['seq_len']} x batch {data['batch_size']}, {data['threads']} thread(s), the cpu engine's models "
+        "(all-minilm-l6-v2 pretrained; bert-base random weights). A step is zero_grad, forward, backward and "
+        "AdamW's step, after one warm-up step per method; the methods of a process are timed round-robin. "
+        "Ratios are of medians; the goals are judged on CPU time (the process's, one thread: what the step "
+        "computes), which the load of other processes moves far less than wall time.",
+        "",
+    ]
     for entry in data["backbones"]:
         lines += backbone_table(entry)
     return "\n".join(lines + goal_rows(data))
@@ -155,14 +174,21 @@ def merge(runs: list[dict]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, help="rounds for every backbone (default: " +
-                    ", ".join(f"{b} {r}" for b, r in BACKBONES.items()) + ")")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        help="rounds for every backbone (default: " + ", ".join(f"{b} {r}" for b, r in BACKBONES.items()) + ")",
+    )
     ap.add_argument("--backbones", default=",".join(BACKBONES), help="comma-separated, of " + ", ".join(BACKBONES))
     ap.add_argument("--methods", help=f"comma-separated (default: every method of the registry; {BASE} always)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--save", type=Path, help="write the measurements here (JSON)")
-    ap.add_argument("--load", type=Path, action="append",
-                    help="render these measurements instead of measuring (again: several runs' backbones together)")
+    ap.add_argument(
+        "--load",
+        type=Path,
+        action="append",
+        help="render these measurements instead of measuring (again: several runs' backbones together)",
+    )
     args = ap.parse_args()
     if args.load:
         data = merge([json.loads(path.read_text()) for path in args.load])

@@ -37,8 +37,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(args.results) if args.results else Path(tmp) / "out" / "results.json"
         if not args.results:
-            subprocess.run([sys.executable, "-c", "from memprof.cli import main; main()", "compare", "--out",
-                            str(path.parent), "--quiet"], check=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    "from memprof.cli import main; main()",
+                    "compare",
+                    "--out",
+                    str(path.parent),
+                    "--quiet",
+                ],
+                check=True,
+            )
         rs = load_results(path)
         ok = [r for r in rs.results if r.status == "ok" and r.timeline is not None]
         print("| method | results | timeline peak = Memory.peak | phase of the peak (results) | points (max) |")
@@ -47,16 +57,20 @@ def main() -> None:
             mine = [r for r in ok if r.method == method]
             same = sum(r.timeline.peak == r.memory.peak for r in mine)
             phases = ", ".join(f"{p} {n}" for p, n in Counter(r.timeline.peak_phase for r in mine).most_common())
-            print(f"| {method} | {len(mine)} | {same} of {len(mine)} | {phases} | "
-                  f"{max(len(r.timeline.event) for r in mine)} |")
+            print(
+                f"| {method} | {len(mine)} | {same} of {len(mine)} | {phases} | "
+                f"{max(len(r.timeline.event) for r in mine)} |"
+            )
         bare = ResultSet([dataclasses.replace(r, timeline=None) for r in rs.results], rs.command, rs.options)
         sizes = [len(json.dumps(s.to_dict(), indent=1)) + 1 for s in (rs, bare)]
         out = Path(tmp)
         plot = min(cpu(lambda: plot_timeline(rs, out / "timeline.png")) for _ in range(3))
         write = min(cpu(lambda: write_json(rs, out / "r.json")) for _ in range(3))
         read = min(cpu(lambda: load_results(out / "r.json")) for _ in range(3))
-        print(f"\nresults.json: {sizes[0]:,} bytes with the timelines, {sizes[1]:,} without; CPU seconds (best of 3): "
-              f"timeline.png {plot:.2f}, writing results.json {write:.2f}, reading it {read:.2f}")
+        print(
+            f"\nresults.json: {sizes[0]:,} bytes with the timelines, {sizes[1]:,} without; CPU seconds (best of 3): "
+            f"timeline.png {plot:.2f}, writing results.json {write:.2f}, reading it {read:.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -47,8 +47,15 @@ def _help(text: str) -> dict[str, str]:
     return {"help": text}
 
 
-def _checked(name: str, value: Any, kind: type, constraint: str, fix: str,
-             ok: Callable[[Any], bool] = lambda v: True, none: bool = False) -> Any:
+def _checked(
+    name: str,
+    value: Any,
+    kind: type,
+    constraint: str,
+    fix: str,
+    ok: Callable[[Any], bool] = lambda v: True,
+    none: bool = False,
+) -> Any:
     """``value`` as a plain ``kind`` (int, float or bool) if it is one (None too where ``none``) and passes
     ``ok``; else MEFTError. bool is no number here, though Python makes it an int; floats must be finite."""
     if value is None and none:
@@ -88,34 +95,62 @@ class MEFTConfig:
         model = meft.convert(model, cfg)
     """
 
-    variant: str = field(default="meft1", metadata=_help(
-        "meft1: F = PLM layer, G = adapter; meft2: F = adapter, G = PLM layer; "
-        "meft3: F = attention block, G = feed-forward block."))
+    variant: str = field(
+        default="meft1",
+        metadata=_help(
+            "meft1: F = PLM layer, G = adapter; meft2: F = adapter, G = PLM layer; "
+            "meft3: F = attention block, G = feed-forward block."
+        ),
+    )
     adapter_dim: int = field(default=8, metadata=_help("Bottleneck width r of every adapter (hidden -> r -> hidden)."))
-    lam: float | None = field(default=None, metadata=_help(
-        "Scale of x1 in y1 = lam * x1 + F(x2); None takes the variant's value (0.1, 1, 0.1). Must not be 0."))
-    beta: float | None = field(default=None, metadata=_help(
-        "Scale of x2 in y2 = beta * x2 + G(y1); None takes the variant's value (1, 0.1, 0.1). Must not be 0."))
-    num_rev_layers: int | None = field(default=None, metadata=_help(
-        "How many of the lowest layers of each layer stack use reversible backprop; None: all; "
-        "0: the same architecture trained with ordinary backprop. Reconstruction error grows about "
-        "tenfold per reversible layer (meft.reconstruction_error measures it)."))
+    lam: float | None = field(
+        default=None,
+        metadata=_help(
+            "Scale of x1 in y1 = lam * x1 + F(x2); None takes the variant's value (0.1, 1, 0.1). Must not be 0."
+        ),
+    )
+    beta: float | None = field(
+        default=None,
+        metadata=_help(
+            "Scale of x2 in y2 = beta * x2 + G(y1); None takes the variant's value (1, 0.1, 0.1). Must not be 0."
+        ),
+    )
+    num_rev_layers: int | None = field(
+        default=None,
+        metadata=_help(
+            "How many of the lowest layers of each layer stack use reversible backprop; None: all; "
+            "0: the same architecture trained with ordinary backprop. Reconstruction error grows about "
+            "tenfold per reversible layer (meft.reconstruction_error measures it)."
+        ),
+    )
     adapter_dropout: float = field(default=0.1, metadata=_help("Dropout probability inside every adapter."))
     init_std: float = field(default=0.02, metadata=_help("Std of the normal init of adapter weights (biases are 0)."))
-    merge: str = field(default="plm", metadata=_help(
-        "How the two streams become one hidden state after the last layer: 'mean' = (x1 + x2) / 2 as in "
-        "the authors' BERT code, 'plm' = keep the stream that carries the PLM's representation."))
-    cache_top_layer: bool | None = field(default=None, metadata=_help(
-        "Keep the top layer's autograd graph instead of recomputing it in backward (its activations are what "
-        "its recomputation would hold at the peak anyway, so this saves one layer's recomputation for free when "
-        "little else is live as backward starts). None: only for the last layer stack of a model with a small "
-        "task head (classification, QA); not under an LM head, whose logits are live when backward starts, "
-        "nor for meft3, which recomputes half a layer at a time."))
-    arithmetic: str = field(default="exact", metadata=_help(
-        "'exact': streams in fixed point (int64 for float32 and float16 models, int32 for bfloat16), lam and beta "
-        "rounded to multiples of 1/256 (0.1 -> 13/128), what each scaling drops kept per layer (4 bits per "
-        "element for 13/128), so reversible gradients equal ordinary backprop at any "
-        "depth and dtype; 'float': the paper's float arithmetic, whose inverse loses about 3.3 bits per layer."))
+    merge: str = field(
+        default="plm",
+        metadata=_help(
+            "How the two streams become one hidden state after the last layer: 'mean' = (x1 + x2) / 2 as in "
+            "the authors' BERT code, 'plm' = keep the stream that carries the PLM's representation."
+        ),
+    )
+    cache_top_layer: bool | None = field(
+        default=None,
+        metadata=_help(
+            "Keep the top layer's autograd graph instead of recomputing it in backward (its activations are what "
+            "its recomputation would hold at the peak anyway, so this saves one layer's recomputation for free when "
+            "little else is live as backward starts). None: only for the last layer stack of a model with a small "
+            "task head (classification, QA); not under an LM head, whose logits are live when backward starts, "
+            "nor for meft3, which recomputes half a layer at a time."
+        ),
+    )
+    arithmetic: str = field(
+        default="exact",
+        metadata=_help(
+            "'exact': streams in fixed point (int64 for float32 and float16 models, int32 for bfloat16), lam and beta "
+            "rounded to multiples of 1/256 (0.1 -> 13/128), what each scaling drops kept per layer (4 bits per "
+            "element for 13/128), so reversible gradients equal ordinary backprop at any "
+            "depth and dtype; 'float': the paper's float arithmetic, whose inverse loses about 3.3 bits per layer."
+        ),
+    )
 
     def __post_init__(self) -> None:
         # NOTE [ Validating MEFTConfig ]: every field goes through _checked or _choice, so each wrong value (a string
@@ -123,28 +158,54 @@ class MEFTConfig:
         # one line naming the field, the value, the constraint and the fix, and the stored values are
         # plain Python types that round-trip through JSON.
         self.variant = _choice("variant", self.variant, tuple(VARIANTS))
-        self.adapter_dim = _checked("adapter_dim", self.adapter_dim, int, "an integer >= 1",
-                                    "pass e.g. adapter_dim=8", lambda v: v >= 1)
+        self.adapter_dim = _checked(
+            "adapter_dim", self.adapter_dim, int, "an integer >= 1", "pass e.g. adapter_dim=8", lambda v: v >= 1
+        )
         for name in ("lam", "beta"):
-            value = _checked(name, getattr(self, name), float, "None or a finite number",
-                             f"pass a float such as {name}=0.1, or None for the variant's default", none=True)
+            value = _checked(
+                name,
+                getattr(self, name),
+                float,
+                "None or a finite number",
+                f"pass a float such as {name}=0.1, or None for the variant's default",
+                none=True,
+            )
             if value == 0:
-                raise MEFTError(f"{name}={getattr(self, name)!r} makes the layer impossible to invert (the inverse "
-                                f"divides by {name}); pass a non-zero {name}, e.g. 0.1, or None for the variant's "
-                                "default")
+                raise MEFTError(
+                    f"{name}={getattr(self, name)!r} makes the layer impossible to invert (the inverse "
+                    f"divides by {name}); pass a non-zero {name}, e.g. 0.1, or None for the variant's "
+                    "default"
+                )
             setattr(self, name, value)
-        self.num_rev_layers = _checked("num_rev_layers", self.num_rev_layers, int,
-                                       "None (all layers) or an integer >= 0",
-                                       "pass e.g. num_rev_layers=6, or 0 for ordinary backprop", lambda v: v >= 0,
-                                       none=True)
-        self.adapter_dropout = _checked("adapter_dropout", self.adapter_dropout, float, "a number in [0, 1)",
-                                        "pass e.g. adapter_dropout=0.1", lambda v: 0.0 <= v < 1.0)
-        self.init_std = _checked("init_std", self.init_std, float, "a finite number >= 0",
-                                 "pass e.g. init_std=0.02", lambda v: v >= 0.0)
+        self.num_rev_layers = _checked(
+            "num_rev_layers",
+            self.num_rev_layers,
+            int,
+            "None (all layers) or an integer >= 0",
+            "pass e.g. num_rev_layers=6, or 0 for ordinary backprop",
+            lambda v: v >= 0,
+            none=True,
+        )
+        self.adapter_dropout = _checked(
+            "adapter_dropout",
+            self.adapter_dropout,
+            float,
+            "a number in [0, 1)",
+            "pass e.g. adapter_dropout=0.1",
+            lambda v: 0.0 <= v < 1.0,
+        )
+        self.init_std = _checked(
+            "init_std", self.init_std, float, "a finite number >= 0", "pass e.g. init_std=0.02", lambda v: v >= 0.0
+        )
         self.merge = _choice("merge", self.merge, MERGES)
-        self.cache_top_layer = _checked("cache_top_layer", self.cache_top_layer, bool,
-                                        "True, False or None (automatic)", "pass e.g. cache_top_layer=None",
-                                        none=True)
+        self.cache_top_layer = _checked(
+            "cache_top_layer",
+            self.cache_top_layer,
+            bool,
+            "True, False or None (automatic)",
+            "pass e.g. cache_top_layer=None",
+            none=True,
+        )
         self.arithmetic = _choice("arithmetic", self.arithmetic, ARITHMETICS)
         if self.arithmetic == "exact":
             self.scales()  # raises for a lam or beta exact arithmetic cannot represent
@@ -174,8 +235,10 @@ class MEFTConfig:
 
     def describe_scales(self) -> str:
         """``lam=13/128 (0.1015625), beta=1`` in exact arithmetic; ``lam=0.1, beta=1.0`` in float."""
-        return ", ".join(f"{name}={s}" if isinstance(s, float) or s.k == 0 else f"{name}={s} ({s.value})"
-                         for name, s in zip(("lam", "beta"), self.scales()))
+        return ", ".join(
+            f"{name}={s}" if isinstance(s, float) or s.k == 0 else f"{name}={s} ({s.value})"
+            for name, s in zip(("lam", "beta"), self.scales())
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -183,13 +246,15 @@ class MEFTConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MEFTConfig:
         if not isinstance(data, dict):
-            raise MEFTError(f"MEFTConfig data of type {type(data).__name__} is not a dict; "
-                            "pass MEFTConfig.to_dict() output")
+            raise MEFTError(
+                f"MEFTConfig data of type {type(data).__name__} is not a dict; pass MEFTConfig.to_dict() output"
+            )
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise MEFTError(f"MEFTConfig has no field(s) {', '.join(map(repr, unknown))}; "
-                            f"use only {', '.join(sorted(known))}")
+            raise MEFTError(
+                f"MEFTConfig has no field(s) {', '.join(map(repr, unknown))}; use only {', '.join(sorted(known))}"
+            )
         return cls(**data)
 
     def to_json(self) -> str:
@@ -200,9 +265,12 @@ class MEFTConfig:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise MEFTError(f"MEFTConfig JSON is not valid ({exc.msg} at char {exc.pos}); pass the text "
-                            "written by MEFTConfig.to_json") from None
+            raise MEFTError(
+                f"MEFTConfig JSON is not valid ({exc.msg} at char {exc.pos}); pass the text "
+                "written by MEFTConfig.to_json"
+            ) from None
         if not isinstance(data, dict):
-            raise MEFTError(f"MEFTConfig JSON must be an object, got {type(data).__name__}; "
-                            "pass MEFTConfig.to_json output")
+            raise MEFTError(
+                f"MEFTConfig JSON must be an object, got {type(data).__name__}; pass MEFTConfig.to_json output"
+            )
         return cls.from_dict(data)

@@ -41,8 +41,9 @@ def is_converted(model: nn.Module) -> bool:
 def config_of(model: nn.Module) -> MEFTConfig:
     found = stacks(model)
     if not found:
-        raise MEFTError(f"model {type(model).__name__} is not converted to MEFT; "
-                        "call meft.convert(model, config) first")
+        raise MEFTError(
+            f"model {type(model).__name__} is not converted to MEFT; call meft.convert(model, config) first"
+        )
     return found[0][1].meft_config
 
 
@@ -52,25 +53,31 @@ def convert(model: nn.Module, config: MEFTConfig | None = None) -> nn.Module:
     Every pre-trained weight (embeddings and BERT's pooler included) is frozen; the adapters and the
     task head (``classifier``, ``classification_head``, ``score``, ``qa_outputs``; never an LM head,
     which is tied to the embeddings or pre-trained) are trainable. ``num_rev_layers`` counts per
-    layer stack (BART: the encoder and the decoder each). Raises MEFTError for an unsupported architecture, a model converted already, or
-    ``num_rev_layers`` above the number of layers of a stack.
+    layer stack (BART: the encoder and the decoder each). Raises MEFTError for an unsupported
+    architecture, a model converted already, or ``num_rev_layers`` above the number of layers of a stack.
     """
     config = config or MEFTConfig()
     if not isinstance(config, MEFTConfig):
         raise MEFTError(f"config of type {type(config).__name__} is not a MEFTConfig; pass meft.MEFTConfig(...)")
     if is_converted(model):
-        raise MEFTError(f"model {type(model).__name__} is converted to MEFT already; convert the original model, "
-                        "or call meft.unconvert(model) first")
+        raise MEFTError(
+            f"model {type(model).__name__} is converted to MEFT already; convert the original model, "
+            "or call meft.unconvert(model) first"
+        )
     family = family_of(model)
     sites = family.sites(model)
     if not sites:
-        raise MEFTError(f"model {type(model).__name__} has no {family.name} layer stack to convert; "
-                        f"pass a model built by transformers' {family.name} classes")
+        raise MEFTError(
+            f"model {type(model).__name__} has no {family.name} layer stack to convert; "
+            f"pass a model built by transformers' {family.name} classes"
+        )
     for site in sites:
         depth = len(site.layers)
         if config.num_rev_layers is not None and config.num_rev_layers > depth:
-            raise MEFTError(f"num_rev_layers={config.num_rev_layers} exceeds the {depth} layers of the "
-                            f"{site.name} of {type(model).__name__}; pass num_rev_layers <= {depth}, or None for all")
+            raise MEFTError(
+                f"num_rev_layers={config.num_rev_layers} exceeds the {depth} layers of the "
+                f"{site.name} of {type(model).__name__}; pass num_rev_layers <= {depth}, or None for all"
+            )
 
     original = {name: p.requires_grad for name, p in model.named_parameters()}
     model.requires_grad_(False)
@@ -146,8 +153,7 @@ def save_adapters(model: nn.Module, path: str | Path) -> Path:
 
     config = config_of(model)
     tensors = {name: p.detach().contiguous().cpu() for name, p in trained_parameters(model).items()}
-    meta = {"meft_config": config.to_dict(), "model_class": type(model).__name__,
-            "model_type": model.config.model_type}
+    meta = {"meft_config": config.to_dict(), "model_class": type(model).__name__, "model_type": model.config.model_type}
     files = {WEIGHTS_FILE: save(tensors), CONFIG_FILE: (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()}
 
     folder = Path(path)
@@ -173,8 +179,10 @@ def save_adapters(model: nn.Module, path: str | Path) -> Path:
         if not isinstance(exc, OSError):
             raise
         state = "it now holds no complete save" if touched else "nothing in it changed"
-        raise MEFTError(f"cannot write the adapters into {str(folder)!r} ({_reason(exc)}); {state}: free space or "
-                        "fix the permissions and save again, or pass another folder") from None
+        raise MEFTError(
+            f"cannot write the adapters into {str(folder)!r} ({_reason(exc)}); {state}: free space or "
+            "fix the permissions and save again, or pass another folder"
+        ) from None
     return folder
 
 
@@ -190,15 +198,19 @@ def load_adapters(model: nn.Module, path: str | Path) -> nn.Module:
     saved, meta = _read_saved(folder)
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     if meta["model_type"] != model_type:
-        raise MEFTError(f"adapters in {str(folder)!r} were saved from a {meta['model_type']!r} model "
-                        f"({meta['model_class']}), this is a {model_type!r} model ({type(model).__name__}); "
-                        f"load them into a {meta['model_class']}")
+        raise MEFTError(
+            f"adapters in {str(folder)!r} were saved from a {meta['model_type']!r} model "
+            f"({meta['model_class']}), this is a {model_type!r} model ({type(model).__name__}); "
+            f"load them into a {meta['model_class']}"
+        )
     if saved != current:
         differ = [f.name for f in fields(MEFTConfig) if getattr(saved, f.name) != getattr(current, f.name)]
         was, now = (", ".join(f"{n}={getattr(cfg, n)!r}" for n in differ) for cfg in (saved, current))
-        raise MEFTError(f"adapters in {str(folder)!r} were trained with {was}, the model is converted with {now}; "
-                        f"convert the model with the saved config (MEFTConfig.from_dict of the 'meft_config' in "
-                        f"{CONFIG_FILE})")
+        raise MEFTError(
+            f"adapters in {str(folder)!r} were trained with {was}, the model is converted with {now}; "
+            f"convert the model with the saved config (MEFTConfig.from_dict of the 'meft_config' in "
+            f"{CONFIG_FILE})"
+        )
     tensors = _read_weights(folder / WEIGHTS_FILE)
     params = trained_parameters(model)
     _check_tensors(folder / WEIGHTS_FILE, tensors, params, meta["model_class"])
@@ -221,16 +233,20 @@ def _read_saved(folder: Path) -> tuple[MEFTConfig, dict[str, Any]]:
         raise MEFTError(f"adapter folder {str(folder)!r} {state}; pass a folder written by meft.save_adapters")
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         if not (folder / name).is_file():
-            raise MEFTError(f"{str(folder)!r} holds no {name}; pass a folder written by meft.save_adapters "
-                            f"(it holds {CONFIG_FILE} and {WEIGHTS_FILE})")
+            raise MEFTError(
+                f"{str(folder)!r} holds no {name}; pass a folder written by meft.save_adapters "
+                f"(it holds {CONFIG_FILE} and {WEIGHTS_FILE})"
+            )
     return _read_meta(folder / CONFIG_FILE)
 
 
 def _make_folder(folder: Path) -> list[Path]:
     """Create ``folder`` and its missing parents; return those created, outermost first."""
     if folder.exists() and not folder.is_dir():
-        raise MEFTError(f"{str(folder)!r} is a file, not a folder; pass a folder path (save_adapters writes "
-                        f"{WEIGHTS_FILE} and {CONFIG_FILE} into it)")
+        raise MEFTError(
+            f"{str(folder)!r} is a file, not a folder; pass a folder path (save_adapters writes "
+            f"{WEIGHTS_FILE} and {CONFIG_FILE} into it)"
+        )
     missing = []
     for p in (folder, *folder.parents):
         if p.exists():
@@ -245,8 +261,9 @@ def _make_folder(folder: Path) -> list[Path]:
         for p in reversed(created):
             with contextlib.suppress(OSError):
                 p.rmdir()
-        raise MEFTError(f"cannot create the folder {str(folder)!r} ({_reason(exc)}); pass a folder path you "
-                        "can write to") from None
+        raise MEFTError(
+            f"cannot create the folder {str(folder)!r} ({_reason(exc)}); pass a folder path you can write to"
+        ) from None
     return created
 
 
@@ -274,13 +291,15 @@ def _read_meta(file: Path) -> tuple[MEFTConfig, dict[str, Any]]:
     except UnicodeDecodeError as exc:
         raise MEFTError(f"{str(file)!r} is not UTF-8 text (byte {exc.start}); {_RESAVE}") from None
     except json.JSONDecodeError as exc:
-        raise MEFTError(f"{str(file)!r} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
-                        f"{_RESAVE}") from None
+        raise MEFTError(
+            f"{str(file)!r} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); {_RESAVE}"
+        ) from None
     except RecursionError:
         raise MEFTError(f"{str(file)!r} nests too deeply to be a {CONFIG_FILE}; {_RESAVE}") from None
     if not isinstance(meta, dict):
-        raise MEFTError(f"{str(file)!r} holds a JSON {type(meta).__name__}, not an object with "
-                        f"{', '.join(_META_KEYS)}; {_RESAVE}")
+        raise MEFTError(
+            f"{str(file)!r} holds a JSON {type(meta).__name__}, not an object with {', '.join(_META_KEYS)}; {_RESAVE}"
+        )
     for key, kind in _META_KEYS.items():
         if key not in meta:
             raise MEFTError(f"{str(file)!r} has no {key!r} (it needs {', '.join(_META_KEYS)}); {_RESAVE}")
@@ -289,8 +308,10 @@ def _read_meta(file: Path) -> tuple[MEFTConfig, dict[str, Any]]:
     # Every field, not defaults for missing ones: a default may not be what the adapters were trained with.
     absent = [f.name for f in fields(MEFTConfig) if f.name not in meta["meft_config"]]
     if absent:
-        raise MEFTError(f"{str(file)!r}: meft_config lacks {', '.join(absent)}; add the value(s) the adapters were "
-                        f"trained with, or {_RESAVE}")
+        raise MEFTError(
+            f"{str(file)!r}: meft_config lacks {', '.join(absent)}; add the value(s) the adapters were "
+            f"trained with, or {_RESAVE}"
+        )
     try:
         saved = MEFTConfig.from_dict(meta["meft_config"])
     except MEFTError as exc:
@@ -307,30 +328,40 @@ def _read_weights(file: Path) -> dict[str, torch.Tensor]:
         raise MEFTError(f"cannot read {str(file)!r} ({_reason(exc)}); check its permissions") from None
     try:
         return load(data)
-    except Exception as exc:  # SafetensorError for a bad header, or whatever else a malformed file trips
-        raise MEFTError(f"{str(file)!r} is not a valid safetensors file ({_one_line(exc)}); it may be truncated "
-                        f"or corrupt: {_RESAVE}") from None
+    except Exception as exc:  # noqa: BLE001 - SafetensorError for a bad header, or whatever else a malformed file trips
+        raise MEFTError(
+            f"{str(file)!r} is not a valid safetensors file ({_one_line(exc)}); it may be truncated "
+            f"or corrupt: {_RESAVE}"
+        ) from None
 
 
-def _check_tensors(file: Path, tensors: dict[str, torch.Tensor], params: dict[str, nn.Parameter],
-                   model_class: str) -> None:
+def _check_tensors(
+    file: Path, tensors: dict[str, torch.Tensor], params: dict[str, nn.Parameter], model_class: str
+) -> None:
     """MEFTError unless ``tensors`` has exactly the names of ``params``, with their shapes and dtypes."""
     missing, unexpected = sorted(set(params) - set(tensors)), sorted(set(tensors) - set(params))
     if missing or unexpected:
-        raise MEFTError(f"{str(file)!r} does not match the model's trained parameters ({len(missing)} missing: "
-                        f"{_some(missing)}; {len(unexpected)} unexpected: {_some(unexpected)}); load it into a "
-                        f"{model_class} converted with the saved config")
-    shapes = [f"{n} {tuple(tensors[n].shape)} vs {tuple(p.shape)}" for n, p in params.items()
-              if tensors[n].shape != p.shape]
+        raise MEFTError(
+            f"{str(file)!r} does not match the model's trained parameters ({len(missing)} missing: "
+            f"{_some(missing)}; {len(unexpected)} unexpected: {_some(unexpected)}); load it into a "
+            f"{model_class} converted with the saved config"
+        )
+    shapes = [
+        f"{n} {tuple(tensors[n].shape)} vs {tuple(p.shape)}" for n, p in params.items() if tensors[n].shape != p.shape
+    ]
     if shapes:
-        raise MEFTError(f"{str(file)!r} holds {len(shapes)} tensor(s) of another shape than the model's (saved vs "
-                        f"model: {_some(shapes)}); load it into a model of the same size (e.g. the same "
-                        "num_labels)")
+        raise MEFTError(
+            f"{str(file)!r} holds {len(shapes)} tensor(s) of another shape than the model's (saved vs "
+            f"model: {_some(shapes)}); load it into a model of the same size (e.g. the same "
+            "num_labels)"
+        )
     cast = [n for n, p in params.items() if tensors[n].dtype != p.dtype]
     if cast:
-        raise MEFTError(f"{str(file)!r} holds {len(cast)} tensor(s) of another dtype than the model's (saved vs "
-                        f"model: {_some([f'{n} {tensors[n].dtype} vs {params[n].dtype}' for n in cast])}); cast the "
-                        f"model to the saved dtype first, e.g. model.to({tensors[cast[0]].dtype})")
+        raise MEFTError(
+            f"{str(file)!r} holds {len(cast)} tensor(s) of another dtype than the model's (saved vs "
+            f"model: {_some([f'{n} {tensors[n].dtype} vs {params[n].dtype}' for n in cast])}); cast the "
+            f"model to the saved dtype first, e.g. model.to({tensors[cast[0]].dtype})"
+        )
 
 
 def _some(items: list[str], limit: int = 3) -> str:

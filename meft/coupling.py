@@ -21,8 +21,9 @@ Nothing here knows the backbone family: F and G come from meft.variants.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -31,6 +32,16 @@ from meft import fixed_point as fx
 from meft.families import Call
 
 SubNet = Callable[[torch.Tensor, Call], torch.Tensor]
+
+#: run(which, net, x, call) -> net's output: how ``Coupling.inverse`` evaluates F (which="f") and G
+#: (which="g") on the decoded stream ``x``. The reversible backward passes one that recomputes them
+#: with autograd on and back-propagates through them; the output it returns has no autograd history.
+Run = Callable[[str, SubNet, torch.Tensor, Call], torch.Tensor]
+
+
+def evaluate(which: str, net: SubNet, x: torch.Tensor, call: Call) -> torch.Tensor:
+    """``Run`` for a plain reconstruction (meft.diagnostics): F or G as it is."""
+    return net(x, call)
 
 
 class FloatArithmetic:
@@ -158,7 +169,8 @@ class ExactArithmetic:
         return stream.raw
 
     def measure(self, where: str, f, y1, g, y2, checks: list) -> None:
-        """Append (what, magnitude) for F's and G's outputs and both new streams (see meft.fixed_point NOTE [ Formats ])."""
+        """Append (what, magnitude) for F's and G's outputs and both new streams (see
+        meft.fixed_point NOTE [ Formats ])."""
         if not fx.has_values(y1):
             return
         out_limit, stream_limit = self.format.limit, fx.stream_limit(self.dtype)
@@ -184,6 +196,8 @@ def _own_buffers(call: Call) -> Call:
     if not any(isinstance(v, torch.Tensor) and v.requires_grad for v in call.values()):
         return call
     return {k: _own_buffer(v) if isinstance(v, torch.Tensor) else v for k, v in call.items()}
+
+
 ARITHMETICS = {"exact": ExactArithmetic, "float": FloatArithmetic}
 
 
@@ -196,7 +210,7 @@ class Coupling:
     """
 
     f: SubNet
-    g: Optional[SubNet]
+    g: SubNet | None
     lam: Any
     beta: Any
     swap: bool
@@ -204,8 +218,14 @@ class Coupling:
     arith: Arithmetic
     name: str = "layer"  # for messages: "encoder layer 3"
 
-    def step(self, x1: torch.Tensor, x2: torch.Tensor, call: Call, checks: list | None = None,
-             before: Callable[[str], None] | None = None):
+    def step(
+        self,
+        x1: torch.Tensor,
+        x2: torch.Tensor,
+        call: Call,
+        checks: list | None = None,
+        before: Callable[[str], None] | None = None,
+    ):
         """The no-grad forward on raw streams: (out1, out2, kept), kept = (bits of x1, bits of x2).
 
         ``checks``: a list to which (what, magnitude, limit) are appended for ``fixed_point.check_range``
@@ -225,14 +245,23 @@ class Coupling:
             a.measure(self.name, f, y1, g, y2, checks)
         return (y2, y1, (kept1, kept2)) if self.swap else (y1, y2, (kept1, kept2))
 
-    def inverse(self, o1: torch.Tensor, o2: torch.Tensor, kept, call: Call) -> tuple[torch.Tensor, torch.Tensor]:
-        """The layer's raw inputs from its raw outputs (as ``step`` returned them) and kept bits; in exact
-        arithmetic they are computed in the outputs' memory (``o1`` and ``o2`` are used up)."""
+    def inverse(
+        self, o1: torch.Tensor, o2: torch.Tensor, kept, call: Call, run: Run = evaluate
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The layer's raw inputs from its raw outputs (as ``step`` returned them) and kept bits.
+
+        The one inverse: the reversible backward (``run`` recomputes F and G with autograd) and
+        meft.diagnostics both call it, so what backward reconstructs is what diagnostics measure. In
+        exact arithmetic the inputs are computed in the outputs' memory (``o1`` and ``o2`` are used
+        up) and the kept bits are freed once used (meft.reversible NOTE [ One backward ]).
+        """
         a = self.arith
         y1, y2 = (o2, o1) if self.swap else (o1, o2)
-        g = None if self.g is None else self.g(a.decode(y1), call)
+        g = None if self.g is None else run("g", self.g, a.decode(y1), call)
         x2 = a.inverse_affine(y2, kept[1], self.beta, g)
-        x1 = a.inverse_affine(y1, kept[0], self.lam, self.f(a.decode(x2), call))
+        del g  # not held while F runs: F's recomputation is backward's peak
+        x1 = a.inverse_affine(y1, kept[0], self.lam, run("f", self.f, a.decode(x2), call))
+        fx.release(kept[0]), fx.release(kept[1])  # this layer is restored: its kept bits are spent
         return x1, x2
 
     def __call__(self, s1, s2, call: Call):
@@ -249,4 +278,3 @@ class Coupling:
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for m in self.modules for p in m.parameters() if p.requires_grad]
-

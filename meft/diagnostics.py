@@ -4,8 +4,9 @@
   backprop through the same model: each reversible layer's reconstructed input against the
   forward's, and each trainable parameter's gradient (relative error, cosine), in any dtype.
 - ``reconstruction_error``: how well each layer's input is reconstructed from the top of its stack
-  by the inverse, as if every layer were reversible (eval mode, no dropout). In float arithmetic
-  dividing by lam or beta = 0.1 amplifies error about tenfold per layer; in exact arithmetic it is 0.
+  by the inverse (``Coupling.inverse``, the one the reversible backward runs), as if every layer
+  were reversible (eval mode, no dropout). In float arithmetic dividing by lam or beta = 0.1
+  amplifies error about tenfold per layer; in exact arithmetic it is 0.
 - ``starting_point_similarity``: how close the converted model at initialisation is to the
   pre-trained model (the paper's key finding: a PEFT method works when it keeps the starting point).
 """
@@ -75,6 +76,7 @@ def reconstruction_error(
 
 def _reconstruct(work: nn.Module, batch: dict[str, Any], dtype: torch.dtype) -> list[LayerReconstruction]:
     captured: list[tuple[Any, tuple, dict]] = []
+
     def capture(module, args, kwargs):
         captured.append((module, args, kwargs))
 
@@ -110,8 +112,11 @@ def _reconstruct(work: nn.Module, batch: dict[str, Any], dtype: torch.dtype) -> 
                         f"(num_rev_layers <= {max(len(couplings) - i - 1, 0)})"
                     )
                 true1, true2 = inputs[i]
-                per_stack.append(LayerReconstruction(stack.name, i, _relative(_real(x1), _real(true1)),
-                                                     _relative(_real(x2), _real(true2))))
+                per_stack.append(
+                    LayerReconstruction(
+                        stack.name, i, _relative(_real(x1), _real(true1)), _relative(_real(x2), _real(true2))
+                    )
+                )
             results.extend(reversed(per_stack))
     return results
 
@@ -190,10 +195,14 @@ class GradientFidelity:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "arithmetic": self.arithmetic, "dtype": self.dtype,
-            "worst_relative_error": self.worst_relative_error, "lowest_cosine": self.lowest_cosine,
-            "max_reconstruction_error": self.max_reconstruction_error, "missing": self.missing,
-            "layers": [vars(r) for r in self.layers], "parameters": [vars(p) for p in self.parameters],
+            "arithmetic": self.arithmetic,
+            "dtype": self.dtype,
+            "worst_relative_error": self.worst_relative_error,
+            "lowest_cosine": self.lowest_cosine,
+            "max_reconstruction_error": self.max_reconstruction_error,
+            "missing": self.missing,
+            "layers": [vars(r) for r in self.layers],
+            "parameters": [vars(p) for p in self.parameters],
         }
 
 
@@ -226,10 +235,11 @@ def gradient_fidelity(
             max_abs = max(float(d.abs().max()) for d in diffs)
             rel = max(float(d.norm() / _real(t).norm().clamp_min(1e-300)) for d, t in zip(diffs, (true1, true2)))
             layers.append(LayerFidelity(stack_name, layer, max_abs, rel))
+
         return observe
 
     def step(observe: bool) -> dict[str, torch.Tensor | None]:
-        for name, stack in found:
+        for _, stack in found:
             stack.observer = observer_for(stack.name) if observe else None
         model.zero_grad(set_to_none=True)
         torch.manual_seed(seed)

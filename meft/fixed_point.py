@@ -62,12 +62,12 @@ class Format:
 
     @property
     def one(self) -> float:
-        return float(2 ** self.fraction)
+        return float(2**self.fraction)
 
     @property
     def limit(self) -> float:
         """The largest magnitude a stream or an F/G output may reach, in real units (exclusive)."""
-        return float(2 ** self.range_bits)
+        return float(2**self.range_bits)
 
     @property
     def bits(self) -> int:
@@ -113,7 +113,7 @@ class Dyadic:
         return 0 if self.k == 0 else ((2**self.k - 1) // abs(self.m)).bit_length()
 
     def __str__(self) -> str:
-        return str(self.m) if self.k == 0 else f"{self.m}/{2 ** self.k}"
+        return str(self.m) if self.k == 0 else f"{self.m}/{2**self.k}"
 
 
 def dyadic(name: str, value: float) -> Dyadic:
@@ -126,13 +126,17 @@ def dyadic(name: str, value: float) -> Dyadic:
     if not math.isfinite(value) or value == 0:
         raise MEFTError(f"{name}={value!r} cannot scale a reversible stream; pass a finite non-zero {name} such as 0.1")
     if abs(value) > 1:
-        raise MEFTError(f"{name}={value!r} is outside [-1, 1], where exact arithmetic keeps its range; "
-                        f"pass |{name}| <= 1, or arithmetic='float'")
+        raise MEFTError(
+            f"{name}={value!r} is outside [-1, 1], where exact arithmetic keeps its range; "
+            f"pass |{name}| <= 1, or arithmetic='float'"
+        )
     m, k = round(value * 2**MAX_SHIFT), MAX_SHIFT
     if m == 0:
-        raise MEFTError(f"{name}={value!r} needs more than {MAX_SHIFT} discarded bits per element (exact arithmetic "
-                        f"uses multiples of 1/{2 ** MAX_SHIFT}); pass |{name}| >= {1 / 2 ** MAX_SHIFT}, "
-                        "or arithmetic='float'")
+        raise MEFTError(
+            f"{name}={value!r} needs more than {MAX_SHIFT} discarded bits per element (exact arithmetic "
+            f"uses multiples of 1/{2**MAX_SHIFT}); pass |{name}| >= {1 / 2**MAX_SHIFT}, "
+            "or arithmetic='float'"
+        )
     while k > 0 and m % 2 == 0:
         m, k = m // 2, k - 1
     return Dyadic(m, k)
@@ -269,10 +273,13 @@ def check_range(checks: list[tuple[str, torch.Tensor, float]], fmt: Format) -> N
         if value < limit:
             continue
         if limit < fmt.limit:
-            raise MEFTError(f"{name} reaches {value:.6g}, more than the streams' dtype can hold once decoded "
-                            f"(|x| <= {limit:g}); train in bfloat16 or float32 (or mixed precision), or check for "
-                            "divergence")
+            raise MEFTError(
+                f"{name} reaches {value:.6g}, more than the streams' dtype can hold once decoded "
+                f"(|x| <= {limit:g}); train in bfloat16 or float32 (or mixed precision), or check for "
+                "divergence"
+            )
         raise MEFTError(
             f"{name} reaches {value:.6g}, outside exact arithmetic's fixed-point range (|x| < 2^{fmt.range_bits} = "
-            f"{int(fmt.limit)}); check the inputs and learning rate for divergence, or use MEFTConfig(arithmetic='float')"
+            f"{int(fmt.limit)}); check the inputs and learning rate for divergence, "
+            "or use MEFTConfig(arithmetic='float')"
         )

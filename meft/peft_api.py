@@ -43,8 +43,9 @@ class MEFTModel:
     def meft_config(self) -> MEFTConfig:
         return config_of(self)
 
-    def save_pretrained(self, save_directory: str | Path, is_main_process: bool = True, state_dict=None,
-                        safe_serialization: bool = True) -> None:
+    def save_pretrained(
+        self, save_directory: str | Path, is_main_process: bool = True, state_dict=None, safe_serialization: bool = True
+    ) -> None:
         """Write only the trained weights (adapters and task head) and the MEFTConfig into
         ``save_directory``: ``save_adapters``, atomically, one file at a time.
 
@@ -56,7 +57,7 @@ class MEFTModel:
             save_adapters(self, save_directory)
 
     @classmethod
-    def from_pretrained(cls, model: nn.Module, model_id: str | Path, is_trainable: bool = False) -> "MEFTModel":
+    def from_pretrained(cls, model: nn.Module, model_id: str | Path, is_trainable: bool = False) -> MEFTModel:
         """Convert ``model`` (a fresh Hugging Face model of the saved type) with the MEFTConfig saved in
         the folder ``model_id``, load the saved weights and return it as a MEFT model.
 
@@ -81,8 +82,10 @@ class MEFTModel:
     def print_trainable_parameters(self) -> None:
         """Print peft's line: ``trainable params: N || all params: M || trainable%: P``."""
         trainable, total = self.get_nb_trainable_parameters()
-        print(f"trainable params: {trainable:,d} || all params: {total:,d} || "
-              f"trainable%: {100 * trainable / max(total, 1):.4f}")
+        print(
+            f"trainable params: {trainable:,d} || all params: {total:,d} || "
+            f"trainable%: {100 * trainable / max(total, 1):.4f}"
+        )
 
     def unload(self) -> nn.Module:
         """Undo ``get_meft_model`` in place: the original class, layers and requires_grad flags back."""
@@ -115,6 +118,7 @@ def _meft_class(base: type) -> type:
     if issubclass(base, MEFTModel):  # a MEFT model that meft.unconvert undid, converted again
         return base
     if base not in _CLASSES:
-        _CLASSES[base] = type(f"MEFT{base.__name__}", (MEFTModel, base),
-                              {"__module__": __name__, "__doc__": MEFTModel.__doc__})
+        _CLASSES[base] = type(
+            f"MEFT{base.__name__}", (MEFTModel, base), {"__module__": __name__, "__doc__": MEFTModel.__doc__}
+        )
     return _CLASSES[base]

@@ -3,8 +3,9 @@ activations (docs/MEFT.md, "One reversible layer"; RevNets, Gomez et al., 2017),
 
 The Function keeps only the top layer's two streams (and the tensors of the layer call: masks,
 encoder states), plus, in exact arithmetic, the bits each scaling dropped (meft.fixed_point); in
-backward it walks the layers top-down, recomputing G and F with autograd on to get their gradients
-and reconstructing each layer's input from its output (``meft.coupling``). It never branches on the
+backward it walks the layers top-down, reconstructing each layer's input from its output with
+``Coupling.inverse`` (the inverse meft.diagnostics measures too), which recomputes G and F through
+``_Backprop`` with autograd on to get their gradients. It never branches on the
 backbone family (F and G come from meft.variants) nor on the arithmetic (``Coupling.arith``).
 
 NOTE [ Why the trainable parameters are inputs of the Function ]
@@ -26,7 +27,8 @@ NOTE [ One backward ]
 In exact arithmetic backward restores each layer's input streams in the memory of its output
 streams, the top ones included (those the Function saved), and frees each layer's kept bits once it
 is restored: at any moment it holds one pair of integer streams, the kept bits of the layers below,
-and, while a layer is undone, one stream-sized integer temporary (an encoded F or G output). So the saved state is used up by one backward; a second one (retain_graph) is refused.
+and, while a layer is undone, one stream-sized integer temporary (an encoded F or G output). So the
+saved state is used up by one backward; a second one (retain_graph) is refused.
 
 NOTE [ Exactness needs identical recomputation ]
 In exact arithmetic a layer's input comes back bit for bit only if F and G recomputed in backward
@@ -41,8 +43,9 @@ In float arithmetic (the paper's) each inverse divides by lam or beta and an err
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -50,7 +53,7 @@ from torch._subclasses.fake_tensor import is_fake
 
 from meft import fixed_point as fx
 from meft.config import MEFTConfig
-from meft.coupling import ARITHMETICS, Arithmetic, Coupling, ExactArithmetic
+from meft.coupling import ARITHMETICS, Arithmetic, Coupling, ExactArithmetic, SubNet
 from meft.errors import MEFTError
 from meft.families import Call, LayerKind
 from meft.variants import make_adapters, sub_networks
@@ -129,8 +132,9 @@ class _ReversibleFunction(torch.autograd.Function):
         with torch.no_grad():
             x1 = x2 = a.encode(hidden)
             if checks is not None:
-                checks.append((f"the input of {plan.couplings[0].name}", fx.float_magnitude(hidden),
-                               fx.stream_limit(a.dtype)))
+                checks.append(
+                    (f"the input of {plan.couplings[0].name}", fx.float_magnitude(hidden), fx.stream_limit(a.dtype))
+                )
             for i, c in enumerate(plan.couplings):
                 if plan.observer is not None:
                     plan.observer("forward", i, x1, x2)
@@ -138,7 +142,9 @@ class _ReversibleFunction(torch.autograd.Function):
                     sums.append(torch.cat((fx.checksum(x1), fx.checksum(x2))))
                 state: dict[str, _RngState] = {}
                 states.append(state)
-                x1, x2, bits = c.step(x1, x2, call, checks, before=lambda which: state.__setitem__(which, _RngState(device)))
+                x1, x2, bits = c.step(
+                    x1, x2, call, checks, before=lambda which, state=state: state.__setitem__(which, _RngState(device))
+                )
                 where.append(tuple(_append(kept, b) for b in bits))
             if checks:
                 fx.check_range(checks, a.format)
@@ -157,87 +163,117 @@ class _ReversibleFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy1: torch.Tensor | None, dy2: torch.Tensor | None, *_int_grads):
         plan: _Plan = ctx.plan
-        a = plan.arith
         if plan.exact:  # NOTE [ One backward ]
-            if getattr(ctx, "spent", False):
-                raise MEFTError("backward ran twice through a reversible stack in exact arithmetic, whose first "
-                                "backward used up the streams and kept bits; run the forward again for each "
-                                "backward (retain_graph cannot keep them), or use MEFTConfig(arithmetic='float')")
-            ctx.spent = True
+            _spend(ctx)
         y1, y2, *rest = ctx.saved_tensors
-        kept, rest = rest[: ctx.n_kept], rest[ctx.n_kept:]
+        kept, rest = rest[: ctx.n_kept], rest[ctx.n_kept :]
         sums, tensors = (rest[0], rest[1:]) if plan.exact else (None, rest)
-        n = len(tensors)
-        needs = ctx.needs_input_grad[2 : 2 + n]
-        need_hidden = ctx.needs_input_grad[1]
-        leaves = [t.detach().requires_grad_(True) if need else t.detach() for t, need in zip(tensors, needs)]
-        call = plan.call(leaves)
-        wanted = [leaf for leaf, need in zip(leaves, needs) if need]
-        tensor_grads: list[torch.Tensor | None] = [None] * len(wanted)
-        index = {id(p): i for i, p in enumerate(plan.params)}
-        param_grads: list[torch.Tensor | None] = [None] * len(plan.params)
-
-        def grad_of(out, first, grad_out, params):
-            """Accumulate d(out)/d(call tensors, params) . grad_out; return d(out)/d(first) . grad_out."""
-            inputs = ([] if first is None else [first]) + wanted + params
-            if grad_out is None or not out.requires_grad or not inputs:
-                return None
-            # as autograd does for an ordinary graph: the incoming gradient takes the output's dtype (autocast)
-            grads = list(torch.autograd.grad(out, inputs, grad_out.to(out.dtype), allow_unused=True))
-            first_grad = grads.pop(0) if first is not None else None
-            for i, g in enumerate(grads[: len(wanted)]):
-                tensor_grads[i] = _add(tensor_grads[i], g)
-            for p, g in zip(params, grads[len(wanted):]):
-                param_grads[index[id(p)]] = _add(param_grads[index[id(p)]], g)
-            return first_grad
-
+        walk = _Backprop(ctx, tensors, dy1, dy2)
+        del dy1, dy2  # ``walk`` holds the gradients flowing down: no second reference keeps a spent one alive
+        call = plan.call(walk.leaves)
         mismatches: list[torch.Tensor] = []
         devices = [] if ctx.device is None else [ctx.device]
         device_type = "cuda" if ctx.device is None else ctx.device.type
         with torch.random.fork_rng(devices=devices, device_type=device_type):
             for i in reversed(range(len(plan.couplings))):
-                c, state = plan.couplings[i], ctx.states[i]
-                k1, k2 = (None if j < 0 else kept[j] for j in ctx.where[i])
-                if c.swap:  # undo the swap: (y1, y2) are this layer's outputs before it
-                    y1, y2, dy1, dy2 = y2, y1, dy2, dy1
-                params = c.trainable_parameters()
-                g = None
-                if c.g is not None:
-                    state["g"].restore()
-                    with torch.enable_grad(), _autocast(ctx.autocast):  # the forward's autocast, not backward's
-                        y1_ = a.decode(y1).detach().requires_grad_(True)
-                        g = c.g(y1_, call)
-                    dy1 = _add(dy1, grad_of(g, y1_, dy2, params))  # dy1_total
-                    g = g.detach()
-                    del y1_  # exact arithmetic: a decoded copy, not a view; free it before F runs
-                with torch.no_grad():
-                    x2 = a.inverse_affine(y2, k2, c.beta, g)
-                del g
-                state["f"].restore()
-                bottom = i == 0 and not need_hidden  # nothing below wants d(input): skip it
-                with torch.enable_grad(), _autocast(ctx.autocast):
-                    x2_ = a.decode(x2).detach().requires_grad_(not bottom)
-                    f = c.f(x2_, call)
-                df = grad_of(f, None if bottom else x2_, dy1, params)
-                del x2_
-                with torch.no_grad():
-                    x1 = a.inverse_affine(y1, k1, c.lam, f.detach())
-                del f
-                fx.release(k1), fx.release(k2)  # this layer is restored: its kept bits are spent
-                beta, lam = a.factor(c.beta), a.factor(c.lam)
-                dx2 = None if bottom else _add(_times(dy2, beta), df)
-                dx1 = None if bottom else _times(dy1, lam)
+                c = plan.couplings[i]
+                walk.enter(c, ctx.states[i], bottom=i == 0 and not walk.need_hidden)
+                with torch.no_grad():  # the inverse itself; ``walk`` turns autograd on around F and G
+                    y1, y2 = c.inverse(y1, y2, tuple(None if j < 0 else kept[j] for j in ctx.where[i]), call, walk)
+                walk.leave(c)
                 if plan.exact:  # compared on fake tensors too (same memory); only read when real
-                    mismatches.append((torch.cat((fx.checksum(x1), fx.checksum(x2))) != sums[i]).any())
+                    mismatches.append((torch.cat((fx.checksum(y1), fx.checksum(y2))) != sums[i]).any())
                 if plan.observer is not None:
-                    plan.observer("backward", i, x1, x2)
-                y1, y2, dy1, dy2 = x1, x2, dx1, dx2
+                    plan.observer("backward", i, y1, y2)
         if plan.verify:
             _check_reconstruction(plan, mismatches[::-1])
-        grads = iter(tensor_grads)
-        flat_tensor_grads = [next(grads) if need else None for need in needs]
-        hidden_grad = _add(dy1, dy2) if need_hidden else None
-        return (None, hidden_grad, *flat_tensor_grads, *param_grads)
+        return (None, walk.hidden_grad(), *walk.call_grads(), *walk.param_grads)
+
+
+def _spend(ctx) -> None:
+    """Mark the exact Function's saved state used up, refusing a second backward (NOTE [ One backward ])."""
+    if getattr(ctx, "spent", False):
+        raise MEFTError(
+            "backward ran twice through a reversible stack in exact arithmetic, whose first "
+            "backward used up the streams and kept bits; run the forward again for each "
+            "backward (retain_graph cannot keep them), or use MEFTConfig(arithmetic='float')"
+        )
+    ctx.spent = True
+
+
+class _Backprop:
+    """The reversible backward walking down the stack: the gradients (dy1, dy2) of the outputs of the
+    layer being undone, and the gradients accumulated for the call's tensors and the parameters.
+
+    It is the ``run`` that ``Coupling.inverse`` evaluates F and G through: it recomputes each as the
+    forward ran it (RNG state, autocast) with autograd on and back-propagates through it, G with dy2
+    (G's term of dy1), then F with the updated dy1 (F's term of dx2). ``leave`` then hands the layer's
+    input gradients down: dx1 = lam * dy1, dx2 = beta * dy2 + F's term (docs/MEFT.md section 1).
+    """
+
+    def __init__(self, ctx, tensors, dy1: torch.Tensor | None, dy2: torch.Tensor | None) -> None:
+        plan: _Plan = ctx.plan
+        self.autocast = ctx.autocast
+        self.need_hidden = ctx.needs_input_grad[1]
+        self.needs = ctx.needs_input_grad[2 : 2 + len(tensors)]
+        self.leaves = [t.detach().requires_grad_(True) if need else t.detach() for t, need in zip(tensors, self.needs)]
+        self.wanted = [leaf for leaf, need in zip(self.leaves, self.needs) if need]
+        self.tensor_grads: list[torch.Tensor | None] = [None] * len(self.wanted)
+        self.index = {id(p): i for i, p in enumerate(plan.params)}
+        self.param_grads: list[torch.Tensor | None] = [None] * len(plan.params)
+        self.dy1, self.dy2, self.df = dy1, dy2, None
+        self.state: dict[str, _RngState] = {}
+        self.params: list[nn.Parameter] = []
+        self.bottom = False
+
+    def enter(self, c: Coupling, state: dict[str, _RngState], bottom: bool) -> None:
+        """Begin undoing ``c``; ``bottom``: nothing below wants d(input), so F's input gradient is skipped."""
+        if c.swap:  # (dy1, dy2) become the gradients of the layer's outputs before its swap
+            self.dy1, self.dy2 = self.dy2, self.dy1
+        self.state, self.params, self.bottom = state, c.trainable_parameters(), bottom
+
+    def __call__(self, which: str, net: SubNet, x: torch.Tensor, call: Call) -> torch.Tensor:
+        self.state[which].restore()
+        wants_x = which == "g" or not self.bottom  # G's input gradient feeds F's backprop even at the bottom
+        with torch.enable_grad(), _autocast(self.autocast):  # the forward's autocast, not backward's
+            x = x.detach().requires_grad_(wants_x)
+            out = net(x, call)
+        if which == "g":
+            self.dy1 = _add(self.dy1, self.grad_of(out, x, self.dy2))  # dy1_total
+        else:
+            self.df = self.grad_of(out, x if wants_x else None, self.dy1)
+        return out.detach()
+
+    def leave(self, c: Coupling) -> None:
+        """The layer is undone: (dy1, dy2) become the gradients of its inputs."""
+        a, df, self.df = c.arith, self.df, None
+        if self.bottom:
+            self.dy1 = self.dy2 = None
+            return
+        self.dy1, self.dy2 = _times(self.dy1, a.factor(c.lam)), _add(_times(self.dy2, a.factor(c.beta)), df)
+
+    def grad_of(self, out: torch.Tensor, first: torch.Tensor | None, grad_out: torch.Tensor | None):
+        """Accumulate d(out)/d(call tensors, params) . grad_out; return d(out)/d(first) . grad_out."""
+        inputs = ([] if first is None else [first]) + self.wanted + self.params
+        if grad_out is None or not out.requires_grad or not inputs:
+            return None
+        # as autograd does for an ordinary graph: the incoming gradient takes the output's dtype (autocast)
+        grads = list(torch.autograd.grad(out, inputs, grad_out.to(out.dtype), allow_unused=True))
+        first_grad = grads.pop(0) if first is not None else None
+        for i, g in enumerate(grads[: len(self.wanted)]):
+            self.tensor_grads[i] = _add(self.tensor_grads[i], g)
+        for p, g in zip(self.params, grads[len(self.wanted) :]):
+            self.param_grads[self.index[id(p)]] = _add(self.param_grads[self.index[id(p)]], g)
+        return first_grad
+
+    def hidden_grad(self) -> torch.Tensor | None:
+        """d(loss)/d(stack input): both streams start as it."""
+        return _add(self.dy1, self.dy2) if self.need_hidden else None
+
+    def call_grads(self) -> list[torch.Tensor | None]:
+        """Gradients of the call's tensors, in the order they were passed to ``apply``."""
+        grads = iter(self.tensor_grads)
+        return [next(grads) if need else None for need in self.needs]
 
 
 def _append(items: list, item) -> int:
@@ -308,8 +344,14 @@ class MEFTStack(nn.Module):
     """
 
     def __init__(
-        self, layers: nn.ModuleList, kind: LayerKind, config: MEFTConfig, hidden_size: int, activation: str,
-        name: str = "layers", cache_top: bool = False,
+        self,
+        layers: nn.ModuleList,
+        kind: LayerKind,
+        config: MEFTConfig,
+        hidden_size: int,
+        activation: str,
+        name: str = "layers",
+        cache_top: bool = False,
     ):
         super().__init__()
         self.name = name  # the stack's role in messages: "encoder", "decoder"
@@ -324,6 +366,8 @@ class MEFTStack(nn.Module):
         self.num_rev_layers = len(layers) if config.num_rev_layers is None else config.num_rev_layers
         self.cache_top = cache_top  # MEFTConfig.cache_top_layer, resolved for this stack by meft.convert
         self.observer: Observer | None = None
+        self._couplings: dict[torch.dtype, list[Coupling]] = {}  # NOTE [ Couplings built once ]
+        self._couplings_of: tuple = ()  # what they were built from (``_coupling_source``)
 
     @property
     def reversible_layers(self) -> int:
@@ -331,8 +375,33 @@ class MEFTStack(nn.Module):
         n = self.num_rev_layers
         return n - 1 if self.cache_top and n == len(self.base_layers) else n
 
+    # NOTE [ Couplings built once ]
+    # A stack's Couplings (F and G, the arithmetic, lam and beta in its form) are built once per
+    # dtype of the stack input and reused by every forward: the dtype is the one thing a forward
+    # varies that they depend on (the fixed-point format, the Dyadic scales). Everything else they
+    # capture is named by ``_coupling_source``: the config's variant, arithmetic, lam and beta
+    # (MEFTConfig is mutable), the layer kind, the stack's name, and the layer and adapter modules
+    # themselves, by identity (F and G hold them). When any of it changes they are built again: a
+    # module replaced, a config field set, an nn.DataParallel replica (it shares this stack's
+    # attributes but holds its own layers); copy.deepcopy copies them with the modules they hold.
+    # Moving the model (``.to(device)``, ``.half()``, FSDP gathering parameters) changes tensors
+    # inside those same modules, which F and G read at each call; ``.half()`` changes the dtype.
     def couplings(self, dtype: torch.dtype) -> list[Coupling]:
-        """The layers as couplings whose streams decode to ``dtype`` (the stack input's)."""
+        """The layers as couplings whose streams decode to ``dtype`` (the stack input's), built once."""
+        source = self._coupling_source()
+        if source != self._couplings_of:  # a new dict, not clear(): a DataParallel replica shares the old one
+            self._couplings, self._couplings_of = {}, source
+        if dtype not in self._couplings:
+            self._couplings[dtype] = self._build_couplings(dtype)
+        return self._couplings[dtype]
+
+    def _coupling_source(self) -> tuple:
+        """Everything ``_build_couplings`` reads besides the dtype (NOTE [ Couplings built once ])."""
+        cfg = self.meft_config
+        modules = tuple((layer, *adapters.values()) for layer, adapters in zip(self.base_layers, self.adapters))
+        return cfg.variant, cfg.arithmetic, cfg.lam, cfg.beta, self.kind, self.name, modules
+
+    def _build_couplings(self, dtype: torch.dtype) -> list[Coupling]:
         cfg = self.meft_config
         arith = ARITHMETICS[cfg.arithmetic](dtype)
         lam, beta = arith.scale_of("lam", cfg.effective_lam), arith.scale_of("beta", cfg.effective_beta)
@@ -368,6 +437,8 @@ class MEFTStack(nn.Module):
 
     def extra_repr(self) -> str:
         cfg = self.meft_config
-        return (f"{self.name}: variant={cfg.variant}, arithmetic={cfg.arithmetic}, {cfg.describe_scales()}, "
-                f"num_rev_layers={self.num_rev_layers}/{len(self.base_layers)}, cache_top={self.cache_top}, "
-                f"merge={cfg.merge}")
+        return (
+            f"{self.name}: variant={cfg.variant}, arithmetic={cfg.arithmetic}, {cfg.describe_scales()}, "
+            f"num_rev_layers={self.num_rev_layers}/{len(self.base_layers)}, cache_top={self.cache_top}, "
+            f"merge={cfg.merge}"
+        )

@@ -39,11 +39,20 @@ def make_adapters(
     config: MEFTConfig, hidden_size: int, activation: str, like: torch.Tensor, top: bool = False
 ) -> nn.ModuleDict:
     """The adapters of one layer (``top``: the stack's last), on the device and in the dtype of ``like``."""
-    return nn.ModuleDict({
-        slot: Adapter(hidden_size, config.adapter_dim, activation, config.adapter_dropout, config.init_std,
-                      device=like.device, dtype=like.dtype)
-        for slot in adapter_slots(config, top)
-    })
+    return nn.ModuleDict(
+        {
+            slot: Adapter(
+                hidden_size,
+                config.adapter_dim,
+                activation,
+                config.adapter_dropout,
+                config.init_std,
+                device=like.device,
+                dtype=like.dtype,
+            )
+            for slot in adapter_slots(config, top)
+        }
+    )
 
 
 def _plm_layer(kind: LayerKind, layer: nn.Module, adapter: nn.Module, h: torch.Tensor, call: Call) -> torch.Tensor:

@@ -4,7 +4,8 @@
 measures your own training step (``memprof.instrument.session.track``); ``assert_memory`` fails
 when one step of your model exceeds a budget (``memprof.checks.budget.assert_memory``);
 ``chunked_causal_lm_loss`` is a causal LM's loss without its full logits, for your own training loop
-(``memprof.models.losses``). They are loaded on first use, so ``import memprof`` (and the pytest plugin) does not import torch.
+(``memprof.models.losses``). They are loaded on first use, so ``import memprof`` (and the pytest
+plugin) does not import torch.
 """
 
 from __future__ import annotations
@@ -29,5 +30,15 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'memprof' has no attribute {name!r}")
 
 
-__all__ = ["MemprofError", "Memory", "Result", "ResultSet", "load_results", "profile", "track", "assert_memory",
-           "chunked_causal_lm_loss", "__version__"]
+__all__ = [
+    "MemprofError",
+    "Memory",
+    "Result",
+    "ResultSet",
+    "load_results",
+    "profile",
+    "track",
+    "assert_memory",
+    "chunked_causal_lm_loss",
+    "__version__",
+]

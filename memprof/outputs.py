@@ -64,7 +64,9 @@ def check_dir(path: str | Path, flag: str) -> Path:
     that is not writable. Returns ``path`` as a Path; creates nothing."""
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise MemprofError(f"output directory {str(path)!r} is a file; pass {flag} with a folder path (new or existing)")
+        raise MemprofError(
+            f"output directory {str(path)!r} is a file; pass {flag} with a folder path (new or existing)"
+        )
     existing = _nearest_existing(path)
     if not existing.is_dir():
         raise MemprofError(

@@ -20,8 +20,14 @@ from memprof.results.result import Memory
 #: Units a size may carry: decimal (kB, MB, GB, TB: powers of 1000) and binary (KiB .. TiB: 1024).
 UNITS = {
     "b": 1,
-    "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
-    "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
 }
 MIB = UNITS["mib"]
 GIB = UNITS["gib"]
@@ -124,5 +130,7 @@ def format_bytes(n: int | float | None, unit: tuple[str, int] | None = None) -> 
     for name in ("KiB", "MiB", "GiB", "TiB"):
         n /= 1024
         if n < 1024 or name == "TiB":
-            return f"{sign}{n:.0f} {name}" if n >= 100 else f"{sign}{n:.1f} {name}" if n >= 10 else f"{sign}{n:.2f} {name}"
+            return (
+                f"{sign}{n:.0f} {name}" if n >= 100 else f"{sign}{n:.1f} {name}" if n >= 10 else f"{sign}{n:.2f} {name}"
+            )
     raise AssertionError("unreachable")

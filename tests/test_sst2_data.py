@@ -49,8 +49,10 @@ class Rows:
 def hub(monkeypatch):
     """A stand-in ``datasets`` module: GLUE SST-2 of 4 training and 6 validation sentences."""
     calls = []
-    splits = {"train": [{"sentence": f"hub {i} ", "label": 1 - i % 2} for i in range(4)],
-              "validation": [{"sentence": f"v{i} ", "label": i % 2} for i in range(6)]}
+    splits = {
+        "train": [{"sentence": f"hub {i} ", "label": 1 - i % 2} for i in range(4)],
+        "validation": [{"sentence": f"v{i} ", "label": i % 2} for i in range(6)],
+    }
 
     def load_dataset(name, config, split):
         calls.append((name, config, split))

@@ -81,13 +81,16 @@ def test_saved_adapters_reload_into_a_fresh_model(data, trained, tmp_path):
         assert torch.equal(trained(**batch).logits, fresh(**batch).logits)
 
 
-@pytest.mark.parametrize("grid, peak, tried, chosen", [
-    ((1e-3, 3e-3), 3e-3, [1e-3, 3e-3, 1e-2], 3e-3),  # a peak inside once widened: one step tried past it
-    ((1e-3, 3e-3), 3e-2, [1e-3, 3e-3, 1e-2, 3e-2], 3e-2),  # widened twice, upward
-    ((1e-3, 3e-3), 1e-1, [1e-3, 3e-3, 1e-2, 3e-2], 3e-2),  # at most MAX_WIDENINGS (2) steps
-    ((3e-5, 1e-4), 1e-5, [1e-5, 3e-5, 1e-4], 1e-5),  # downward, and the ladder ends at 1e-5
-    ((1e-4, 3e-4, 1e-3), 3e-4, [1e-4, 3e-4, 1e-3], 3e-4),  # a peak inside: nothing more is tried
-])
+@pytest.mark.parametrize(
+    "grid, peak, tried, chosen",
+    [
+        ((1e-3, 3e-3), 3e-3, [1e-3, 3e-3, 1e-2], 3e-3),  # a peak inside once widened: one step tried past it
+        ((1e-3, 3e-3), 3e-2, [1e-3, 3e-3, 1e-2, 3e-2], 3e-2),  # widened twice, upward
+        ((1e-3, 3e-3), 1e-1, [1e-3, 3e-3, 1e-2, 3e-2], 3e-2),  # at most MAX_WIDENINGS (2) steps
+        ((3e-5, 1e-4), 1e-5, [1e-5, 3e-5, 1e-4], 1e-5),  # downward, and the ladder ends at 1e-5
+        ((1e-4, 3e-4, 1e-3), 3e-4, [1e-4, 3e-4, 1e-3], 3e-4),  # a peak inside: nothing more is tried
+    ],
+)
 def test_a_grid_is_widened_past_the_edge_its_best_rate_sits_on(grid, peak, tried, chosen):
     import math
 

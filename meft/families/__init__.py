@@ -1,7 +1,8 @@
 """Backbone families: one module each (``bert``, ``roberta``, ``bart``, ``opt``, ``llama``, ``qwen2``,
 ``mistral``, ``gpt2``), each defining ``FAMILY``, a ``meft.families.base.Family`` that holds
-everything the project knows about it. They are the only code that names a family; this module
-finds them (every module of the package but ``base`` is one), so adding a family is adding its file.
+everything the project knows about it: MEFT's part (``ReversibleSites``) and memprof's
+(``Profiling``). They are the only code that names a family; this module finds them (every module
+of the package but ``base`` is one), so adding a family is adding its file.
 """
 
 from __future__ import annotations
@@ -13,10 +14,22 @@ from functools import cache
 from torch import nn
 
 from meft.errors import MEFTError
-from meft.families.base import Call, ConfigFields, Family, LayerKind, Site, rest
+from meft.families.base import Call, ConfigFields, Family, LayerKind, Profiling, ReversibleSites, Site, rest
 
-__all__ = ["Call", "ConfigFields", "Family", "LayerKind", "Site", "families", "family_named", "family_of",
-           "rest", "supported_model_types"]
+__all__ = [
+    "Call",
+    "ConfigFields",
+    "Family",
+    "LayerKind",
+    "Profiling",
+    "ReversibleSites",
+    "Site",
+    "families",
+    "family_named",
+    "family_of",
+    "rest",
+    "supported_model_types",
+]
 
 
 @cache
@@ -42,8 +55,10 @@ def family_named(model_type: str | None) -> Family:
     """The family of a HF ``model_type``, or MEFTError naming the supported ones."""
     family = _by_model_type().get(model_type)  # type: ignore[arg-type]
     if family is None:
-        raise MEFTError(f"model_type {model_type!r} is not supported; supported model types are "
-                        f"{', '.join(supported_model_types())}: use a model of one of these families")
+        raise MEFTError(
+            f"model_type {model_type!r} is not supported; supported model types are "
+            f"{', '.join(supported_model_types())}: use a model of one of these families"
+        )
     return family
 
 

@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from meft.errors import MEFTError
-from meft.families.base import Call, ConfigFields, Family, LayerKind, Site, rest
+from meft.families.base import Call, ConfigFields, Family, LayerKind, Profiling, ReversibleSites, Site, rest
 
 
 def _residual_block(layer: nn.Module, h: torch.Tensor, y: torch.Tensor, norm: nn.Module) -> torch.Tensor:
@@ -77,27 +77,47 @@ def _check(config) -> None:
             )
 
 
-_COMMON = dict(vocab_size=50265, max_position_embeddings=1024, pad_token_id=1, bos_token_id=0, eos_token_id=2,
-               decoder_start_token_id=2, forced_eos_token_id=2)
+_COMMON = dict(
+    vocab_size=50265,
+    max_position_embeddings=1024,
+    pad_token_id=1,
+    bos_token_id=0,
+    eos_token_id=2,
+    decoder_start_token_id=2,
+    forced_eos_token_id=2,
+)
 
 
 def _bart(d: int, n: int, heads: int, ffn: int) -> dict:
-    return dict(model_type="bart", d_model=d, encoder_layers=n, decoder_layers=n, encoder_attention_heads=heads,
-                decoder_attention_heads=heads, encoder_ffn_dim=ffn, decoder_ffn_dim=ffn, **_COMMON)
+    return dict(
+        model_type="bart",
+        d_model=d,
+        encoder_layers=n,
+        decoder_layers=n,
+        encoder_attention_heads=heads,
+        decoder_attention_heads=heads,
+        encoder_ffn_dim=ffn,
+        decoder_ffn_dim=ffn,
+        **_COMMON,
+    )
 
 
 FAMILY = Family(
     name="bart",
-    find_sites=_find_sites,
-    check=_check,
-    heads=("classification_head", "qa_outputs"),
-    tasks=("classification", "seq2seq"),
-    lora_targets=("q_proj", "v_proj"),
-    adapter_projections=("self_attn.out_proj", "fc2"),
-    ia3_targets=("q_proj", "v_proj", "fc2"),
-    ia3_feedforward=("fc2",),
-    backbones={"bart-base": _bart(768, 6, 12, 3072), "bart-large": _bart(1024, 12, 16, 4096)},
-    fields=ConfigFields(hidden="d_model", heads="encoder_attention_heads", layers=("encoder_layers", "decoder_layers"),
-                        activation="activation_function"),
-    eos_last=True,  # BartForSequenceClassification reads the hidden state at the last </s> of each row
+    meft=ReversibleSites(find_sites=_find_sites, check=_check, heads=("classification_head", "qa_outputs")),
+    profiling=Profiling(
+        tasks=("classification", "seq2seq"),
+        lora_targets=("q_proj", "v_proj"),
+        adapter_projections=("self_attn.out_proj", "fc2"),
+        ia3_targets=("q_proj", "v_proj", "fc2"),
+        ia3_feedforward=("fc2",),
+        backbones={"bart-base": _bart(768, 6, 12, 3072), "bart-large": _bart(1024, 12, 16, 4096)},
+        eos_last=True,  # BartForSequenceClassification reads the hidden state at the last </s> of each row
+    ),
+    fields=ConfigFields(
+        hidden="d_model",
+        heads="encoder_attention_heads",
+        layers=("encoder_layers", "decoder_layers"),
+        activation="activation_function",
+    ),
 )

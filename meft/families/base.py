@@ -1,7 +1,8 @@
-"""What a backbone family is: ``Family`` (everything the project knows about one family),
-``LayerKind`` (how a stack's layers are called and split for MEFT), ``Site`` (one layer stack).
+"""What a backbone family is: ``Family`` (everything the project knows about one family, in two
+parts by client: ``ReversibleSites`` for MEFT, ``Profiling`` for memprof), ``LayerKind`` (how a
+stack's layers are called and split for MEFT), ``Site`` (one layer stack).
 
-A family answers, for MEFT (docs/MEFT.md; one family, one file):
+A family answers, for MEFT (``Family.meft``; docs/MEFT.md; one family, one file):
 
 - where the layers are: ``Family.sites(model)`` lists every layer stack as a ``Site`` (the module that
   loops over its layers, the attribute holding the ``nn.ModuleList``, a name for messages);
@@ -12,18 +13,22 @@ A family answers, for MEFT (docs/MEFT.md; one family, one file):
   feed-forward block with an adapter in parallel; each returns the block's output after its
   residual add (and, post-LN, its LayerNorm), so ``feed_forward(attention(h))`` is the PLM layer;
 
-and, for memprof, what its configs, tasks, LoRA targets, adapters and synthetic batches are.
-The reversible machinery (meft.reversible) only ever calls the MEFT part.
+and, for memprof (``Family.profiling``), what its registry entries, tasks, method targets and
+synthetic batches are. meft reads only ``Family.meft`` and what both share (NOTE [ Two clients of a
+family ]).
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
+
+from meft.errors import MEFTError
 
 Call = dict[str, Any]
 
@@ -105,29 +110,37 @@ class ConfigFields:
     kv_heads: str | None = None
 
 
+# NOTE [ Two clients of a family ]
+# A family serves MEFT (where the layer stacks are, what it refuses, which heads stay trainable) and
+# memprof (registry entries, tasks, each method's targets, what a synthetic batch needs). Each client's
+# part is its own dataclass, so a change for one cannot reach the other unseen: meft reads
+# ``Family.meft`` only (tests/test_families.py checks that no meft module outside the family files
+# reads ``.profiling``); memprof reads both, as it may import meft. ``Profiling`` is defined here, not in
+# memprof, because the one file of each family lives in meft, which imports nothing of memprof. What
+# both read (the name, the HF model types, the config's field names) sits on ``Family`` itself.
+
+
 @dataclass(frozen=True)
-class Family:
-    """Everything the project knows about one backbone family: the one place that names it.
+class ReversibleSites:
+    """MEFT's part of a family: where the layer stacks are, what cannot be converted, the task heads."""
 
-    MEFT reads where the layer stacks are and how a layer is split (``find_sites``, ``check``,
-    ``heads``); memprof reads the rest: the HF ``model_types`` it covers, the registry entries
-    (``backbones``: name -> published HF config kwargs), the config's field names, the tasks (the
-    first is the default), LoRA's target modules, the output projections the bottleneck adapters
-    wrap, and what a synthetic batch needs.
-    """
-
-    name: str
     find_sites: Callable[[nn.Module], list[Site]]
     check: Callable[[Any], None]  # raises MEFTError for configs the family cannot convert
     heads: tuple[str, ...]  # attribute names of task heads on the top model; they stay trainable
+
+
+@dataclass(frozen=True)
+class Profiling:
+    """memprof's part of a family: its registry entries (``backbones``: name -> published HF config
+    kwargs), its tasks (the first is the default), each method's targets (peft's defaults for the
+    family), and what a synthetic batch needs. meft never reads it."""
+
     tasks: tuple[str, ...]  # memprof's task names; the first is the default
     lora_targets: tuple[str, ...]  # module names LoRA adapts (peft's defaults for the family)
     #: (attention block, feed-forward block) output projections, relative to a layer, that get a
     #: sequential bottleneck adapter
     adapter_projections: tuple[str, str]
     backbones: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)
-    model_types: tuple[str, ...] = ()  # HF model_type values; default: (name,)
-    fields: ConfigFields = ConfigFields()
     #: position slots the embeddings reserve (RoBERTa: padding_idx + 1), from the config dict
     reserved_positions: Callable[[dict[str, Any]], int] = lambda config: 0
     #: synthetic batches: token ids start here (above the special tokens) ...
@@ -141,16 +154,49 @@ class Family:
     #: whether the published configs have bias terms outside the head (BitFit trains them)
     bias_terms: bool = True
 
+    def __post_init__(self) -> None:
+        if not self.tasks or not self.lora_targets:
+            raise MEFTError(
+                f"Profiling(tasks={self.tasks!r}, lora_targets={self.lora_targets!r}) leaves one empty; "
+                "name at least one task and one LoRA target module"
+            )
+        if len(self.adapter_projections) != 2:
+            raise MEFTError(
+                f"adapter_projections={self.adapter_projections!r} is not two paths; name the attention "
+                "block's and the feed-forward block's output projections"
+            )
+        if not set(self.ia3_feedforward) <= set(self.ia3_targets):
+            raise MEFTError(
+                f"ia3_feedforward={self.ia3_feedforward!r} names modules outside ia3_targets="
+                f"{self.ia3_targets!r}; list only (IA)3 targets as feed-forward"
+            )
+
+
+@dataclass(frozen=True)
+class Family:
+    """Everything the project knows about one backbone family: the one place that names it.
+
+    ``meft`` is MEFT's part, ``profiling`` memprof's (NOTE [ Two clients of a family ]); both read the
+    HF ``model_types`` it covers (default: its name) and the config's field names (``fields``).
+    """
+
+    name: str
+    meft: ReversibleSites
+    profiling: Profiling
+    model_types: tuple[str, ...] = ()  # HF model_type values; default: (name,)
+    fields: ConfigFields = ConfigFields()
+
     @property
     def types(self) -> tuple[str, ...]:
         return self.model_types or (self.name,)
 
     def sites(self, model: nn.Module) -> list[Site]:
-        self.check(model.config)
-        return self.find_sites(model)
+        """The layer stacks MEFT converts, after the family's checks (``meft.find_sites`` skips them)."""
+        self.meft.check(model.config)
+        return self.meft.find_sites(model)
 
     def head_modules(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
-        heads = ((name, getattr(model, name, None)) for name in self.heads)
+        heads = ((name, getattr(model, name, None)) for name in self.meft.heads)
         return [(name, module) for name, module in heads if isinstance(module, nn.Module)]
 
     def hidden_size(self, config: Any) -> int:

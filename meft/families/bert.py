@@ -9,11 +9,13 @@ before the residual add and LayerNorm, as in the authors' released BERT code.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
 
 from meft.errors import MEFTError
-from meft.families.base import Call, Family, LayerKind, Site, rest
+from meft.families.base import Call, Family, LayerKind, Profiling, ReversibleSites, Site, rest
 
 
 class BertKind(LayerKind):
@@ -46,9 +48,10 @@ def check(config) -> None:
         )
 
 
-#: what BERT-style encoders share: heads, tasks, LoRA targets (peft's), adapter sites
-ENCODER = dict(
-    heads=("classifier", "qa_outputs"),
+#: the task heads of BERT-style encoders (MEFT keeps them trainable)
+ENCODER_HEADS = ("classifier", "qa_outputs")
+#: what BERT-style encoders share for memprof: tasks, LoRA and (IA)3 targets (peft's), adapter sites
+ENCODER_PROFILING = Profiling(
     tasks=("classification",),
     lora_targets=("query", "value"),
     adapter_projections=("attention.output.dense", "output.dense"),
@@ -58,14 +61,22 @@ ENCODER = dict(
 
 
 def _bert(h: int, n: int, heads: int, ffn: int) -> dict:
-    return dict(model_type="bert", hidden_size=h, num_hidden_layers=n, num_attention_heads=heads,
-                intermediate_size=ffn, vocab_size=30522, max_position_embeddings=512, type_vocab_size=2)
+    return dict(
+        model_type="bert",
+        hidden_size=h,
+        num_hidden_layers=n,
+        num_attention_heads=heads,
+        intermediate_size=ffn,
+        vocab_size=30522,
+        max_position_embeddings=512,
+        type_vocab_size=2,
+    )
 
 
 FAMILY = Family(
     name="bert",
-    find_sites=_find_sites,
-    check=check,
-    backbones={"bert-base": _bert(768, 12, 12, 3072), "bert-large": _bert(1024, 24, 16, 4096)},
-    **ENCODER,
+    meft=ReversibleSites(find_sites=_find_sites, check=check, heads=ENCODER_HEADS),
+    profiling=replace(
+        ENCODER_PROFILING, backbones={"bert-base": _bert(768, 12, 12, 3072), "bert-large": _bert(1024, 24, 16, 4096)}
+    ),
 )

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from meft.errors import MEFTError
-from meft.families.base import Call, ConfigFields, Family, LayerKind, Site, rest
+from meft.families.base import Call, ConfigFields, Family, LayerKind, Profiling, ReversibleSites, Site, rest
 
 #: GPT2Block's own arguments that its self-attention does not take
 _BLOCK_ONLY = ("cache", "attention_mask", "encoder_hidden_states", "encoder_attention_mask")
@@ -58,22 +58,36 @@ def _check(config) -> None:
 
 def _gpt2(h: int, n: int, heads: int) -> dict:
     """A GPT-2 config as published (openai-community/gpt2*, config.json)."""
-    return dict(model_type="gpt2", n_embd=h, n_layer=n, n_head=heads, n_positions=1024, n_ctx=1024, vocab_size=50257,
-                activation_function="gelu_new", resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1,
-                layer_norm_epsilon=1e-5, bos_token_id=50256, eos_token_id=50256)
+    return dict(
+        model_type="gpt2",
+        n_embd=h,
+        n_layer=n,
+        n_head=heads,
+        n_positions=1024,
+        n_ctx=1024,
+        vocab_size=50257,
+        activation_function="gelu_new",
+        resid_pdrop=0.1,
+        embd_pdrop=0.1,
+        attn_pdrop=0.1,
+        layer_norm_epsilon=1e-5,
+        bos_token_id=50256,
+        eos_token_id=50256,
+    )
 
 
 FAMILY = Family(
     name="gpt2",
-    find_sites=_find_sites,
-    check=_check,
-    heads=("score", "qa_outputs"),
-    tasks=("causal-lm", "classification"),
-    lora_targets=("c_attn",),
-    adapter_projections=("attn.c_proj", "mlp.c_proj"),
-    ia3_targets=("c_attn", "mlp.c_proj"),
-    ia3_feedforward=("mlp.c_proj",),
-    backbones={"gpt2": _gpt2(768, 12, 12), "gpt2-medium": _gpt2(1024, 24, 16)},
-    fields=ConfigFields(hidden="n_embd", heads="n_head", layers=("n_layer",), positions="n_positions",
-                        activation="activation_function"),
+    meft=ReversibleSites(find_sites=_find_sites, check=_check, heads=("score", "qa_outputs")),
+    profiling=Profiling(
+        tasks=("causal-lm", "classification"),
+        lora_targets=("c_attn",),
+        adapter_projections=("attn.c_proj", "mlp.c_proj"),
+        ia3_targets=("c_attn", "mlp.c_proj"),
+        ia3_feedforward=("mlp.c_proj",),
+        backbones={"gpt2": _gpt2(768, 12, 12), "gpt2-medium": _gpt2(1024, 24, 16)},
+    ),
+    fields=ConfigFields(
+        hidden="n_embd", heads="n_head", layers=("n_layer",), positions="n_positions", activation="activation_function"
+    ),
 )

@@ -27,11 +27,13 @@ configs are refused (``_check``).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
 
 from meft.errors import MEFTError
-from meft.families.base import Call, ConfigFields, Family, LayerKind, Site, rest
+from meft.families.base import Call, ConfigFields, Family, LayerKind, Profiling, ReversibleSites, Site, rest
 
 _COS, _SIN = "rope_cos", "rope_sin"
 
@@ -85,38 +87,56 @@ def check(config) -> None:
         )
 
 
-#: what the Llama-style decoders share: heads, tasks, LoRA targets (peft's), adapter sites, config fields
-DECODER = dict(
-    heads=("score", "qa_outputs"),
+#: what the Llama-style decoders share: their task heads (MEFT keeps them trainable), config fields ...
+DECODER_HEADS = ("score", "qa_outputs")
+DECODER_FIELDS = ConfigFields(kv_heads="num_key_value_heads")
+#: ... and, for memprof, tasks, LoRA and (IA)3 targets (peft's), adapter sites
+DECODER_PROFILING = Profiling(
     tasks=("causal-lm", "classification"),
     lora_targets=("q_proj", "v_proj"),
     adapter_projections=("self_attn.o_proj", "mlp.down_proj"),
-    fields=ConfigFields(kv_heads="num_key_value_heads"),
     ia3_targets=("k_proj", "v_proj", "down_proj"),
     ia3_feedforward=("down_proj",),
     bias_terms=False,  # no bias in attention, MLP or RMSNorm
 )
 
-_LLAMA3_ROPE = dict(rope_type="llama3", low_freq_factor=1.0, high_freq_factor=4.0, original_max_position_embeddings=8192)
+_LLAMA3_ROPE = dict(
+    rope_type="llama3", low_freq_factor=1.0, high_freq_factor=4.0, original_max_position_embeddings=8192
+)
 
 
 def _llama3(h: int, n: int, heads: int, ffn: int, *, tied: bool, rope_factor: float, head_dim: int) -> dict:
     """A Llama 3 config as published (meta-llama/Llama-3.x-yB config.json)."""
-    return dict(model_type="llama", hidden_size=h, num_hidden_layers=n, num_attention_heads=heads,
-                num_key_value_heads=8, head_dim=head_dim, intermediate_size=ffn, vocab_size=128256,
-                max_position_embeddings=131072, rms_norm_eps=1e-5, hidden_act="silu", tie_word_embeddings=tied,
-                rope_theta=500000.0, rope_scaling={**_LLAMA3_ROPE, "factor": rope_factor},
-                bos_token_id=128000, eos_token_id=128001)
+    return dict(
+        model_type="llama",
+        hidden_size=h,
+        num_hidden_layers=n,
+        num_attention_heads=heads,
+        num_key_value_heads=8,
+        head_dim=head_dim,
+        intermediate_size=ffn,
+        vocab_size=128256,
+        max_position_embeddings=131072,
+        rms_norm_eps=1e-5,
+        hidden_act="silu",
+        tie_word_embeddings=tied,
+        rope_theta=500000.0,
+        rope_scaling={**_LLAMA3_ROPE, "factor": rope_factor},
+        bos_token_id=128000,
+        eos_token_id=128001,
+    )
 
 
 FAMILY = Family(
     name="llama",
-    find_sites=_find_sites,
-    check=check,
-    backbones={
-        "llama-3.2-1b": _llama3(2048, 16, 32, 8192, tied=True, rope_factor=32.0, head_dim=64),
-        "llama-3.2-3b": _llama3(3072, 28, 24, 8192, tied=True, rope_factor=32.0, head_dim=128),
-        "llama-3.1-8b": _llama3(4096, 32, 32, 14336, tied=False, rope_factor=8.0, head_dim=128),
-    },
-    **DECODER,
+    meft=ReversibleSites(find_sites=_find_sites, check=check, heads=DECODER_HEADS),
+    profiling=replace(
+        DECODER_PROFILING,
+        backbones={
+            "llama-3.2-1b": _llama3(2048, 16, 32, 8192, tied=True, rope_factor=32.0, head_dim=64),
+            "llama-3.2-3b": _llama3(3072, 28, 24, 8192, tied=True, rope_factor=32.0, head_dim=128),
+            "llama-3.1-8b": _llama3(4096, 32, 32, 14336, tied=False, rope_factor=8.0, head_dim=128),
+        },
+    ),
+    fields=DECODER_FIELDS,
 )

@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from meft.errors import MEFTError
-from meft.families.base import Call, ConfigFields, Family, LayerKind, Site, rest
+from meft.families.base import Call, ConfigFields, Family, LayerKind, Profiling, ReversibleSites, Site, rest
 
 
 class OPTKind(LayerKind):
@@ -52,32 +52,45 @@ def _check(config) -> None:
         )
 
 
-_COMMON = dict(vocab_size=50272, max_position_embeddings=2048, pad_token_id=1, bos_token_id=2, eos_token_id=2,
-               enable_bias=True, do_layer_norm_before=True)
+_COMMON = dict(
+    vocab_size=50272,
+    max_position_embeddings=2048,
+    pad_token_id=1,
+    bos_token_id=2,
+    eos_token_id=2,
+    enable_bias=True,
+    do_layer_norm_before=True,
+)
 
 
 def _opt(h: int, n: int, heads: int, ffn: int, **extra) -> dict:
-    return dict(model_type="opt", hidden_size=h, num_hidden_layers=n, num_attention_heads=heads, ffn_dim=ffn,
-                **{**_COMMON, "word_embed_proj_dim": h, **extra})
+    return dict(
+        model_type="opt",
+        hidden_size=h,
+        num_hidden_layers=n,
+        num_attention_heads=heads,
+        ffn_dim=ffn,
+        **{**_COMMON, "word_embed_proj_dim": h, **extra},
+    )
 
 
 FAMILY = Family(
     name="opt",
-    find_sites=_find_sites,
-    check=_check,
-    heads=("score", "qa_outputs"),
-    tasks=("causal-lm", "classification"),
-    lora_targets=("q_proj", "v_proj"),
-    adapter_projections=("self_attn.out_proj", "fc2"),
-    ia3_targets=("q_proj", "k_proj", "fc2"),
-    ia3_feedforward=("fc2",),
-    backbones={
-        "opt-125m": _opt(768, 12, 12, 3072),
-        # opt-350m projects embeddings 512 -> 1024 and puts LayerNorm after each block.
-        "opt-350m": _opt(1024, 24, 16, 4096, word_embed_proj_dim=512, do_layer_norm_before=False),
-        "opt-1.3b": _opt(2048, 24, 32, 8192),
-        "opt-2.7b": _opt(2560, 32, 32, 10240),
-        "opt-6.7b": _opt(4096, 32, 32, 16384),
-    },
+    meft=ReversibleSites(find_sites=_find_sites, check=_check, heads=("score", "qa_outputs")),
+    profiling=Profiling(
+        tasks=("causal-lm", "classification"),
+        lora_targets=("q_proj", "v_proj"),
+        adapter_projections=("self_attn.out_proj", "fc2"),
+        ia3_targets=("q_proj", "k_proj", "fc2"),
+        ia3_feedforward=("fc2",),
+        backbones={
+            "opt-125m": _opt(768, 12, 12, 3072),
+            # opt-350m projects embeddings 512 -> 1024 and puts LayerNorm after each block.
+            "opt-350m": _opt(1024, 24, 16, 4096, word_embed_proj_dim=512, do_layer_norm_before=False),
+            "opt-1.3b": _opt(2048, 24, 32, 8192),
+            "opt-2.7b": _opt(2560, 32, 32, 10240),
+            "opt-6.7b": _opt(4096, 32, 32, 16384),
+        },
+    ),
     fields=ConfigFields(activation="activation_function"),
 )

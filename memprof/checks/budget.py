@@ -1,6 +1,7 @@
 """Memory budgets, and ``assert_memory`` for tests.
 
-Sizes are read by ``memprof.units.parse_bytes`` (``"1.2 GiB"``); ``check_budget(memory, {"peak": ...})`` lists what went over;
+Sizes are read by ``memprof.units.parse_bytes`` (``"1.2 GiB"``); ``check_budget(memory, {"peak": ...})``
+lists what went over;
 ``assert_memory(model, batch, saved_activations="1.2 GiB")`` runs one training step of ``model`` on
 ``batch`` under ``memprof.track`` and raises AssertionError with a readable table of the excess.
 The pytest fixture ``memprof_budget`` (``memprof.checks.pytest_plugin``) is the same check around a step
@@ -9,9 +10,10 @@ you write yourself.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 from memprof.errors import MemprofError
 from memprof.results.result import Memory, Result

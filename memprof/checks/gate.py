@@ -20,9 +20,10 @@ NOTE [ Verdicts ]
     cuda_max_allocated, cuda_max_reserved, nvml_used) that is None on a side because that side's
     engine does not measure it: the fake and cpu engines measure none of the three, the cuda engine
     always measures cuda_max_allocated and cuda_max_reserved and nvml_used only where pynvml is
-    installed. Every other value of a compared metric of an ok result that is not a whole number of
-    bytes from 0 to 2**63 - 1 is unusable input, and ``compare`` raises MemprofError naming the side
-    (and its file), the configuration and the metric, rather than pass or fail on it: None (or no
+    installed (the result's engine looked up in ``ALWAYS_MEASURED``, which the results layer keeps,
+    so the gate loads no engine). Every other value of a compared metric of an ok result that is not
+    a whole number of bytes from 0 to 2**63 - 1 is unusable input, and ``compare`` raises MemprofError
+    naming the side (and its file), the configuration and the metric, rather than pass or fail on it: None (or no
     such attribute) for a metric the engine always measures, NaN, infinity, a negative number, a
     fraction, a string, a boolean. (A NaN compares false with everything: treated as a number it
     would pass the gate on the current side, and disable the check on the baseline side.) A status
@@ -43,6 +44,7 @@ import pandas as pd
 
 from memprof.errors import MemprofError
 from memprof.results.result import (
+    ALWAYS_MEASURED,
     CUDA_ONLY_METRICS,
     KEY_FIELDS,
     STATUSES,
@@ -80,9 +82,7 @@ def parse_tolerance(text: str | float) -> float:
             )
         value = float(match.group(1)) / 100
     if not 0 <= value <= MAX_TOLERANCE or math.isnan(value):
-        raise MemprofError(
-            f"tolerance {text!r} is outside 0% to {MAX_TOLERANCE:.0%}; pass e.g. --tolerance 2%"
-        )
+        raise MemprofError(f"tolerance {text!r} is outside 0% to {MAX_TOLERANCE:.0%}; pass e.g. --tolerance 2%")
     return value
 
 
@@ -174,21 +174,47 @@ class GateReport:
             }
             for r in self.rows
         ]
-        columns = [*KEY_FIELDS, "metric", "baseline", "current", "delta", "change", "verdict",
-                   "baseline_status", "current_status"]
+        columns = [
+            *KEY_FIELDS,
+            "metric",
+            "baseline",
+            "current",
+            "delta",
+            "change",
+            "verdict",
+            "baseline_status",
+            "current_status",
+        ]
         return pd.DataFrame(records, columns=columns)
 
     def to_dict(self) -> dict:
         """Plain JSON-able data (``memprof check --json``): the verdict, the settings, one record per
         row as in ``frame`` (``change`` null where it is infinite: growth from 0 bytes, see
         ``delta``), the one-sided configurations as key records, the warnings and the summary line."""
-        rows = [{**dict(zip(KEY_FIELDS, r.key)), "metric": r.metric, "baseline": r.baseline, "current": r.current,
-                 "delta": r.delta, "change": None if r.change == math.inf else r.change, "verdict": r.verdict,
-                 "baseline_status": r.baseline_status, "current_status": r.current_status} for r in self.rows]
-        return {"passed": self.passed, "tolerance": self.tolerance, "metrics": list(self.metrics), "rows": rows,
-                "only_baseline": [dict(zip(KEY_FIELDS, k)) for k in self.only_baseline],
-                "only_current": [dict(zip(KEY_FIELDS, k)) for k in self.only_current],
-                "warnings": list(self.warnings), "summary": summary(self)}
+        rows = [
+            {
+                **dict(zip(KEY_FIELDS, r.key)),
+                "metric": r.metric,
+                "baseline": r.baseline,
+                "current": r.current,
+                "delta": r.delta,
+                "change": None if r.change == math.inf else r.change,
+                "verdict": r.verdict,
+                "baseline_status": r.baseline_status,
+                "current_status": r.current_status,
+            }
+            for r in self.rows
+        ]
+        return {
+            "passed": self.passed,
+            "tolerance": self.tolerance,
+            "metrics": list(self.metrics),
+            "rows": rows,
+            "only_baseline": [dict(zip(KEY_FIELDS, k)) for k in self.only_baseline],
+            "only_current": [dict(zip(KEY_FIELDS, k)) for k in self.only_current],
+            "warnings": list(self.warnings),
+            "summary": summary(self),
+        }
 
 
 def _index(results: ResultSet, side: str) -> dict[tuple, Result]:
@@ -197,12 +223,17 @@ def _index(results: ResultSet, side: str) -> dict[tuple, Result]:
         try:
             hash(r.key)
         except TypeError:
-            raise MemprofError(f"the {side} holds a configuration whose key is not text and numbers "
-                               f"({', '.join(f'{n}={v!r}' for n, v in zip(KEY_FIELDS, r.key))}); "
-                               "regenerate it with memprof") from None
+            raise MemprofError(
+                f"the {side} holds a configuration whose key is not text and numbers "
+                f"({', '.join(f'{n}={v!r}' for n, v in zip(KEY_FIELDS, r.key))}); "
+                "regenerate it with memprof"
+            ) from None
         if r.key in out:
-            fix = ("rewrite it with `memprof baseline`, which keeps the last" if side == "baseline"
-                   else "pass each configuration's result once")
+            fix = (
+                "rewrite it with `memprof baseline`, which keeps the last"
+                if side == "baseline"
+                else "pass each configuration's result once"
+            )
             raise MemprofError(f"the {side} holds configuration {key_label(r.key)!r} twice; {fix}")
         out[r.key] = r
     return out
@@ -213,6 +244,7 @@ _ABSENT = object()
 
 def _sides(baseline: ResultSet, current: ResultSet) -> tuple[str, str]:
     """How messages name the two sides: ``the baseline ('b.json') has``, ``the current results have``."""
+
     def name(rs: ResultSet, side: str, verb: str) -> str:
         return f"{side} ({rs.source!r}) {verb}" if rs.source else f"{side} {verb}"
 
@@ -222,7 +254,7 @@ def _sides(baseline: ResultSet, current: ResultSet) -> tuple[str, str]:
 def _metric_value(result: Result, metric: str) -> tuple[int | None, str | None]:
     """(bytes, None), (None, None) when unmeasured, or (None, what is wrong): NOTE [ Verdicts ]."""
     value = getattr(result.memory, metric, _ABSENT)
-    if value is None and metric in CUDA_ONLY_METRICS and (result.engine != "cuda" or metric == "nvml_used"):
+    if value is None and metric in CUDA_ONLY_METRICS and metric not in ALWAYS_MEASURED.get(result.engine, ()):
         return None, None
     if isinstance(value, numbers.Integral) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT:
         return int(value), None
@@ -312,7 +344,9 @@ def compare(
     metrics = parse_metrics(metrics)
     tolerance = parse_tolerance(tolerance)
     if not baseline.results:
-        raise MemprofError("the baseline holds no results; write one with `memprof baseline RESULTS --out BASELINE.json`")
+        raise MemprofError(
+            "the baseline holds no results; write one with `memprof baseline RESULTS --out BASELINE.json`"
+        )
     if not current.results:
         raise MemprofError("the current results file holds no results; pass the results.json of a finished run")
     base, cur = _index(baseline, "baseline"), _index(current, "current results")
@@ -393,8 +427,9 @@ def load_sources(sources: str | Path | list[str | Path]) -> ResultSet:
     if len(sets) == 1:
         return ResultSet(results=results, command=sets[0].command, options=dict(sets[0].options), source=source)
     commands = list(dict.fromkeys(rs.command for rs in sets if rs.command))
-    return ResultSet(results=results, command=" && ".join(commands), options={"sources": [rs.options for rs in sets]},
-                     source=source)
+    return ResultSet(
+        results=results, command=" && ".join(commands), options={"sources": [rs.options for rs in sets]}, source=source
+    )
 
 
 def make_baseline(sources: str | Path | list[str | Path], *, keep_layers: bool = False) -> ResultSet:
@@ -424,7 +459,9 @@ def update_command(current: list[str | Path], baseline: str | Path) -> str:
     return shlex.join(["memprof", "baseline", *map(str, current), "--out", str(baseline)])
 
 
-def write_baseline(sources: str | Path | list[str | Path], out: str | Path, *, keep_layers: bool = False) -> tuple[ResultSet, str]:
+def write_baseline(
+    sources: str | Path | list[str | Path], out: str | Path, *, keep_layers: bool = False
+) -> tuple[ResultSet, str]:
     """Write ``make_baseline(sources)`` to ``out`` (replacing it): (the baseline, one line saying what
     was written and how it differs from the baseline it replaced, if that one was readable).
 
@@ -432,8 +469,10 @@ def write_baseline(sources: str | Path | list[str | Path], out: str | Path, *, k
     created; the write itself is atomic (``write_json``)."""
     out = Path(out)
     if out.is_dir():
-        raise MemprofError(f"baseline --out {str(out)!r} is a folder; pass the path of a JSON file, "
-                           f"e.g. --out {str(out / 'baseline.json')!r}")
+        raise MemprofError(
+            f"baseline --out {str(out)!r} is a folder; pass the path of a JSON file, "
+            f"e.g. --out {str(out / 'baseline.json')!r}"
+        )
     new = make_baseline(sources, keep_layers=keep_layers)
     old = None
     if out.is_file():
@@ -444,8 +483,10 @@ def write_baseline(sources: str | Path | list[str | Path], out: str | Path, *, k
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise MemprofError(f"cannot create the folder {str(out.parent)!r} of baseline --out {str(out)!r} "
-                           f"({exc.strerror or exc}); pass an --out in a folder you can write to") from None
+        raise MemprofError(
+            f"cannot create the folder {str(out.parent)!r} of baseline --out {str(out)!r} "
+            f"({exc.strerror or exc}); pass an --out in a folder you can write to"
+        ) from None
     write_json(new, out)
     return new, refresh_summary(new, old, out)
 
@@ -461,4 +502,6 @@ def refresh_summary(new: ResultSet, old: ResultSet | None, out: str | Path) -> s
     removed = sum(k not in after for k in before)
     changed = sum(k in before and before[k] != v for k, v in after.items())
     same = len(after) - added - changed
-    return f"{head}; against the previous baseline: {added} added, {removed} removed, {changed} changed, {same} unchanged"
+    return (
+        f"{head}; against the previous baseline: {added} added, {removed} removed, {changed} changed, {same} unchanged"
+    )

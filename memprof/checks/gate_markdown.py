@@ -11,8 +11,14 @@ from memprof.errors import MemprofError
 from memprof.reporters.markdown import md_code, md_text
 from memprof.units import format_bytes
 
-_MD_VERDICT = {"regression": "❌ regression", "failed": "❌ failed", "improvement": "🟢 improvement",
-               "fixed": "🟢 fixed", "ok": "✅ ok", "unmeasured": "➖ unmeasured"}
+_MD_VERDICT = {
+    "regression": "❌ regression",
+    "failed": "❌ failed",
+    "improvement": "🟢 improvement",
+    "fixed": "🟢 fixed",
+    "ok": "✅ ok",
+    "unmeasured": "➖ unmeasured",
+}
 
 
 def _md_value(value: int | None, status: str) -> str:
@@ -23,7 +29,8 @@ def _md_table(rows: list[GateRow]) -> list[str]:
     lines = ["| configuration | metric | baseline | current | change | verdict |", "|---|---|---:|---:|---:|---|"]
     for r in rows:
         lines.append(
-            f"| {md_code(r.label, in_table=True)} | {md_text(r.metric)} | {md_text(_md_value(r.baseline, r.baseline_status))} | "
+            f"| {md_code(r.label, in_table=True)} | {md_text(r.metric)} | "
+            f"{md_text(_md_value(r.baseline, r.baseline_status))} | "
             f"{md_text(_md_value(r.current, r.current_status))} | {md_text(format_change(r))} | "
             f"{md_text(_MD_VERDICT.get(r.verdict, r.verdict))} |"
         )
@@ -31,7 +38,8 @@ def _md_table(rows: list[GateRow]) -> list[str]:
 
 
 def gate_markdown(report: GateReport, *, update_command: str = "") -> str:
-    """The gate's report (``memprof check --markdown``) as GitHub-flavoured Markdown: summary, what changed, then every row folded away."""
+    """The gate's report (``memprof check --markdown``) as GitHub-flavoured Markdown: summary, what
+    changed, then every row folded away."""
     lines = ["## memprof memory gate", "", f"**{md_text(summary(report))}**", ""]
     for w in report.warnings:
         lines.append(f"> ⚠️ {md_text(w)}")
@@ -42,7 +50,10 @@ def gate_markdown(report: GateReport, *, update_command: str = "") -> str:
         lines += ["### Changes beyond the tolerance", "", *_md_table(changed), ""]
     if report.improvements and update_command:
         lines += [f"To accept the improvements, update the baseline: {md_code(update_command)}", ""]
-    for title, keys in (("Only in the baseline", report.only_baseline), ("Only in the current results", report.only_current)):
+    for title, keys in (
+        ("Only in the baseline", report.only_baseline),
+        ("Only in the current results", report.only_current),
+    ):
         if keys:
             lines += [f"### {title}", "", *(f"- {md_code(key_label(k))}" for k in keys), ""]
     lines += ["<details><summary>All comparisons</summary>", "", *_md_table(report.rows), "", "</details>", ""]

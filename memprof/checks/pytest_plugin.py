@@ -17,8 +17,9 @@ tracker are loaded only when the fixture is used.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -45,9 +46,7 @@ class MemoryBudget:
         from memprof.units import HEADLINE_METRICS
 
         self.results.append(result)
-        self._node.user_properties.append(
-            ("memprof", {m: getattr(result.memory, m) for m in HEADLINE_METRICS})
-        )
+        self._node.user_properties.append(("memprof", {m: getattr(result.memory, m) for m in HEADLINE_METRICS}))
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from typing import Annotated, Any, Union
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -33,7 +33,7 @@ console = Console()
 err_console = Console(stderr=True)
 
 #: a part of a printed line: literal text, a Text, or (literal text, style)
-Part = Union[str, Text, tuple[str, str]]
+Part = str | Text | tuple[str, str]
 
 
 def say(*parts: Part, style: str = "", err: bool = False) -> None:
@@ -147,7 +147,7 @@ def _given(args: list[str], opts: list[str]) -> str | None:
             if arg == opt and i + 1 < len(args):
                 value = args[i + 1]
             elif opt.startswith("--") and arg.startswith(opt + "="):
-                value = arg[len(opt) + 1:]
+                value = arg[len(opt) + 1 :]
     return value
 
 
@@ -181,7 +181,9 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
-                                          help="Print the installed version and exit.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the installed version and exit."),
+    ] = False,
 ) -> None:
     """Per-layer activation-memory profiling of transformer fine-tuning, and MEFT."""

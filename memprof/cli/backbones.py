@@ -15,9 +15,9 @@ HEADERS = ("name", "family", "default task", "layers", "max seq", "parameters", 
 
 def _entries() -> list[dict]:
     """One plain record per built-in backbone; ``parameters`` None where its package is not installed."""
-    from memprof.models import backbones
     from memprof.errors import MemprofError
     from memprof.instrument.params import count_params
+    from memprof.models import backbones
     from memprof.models.tasks import build_model
 
     entries = []
@@ -25,21 +25,45 @@ def _entries() -> list[dict]:
         try:
             bb = backbones.resolve(name)
         except MemprofError:
-            entries.append({"name": name, "family": None, "default_task": None, "layers": None, "max_seq_len": None,
-                            "parameters": None, "weights": "package not installed"})
+            entries.append(
+                {
+                    "name": name,
+                    "family": None,
+                    "default_task": None,
+                    "layers": None,
+                    "max_seq_len": None,
+                    "parameters": None,
+                    "weights": "package not installed",
+                }
+            )
             continue
         _, total = count_params(build_model(bb, device="meta"))
-        entries.append({"name": name, "family": bb.family, "default_task": bb.default_task, "layers": bb.num_layers,
-                        "max_seq_len": bb.max_seq_len, "parameters": total,
-                        "weights": "pretrained" if bb.weights else "random"})
+        entries.append(
+            {
+                "name": name,
+                "family": bb.family,
+                "default_task": bb.default_task,
+                "layers": bb.num_layers,
+                "max_seq_len": bb.max_seq_len,
+                "parameters": total,
+                "weights": "pretrained" if bb.weights else "random",
+            }
+        )
     return entries
 
 
 def _row(e: dict) -> list[str]:
     if e["parameters"] is None:
         return [e["name"], "", "", "", "", "", e["weights"]]
-    return [e["name"], e["family"], e["default_task"], str(e["layers"]), str(e["max_seq_len"]),
-            f"{e['parameters'] / 1e6:,.1f} M", e["weights"]]
+    return [
+        e["name"],
+        e["family"],
+        e["default_task"],
+        str(e["layers"]),
+        str(e["max_seq_len"]),
+        f"{e['parameters'] / 1e6:,.1f} M",
+        e["weights"],
+    ]
 
 
 @app.command("backbones")

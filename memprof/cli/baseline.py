@@ -17,7 +17,8 @@ def baseline_cmd(
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="The baseline JSON to write (replaced if it exists).")],
     keep_layers: Annotated[
-        bool, typer.Option("--keep-layers", help="Keep the per-layer tables and timelines (the gate compares totals only).")
+        bool,
+        typer.Option("--keep-layers", help="Keep the per-layer tables and timelines (the gate compares totals only)."),
     ] = False,
 ) -> None:
     """Write the SOURCES' results as the baseline (replacing it), per-layer data stripped unless --keep-layers.
@@ -32,5 +33,8 @@ def baseline_cmd(
     say(summary)
     for r in new.results:
         if r.status == "error":
-            say(("warning:", "yellow"), f" {r.backbone} {r.method} seq={r.seq_len} batch={r.batch_size} has status "
-                f"error in the baseline ({r.message}); the gate will not fail it until it is ok once")
+            say(
+                ("warning:", "yellow"),
+                f" {r.backbone} {r.method} seq={r.seq_len} batch={r.batch_size} has status "
+                f"error in the baseline ({r.message}); the gate will not fail it until it is ok once",
+            )

@@ -8,7 +8,7 @@ The comparison is ``memprof.checks.gate.compare``; this module only renders it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -16,13 +16,19 @@ from rich.table import Table
 from memprof.cli.app import app, cell, console, say
 from memprof.cli.views import print_json
 
-_STYLE = {"regression": "bold red", "failed": "bold red", "improvement": "green", "fixed": "green",
-          "ok": "dim", "unmeasured": "yellow"}
+_STYLE = {
+    "regression": "bold red",
+    "failed": "bold red",
+    "improvement": "green",
+    "fixed": "green",
+    "ok": "dim",
+    "unmeasured": "yellow",
+}
 
 
 def _table(report) -> Table:
-    from memprof.units import format_bytes
     from memprof.checks.gate import format_change
+    from memprof.units import format_bytes
 
     table = Table(title=cell(f"memory gate (tolerance {report.tolerance:.1%})", "table.title"))
     table.add_column("configuration", overflow="fold")
@@ -60,8 +66,11 @@ def _print_report(report, update: str) -> None:
     for k in report.only_current:
         say(f"only in the current results (not compared): {key_label(k)}")
     for r in report.failures:
-        what = (f"{r.metric} {format_change(r)}, beyond {report.tolerance:.1%}" if r.metric != "status"
-                else f"was {r.baseline_status}, now {r.current_status}")
+        what = (
+            f"{r.metric} {format_change(r)}, beyond {report.tolerance:.1%}"
+            if r.metric != "status"
+            else f"was {r.baseline_status}, now {r.current_status}"
+        )
         say((f"{r.verdict}:", "bold red"), f" {r.label}: {what}")
     for r in report.improvements:
         what = f"{r.metric} {format_change(r)}" if r.metric != "status" else f"was {r.baseline_status}, now ok"
@@ -83,7 +92,8 @@ def check_cmd(
         str, typer.Option(help="Comma-separated Memory fields to compare.")
     ] = "saved_activations,peak_activations,peak",
     markdown: Annotated[
-        Optional[Path], typer.Option(help="Also write the report as Markdown here (overwritten), e.g. $GITHUB_STEP_SUMMARY.")
+        Path | None,
+        typer.Option(help="Also write the report as Markdown here (overwritten), e.g. $GITHUB_STEP_SUMMARY."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON instead of tables.")] = False,
 ) -> None:
@@ -94,15 +104,16 @@ def check_cmd(
     Improvements are reported with the command that updates the baseline.
     """
     from memprof.checks import gate
-    from memprof.outputs import check_file
     from memprof.checks.gate_markdown import write_gate_markdown
+    from memprof.outputs import check_file
     from memprof.results.result import load_results
 
     if markdown is not None:  # before reading the results (NOTE [Fail before the work])
         check_file(markdown, "the Markdown report", "--markdown")
     names = gate.parse_metrics(metrics)
-    report = gate.compare(gate.load_sources(current), load_results(baseline), tolerance=gate.parse_tolerance(tolerance),
-                          metrics=names)
+    report = gate.compare(
+        gate.load_sources(current), load_results(baseline), tolerance=gate.parse_tolerance(tolerance), metrics=names
+    )
     update = gate.update_command(current, baseline)
     if as_json:
         print_json({**report.to_dict(), "update_command": update})

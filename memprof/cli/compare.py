@@ -4,38 +4,57 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.progress import (
-    BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
 )
 
 from memprof.cli.app import app, err_console, say
+from memprof.cli.options import (
+    DEFAULT,
+    GridAttn,
+    GridBackbone,
+    GridBatchSizes,
+    GridDtype,
+    GridEngine,
+    GridLoss,
+    GridMethods,
+    GridSeqLens,
+    GridStep,
+    GridTarget,
+    GridTask,
+    Quiet,
+)
 from memprof.cli.views import print_summary
 
-Backbone = Annotated[Optional[str], typer.Option(help="Backbone name or config path. (default: bart-large)")]
-Methods = Annotated[Optional[str], typer.Option(help="Comma-separated methods. (default: ft,lora,meft)")]
-SeqLens = Annotated[Optional[str], typer.Option(help="Comma-separated sequence lengths. (default: 128,256,512)")]
-BatchSizes = Annotated[Optional[str], typer.Option(help="Comma-separated batch sizes. (default: 8,16,32)")]
-Engine = Annotated[Optional[str], typer.Option(help="fake, cpu or cuda. (default: fake)")]
-Target = Annotated[Optional[str], typer.Option(help="Device the fake engine models: cuda or cpu. (default: the engine's)")]
-Dtype = Annotated[Optional[str], typer.Option(help="fp32, bf16, fp16, mixed-bf16 or mixed-fp16. (default: fp32)")]
-Attn = Annotated[Optional[str], typer.Option(help="Attention implementation: eager or sdpa. (default: sdpa)")]
-Task = Annotated[Optional[str], typer.Option(help="Model head. (default: the backbone family's)")]
-Step = Annotated[Optional[str], typer.Option(
-    help="Step profiled: first, or steady (optimizer state resident throughout). (default: first)")]
-Loss = Annotated[Optional[str], typer.Option(
-    help="full (the model's own loss) or chunked (causal LM: the loss over chunks of tokens, never the whole "
-         "logits; memprof.chunked_causal_lm_loss). (default: full)")]
-Out = Annotated[Optional[Path], typer.Option(help="Output folder. (default: reports/<backbone>-<timestamp>)")]
-Resume = Annotated[Optional[Path], typer.Option(help="Continue the interrupted sweep in this folder, skipping what is done.")]
-Jobs = Annotated[Optional[int], typer.Option(help="Worker processes, each profiling whole methods. (default: one per "
-                                             "method up to the CPUs for the fake engine, 1 otherwise)")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the report's path.")]
-Fast = Annotated[bool, typer.Option("--fast", help="Evaluate each method's closed form (memprof formula) over the "
-                                    "grid, checked against one real profile per method, instead of profiling each "
-                                    "configuration (fake engine).")]
+Out = Annotated[Path | None, typer.Option(help="Output folder. (default: reports/<backbone>-<timestamp>)")]
+Resume = Annotated[
+    Path | None, typer.Option(help="Continue the interrupted sweep in this folder, skipping what is done.")
+]
+Jobs = Annotated[
+    int | None,
+    typer.Option(
+        help="Worker processes, each profiling whole methods. (default: one per "
+        "method up to the CPUs for the fake engine, 1 otherwise)"
+    ),
+]
+Fast = Annotated[
+    bool,
+    typer.Option(
+        "--fast",
+        help="Evaluate each method's closed form (memprof formula) over the "
+        "grid, checked against one real profile per method, instead of profiling each "
+        "configuration (fake engine).",
+    ),
+]
 
 
 class _Bar:
@@ -52,8 +71,11 @@ class _Bar:
 
     def end(self, config, result) -> None:
         if result.status != "ok":  # printed above the bar (same console), as literal text
-            say(f"{config.method} seq {config.seq_len} batch {config.batch_size}: {result.status}: {result.message}",
-                style="yellow", err=True)
+            say(
+                f"{config.method} seq {config.seq_len} batch {config.batch_size}: {result.status}: {result.message}",
+                style="yellow",
+                err=True,
+            )
         self.progress.advance(self.task)
 
 
@@ -65,11 +87,18 @@ def _interrupted(message: str) -> typer.Exit:
 def _sweep(grid, out_dir: Path, resume: bool, jobs: int, quiet: bool, fast: bool = False):
     """Run the sweep under a progress bar; Ctrl-C says where the results are and how to resume."""
     from memprof.reporters import RESULTS_FILE
-    from memprof.sweep.run import SweepInterrupted, run_sweep
     from memprof.sweep.closed_form import ClosedFormRunner
+    from memprof.sweep.run import SweepInterrupted, run_sweep
 
-    columns = (SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}", markup=False),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
     progress = Progress(*columns, console=err_console, disable=quiet, transient=False)
     try:
         with progress:
@@ -97,27 +126,56 @@ def _render(rs, out_dir: Path) -> Path:
 
 
 @app.command("compare")
-def compare_cmd(backbone: Backbone = None, methods: Methods = None, seq_lens: SeqLens = None,
-                batch_sizes: BatchSizes = None, engine: Engine = None, target: Target = None, dtype: Dtype = None,
-                attn: Attn = None, task: Task = None, out: Out = None, resume: Resume = None, jobs: Jobs = None,
-                quiet: Quiet = False, step: Step = None, fast: Fast = False, loss: Loss = None) -> None:
+def compare_cmd(
+    backbone: GridBackbone = None,
+    methods: GridMethods = None,
+    seq_lens: GridSeqLens = None,
+    batch_sizes: GridBatchSizes = None,
+    engine: GridEngine = None,
+    target: GridTarget = None,
+    dtype: GridDtype = None,
+    attn: GridAttn = None,
+    task: GridTask = None,
+    out: Out = None,
+    resume: Resume = None,
+    jobs: Jobs = None,
+    quiet: Quiet = False,
+    step: GridStep = None,
+    fast: Fast = False,
+    loss: GridLoss = None,
+) -> None:
     """Profile every method x sequence length x batch size; write results.json, CSVs, plots, report.html, summary.md.
 
-    With no options: bart-large; ft, lora, meft; sequence lengths 128, 256, 512; batch sizes 8, 16, 32; fake engine.
+    An option left out takes the default its help names.
     A configuration that fails is recorded and the sweep goes on; exit 1 when none finished.
     """
-    from memprof.sweep import run as sweep
+    from memprof.engines.registry import traceable
     from memprof.errors import MemprofError
+    from memprof.sweep import run as sweep
 
-    options = sweep.parse_options(backbone=backbone, methods=methods, seq_lens=seq_lens, batch_sizes=batch_sizes,
-                                  engine=engine, target=target, dtype=dtype, attn=attn, task=task, step=step,
-                                  loss=loss)
-    if fast and options.get("engine", "fake") != "fake":
-        raise MemprofError(f"--fast evaluates the fake engine's closed form, not engine {options['engine']!r}; drop "
-                           "--fast or pass --engine fake")
-    if fast and options.get("loss", "full") != "full":
-        raise MemprofError(f"--fast evaluates closed forms and loss {options['loss']!r} has none (one chunk per "
-                           "so many tokens: no polynomial in b and s); drop --fast or pass --loss full")
+    options = sweep.parse_options(
+        backbone=backbone,
+        methods=methods,
+        seq_lens=seq_lens,
+        batch_sizes=batch_sizes,
+        engine=engine,
+        target=target,
+        dtype=dtype,
+        attn=attn,
+        task=task,
+        step=step,
+        loss=loss,
+    )
+    if fast and not traceable(options.get("engine", "fake")):
+        raise MemprofError(
+            f"--fast evaluates the fake engine's closed form, not engine {options['engine']!r}; drop "
+            "--fast or pass --engine fake"
+        )
+    if fast and options.get("loss", DEFAULT.loss) != "full":
+        raise MemprofError(
+            f"--fast evaluates closed forms and loss {options['loss']!r} has none (one chunk per "
+            "so many tokens: no polynomial in b and s); drop --fast or pass --loss full"
+        )
     grid, out_dir, jobs = sweep.plan(options, out=out, resume=resume, jobs=jobs)
     rs = _sweep(grid, out_dir, resume is not None, jobs, quiet, fast)
     print_summary(rs, _render(rs, out_dir), quiet=quiet)

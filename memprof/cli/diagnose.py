@@ -14,8 +14,12 @@ from rich.table import Table
 from rich.text import Text
 
 from memprof.cli.app import app, cell, console, say
+from memprof.cli.options import DEFAULT, Backbone, BatchSize, Seed, SeqLen, Task
 from memprof.cli.views import print_json
 
+#: diagnose's own sizes, ``memprof.engines.fidelity``'s (written again here because that module
+#: imports torch and the CLI imports it only when the command runs; a test holds them equal)
+SEQ_LEN, BATCH_SIZE = 128, 2
 #: relative error thresholds of the verdict column
 OK, FAIR = 1e-3, 1e-2
 
@@ -28,14 +32,14 @@ def _verdict(error: float) -> Text:
 
 @app.command("diagnose")
 def diagnose_cmd(
-    backbone: Annotated[str, typer.Option(help="Backbone name or config path.")] = "bert-base",
+    backbone: Backbone = DEFAULT.backbone,
     variant: Annotated[str, typer.Option(help="MEFT variant: meft1, meft2 or meft3.")] = "meft1",
     arithmetic: Annotated[str, typer.Option(help="exact (fixed point, the default) or float (the paper's).")] = "exact",
-    dtype: Annotated[str, typer.Option(help="A dtype of `memprof profile`, or fp64.")] = "fp32",
-    seq_len: Annotated[int, typer.Option(help="Sequence length of the synthetic batch.")] = 128,
-    batch_size: Annotated[int, typer.Option(help="Batch size of the synthetic batch.")] = 2,
-    task: Annotated[str | None, typer.Option(help="Model head.  [default: the backbone family's]")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the random weights, adapters, dropout and batch.")] = 0,
+    dtype: Annotated[str, typer.Option(help="A dtype of `memprof profile`, or fp64.")] = DEFAULT.dtype,
+    seq_len: SeqLen = SEQ_LEN,
+    batch_size: BatchSize = BATCH_SIZE,
+    task: Task = DEFAULT.task,
+    seed: Seed = DEFAULT.seed,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full result as JSON instead of tables.")] = False,
 ) -> None:
     """One training step (dropout on) with every layer reversible, against ordinary backprop through
@@ -46,16 +50,39 @@ def diagnose_cmd(
 
     config, report = diagnose(backbone, variant, arithmetic, dtype, seq_len, batch_size, task, seed)
     if as_json:
-        print_json({"backbone": config.backbone, "variant": variant, "seq_len": seq_len,
-                    "batch_size": batch_size, **report.to_dict(), "dtype": dtype})
+        print_json(
+            {
+                "backbone": config.backbone,
+                "variant": variant,
+                "seq_len": seq_len,
+                "batch_size": batch_size,
+                **report.to_dict(),
+                "dtype": dtype,
+            }
+        )
         return
     _print(report, f"{config.backbone} {variant} {arithmetic} {dtype} seq {seq_len} batch {batch_size}")
 
 
+COLUMNS = (
+    "stack",
+    "layer",
+    "input max abs error",
+    "input rel. error",
+    "worst grad rel. error",
+    "lowest grad cosine",
+    "",
+)
+
+
 def _print(report, title: str) -> None:
+    _print_table(report, title)
+    _print_summary(report)
+
+
+def _print_table(report, title: str) -> None:
     table = Table(title=cell(f"MEFT gradient fidelity: {title}", "table.title"))
-    for col in ("stack", "layer", "input max abs error", "input rel. error", "worst grad rel. error",
-                "lowest grad cosine", ""):
+    for col in COLUMNS:
         table.add_column(col, justify="left" if col in ("stack", "") else "right")
     by_layer: dict[tuple, list] = {}
     for p in report.parameters:
@@ -64,18 +91,31 @@ def _print(report, title: str) -> None:
     for key, params in by_layer.items():
         rec = rebuilt.get(key)
         worst = max(p.relative_error for p in params)
-        table.add_row(cell(key[0]), "" if key[1] is None else str(key[1]),
-                      "-" if rec is None else f"{rec.max_abs:.2e}", "-" if rec is None else f"{rec.relative:.2e}",
-                      f"{worst:.2e}", f"{min(p.cosine for p in params):.6f}", _verdict(worst))
+        table.add_row(
+            cell(key[0]),
+            "" if key[1] is None else str(key[1]),
+            "-" if rec is None else f"{rec.max_abs:.2e}",
+            "-" if rec is None else f"{rec.relative:.2e}",
+            f"{worst:.2e}",
+            f"{min(p.cosine for p in params):.6f}",
+            _verdict(worst),
+        )
     console.print(table)
+
+
+def _print_summary(report) -> None:
     for stack in dict.fromkeys(r.stack for r in report.layers):
         rows = [r for r in report.layers if r.stack == stack]
         exact = sum(r.max_abs == 0 for r in rows)
         safe = sum(1 for _ in _under(sorted(rows, key=lambda r: -r.layer), FAIR))
-        say(f"{stack}: {exact} of {len(rows)} layers reconstructed bit for bit, {safe} under 1% error "
-            f"({report.arithmetic} arithmetic, {report.dtype})")
-    say(f"worst gradient relative error {report.worst_relative_error:.2e}, lowest cosine "
-        f"{report.lowest_cosine:.6f}; trainable parameters without a gradient: {', '.join(report.missing) or 'none'}")
+        say(
+            f"{stack}: {exact} of {len(rows)} layers reconstructed bit for bit, {safe} under 1% error "
+            f"({report.arithmetic} arithmetic, {report.dtype})"
+        )
+    say(
+        f"worst gradient relative error {report.worst_relative_error:.2e}, lowest cosine "
+        f"{report.lowest_cosine:.6f}; trainable parameters without a gradient: {', '.join(report.missing) or 'none'}"
+    )
 
 
 def _under(rows_top_down, limit: float):

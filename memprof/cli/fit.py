@@ -3,35 +3,55 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from memprof.cli.app import app, cell, console, say
+from memprof.cli.options import (
+    DEFAULT,
+    DEFAULT_METHODS,
+    Attn,
+    Backbone,
+    Dtype,
+    FitBatchSize,
+    FitSeqLen,
+    Loss,
+    Methods,
+    Task,
+)
 
-Backbone = Annotated[str, typer.Option(help="Built-in backbone name, or a path to a config.json / model folder.")]
-Methods = Annotated[str, typer.Option(help="Comma-separated methods.")]
-Budget = Annotated[Optional[str], typer.Option(
-    help="Memory of one GPU: a size (24GiB, 80GB) or auto (the local GPU's free memory, through NVML).")]
-Gpu = Annotated[Optional[str], typer.Option(
-    help="A card instead of --budget: a100-40gb, a100-80gb, h100-80gb, h200, a6000, rtx4090, l4, t4.")]
-SeqLen = Annotated[Optional[int], typer.Option(help="Fix the sequence length and search the batch size (default 512).")]
-BatchSize = Annotated[Optional[int], typer.Option(help="Fix the global batch size and search the sequence length.")]
-Dtype = Annotated[str, typer.Option(help="fp32, bf16, fp16, mixed-bf16 or mixed-fp16.")]
-Attn = Annotated[str, typer.Option(help="Attention implementation: sdpa or eager.")]
-Task = Annotated[Optional[str], typer.Option(help="classification, causal-lm or seq2seq (default: the family's).")]
-Loss = Annotated[str, typer.Option(
-    help="full (the model's own loss) or chunked (causal LM: the loss over chunks of tokens, never the whole "
-         "logits; memprof.chunked_causal_lm_loss).")]
+#: fit's own backbone: a decoder large enough for the question "what fits" to be worth asking
+BACKBONE = "opt-1.3b"
+
+Budget = Annotated[
+    str | None,
+    typer.Option(help="Memory of one GPU: a size (24GiB, 80GB) or auto (the local GPU's free memory, through NVML)."),
+]
+Gpu = Annotated[
+    str | None,
+    typer.Option(help="A card instead of --budget: a100-40gb, a100-80gb, h100-80gb, h200, a6000, rtx4090, l4, t4."),
+]
 WorldSize = Annotated[int, typer.Option(help="Number of GPUs the step is spread over (data parallel).")]
 Shard = Annotated[str, typer.Option(help="none (DDP), zero1, zero2 or zero3 (FSDP): what each rank keeps a share of.")]
-Context = Annotated[str, typer.Option(
-    help="Allowance per GPU for the CUDA context, kernels and library workspaces (1 GiB: pytorch/pytorch#34323, #12873).")]
-Fragmentation = Annotated[float, typer.Option(
-    help="Margin for the caching allocator's fragmentation, as a fraction of the step's bytes (0.1 = 10%).")]
-JsonOut = Annotated[Optional[Path], typer.Option("--json", help="Write, per method, the answer and its memory breakdown.")]
-PngOut = Annotated[Optional[Path], typer.Option("--png", help="Plot memory against the searched size with the budget line.")]
+Context = Annotated[
+    str,
+    typer.Option(
+        help="Allowance per GPU for the CUDA context, kernels and library workspaces "
+        "(1 GiB: pytorch/pytorch#34323, #12873)."
+    ),
+]
+Fragmentation = Annotated[
+    float,
+    typer.Option(
+        help="Margin for the caching allocator's fragmentation, as a fraction of the step's bytes (0.1 = 10%)."
+    ),
+]
+JsonOut = Annotated[Path | None, typer.Option("--json", help="Write, per method, the answer and its memory breakdown.")]
+PngOut = Annotated[
+    Path | None, typer.Option("--png", help="Plot memory against the searched size with the budget line.")
+]
 
 
 def _answers_table(config, answers, budget_source: str) -> Table:
@@ -41,18 +61,28 @@ def _answers_table(config, answers, budget_source: str) -> Table:
     fixed = f"seq {config.seq_len}" if config.searched == "batch_size" else f"batch {config.batch_size}"
     ranks = f", {config.world_size} GPUs ({config.shard})" if config.world_size > 1 else ""
     loss = " | chunked loss" if config.loss == "chunked" else ""
-    table = Table(title=cell(f"{config.backbone_name} | {fixed} | {config.dtype}{loss} | budget {budget_source}{ranks}",
-                             "table.title"))
+    table = Table(
+        title=cell(
+            f"{config.backbone_name} | {fixed} | {config.dtype}{loss} | budget {budget_source}{ranks}", "table.title"
+        )
+    )
     for name in ("method", f"max {what}", "steady peak", "first-step peak", "needed", "limit", "profiles"):
         table.add_column(name, justify="left" if name in ("method", "limit") else "right")
     for a in answers:
         d = a.to_dict()
         value = d.get("max_batch_size", d.get("max_seq_len"))
-        shown = f"{value} ({a.value} per GPU)" if config.world_size > 1 and config.searched == "batch_size" else str(value)
-        table.add_row(cell(a.method), shown if value else "none fits",
-                      format_bytes(a.at.step) if a.at else "-",
-                      format_bytes(a.first_step.step) if a.first_step else "-",
-                      format_bytes(a.at.required) if a.at else "-", a.limit, str(len(a.points)))
+        shown = (
+            f"{value} ({a.value} per GPU)" if config.world_size > 1 and config.searched == "batch_size" else str(value)
+        )
+        table.add_row(
+            cell(a.method),
+            shown if value else "none fits",
+            format_bytes(a.at.step) if a.at else "-",
+            format_bytes(a.first_step.step) if a.first_step else "-",
+            format_bytes(a.at.required) if a.at else "-",
+            a.limit,
+            str(len(a.points)),
+        )
     return table
 
 
@@ -68,23 +98,41 @@ def _write_outputs(config, answers, budget_source: str, json_out: Path | None, p
         say(f"wrote {json_out}")
     if png_out is not None:
         label = "batch size per GPU" if config.searched == "batch_size" else "sequence length"
-        plot_fit(fit.curve_data(answers), config.budget, png_out, xlabel=label,
-                 title=f"What fits: {config.backbone_name}, steady-state step")
+        plot_fit(
+            fit.curve_data(answers),
+            config.budget,
+            png_out,
+            xlabel=label,
+            title=f"What fits: {config.backbone_name}, steady-state step",
+        )
         say(f"wrote {png_out}")
 
 
 @app.command("fit")
-def fit_cmd(backbone: Backbone = "opt-1.3b", methods: Methods = "ft,lora,meft", budget: Budget = None, gpu: Gpu = None,
-            seq_len: SeqLen = None, batch_size: BatchSize = None, dtype: Dtype = "fp32", attn: Attn = "sdpa",
-            task: Task = None, world_size: WorldSize = 1, shard: Shard = "none", context: Context = "1GiB",
-            fragmentation: Fragmentation = 0.1, json_out: JsonOut = None, png_out: PngOut = None,
-            loss: Loss = "full") -> None:
+def fit_cmd(
+    backbone: Backbone = BACKBONE,
+    methods: Methods = DEFAULT_METHODS,
+    budget: Budget = None,
+    gpu: Gpu = None,
+    seq_len: FitSeqLen = None,
+    batch_size: FitBatchSize = None,
+    dtype: Dtype = DEFAULT.dtype,
+    attn: Attn = DEFAULT.attn,
+    task: Task = DEFAULT.task,
+    world_size: WorldSize = 1,
+    shard: Shard = "none",
+    context: Context = "1GiB",
+    fragmentation: Fragmentation = 0.1,
+    json_out: JsonOut = None,
+    png_out: PngOut = None,
+    loss: Loss = DEFAULT.loss,
+) -> None:
     """The largest batch size (or sequence length) per method whose steady-state step fits the budget.
 
     A handful of fake-engine profiles per method; counts the whole step, the context and a fragmentation margin.
     """
-    from memprof.fit import search as fit
     from memprof.fit import gpus
+    from memprof.fit import search as fit
     from memprof.outputs import check_file
     from memprof.units import parse_bytes
 
@@ -92,12 +140,29 @@ def fit_cmd(backbone: Backbone = "opt-1.3b", methods: Methods = "ft,lora,meft", 
         if path is not None:  # before any profile (NOTE [Fail before the work])
             check_file(path, "the fit", flag)
     size, source = gpus.resolve_budget(budget, gpu)
-    config = fit.FitConfig(backbone=backbone, methods=methods, budget=size, seq_len=seq_len, batch_size=batch_size,
-                           dtype=dtype, attn=attn, task=task, loss=loss, world_size=world_size, shard=shard,
-                           context=parse_bytes(context, what="context allowance"), fragmentation=fragmentation)
-    answers = fit.fit(config, lambda m, n, step: say(
-        f"profiling {m} at {config.searched.replace('_', ' ')} {n}" + (" (first step)" if step == "first" else ""),
-        style="dim", err=True))
+    config = fit.FitConfig(
+        backbone=backbone,
+        methods=methods,
+        budget=size,
+        seq_len=seq_len,
+        batch_size=batch_size,
+        dtype=dtype,
+        attn=attn,
+        task=task,
+        loss=loss,
+        world_size=world_size,
+        shard=shard,
+        context=parse_bytes(context, what="context allowance"),
+        fragmentation=fragmentation,
+    )
+    answers = fit.fit(
+        config,
+        lambda m, n, step: say(
+            f"profiling {m} at {config.searched.replace('_', ' ')} {n}" + (" (first step)" if step == "first" else ""),
+            style="dim",
+            err=True,
+        ),
+    )
     console.print(_answers_table(config, answers, source))
     say(f"counted: {fit.COUNTS}", style="dim")
     _write_outputs(config, answers, source, json_out, png_out)

@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from memprof.cli.app import app, cell, console, say
+from memprof.cli.options import DEFAULT, Attn, Backbone, Dtype, Loss, Method, Target, Task
 
-Backbone = Annotated[str, typer.Option(help="Built-in backbone name, or a path to a config.json / model folder.")]
-Method = Annotated[str, typer.Option(help="Fine-tuning method (ft, lora, adapter, meft1, ...).")]
-Target = Annotated[Optional[str], typer.Option(help="Device whose kernels are modelled: cuda or cpu. (default: cuda)")]
-Dtype = Annotated[str, typer.Option(help="fp32, bf16, fp16, mixed-bf16 or mixed-fp16.")]
-Attn = Annotated[str, typer.Option(help="Attention implementation: sdpa or eager.")]
-Task = Annotated[Optional[str], typer.Option(help="classification, causal-lm or seq2seq (default: the family's).")]
-Loss = Annotated[str, typer.Option(
-    help="full (the model's own loss) or chunked (causal LM: the loss over chunks of tokens, never the whole "
-         "logits; memprof.chunked_causal_lm_loss).")]
-JsonOut = Annotated[Optional[Path], typer.Option("--json", help="Also write the formula as JSON to this file.")]
-At = Annotated[Optional[str], typer.Option(help="Evaluate at these batch size,sequence length pairs, e.g. 8,512;32,128.")]
+JsonOut = Annotated[Path | None, typer.Option("--json", help="Also write the formula as JSON to this file.")]
+At = Annotated[str | None, typer.Option(help="Evaluate at these batch size,sequence length pairs, e.g. 8,512;32,128.")]
 
 #: where the peak's regimes are looked for: powers of two
 REGIME_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -28,17 +20,26 @@ REGIME_SEQS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 
 
 @app.command("formula")
-def formula_cmd(backbone: Backbone = "bert-base", method: Method = "ft", target: Target = None, dtype: Dtype = "fp32",
-                attn: Attn = "sdpa", task: Task = None, json_out: JsonOut = None, at: At = None,
-                loss: Loss = "full") -> None:
+def formula_cmd(
+    backbone: Backbone = DEFAULT.backbone,
+    method: Method = DEFAULT.method,
+    target: Target = DEFAULT.target,
+    dtype: Dtype = DEFAULT.dtype,
+    attn: Attn = DEFAULT.attn,
+    task: Task = DEFAULT.task,
+    json_out: JsonOut = None,
+    at: At = None,
+    loss: Loss = DEFAULT.loss,
+) -> None:
     """Saved activations per layer and in total, peak activations and the peak, as exact polynomials
     in batch size b and sequence length s, from one symbolic trace of the fake engine's step."""
     from memprof.engines.config import ProfileConfig
     from memprof.engines.symbolic import derive
     from memprof.outputs import check_file
 
-    config = ProfileConfig(backbone=backbone, method=method, engine="fake", target=target, dtype=dtype, attn=attn,
-                           task=task, loss=loss)
+    config = ProfileConfig(
+        backbone=backbone, method=method, engine="fake", target=target, dtype=dtype, attn=attn, task=task, loss=loss
+    )
     points = _parse_at(at)
     if json_out is not None:
         check_file(json_out, "the formula", "--json")
@@ -58,7 +59,7 @@ def _write(formula, path: Path) -> None:
     write_atomically(path, json.dumps(formula.to_dict(), indent=1, ensure_ascii=False) + "\n")
 
 
-def _parse_at(text: Optional[str]) -> list[tuple[int, int]]:
+def _parse_at(text: str | None) -> list[tuple[int, int]]:
     from memprof.errors import MemprofError
 
     if not text:
@@ -68,8 +69,9 @@ def _parse_at(text: Optional[str]) -> list[tuple[int, int]]:
         try:
             b, s = (int(x) for x in part.split(","))
         except ValueError:
-            raise MemprofError(f"--at {text!r}: {part!r} is not batch size,sequence length; pass e.g. --at 8,512;32,128"
-                               ) from None
+            raise MemprofError(
+                f"--at {text!r}: {part!r} is not batch size,sequence length; pass e.g. --at 8,512;32,128"
+            ) from None
         if b < 1 or s < 1:
             raise MemprofError(f"--at {text!r}: sizes must be at least 1; pass e.g. --at 8,512")
         points.append((b, s))
@@ -78,8 +80,10 @@ def _parse_at(text: Optional[str]) -> list[tuple[int, int]]:
 
 def _print_formula(formula, max_seq: int, points: list[tuple[int, int]]) -> None:
     how = "one symbolic trace" if formula.how == "symbolic" else formula.note
-    say((f"{formula.backbone} {formula.method}", "bold"), f"  {formula.dtype} on {formula.target}, "
-        f"{formula.attn_implementation}: {how}")
+    say(
+        (f"{formula.backbone} {formula.method}", "bold"),
+        f"  {formula.dtype} on {formula.target}, {formula.attn_implementation}: {how}",
+    )
     say("holds where: " + "; ".join([formula.bounds_text, *formula.valid]))
     say("b = batch size, s = sequence length; bytes")
     table = Table(title=cell("saved activations by layer", "table.title"))
@@ -94,8 +98,10 @@ def _print_formula(formula, max_seq: int, points: list[tuple[int, int]]) -> None
     for b, s in points:
         m = formula.memory_at(b, s)
         outside = "" if formula.covers(b, s) else f" (outside {formula.bounds_text}: profile it to be sure)"
-        say(f"at b={b}, s={s}: saved {m.saved_activations:,}, peak activations {m.peak_activations:,}, "
-            f"peak {m.peak:,} bytes{outside}")
+        say(
+            f"at b={b}, s={s}: saved {m.saved_activations:,}, peak activations {m.peak_activations:,}, "
+            f"peak {m.peak:,} bytes{outside}"
+        )
 
 
 def _print_peak(formula, max_seq: int) -> None:
@@ -104,7 +110,10 @@ def _print_peak(formula, max_seq: int) -> None:
     if len(formula.peaks) == 1:
         say(("peak: ", "bold"), str(formula.peaks[0]["peak"]))
         return
-    say(("peak: ", "bold"), f"the largest of {len(formula.peaks)} polynomials (events of the step); on powers of two "
-        f"up to b = 128, s = {max_seq}, where the formula holds, the peak is:")
+    say(
+        ("peak: ", "bold"),
+        f"the largest of {len(formula.peaks)} polynomials (events of the step); on powers of two "
+        f"up to b = 128, s = {max_seq}, where the formula holds, the peak is:",
+    )
     for i, (b, s) in regimes:
         say(f"  {formula.peaks[i]['peak']}   (from b={b}, s={s})")

@@ -3,24 +3,28 @@ group ``memprof.methods``), with what each trains and, for a backbone, how many 
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from memprof.cli.app import app
 from memprof.cli.views import print_json, print_listing
 
-Backbone = Annotated[Optional[str], typer.Option(
-    help="Also count each method's trainable parameters on this backbone (built on the meta device, no weights).")]
-Task = Annotated[Optional[str], typer.Option(help="The head counted with --backbone (default: the family's).")]
+CountBackbone = Annotated[
+    str | None,
+    typer.Option(
+        help="Also count each method's trainable parameters on this backbone (built on the meta device, no weights)."
+    ),
+]
+CountTask = Annotated[str | None, typer.Option(help="The head counted with --backbone (default: the family's).")]
 
 
 def _trainable(names: list[str], backbone: str, task: str | None) -> dict[str, int | str]:
     """Each method's trainable parameter count on ``backbone``, or the one line of its refusal (a
     method that does not support the family). The backbone and task are checked once, first, so a
     bad one is the command's error and not every method's."""
-    from memprof.engines.config import ProfileConfig
     from memprof.engines.common import build
+    from memprof.engines.config import ProfileConfig
     from memprof.errors import MemprofError
 
     checked = ProfileConfig(backbone, method="ft", seq_len=1, batch_size=1, task=task)
@@ -36,8 +40,8 @@ def _trainable(names: list[str], backbone: str, task: str | None) -> dict[str, i
 
 @app.command("methods")
 def methods_cmd(
-    backbone: Backbone = None,
-    task: Task = None,
+    backbone: CountBackbone = None,
+    task: CountTask = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the methods as JSON.")] = False,
 ) -> None:
     """List the fine-tuning methods `--method` and `--methods` take: name, what it does, which
@@ -48,8 +52,10 @@ def methods_cmd(
     if task is not None and backbone is None:
         raise MemprofError("--task counts parameters on a backbone; pass --backbone too (memprof backbones lists them)")
     names = methods.names()
-    entries = [{"name": m.name, "description": m.description, "trains": m.trains, "alias_of": m.alias_of}
-               for m in map(methods.get, names)]
+    entries = [
+        {"name": m.name, "description": m.description, "trains": m.trains, "alias_of": m.alias_of}
+        for m in map(methods.get, names)
+    ]
     headers = ["name", "description", "trains"]
     if backbone is not None:
         counts = _trainable(names, backbone, task)

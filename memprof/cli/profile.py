@@ -3,32 +3,35 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from memprof.cli.app import app, cell, console, say
+from memprof.cli.options import (
+    DEFAULT,
+    Attn,
+    Backbone,
+    BatchSize,
+    Dtype,
+    Engine,
+    Loss,
+    Method,
+    SeqLen,
+    Step,
+    Target,
+    Task,
+)
 
-Backbone = Annotated[str, typer.Option(help="Built-in backbone name, or a path to a config.json / model folder.")]
-Method = Annotated[str, typer.Option(help="Fine-tuning method (memprof methods: ft, lora, adapter, ...).")]
-SeqLen = Annotated[int, typer.Option(help="Sequence length of the synthetic batch.")]
-BatchSize = Annotated[int, typer.Option(help="Batch size.")]
-Engine = Annotated[str, typer.Option(help="fake (no compute), cpu or cuda (real compute).")]
-Target = Annotated[Optional[str], typer.Option(
-    help="Device whose kernels the fake engine models: cuda or cpu (default cuda; other engines: their own).")]
-Dtype = Annotated[str, typer.Option(help="fp32, bf16, fp16, mixed-bf16 or mixed-fp16 (autocast with fp32 weights).")]
-Attn = Annotated[str, typer.Option(help="Attention implementation: sdpa or eager.")]
-Task = Annotated[Optional[str], typer.Option(help="classification, causal-lm or seq2seq (default: the family's).")]
-JsonOut = Annotated[Optional[Path], typer.Option("--json", help="Also write the result as JSON to this file.")]
-Step = Annotated[str, typer.Option(
-    help="first (AdamW creates its state inside the step) or steady (the state resident throughout, as in every "
-         "later step).")]
-Loss = Annotated[str, typer.Option(
-    help="full (the model's own loss) or chunked (causal LM: the loss over chunks of tokens, never the whole "
-         "logits; memprof.chunked_causal_lm_loss).")]
-Depth = Annotated[Optional[int], typer.Option(
-    help="Group module paths to this many levels (a layer number rides along); default groups per transformer layer.")]
+JsonOut = Annotated[Path | None, typer.Option("--json", help="Also write the result as JSON to this file.")]
+Depth = Annotated[
+    int | None,
+    typer.Option(
+        help="Group module paths to this many levels (a layer number rides along); "
+        "default groups per transformer layer."
+    ),
+]
 
 
 def _top_categories(row: dict, n: int = 2) -> str:
@@ -46,25 +49,35 @@ def saved_by_module_table(result, depth: int | None) -> Table:
 
     rows = layers_by_group(result.layers, depth)
     total = int(result.memory.saved_activations) or 1
-    table = Table(title=cell(f"saved activations by module ({'auto' if depth is None else f'depth {depth}'} grouping)",
-                             "table.title"))
+    table = Table(
+        title=cell(
+            f"saved activations by module ({'auto' if depth is None else f'depth {depth}'} grouping)", "table.title"
+        )
+    )
     width = max([len("module"), *(len(m) for m in rows["module"])]) if len(rows) else 6
     table.add_column("module", no_wrap=True, min_width=width)
     table.add_column("saved", justify="right", no_wrap=True, min_width=9)
     table.add_column("share", justify="right", no_wrap=True, min_width=6)
     table.add_column("top categories")
     for row in rows.to_dict("records"):
-        table.add_row(cell(row["module"]), format_bytes(int(row["saved_bytes"])),
-                      f"{int(row['saved_bytes']) / total:.1%}", cell(_top_categories(row)))
+        table.add_row(
+            cell(row["module"]),
+            format_bytes(int(row["saved_bytes"])),
+            f"{int(row['saved_bytes']) / total:.1%}",
+            cell(_top_categories(row)),
+        )
     table.add_row("total", format_bytes(int(result.memory.saved_activations)), "100%", "", style="bold")
     return table
 
 
 #: (row, Memory field, note) of the step-memory table; the CUDA rows only where measured
 _STEP_ROWS = (
-    ("parameters", "parameters", "at peak"), ("gradients", "gradients", "at peak"),
-    ("optimizer state", "optimizer_state", "at peak"), ("activations", "activations_at_peak", "at peak"),
-    ("temporaries", "temporaries", "at peak"), ("peak", "peak", "sum of the above"),
+    ("parameters", "parameters", "at peak"),
+    ("gradients", "gradients", "at peak"),
+    ("optimizer state", "optimizer_state", "at peak"),
+    ("activations", "activations_at_peak", "at peak"),
+    ("temporaries", "temporaries", "at peak"),
+    ("peak", "peak", "sum of the above"),
     ("saved activations", "saved_activations", "saved for backward by the forward (hooks)"),
     ("peak activations", "peak_activations", "most activation bytes live at once"),
     ("unattributed", "unattributed", "live after the forward, not seen by the hooks"),
@@ -90,11 +103,14 @@ def step_memory_table(result) -> Table:
 
 def _print_result(result, depth: int | None) -> None:
     loss = " | chunked loss" if result.loss == "chunked" else ""
-    say((result.backbone, "bold"),
+    say(
+        (result.backbone, "bold"),
         f" {result.method} | {result.task} | seq {result.seq_len} x batch {result.batch_size} | "
-        f"{result.dtype}{' | steady step' if result.step == 'steady' else ''}{loss} | engine {result.engine} (target {result.target}) | "
+        f"{result.dtype}{' | steady step' if result.step == 'steady' else ''}{loss} | "
+        f"engine {result.engine} (target {result.target}) | "
         f"attention {result.attn_implementation} | "
-        f"trainable {result.trainable_params:,} of {result.total_params:,} parameters")
+        f"trainable {result.trainable_params:,} of {result.total_params:,} parameters",
+    )
     if result.status != "ok":
         say((result.status, "bold red"), f": {result.message}")
         return
@@ -105,10 +121,21 @@ def _print_result(result, depth: int | None) -> None:
 
 
 @app.command("profile")
-def profile_cmd(backbone: Backbone = "bert-base", method: Method = "ft", seq_len: SeqLen = 512, batch_size: BatchSize = 8,
-                engine: Engine = "fake", target: Target = None, dtype: Dtype = "fp32", attn: Attn = "sdpa",
-                task: Task = None, json_out: JsonOut = None, depth: Depth = None, step: Step = "first",
-                loss: Loss = "full") -> None:
+def profile_cmd(
+    backbone: Backbone = DEFAULT.backbone,
+    method: Method = DEFAULT.method,
+    seq_len: SeqLen = DEFAULT.seq_len,
+    batch_size: BatchSize = DEFAULT.batch_size,
+    engine: Engine = DEFAULT.engine,
+    target: Target = DEFAULT.target,
+    dtype: Dtype = DEFAULT.dtype,
+    attn: Attn = DEFAULT.attn,
+    task: Task = DEFAULT.task,
+    json_out: JsonOut = None,
+    depth: Depth = None,
+    step: Step = DEFAULT.step,
+    loss: Loss = DEFAULT.loss,
+) -> None:
     """Profile one training step: saved activations per module and category, and the peak."""
     from memprof import engines
     from memprof.engines.config import ProfileConfig
@@ -118,11 +145,24 @@ def profile_cmd(backbone: Backbone = "bert-base", method: Method = "ft", seq_len
     from memprof.units import format_bytes
 
     if depth is not None and depth < 1:
-        raise MemprofError(f"depth {depth} must be at least 1; pass e.g. --depth 3, or leave it out for one row per layer")
+        raise MemprofError(
+            f"depth {depth} must be at least 1; pass e.g. --depth 3, or leave it out for one row per layer"
+        )
     if json_out is not None:  # before the profile runs, not after (NOTE [Fail before the work])
         check_file(json_out, "the result", "--json")
-    config = ProfileConfig(backbone=backbone, method=method, seq_len=seq_len, batch_size=batch_size, engine=engine,
-                           target=target, dtype=dtype, attn=attn, task=task, step=step, loss=loss)
+    config = ProfileConfig(
+        backbone=backbone,
+        method=method,
+        seq_len=seq_len,
+        batch_size=batch_size,
+        engine=engine,
+        target=target,
+        dtype=dtype,
+        attn=attn,
+        task=task,
+        step=step,
+        loss=loss,
+    )
     result = engines.run(config)
     _print_result(result, depth)
     if json_out is not None:

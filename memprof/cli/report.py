@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from memprof.cli.app import app
+from memprof.cli.options import Quiet
 from memprof.cli.views import print_summary
 
 
@@ -16,7 +17,7 @@ from memprof.cli.views import print_summary
 def report_cmd(
     results: Annotated[Path, typer.Argument(help="A results.json written by `memprof compare` (or a profile's JSON).")],
     out: Annotated[Path | None, typer.Option(help="Output folder. (default: the results file's folder)")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the report's path.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Write results.csv, layers.csv, the PNG plots, report.html and summary.md from saved results."""
     from memprof.outputs import check_dir

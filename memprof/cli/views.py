@@ -30,8 +30,10 @@ def print_summary(rs, report: Path, *, quiet: bool = False) -> None:
     """The summary table, a line about configurations that did not finish, and the report's path
     (``quiet``: the path only, and the line about failures on stderr)."""
     failed = sum(r.status != "ok" for r in rs.results)
-    note = (f"{failed} of {len(rs.results)} configurations did not finish "
-            "(status and message in the table and in results.json)")
+    note = (
+        f"{failed} of {len(rs.results)} configurations did not finish "
+        "(status and message in the table and in results.json)"
+    )
     if quiet:
         if failed:
             say(note, style="yellow", err=True)
@@ -53,8 +55,11 @@ def summary_table(rs) -> Table:
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, collapse_padding=True, pad_edge=False, title=title)
     for h in headers:
         label = h.replace("activations", "act.").replace(" reduction vs ft (%)", " −%_vs_ft")
-        table.add_column(label.replace(" ", "\n").replace("_", " "), justify="left" if h in TEXT_HEADERS else "right",
-                         overflow="fold")
+        table.add_column(
+            label.replace(" ", "\n").replace("_", " "),
+            justify="left" if h in TEXT_HEADERS else "right",
+            overflow="fold",
+        )
     for row in rows:
         table.add_row(*map(cell, row), style=None if row[headers.index("status")] == "ok" else "yellow")
     return table
@@ -65,8 +70,9 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
 
 
-def print_listing(title: str, headers: Sequence[str], rows: Sequence[Sequence[str]], *,
-                  right: Container[str] = ()) -> None:
+def print_listing(
+    title: str, headers: Sequence[str], rows: Sequence[Sequence[str]], *, right: Container[str] = ()
+) -> None:
     """Rows of text cells under ``headers``, the first column (the name) never cut or wrapped
     (NOTE [Listings keep names whole]); ``right``: headers of right-aligned columns."""
     if not console.is_terminal:
@@ -75,8 +81,14 @@ def print_listing(title: str, headers: Sequence[str], rows: Sequence[Sequence[st
             cells = [c.rjust(w) if h in right else c.ljust(w) for c, w, h in zip(line, widths, headers)]
             sys.stdout.write("  ".join(cells).rstrip() + "\n")
         return
-    table = Table(title=cell(title, "table.title"), box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 0),
-                  pad_edge=False, collapse_padding=True)
+    table = Table(
+        title=cell(title, "table.title"),
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        padding=(0, 0),
+        pad_edge=False,
+        collapse_padding=True,
+    )
     for i, h in enumerate(headers):
         table.add_column(h, justify="right" if h in right else "left", no_wrap=i == 0, overflow="fold")
     for row in rows:

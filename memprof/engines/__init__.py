@@ -5,27 +5,21 @@
 * ``cuda``: real compute on the GPU; adds the allocator's and NVML's figures.
 
 All three measure with the same instruments (``memprof.instrument``): saved-tensor hooks per
-module and category, and the live-storage timeline for the peak and its split.
+module and category, and the live-storage timeline for the peak and its split. Each is one
+``Engine`` (``base.py``: its properties and hooks; the shared step is ``Engine.run``), found by
+name in ``ENGINE_MODULES`` (``registry.py``), its module imported when first asked for.
 """
 
 from __future__ import annotations
 
-from memprof.engines.config import ProfileConfig
 from memprof.engines.common import Built, ModelCache, failed_result, is_oom
+from memprof.engines.config import ProfileConfig
+from memprof.engines.registry import ENGINE_MODULES, engine_named, engine_names, traceable
 from memprof.instrument.session import refuse_nesting
+from memprof.results.configuration import default
 from memprof.results.result import Result
 
-__all__ = ["Built", "ModelCache", "run", "profile"]
-
-
-def _engine(name: str):
-    if name == "fake":
-        from memprof.engines import fake as engine
-    elif name == "cpu":
-        from memprof.engines import cpu as engine
-    else:
-        from memprof.engines import cuda as engine
-    return engine
+__all__ = ["Built", "ENGINE_MODULES", "ModelCache", "engine_named", "engine_names", "profile", "run", "traceable"]
 
 
 def run(config: ProfileConfig, cache: ModelCache | None = None) -> Result:
@@ -34,38 +28,37 @@ def run(config: ProfileConfig, cache: ModelCache | None = None) -> Result:
     ``cache`` (a ``ModelCache``) reuses the model built for an earlier configuration that differs
     only in sequence length, batch size or seed. Running out of memory (building or stepping)
     gives a Result with status ``"oom"`` and the allocator's message; any other exception
-    propagates. The fake engine allocates nothing on the device it models, so an allocation
-    failure there is this machine's limit, not the device's: a MemprofError (``fake.py``, NOTE
-    [ The batch is real ]), never status ``"oom"``.
+    propagates. An engine that allocates nothing on the device it models (``Engine.allocates``
+    False: the fake engine) meets this machine's limit there, not the device's: a MemprofError
+    (``Engine.host_memory_error``; ``fake.py``, NOTE [ The batch is real ]), never status ``"oom"``.
     """
     refuse_nesting("memprof.profile")  # before building anything (NOTE [ One measurement at a time ])
-    engine = _engine(config.engine)
+    engine = engine_named(config.engine)
     try:
         built = cache.get(config, engine.build) if cache is not None else engine.build(config)
         return engine.run(built, config)
     except Exception as exc:
         if not is_oom(exc):
             raise
-        if config.engine == "fake":
+        if not engine.allocates:
             raise engine.host_memory_error(config, exc) from exc
         result = failed_result(config, exc, device_name=config.engine)
     # Outside the handler: the traceback, and the tensors its frames held, are gone now.
-    if config.engine == "cuda":
-        engine.cleanup()
+    engine.cleanup()
     return result
 
 
 def profile(
     backbone: str,
-    method: str = "ft",
-    seq_len: int = 512,
-    batch_size: int = 8,
-    engine: str = "fake",
-    target: str | None = None,
-    dtype: str = "fp32",
-    attn: str = "sdpa",
-    task: str | None = None,
-    step: str = "first",
+    method: str = default("method"),
+    seq_len: int = default("seq_len"),
+    batch_size: int = default("batch_size"),
+    engine: str = default("engine"),
+    target: str | None = default("target"),
+    dtype: str = default("dtype"),
+    attn: str = default("attn"),
+    task: str | None = default("task"),
+    step: str = default("step"),
 ) -> Result:
     """Profile one training step of ``backbone`` fine-tuned with ``method``.
 
@@ -80,7 +73,15 @@ def profile(
         >>> r.memory.saved_activations, r.layers.head()
     """
     config = ProfileConfig(
-        backbone=backbone, method=method, seq_len=seq_len, batch_size=batch_size, engine=engine, target=target,
-        dtype=dtype, attn=attn, task=task, step=step,
+        backbone=backbone,
+        method=method,
+        seq_len=seq_len,
+        batch_size=batch_size,
+        engine=engine,
+        target=target,
+        dtype=dtype,
+        attn=attn,
+        task=task,
+        step=step,
     )
     return run(config)

@@ -23,19 +23,20 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 from memprof import methods
-
-from memprof.models import tasks
 from memprof.engines.config import ProfileConfig
-from memprof.instrument.session import Instrument, Measurement
-from memprof.models.losses import training_loss
 from memprof.instrument.params import count_params
+from memprof.instrument.session import Instrument, Measurement
+from memprof.models import tasks
+from memprof.models.losses import training_loss
+from memprof.results.configuration import MODEL_FIELDS, RECORDED_FIELDS
 from memprof.results.result import Result, environment
 
 
@@ -61,8 +62,9 @@ def build(
     (the fake engine turns meta weights into fake tensors there) returns the engine's state."""
     torch.manual_seed(config.seed)
     backbone = config.resolved
-    model = tasks.build_model(backbone, config.task, device=device, dtype=config.param_dtype,
-                              attn_implementation=config.attn)
+    model = tasks.build_model(
+        backbone, config.task, device=device, dtype=config.param_dtype, attn_implementation=config.attn
+    )
     model = methods.get(config.method).apply(model, backbone, config.task)
     model.train()
     state = finish(model) if finish is not None else {}
@@ -72,7 +74,7 @@ def build(
 
 
 class ModelCache:
-    """Memoises built models per (backbone, method, task, dtype, attn, engine, target).
+    """Memoises built models per ``MODEL_FIELDS`` (backbone, method, engine, target, dtype, attn, task).
 
     A sweep that runs method by method builds each model once. Only the ``max_models`` most
     recently used models are kept (one by default: a sweep is method-major, and a real model can
@@ -87,7 +89,7 @@ class ModelCache:
 
     @staticmethod
     def key(config: ProfileConfig) -> tuple:
-        return (config.backbone, config.method, config.task, config.dtype, config.attn, config.engine, config.target)
+        return tuple(getattr(config, name) for name in MODEL_FIELDS)
 
     def get(self, config: ProfileConfig, build: Callable[[ProfileConfig], Built]) -> Built:
         key = self.key(config)
@@ -190,15 +192,15 @@ def instrumented_step(
 
 def _configuration(config: ProfileConfig) -> dict:
     """The Result fields that name the configuration."""
-    return dict(
-        backbone=config.backbone, method=config.method, engine=config.engine, target=config.target,
-        dtype=config.dtype, seq_len=config.seq_len, batch_size=config.batch_size, task=config.task, step=config.step,
-        loss=config.loss,
-    )
+    return {name: getattr(config, name) for name in RECORDED_FIELDS}
 
 
 def make_result(
-    config: ProfileConfig, built: Built, measurement: Measurement, attn: str, step_time: float | None,
+    config: ProfileConfig,
+    built: Built,
+    measurement: Measurement,
+    attn: str,
+    step_time: float | None,
     device_name: str = "cpu",
 ) -> Result:
     return Result(

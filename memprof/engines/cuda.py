@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import torch
 
-from memprof.models import tasks
 from memprof.engines import common
+from memprof.engines.base import Engine, Step
+from memprof.engines.common import Built
 from memprof.engines.config import ProfileConfig
-from memprof.engines.common import Built, adamw, instrumented_step, make_result
-from memprof.engines.cpu import forward_context
-from memprof.instrument.attention import attention_name
-from memprof.results.result import Result
+from memprof.instrument.session import Measurement
 
 
 def build(config: ProfileConfig) -> Built:
@@ -34,40 +32,70 @@ def nvml_used(device: torch.device) -> int | None:
         pynvml.nvmlInit()
         try:
             index = torch.cuda._get_nvml_device_index(device)
-        except Exception:  # private helper changed or CUDA_VISIBLE_DEVICES unusual: plain index
+        except Exception:  # noqa: BLE001 - private helper changed or CUDA_VISIBLE_DEVICES unusual: plain index
             index = device.index or 0
         handle = pynvml.nvmlDeviceGetHandleByIndex(index)
         return int(pynvml.nvmlDeviceGetMemoryInfo(handle).used)
-    except Exception:  # NVML missing or failing must not lose the measurement
+    except Exception:  # noqa: BLE001 - NVML missing or failing must not lose the measurement
         return None
 
 
-def run(built: Built, config: ProfileConfig) -> Result:
-    device = built.device
-    torch.manual_seed(config.seed)
-    batch = tasks.make_batch(config.resolved, config.task, config.batch_size, config.seq_len, device=device, seed=config.seed)
-    optimizer = adamw(built.model, foreach=True)
-    common.prepare(built.model, optimizer, config.step)  # before the peak statistics are reset
-    torch.cuda.synchronize(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    used = [None]
+class CudaStep(Step):
+    """A real step on the CUDA device, waited for around the clock, with the device's own figures."""
 
-    def synchronize() -> None:
-        torch.cuda.synchronize(device)
+    foreach = True
 
-    def after_step() -> None:
-        torch.cuda.synchronize(device)
-        used[0] = nvml_used(device)
+    def __init__(self, built: Built, config: ProfileConfig) -> None:
+        super().__init__(built, config)
+        self.nvml_used: int | None = None
 
-    measurement, seconds = instrumented_step(built.model, batch, optimizer, forward_context(config, "cuda"),
-                                             synchronize=synchronize, after_step=after_step, loss=config.loss)
-    memory = measurement.memory
-    memory.cuda_max_allocated = int(torch.cuda.max_memory_allocated(device))
-    memory.cuda_max_reserved = int(torch.cuda.max_memory_reserved(device))
-    memory.nvml_used = used[0]
-    del optimizer, batch
-    attn = attention_name(measurement.attention_kernels, config.attn, observed=True)
-    return make_result(config, built, measurement, attn, step_time=seconds, device_name=torch.cuda.get_device_name(device))
+    def before_measuring(self) -> None:
+        # After the optimizer state exists (``prepare``): a steady step's peak holds it, as it should.
+        torch.cuda.synchronize(self.built.device)
+        torch.cuda.reset_peak_memory_stats(self.built.device)
+
+    def synchronize(self) -> None:
+        torch.cuda.synchronize(self.built.device)
+
+    def after_step(self) -> None:
+        torch.cuda.synchronize(self.built.device)
+        self.nvml_used = nvml_used(self.built.device)
+
+    def finish(self, measurement: Measurement) -> None:
+        memory, device = measurement.memory, self.built.device
+        memory.cuda_max_allocated = int(torch.cuda.max_memory_allocated(device))
+        memory.cuda_max_reserved = int(torch.cuda.max_memory_reserved(device))
+        memory.nvml_used = self.nvml_used
+
+    def device_name(self) -> str:
+        return torch.cuda.get_device_name(self.built.device)
+
+
+class CudaEngine(Engine):
+    """A real step on the current CUDA device; an allocation failure there is that device's OOM."""
+
+    name = "cuda"
+    targets = ("cuda",)
+    allocates = True
+    measures = ("cuda_max_allocated", "cuda_max_reserved")
+    may_measure = ("nvml_used",)
+
+    def unavailable(self) -> str | None:
+        if torch.cuda.is_available():
+            return None
+        return (
+            "engine 'cuda' needs a CUDA GPU and none is visible; use engine='fake', target='cuda' "
+            "(--engine fake --target cuda), or engine='cpu'"
+        )
+
+    def build(self, config: ProfileConfig) -> Built:
+        return build(config)
+
+    def step(self, built: Built, config: ProfileConfig) -> Step:
+        return CudaStep(built, config)
+
+    def cleanup(self) -> None:
+        cleanup()
 
 
 def cleanup() -> None:
@@ -77,3 +105,6 @@ def cleanup() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+ENGINE = CudaEngine()

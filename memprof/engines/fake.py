@@ -32,7 +32,7 @@ NOTE [ The batch is real ]
 Because the batch enters as constants, it is built for real, on this machine: token ids, mask and
 labels, int64, ``batch_size x seq_len`` each, plus the bookkeeping computed on their values.
 Fake tensors allocate nothing, so running out of memory here is never the modelled device's out
-of memory: it is this host's limit. ``run`` estimates the batch's host memory
+of memory: it is this host's limit. ``FakeStep`` estimates the batch's host memory
 (``host_batch_bytes``) and refuses, with a MemprofError naming batch size, sequence length and
 the memory available, a batch this machine cannot hold (rather than let the allocation fail, or
 the kernel's OOM killer end the process while the batch is filled); an allocation that fails all
@@ -44,21 +44,23 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._mode_utils import no_dispatch
 
-from memprof.models import tasks
 from memprof.engines import common
+from memprof.engines.base import Engine, Step
+from memprof.engines.common import Built
 from memprof.engines.config import ProfileConfig
-from memprof.engines.common import Built, adamw, instrumented_step, make_result
 from memprof.engines.kernels import KernelModel
 from memprof.errors import MemprofError
 from memprof.instrument.attention import attention_name
-from memprof.results.result import Result
+from memprof.instrument.session import Measurement
+from memprof.models import tasks
 from memprof.units import format_bytes
 
 #: Largest tensor kept as a real constant under the fake mode (elements): index and mask
@@ -69,10 +71,17 @@ _CPU = torch.device("cpu")
 
 aten = torch.ops.aten
 #: Factories whose results are real constants (position ids, cache positions, default masks).
-FACTORIES = frozenset({
-    aten.arange.default, aten.arange.start, aten.arange.start_step, aten.full.default, aten.ones.default,
-    aten.zeros.default, aten.scalar_tensor.default,
-})
+FACTORIES = frozenset(
+    {
+        aten.arange.default,
+        aten.arange.start,
+        aten.arange.start_step,
+        aten.full.default,
+        aten.ones.default,
+        aten.zeros.default,
+        aten.scalar_tensor.default,
+    }
+)
 
 
 class ConstantFoldingFakeMode(FakeTensorMode):
@@ -101,7 +110,9 @@ class ConstantFoldingFakeMode(FakeTensorMode):
 
     def may_turn_const(self, t: torch.Tensor) -> bool:
         return (
-            t.numel() <= FOLD_LIMIT and t.layout == torch.strided and not self.is_our_fake(t)
+            t.numel() <= FOLD_LIMIT
+            and t.layout == torch.strided
+            and not self.is_our_fake(t)
             and t.device.type != "meta"
         )
 
@@ -152,6 +163,7 @@ def known_values_for_transformers(has_value: Callable[[Any], bool] | None = None
 
     original = import_utils.is_fake_tensor
     if has_value is None:
+
         def has_value(x) -> bool:
             return getattr(x, "constant", None) is not None
 
@@ -167,6 +179,7 @@ def known_values_for_transformers(has_value: Callable[[Any], bool] | None = None
 
 def build(config: ProfileConfig) -> Built:
     """Built on the meta device (no memory, no initialisation), then every weight a fake tensor."""
+
     def to_fake(model: nn.Module) -> dict:
         mode = ConstantFoldingFakeMode()
         fakeify(model, mode)
@@ -200,8 +213,9 @@ def available_host_memory() -> int | None:
         return None
 
 
-def host_memory_error(config: ProfileConfig, exc: BaseException | None = None,
-                      available: int | None = None) -> MemprofError:
+def host_memory_error(
+    config: ProfileConfig, exc: BaseException | None = None, available: int | None = None
+) -> MemprofError:
     """The error for a batch this machine cannot hold (NOTE [ The batch is real ])."""
     if exc is not None:
         limit = f"allocating it failed ({type(exc).__name__}: this machine's memory is the limit)"
@@ -234,15 +248,62 @@ def forward_context(config: ProfileConfig, kernels: KernelModel) -> Callable[[],
     return kernels.autocast
 
 
-def run(built: Built, config: ProfileConfig) -> Result:
-    mode: ConstantFoldingFakeMode = built.state["mode"]
-    batch = _make_batch(config)
-    kernels = KernelModel(config.target, config.autocast_dtype)
-    with mode, kernels, known_values_for_transformers():
-        fake_batch = {k: mode.fake_tensor_converter.from_real_tensor(mode, v, make_constant=True) for k, v in batch.items()}
-        optimizer = adamw(built.model, foreach=config.target == "cuda")
-        common.prepare(built.model, optimizer, config.step)
-        measurement, _ = instrumented_step(built.model, fake_batch, optimizer, forward_context(config, kernels),
-                                           backward=kernels.backward, loss=config.loss)
-        del optimizer, fake_batch
-    return make_result(config, built, measurement, attention_name(kernels.choices, config.attn), step_time=None)
+class FakeStep(Step):
+    """A step on fake tensors under the kernel model of ``config.target``: the batch made for real on
+    this machine first (NOTE [ The batch is real ]), then everything inside the fake mode."""
+
+    def __init__(self, built: Built, config: ProfileConfig) -> None:
+        super().__init__(built, config)
+        self.mode: ConstantFoldingFakeMode = built.state["mode"]
+        self.kernels = KernelModel(config.target, config.autocast_dtype)
+        self.foreach = config.target == "cuda"
+        self._real_batch: dict[str, torch.Tensor] = {}
+        self._contexts = contextlib.ExitStack()
+
+    def __enter__(self) -> FakeStep:
+        self._real_batch = _make_batch(self.config)  # before the mode: real tensors, checked against this host
+        with contextlib.ExitStack() as entered:  # one that fails to enter leaves the others exited
+            for context in (self.mode, self.kernels, known_values_for_transformers()):
+                entered.enter_context(context)
+            self._contexts = entered.pop_all()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._real_batch = {}
+        self._contexts.__exit__(*exc_info)
+
+    def batch(self) -> dict[str, torch.Tensor]:
+        convert = self.mode.fake_tensor_converter
+        return {k: convert.from_real_tensor(self.mode, v, make_constant=True) for k, v in self._real_batch.items()}
+
+    def forward_context(self) -> contextlib.AbstractContextManager:
+        return forward_context(self.config, self.kernels)()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.kernels.backward(loss)
+
+    def attention(self, measurement: Measurement) -> str:
+        return attention_name(self.kernels.choices, self.config.attn)
+
+
+class FakeEngine(Engine):
+    """Fake tensors modelling ``config.target``'s kernels: nothing allocated on the device modelled,
+    nothing timed, and the one engine whose step can be traced symbolically (``symbolic.py``)."""
+
+    name = "fake"
+    targets = ("cuda", "cpu")
+    allocates = False
+    traceable = True
+    timed = False
+
+    def build(self, config: ProfileConfig) -> Built:
+        return build(config)
+
+    def step(self, built: Built, config: ProfileConfig) -> Step:
+        return FakeStep(built, config)
+
+    def host_memory_error(self, config: ProfileConfig, exc: BaseException) -> MemprofError:
+        return host_memory_error(config, exc)
+
+
+ENGINE = FakeEngine()

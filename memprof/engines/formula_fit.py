@@ -3,8 +3,8 @@ gives a profile's numbers byte for byte."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable
 
 from memprof.engines.config import ProfileConfig
 from memprof.errors import MemprofError
@@ -33,8 +33,10 @@ def fit(config: ProfileConfig, note: str, profile: Callable[[ProfileConfig], Res
     for b, s in (*FIT_POINTS, CHECK_POINT):
         result = profile(replace(config, batch_size=b, seq_len=s))
         if result.status != "ok":
-            raise MemprofError(f"cannot fit a formula for {config.backbone} {config.method}: the profile at batch size "
-                               f"{b}, sequence length {s} ended {result.status}: {result.message}")
+            raise MemprofError(
+                f"cannot fit a formula for {config.backbone} {config.method}: the profile at batch size "
+                f"{b}, sequence length {s} ended {result.status}: {result.message}"
+            )
         measured[(b, s)] = result
     points = list(FIT_POINTS)
     first = measured[points[0]]
@@ -46,17 +48,29 @@ def fit(config: ProfileConfig, note: str, profile: Callable[[ProfileConfig], Res
     modules = list(dict.fromkeys(m for p in points for m in measured[p].layers["module"]))
     layers = [(m, {c: poly for c in CATEGORIES if (poly := solved(_cell(m, c))) != Poly()}) for m in modules]
     formula = Formula(
-        backbone=config.backbone, method=config.method, task=config.task, dtype=config.dtype, target=config.target,
-        attn_implementation=first.attn_implementation, how="fitted", trainable_params=first.trainable_params,
-        total_params=first.total_params, sums={name: memory_fields(name) for name in SUM_FIELDS},
+        backbone=config.backbone,
+        method=config.method,
+        task=config.task,
+        dtype=config.dtype,
+        target=config.target,
+        attn_implementation=first.attn_implementation,
+        how="fitted",
+        trainable_params=first.trainable_params,
+        total_params=first.total_params,
+        sums={name: memory_fields(name) for name in SUM_FIELDS},
         peaks=[{name: memory_fields(name) for name in AT_PEAK_FIELDS}],
-        peak_activations=[memory_fields("peak_activations")], layers=layers, note=note, points=points,
+        peak_activations=[memory_fields("peak_activations")],
+        layers=layers,
+        note=note,
+        points=points,
         valid=[f"fitted at (b, s) in {', '.join(map(str, points))}; checked at {CHECK_POINT}"],
     )
     disagreement = disagreement_with(formula, measured[CHECK_POINT])
     if disagreement:
-        raise MemprofError(f"cannot derive a formula for {config.backbone} {config.method} {config.dtype}: fitted from "
-                           f"{len(points)} profiles, it disagrees with the profile at {CHECK_POINT}: {disagreement}")
+        raise MemprofError(
+            f"cannot derive a formula for {config.backbone} {config.method} {config.dtype}: fitted from "
+            f"{len(points)} profiles, it disagrees with the profile at {CHECK_POINT}: {disagreement}"
+        )
     return formula
 
 
@@ -64,11 +78,12 @@ def _cell(module: str, category: str) -> Callable[[Result], int]:
     def read(r: Result) -> int:
         rows = r.layers[r.layers["module"] == module]
         return int(rows[category].iloc[0]) if len(rows) else 0
+
     return read
 
 
 def disagreement_with(formula: Formula, result: Result) -> str:
-    """"" when the formula gives ``result``'s memory and per-module table exactly, else the first
+    """ "" when the formula gives ``result``'s memory and per-module table exactly, else the first
     difference, named."""
     b, s = result.batch_size, result.seq_len
     predicted = formula.memory_at(b, s)

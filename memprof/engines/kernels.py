@@ -53,7 +53,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -68,23 +69,72 @@ aten = torch.ops.aten
 _HALF = (torch.float16, torch.bfloat16)
 
 _LOWER = (
-    F.linear, torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.Tensor.__rmatmul__,
-    torch.bmm, torch.Tensor.bmm, torch.mm, torch.Tensor.mm, torch.baddbmm, torch.Tensor.baddbmm,
-    torch.addmm, torch.Tensor.addmm, torch.addbmm, torch.mv, torch.addmv, torch.einsum,
-    F.conv1d, F.conv2d, F.conv3d,
+    F.linear,
+    torch.matmul,
+    torch.Tensor.matmul,
+    torch.Tensor.__matmul__,
+    torch.Tensor.__rmatmul__,
+    torch.bmm,
+    torch.Tensor.bmm,
+    torch.mm,
+    torch.Tensor.mm,
+    torch.baddbmm,
+    torch.Tensor.baddbmm,
+    torch.addmm,
+    torch.Tensor.addmm,
+    torch.addbmm,
+    torch.mv,
+    torch.addmv,
+    torch.einsum,
+    F.conv1d,
+    F.conv2d,
+    F.conv3d,
 )
 _FP32 = (
-    F.layer_norm, torch.layer_norm, F.group_norm, torch.group_norm, F.nll_loss, F.mse_loss, F.l1_loss,
-    F.smooth_l1_loss, F.huber_loss, F.kl_div, F.binary_cross_entropy_with_logits, F.softplus,
-    F.cosine_similarity, torch.cdist, torch.exp, torch.Tensor.exp, torch.log, torch.Tensor.log, torch.pow,
-    torch.Tensor.pow, torch.Tensor.__pow__, torch.rsqrt, torch.Tensor.rsqrt, torch.reciprocal,
-    torch.Tensor.reciprocal, torch.logsumexp, torch.Tensor.logsumexp, torch.log1p, torch.expm1,
+    F.layer_norm,
+    torch.layer_norm,
+    F.group_norm,
+    torch.group_norm,
+    F.nll_loss,
+    F.mse_loss,
+    F.l1_loss,
+    F.smooth_l1_loss,
+    F.huber_loss,
+    F.kl_div,
+    F.binary_cross_entropy_with_logits,
+    F.softplus,
+    F.cosine_similarity,
+    torch.cdist,
+    torch.exp,
+    torch.Tensor.exp,
+    torch.log,
+    torch.Tensor.log,
+    torch.pow,
+    torch.Tensor.pow,
+    torch.Tensor.__pow__,
+    torch.rsqrt,
+    torch.Tensor.rsqrt,
+    torch.reciprocal,
+    torch.Tensor.reciprocal,
+    torch.logsumexp,
+    torch.Tensor.logsumexp,
+    torch.log1p,
+    torch.expm1,
 )
 #: function -> index of its positional ``dtype`` argument
 _FP32_DTYPE = {
-    F.softmax: 3, F.log_softmax: 3, torch.softmax: 2, torch.Tensor.softmax: 2, torch.log_softmax: 2,
-    torch.Tensor.log_softmax: 2, torch.cumsum: 2, torch.Tensor.cumsum: 2, torch.sum: 99,
-    torch.Tensor.sum: 99, torch.prod: 99, torch.Tensor.prod: 99,
+    F.softmax: 3,
+    F.log_softmax: 3,
+    torch.softmax: 2,
+    torch.Tensor.softmax: 2,
+    torch.log_softmax: 2,
+    torch.Tensor.log_softmax: 2,
+    torch.cumsum: 2,
+    torch.Tensor.cumsum: 2,
+    torch.sum: 99,
+    torch.Tensor.sum: 99,
+    torch.prod: 99,
+    torch.Tensor.prod: 99,
 }
 
 
@@ -240,8 +290,11 @@ class KernelModel(TorchFunctionMode):
     def _fp32_dtype(self, func, args, kwargs):
         if (
             self._autocast_on
-            and args and isinstance(args[0], torch.Tensor) and args[0].dtype in _HALF
-            and kwargs.get("dtype") is None and len(args) <= _FP32_DTYPE[func]
+            and args
+            and isinstance(args[0], torch.Tensor)
+            and args[0].dtype in _HALF
+            and kwargs.get("dtype") is None
+            and len(args) <= _FP32_DTYPE[func]
         ):
             kwargs = {**kwargs, "dtype": torch.float32}
         return func(*args, **kwargs)
@@ -275,9 +328,9 @@ class KernelModel(TorchFunctionMode):
                     bias = F.pad(bias, (0, 8 - n % 8))[..., :n]  # CUDA's pad_bias: aligned rows
                 bias = bias.expand(q.shape[0], q.shape[1], q.shape[2], k.shape[2])
             lse = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
-            return aten._scaled_dot_product_efficient_attention(
-                q, k, v, bias, lse, dropout_p, is_causal, scale=scale
-            )[0]
+            return aten._scaled_dot_product_efficient_attention(q, k, v, bias, lse, dropout_p, is_causal, scale=scale)[
+                0
+            ]
         return func(*args, **kwargs)
 
     def _dropout(self, func, args, kwargs):

@@ -35,26 +35,28 @@ symbol a trace keeps nor a polynomial a fit finds.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch._dynamo.source import ConstantSource
 from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
-from memprof.models import tasks
-from memprof.engines.config import ProfileConfig
 from memprof.engines import common
+from memprof.engines.config import ProfileConfig
 from memprof.engines.fake import fakeify, forward_context, known_values_for_transformers
 from memprof.engines.formula_fit import disagreement_with, fit
 from memprof.engines.kernels import KernelModel
+from memprof.engines.registry import traceable
 from memprof.engines.symbolic_mode import DATA_DEPENDENT, SymbolicFakeMode, outside_mode
 from memprof.errors import MemprofError
-from memprof.results.formula import Formula
 from memprof.instrument.attention import attention_name
 from memprof.instrument.live import KINDS
 from memprof.instrument.saved import SavedSummary
 from memprof.instrument.session import Instrument
+from memprof.models import tasks
 from memprof.models.losses import CHUNK_SIZE, training_loss
+from memprof.results.formula import Formula
 from memprof.results.polynomial import Poly, add_candidate, floor_variable
 from memprof.results.result import Result
 
@@ -63,8 +65,9 @@ __all__ = ["HINT", "NotSymbolic", "derive", "disagreement_with", "fit", "trace"]
 #: example sizes of the symbolic trace (distinct, so each batch dimension names one symbol)
 HINT = (8, 128)
 _B, _S = Poly.var("b"), Poly.var("s")
-_PARAM, _GRAD, _OPT, _ACT, _TMP = (KINDS.index(k) for k in (
-    "parameters", "gradients", "optimizer_state", "activations", "temporaries"))
+_PARAM, _GRAD, _OPT, _ACT, _TMP = (
+    KINDS.index(k) for k in ("parameters", "gradients", "optimizer_state", "activations", "temporaries")
+)
 
 
 class NotSymbolic(Exception):
@@ -83,7 +86,7 @@ def derive(config: ProfileConfig, profile: Callable[[ProfileConfig], Result] | N
 
 
 def _check(config: ProfileConfig) -> None:
-    if config.engine != "fake":
+    if not traceable(config.engine):
         raise MemprofError(
             f"a formula models the fake engine's step, not engine {config.engine!r}; use engine 'fake' (its target "
             "picks the device modelled)"
@@ -130,18 +133,32 @@ def trace(config: ProfileConfig) -> Formula:
         raise NotSymbolic(f"{type(exc).__name__}: {_first_line(exc)}") from None
     finally:
         built.model.zero_grad(set_to_none=True)
-    fixed = [str(sym) for sym in symbols if sym in env.replacements or sym in getattr(env, "var_to_range", {}) and
-             _is_point(env.var_to_range[sym])]
+    fixed = [
+        str(sym)
+        for sym in symbols
+        if sym in env.replacements or sym in getattr(env, "var_to_range", {}) and _is_point(env.var_to_range[sym])
+    ]
     if fixed:
         raise NotSymbolic(f"the step fixed {', '.join(fixed)} to its example value")
     parts = inst.measurement
     bounds, other = _bounds(env, symbols, config.resolved.max_seq_len)
     return Formula(
-        backbone=config.backbone, method=config.method, task=config.task, dtype=config.dtype, target=config.target,
-        attn_implementation=attention_name(kernels.choices, config.attn), how="symbolic",
-        trainable_params=built.trainable, total_params=built.total, sums=parts["sums"], peaks=parts["peaks"],
-        peak_activations=parts["peak_activations"], layers=parts["layers"], valid=[*other, *parts["assumed"]],
-        points=[HINT], bounds=bounds,
+        backbone=config.backbone,
+        method=config.method,
+        task=config.task,
+        dtype=config.dtype,
+        target=config.target,
+        attn_implementation=attention_name(kernels.choices, config.attn),
+        how="symbolic",
+        trainable_params=built.trainable,
+        total_params=built.total,
+        sums=parts["sums"],
+        peaks=parts["peaks"],
+        peak_activations=parts["peak_activations"],
+        layers=parts["layers"],
+        valid=[*other, *parts["assumed"]],
+        points=[HINT],
+        bounds=bounds,
     )
 
 
@@ -175,7 +192,9 @@ class _SymbolicInstrument(Instrument):
         parts = _replay(live, kinds, self._saved_keys, [poly(n) for n in live.nbytes])
         parts["layers"] = [(m, {c: poly(n) for c, n in cats.items() if n != 0}) for m, cats in self._rows.items()]
         parts["assumed"] = poly.assumed
-        parts["sums"]["saved_activations"] = sum((poly(n) for cats in self._rows.values() for n in cats.values()), Poly())
+        parts["sums"]["saved_activations"] = sum(
+            (poly(n) for cats in self._rows.values() for n in cats.values()), Poly()
+        )
         return parts
 
 
@@ -205,12 +224,20 @@ def _replay(live, kinds: list[int], saved_keys: set[int], nbytes: list[Poly]) ->
             unattributed = unattributed + nbytes[key]
     parameters = sum((nbytes[k] for k in range(len(nbytes)) if kinds[k] == _PARAM), Poly())
     at_peak = [
-        {"peak": p, "gradients": split[_GRAD], "optimizer_state": split[_OPT], "temporaries": split[_TMP],
-         "activations_at_peak": split[_ACT]}
+        {
+            "peak": p,
+            "gradients": split[_GRAD],
+            "optimizer_state": split[_OPT],
+            "temporaries": split[_TMP],
+            "activations_at_peak": split[_ACT],
+        }
         for p, split in peaks
     ]
-    return {"sums": {"parameters": parameters, "unattributed": unattributed}, "peaks": at_peak,
-            "peak_activations": [p for p, _ in peak_acts]}
+    return {
+        "sums": {"parameters": parameters, "unattributed": unattributed},
+        "peaks": at_peak,
+        "peak_activations": [p for p, _ in peak_acts],
+    }
 
 
 class _Converter:
@@ -261,9 +288,15 @@ class _Converter:
             top = next((a for a in args if a.is_max_of(args)), None)
             if top is None:  # the largest at the example sizes, assumed (and said) to stay so
                 top = max(args, key=lambda a: a(*HINT))
-                self.assumed.extend(f"{top} >= {a}" for a in args if a is not top and f"{top} >= {a}" not in self.assumed)
+                self.assumed.extend(
+                    f"{top} >= {a}" for a in args if a is not top and f"{top} >= {a}" not in self.assumed
+                )
             return top
-        if isinstance(e, CeilToInt) and isinstance(e.args[0], IntTrueDiv) and isinstance(e.args[0].args[1], sympy.Integer):
+        if (
+            isinstance(e, CeilToInt)
+            and isinstance(e.args[0], IntTrueDiv)
+            and isinstance(e.args[0].args[1], sympy.Integer)
+        ):
             k = int(e.args[0].args[1])  # ⌈x/k⌉ = ⌊(x + k - 1)/k⌋ for integer x
             return floor_variable(self.expr(e.args[0].args[0]) + (k - 1), k)
         raise NotSymbolic(f"a storage size {e} is not a polynomial in b and s")
@@ -284,8 +317,13 @@ def _bounds(env: ShapeEnv, symbols: dict, max_positions: int) -> tuple[dict[str,
     s_min = next((v for v in range(1, HINT[1] + 1) if holds(HINT[0], v)), HINT[1])
     s_max = next((v for v in (max_positions, *range(max_positions - 1, HINT[1], -1)) if holds(HINT[0], v)), HINT[1])
     bounds = {"b_min": b_min, "s_min": s_min, "s_max": s_max}
-    grid = [(bv, sv) for bv in sorted({b_min, b_min + 1, 3, 8, 64}) if bv >= b_min
-            for sv in sorted({s_min, s_min + 1, 7, 37, 100, 128, 200, s_max}) if s_min <= sv <= s_max]
+    grid = [
+        (bv, sv)
+        for bv in sorted({b_min, b_min + 1, 3, 8, 64})
+        if bv >= b_min
+        for sv in sorted({s_min, s_min + 1, 7, 37, 100, 128, 200, s_max})
+        if s_min <= sv <= s_max
+    ]
     names = {sym: sympy.Symbol(name, positive=True) for sym, name in zip(symbols, "bs")}
     other = [_text(e.xreplace(names)) for e in guards if not all(holds(bv, sv, [e]) for bv, sv in grid)]
     return bounds, list(dict.fromkeys(other))

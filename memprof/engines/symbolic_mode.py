@@ -4,20 +4,28 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch._decomp import decomposition_table
 from torch._subclasses.fake_tensor import (
-    DataDependentOutputException, DynamicOutputShapeException, FakeTensorMode, UnsupportedOperatorException,
+    DataDependentOutputException,
+    DynamicOutputShapeException,
+    FakeTensorMode,
+    UnsupportedOperatorException,
 )
 from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode, ShapeEnv
 
 from memprof.engines.fake import FACTORIES, asks_all_finite
 
 #: what a fake kernel raises when an output depends on values
-DATA_DEPENDENT = (DataDependentOutputException, DynamicOutputShapeException, GuardOnDataDependentSymNode,
-                  UnsupportedOperatorException)
+DATA_DEPENDENT = (
+    DataDependentOutputException,
+    DynamicOutputShapeException,
+    GuardOnDataDependentSymNode,
+    UnsupportedOperatorException,
+)
 
 
 class SymbolicFakeMode(FakeTensorMode):
@@ -109,8 +117,10 @@ def _example_call(func, args, kwargs) -> Any:
 
 
 def _value_sized(out: Any) -> bool:
-    return any(isinstance(t, torch.Tensor) and any(isinstance(n, torch.SymInt) and n.node.hint is None for n in t.shape)
-               for t in torch.utils._pytree.tree_leaves(out))
+    return any(
+        isinstance(t, torch.Tensor) and any(isinstance(n, torch.SymInt) and n.node.hint is None for n in t.shape)
+        for t in torch.utils._pytree.tree_leaves(out)
+    )
 
 
 def _tree(x: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
@@ -126,12 +136,9 @@ def _attach(out: Any, example: Any) -> None:
                 o._memprof_example = e
 
 
-
 @contextlib.contextmanager
 def outside_mode():
     from torch.utils._python_dispatch import _disable_current_modes
 
     with _disable_current_modes():
         yield
-
-

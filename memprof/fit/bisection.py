@@ -17,7 +17,7 @@ BENCHMARKS.md). ``fit`` then profiles the first step at the answer, for comparis
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 #: A guess is at most this many times the largest size known to fit: memory that barely grows
 #: over the first sizes (ft's peak sits in the optimizer step until activations outgrow it) would

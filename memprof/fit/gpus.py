@@ -26,16 +26,19 @@ class GPU:
 
 #: nvidia-smi's memory.total for each card (MiB), as printed by the driver on SXM / PCIe boards of
 #: that name; the 141 GB H200 and 80 GB H100 report a little less than their marketing size.
-GPUS: dict[str, GPU] = {g.name: g for g in (
-    GPU("a100-40gb", 40960 * MIB, "NVIDIA A100 40 GB"),
-    GPU("a100-80gb", 81920 * MIB, "NVIDIA A100 80 GB"),
-    GPU("h100-80gb", 81559 * MIB, "NVIDIA H100 80 GB"),
-    GPU("h200", 143771 * MIB, "NVIDIA H200 141 GB"),
-    GPU("a6000", 49140 * MIB, "NVIDIA RTX A6000 48 GB"),
-    GPU("rtx4090", 24564 * MIB, "NVIDIA GeForce RTX 4090 24 GB"),
-    GPU("l4", 23034 * MIB, "NVIDIA L4 24 GB"),
-    GPU("t4", 15360 * MIB, "NVIDIA T4 16 GB"),
-)}
+GPUS: dict[str, GPU] = {
+    g.name: g
+    for g in (
+        GPU("a100-40gb", 40960 * MIB, "NVIDIA A100 40 GB"),
+        GPU("a100-80gb", 81920 * MIB, "NVIDIA A100 80 GB"),
+        GPU("h100-80gb", 81559 * MIB, "NVIDIA H100 80 GB"),
+        GPU("h200", 143771 * MIB, "NVIDIA H200 141 GB"),
+        GPU("a6000", 49140 * MIB, "NVIDIA RTX A6000 48 GB"),
+        GPU("rtx4090", 24564 * MIB, "NVIDIA GeForce RTX 4090 24 GB"),
+        GPU("l4", 23034 * MIB, "NVIDIA L4 24 GB"),
+        GPU("t4", 15360 * MIB, "NVIDIA T4 16 GB"),
+    )
+}
 
 
 def gpu(name: str) -> GPU:
@@ -43,8 +46,9 @@ def gpu(name: str) -> GPU:
     key = str(name).strip().lower().replace("_", "-").replace(" ", "-")
     found = GPUS.get(key) or GPUS.get(key.replace("-", ""))
     if found is None:
-        raise MemprofError(f"unknown GPU {name!r}; use one of {', '.join(GPUS)}, or pass --budget with a size "
-                           "such as --budget 24GiB")
+        raise MemprofError(
+            f"unknown GPU {name!r}; use one of {', '.join(GPUS)}, or pass --budget with a size such as --budget 24GiB"
+        )
     return found
 
 
@@ -54,19 +58,25 @@ def local_free_memory(index: int = 0) -> int:
     try:
         import pynvml
     except ImportError:
-        raise MemprofError("--budget auto reads the local GPU's free memory through NVML, and pynvml is not "
-                           "installed; pip install nvidia-ml-py, or pass --gpu NAME or --budget SIZE") from None
+        raise MemprofError(
+            "--budget auto reads the local GPU's free memory through NVML, and pynvml is not "
+            "installed; pip install nvidia-ml-py, or pass --gpu NAME or --budget SIZE"
+        ) from None
     try:
         pynvml.nvmlInit()
     except Exception as exc:  # noqa: BLE001 - NVMLError_LibraryNotFound, _DriverNotLoaded, ...
-        raise MemprofError(f"--budget auto needs a local NVIDIA GPU and NVML found none ({_first_line(exc)}); "
-                           "pass --gpu NAME or --budget SIZE instead") from None
+        raise MemprofError(
+            f"--budget auto needs a local NVIDIA GPU and NVML found none ({_first_line(exc)}); "
+            "pass --gpu NAME or --budget SIZE instead"
+        ) from None
     try:
         handle = pynvml.nvmlDeviceGetHandleByIndex(index)
         return int(pynvml.nvmlDeviceGetMemoryInfo(handle).free)
     except Exception as exc:  # noqa: BLE001
-        raise MemprofError(f"--budget auto could not read GPU {index}'s memory through NVML ({_first_line(exc)}); "
-                           "pass --gpu NAME or --budget SIZE instead") from None
+        raise MemprofError(
+            f"--budget auto could not read GPU {index}'s memory through NVML ({_first_line(exc)}); "
+            "pass --gpu NAME or --budget SIZE instead"
+        ) from None
     finally:
         try:
             pynvml.nvmlShutdown()
@@ -83,8 +93,10 @@ def resolve_budget(budget: str | None, gpu_name: str | None) -> tuple[int, str]:
     """(bytes, where they come from) of ``--budget`` (a size, or ``auto``) or ``--gpu`` (a preset);
     exactly one of the two is given."""
     if (budget is None) == (gpu_name is None):
-        raise MemprofError("pass one of --budget (a size such as 24GiB, or auto) and --gpu (a card such as h100-80gb)"
-                           + (", not both" if budget is not None else ""))
+        raise MemprofError(
+            "pass one of --budget (a size such as 24GiB, or auto) and --gpu (a card such as h100-80gb)"
+            + (", not both" if budget is not None else "")
+        )
     if gpu_name is not None:
         card = gpu(gpu_name)
         return card.total, f"{card.label} ({format_bytes(card.total)})"

@@ -24,14 +24,15 @@ allocator reserves beyond what tensors use.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
-from memprof.fit import sharding
-from memprof.engines.config import DTYPES, ProfileConfig
 from memprof.engines import ModelCache, run
+from memprof.engines.config import DTYPES, ProfileConfig
 from memprof.errors import MemprofError
+from memprof.fit import sharding
 from memprof.fit.bisection import search
+from memprof.results.configuration import default
 from memprof.results.result import Result
 from memprof.sweep.grid import parse_methods
 from memprof.units import GIB, format_bytes
@@ -42,8 +43,9 @@ from memprof.units import GIB, format_bytes
 CONTEXT_ALLOWANCE = GIB
 #: Default fragmentation margin: 10% of the step's bytes. A margin, not a measurement: ZeRO
 #: (Rajbhandari et al. 2020, "memory fragmentation" among the residual memory) reports
-#: out-of-memory errors with over 30% of memory still free in extreme cases; measure yours with ``memprof profile --engine
-#: cuda`` (``cuda_max_reserved`` over ``cuda_max_allocated``) and pass it with ``--fragmentation``.
+#: out-of-memory errors with over 30% of memory still free in extreme cases; measure yours with
+#: ``memprof profile --engine cuda`` (``cuda_max_reserved`` over ``cuda_max_allocated``) and pass it
+#: with ``--fragmentation``.
 FRAGMENTATION = 0.10
 #: Largest batch size searched (the fake engine builds the token batch on this machine).
 MAX_BATCH = 1 << 16
@@ -53,18 +55,19 @@ MAX_BATCH = 1 << 16
 class FitConfig:
     """What ``fit`` searches; validated on construction. ``seq_len`` fixed: the batch size is
     searched; ``batch_size`` fixed (the global batch, split over ``world_size`` ranks): the sequence
-    length is searched. Neither: ``seq_len`` 512."""
+    length is searched. Neither: ``seq_len`` is a profile's default."""
 
     backbone: str
     methods: list[str]
     budget: int
     seq_len: int | None = None
     batch_size: int | None = None
-    dtype: str = "fp32"
-    attn: str = "sdpa"
-    task: str | None = None
+    # what a profile also takes: memprof.results.configuration's defaults
+    dtype: str = default("dtype")
+    attn: str = default("attn")
+    task: str | None = default("task")
     #: how each profiled step computes its loss (``memprof.models.losses``): ``full`` or ``chunked``
-    loss: str = "full"
+    loss: str = default("loss")
     world_size: int = 1
     shard: str = "none"
     context: int = CONTEXT_ALLOWANCE
@@ -72,30 +75,50 @@ class FitConfig:
 
     def __post_init__(self) -> None:
         # registered, each once (an alias with its method is one method twice)
-        self.methods = parse_methods(self.methods if isinstance(self.methods, str) else ",".join(map(str, self.methods)))
+        self.methods = parse_methods(
+            self.methods if isinstance(self.methods, str) else ",".join(map(str, self.methods))
+        )
         sharding.check(self.world_size, self.shard)
         if self.seq_len is not None and self.batch_size is not None:
-            raise MemprofError(f"both --seq-len {self.seq_len} and --batch-size {self.batch_size} are fixed, so there "
-                               "is nothing to search; pass one of them (fit finds the largest other)")
+            raise MemprofError(
+                f"both --seq-len {self.seq_len} and --batch-size {self.batch_size} are fixed, so there "
+                "is nothing to search; pass one of them (fit finds the largest other)"
+            )
         if self.seq_len is None and self.batch_size is None:
-            self.seq_len = 512
+            self.seq_len = default("seq_len")
         for name, least, example in (("budget", 1, "24GiB"), ("context", 0, "1GiB")):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise MemprofError(f"{name} {value!r} is not a byte count of at least {least}; pass e.g. "
-                                   f"--{name} {example}")
-        if isinstance(self.fragmentation, bool) or not (isinstance(self.fragmentation, (int, float))
-                                                        and 0 <= self.fragmentation < 1):
-            raise MemprofError(f"fragmentation {self.fragmentation!r} must be a fraction from 0 up to (not including) "
-                               "1; pass e.g. --fragmentation 0.1 (10%)")
+                raise MemprofError(
+                    f"{name} {value!r} is not a byte count of at least {least}; pass e.g. --{name} {example}"
+                )
+        if isinstance(self.fragmentation, bool) or not (
+            isinstance(self.fragmentation, (int, float)) and 0 <= self.fragmentation < 1
+        ):
+            raise MemprofError(
+                f"fragmentation {self.fragmentation!r} must be a fraction from 0 up to (not including) "
+                "1; pass e.g. --fragmentation 0.1 (10%)"
+            )
         # the user's own values through ProfileConfig's checks (types, ranges, backbone, dtype, attn,
         # task, loss) before any arithmetic on them
-        given = ProfileConfig(backbone=self.backbone, method=self.methods[0], seq_len=self.seq_len or 1,
-                              batch_size=self.batch_size or 1, engine="fake", target="cuda", dtype=self.dtype,
-                              attn=self.attn, task=self.task, step="steady", loss=self.loss)
+        given = ProfileConfig(
+            backbone=self.backbone,
+            method=self.methods[0],
+            seq_len=self.seq_len or 1,
+            batch_size=self.batch_size or 1,
+            engine="fake",
+            target="cuda",
+            dtype=self.dtype,
+            attn=self.attn,
+            task=self.task,
+            step="steady",
+            loss=self.loss,
+        )
         if self.batch_size is not None and self.batch_size % self.world_size:
-            raise MemprofError(f"batch size {self.batch_size} does not split over world size {self.world_size}; pass a "
-                               f"global --batch-size that is a multiple of {self.world_size}")
+            raise MemprofError(
+                f"batch size {self.batch_size} does not split over world size {self.world_size}; pass a "
+                f"global --batch-size that is a multiple of {self.world_size}"
+            )
         self.backbone_name, self.max_seq_len = given.backbone, given.resolved.max_seq_len
 
     @property
@@ -108,10 +131,22 @@ class FitConfig:
 
     def profile_config(self, method: str, size: int, step: str) -> ProfileConfig:
         """The configuration one rank runs when the searched size is ``size`` (micro-batch or length)."""
-        seq, micro = (self.seq_len, size) if self.searched == "batch_size" else (size, self.batch_size // self.world_size)
-        return ProfileConfig(backbone=self.backbone, method=method, seq_len=seq, batch_size=micro, engine="fake",
-                             target="cuda", dtype=self.dtype, attn=self.attn, task=self.task, step=step,
-                             loss=self.loss)
+        seq, micro = (
+            (self.seq_len, size) if self.searched == "batch_size" else (size, self.batch_size // self.world_size)
+        )
+        return ProfileConfig(
+            backbone=self.backbone,
+            method=method,
+            seq_len=seq,
+            batch_size=micro,
+            engine="fake",
+            target="cuda",
+            dtype=self.dtype,
+            attn=self.attn,
+            task=self.task,
+            step=step,
+            loss=self.loss,
+        )
 
 
 @dataclass
@@ -145,10 +180,18 @@ class Point:
         return self.step + self.margin + self.context
 
     def breakdown(self) -> dict[str, int]:
-        return {"parameters": self.state.parameters, "gradients": self.state.gradients,
-                "optimizer_state": self.state.optimizer_state, "ddp_buckets": self.state.buckets,
-                "activations": self.activations, "temporaries": self.temporaries, "step_peak": self.step,
-                "fragmentation": self.margin, "context": self.context, "required": self.required}
+        return {
+            "parameters": self.state.parameters,
+            "gradients": self.state.gradients,
+            "optimizer_state": self.state.optimizer_state,
+            "ddp_buckets": self.state.buckets,
+            "activations": self.activations,
+            "temporaries": self.temporaries,
+            "step_peak": self.step,
+            "fragmentation": self.margin,
+            "context": self.context,
+            "required": self.required,
+        }
 
 
 @dataclass
@@ -201,8 +244,9 @@ def weight_bytes(config: FitConfig, method: str, cache: ModelCache | None = None
     return sum(seen.values())
 
 
-def fit_method(config: FitConfig, method: str, progress: Progress | None = None,
-               cache: ModelCache | None = None) -> Answer:
+def fit_method(
+    config: FitConfig, method: str, progress: Progress | None = None, cache: ModelCache | None = None
+) -> Answer:
     """The answer for ``method``: the search (NOTE [ Searching ] in fit_search.py), then one profile
     of the first step at the size found (``cache``: models already built, e.g. by ``weight_bytes``)."""
     cache = cache if cache is not None else ModelCache()
@@ -227,8 +271,9 @@ def fit_method(config: FitConfig, method: str, progress: Progress | None = None,
 def _point(config: FitConfig, size: int, result: Result) -> Point:
     m = result.memory
     buckets = result.trainable_params * DTYPES[config.dtype][0].itemsize  # DDP's buckets: one set of gradients
-    state = sharding.per_rank(m.parameters, m.gradients, m.optimizer_state, config.world_size, config.shard,
-                              ddp_buckets=buckets)
+    state = sharding.per_rank(
+        m.parameters, m.gradients, m.optimizer_state, config.world_size, config.shard, ddp_buckets=buckets
+    )
     return Point(size, result, state, config.context, config.fragmentation)
 
 
@@ -239,7 +284,8 @@ def _check_weights(config: FitConfig, method: str, nbytes: int) -> None:
         raise MemprofError(
             f"budget {format_bytes(config.budget)} is smaller than {config.backbone_name}'s weights under {method} "
             f"({format_bytes(weights)}{per}) plus the context allowance ({format_bytes(config.context)}); pass a "
-            "larger --budget or --gpu, or spread the weights with --world-size N --shard zero3")
+            "larger --budget or --gpu, or spread the weights with --world-size N --shard zero3"
+        )
 
 
 def _probes(config: FitConfig) -> tuple[int, ...]:
@@ -260,16 +306,30 @@ def curve_data(answers: list[Answer]) -> dict[str, list[tuple[int, int]]]:
 def to_json(config: FitConfig, answers: list[Answer], budget_source: str) -> dict:
     """``--json``'s document: the question, what is counted, and one entry per method."""
     return {
-        "backbone": config.backbone_name, "dtype": config.dtype, "attn": config.attn, "target": "cuda",
-        "step": "steady", "loss": config.loss, "seq_len": config.seq_len, "batch_size": config.batch_size,
-        "searched": config.searched, "budget": config.budget, "budget_source": budget_source, "world_size": config.world_size,
-        "shard": config.shard, "context": config.context, "fragmentation": config.fragmentation,
-        "counts": COUNTS, "methods": [a.to_dict() for a in answers],
+        "backbone": config.backbone_name,
+        "dtype": config.dtype,
+        "attn": config.attn,
+        "target": "cuda",
+        "step": "steady",
+        "loss": config.loss,
+        "seq_len": config.seq_len,
+        "batch_size": config.batch_size,
+        "searched": config.searched,
+        "budget": config.budget,
+        "budget_source": budget_source,
+        "world_size": config.world_size,
+        "shard": config.shard,
+        "context": config.context,
+        "fragmentation": config.fragmentation,
+        "counts": COUNTS,
+        "methods": [a.to_dict() for a in answers],
     }
 
 
 #: What ``required`` counts, in one sentence (the table's caption and the JSON's ``counts``).
-COUNTS = ("steady-state step (AdamW state resident) per rank: parameters + gradients + optimizer state (AdamW "
-          "exp_avg and exp_avg_sq in the parameters' dtype; pure bf16/fp16 has no fp32 master copy, mixed-* keeps "
-          "fp32 parameters as the master weights) + activations + temporaries at the peak, x (1 + fragmentation), "
-          "+ context")
+COUNTS = (
+    "steady-state step (AdamW state resident) per rank: parameters + gradients + optimizer state (AdamW "
+    "exp_avg and exp_avg_sq in the parameters' dtype; pure bf16/fp16 has no fp32 master copy, mixed-* keeps "
+    "fp32 parameters as the master weights) + activations + temporaries at the peak, x (1 + fragmentation), "
+    "+ context"
+)

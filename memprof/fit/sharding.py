@@ -52,8 +52,10 @@ class PerRank:
 def check(world_size: int, shard: str) -> None:
     """MemprofError unless ``world_size`` is a whole number >= 1 and ``shard`` one of ``SHARDS``."""
     if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
-        raise MemprofError(f"world size {world_size!r} must be a whole number of at least 1 (the number of GPUs); "
-                           "pass e.g. --world-size 8, or leave it out for one GPU")
+        raise MemprofError(
+            f"world size {world_size!r} must be a whole number of at least 1 (the number of GPUs); "
+            "pass e.g. --world-size 8, or leave it out for one GPU"
+        )
     if shard not in SHARDS:
         raise MemprofError(f"unknown shard scheme {shard!r}; use one of {', '.join(SHARDS)} (zero3 is what FSDP does)")
 
@@ -62,8 +64,15 @@ def _share(nbytes: int, world_size: int) -> int:
     return -(-nbytes // world_size)  # ceil: a rank holding any part of a byte holds the byte
 
 
-def per_rank(parameters: int, gradients: int, optimizer_state: int, world_size: int = 1, shard: str = "none",
-             *, ddp_buckets: int = 0) -> PerRank:
+def per_rank(
+    parameters: int,
+    gradients: int,
+    optimizer_state: int,
+    world_size: int = 1,
+    shard: str = "none",
+    *,
+    ddp_buckets: int = 0,
+) -> PerRank:
     """What one of ``world_size`` ranks holds of ``parameters``, ``gradients`` and
     ``optimizer_state`` (bytes of the whole model) under ``shard`` (see the module docstring).
     ``ddp_buckets``: bytes of DDP's gradient buckets, counted only for ``shard="none"`` with more

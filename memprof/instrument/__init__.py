@@ -13,6 +13,14 @@ from memprof.instrument.saved import SavedSummary, SavedTensorTracker
 from memprof.instrument.session import Instrument, Measurement, TrackedStep, track
 
 __all__ = [
-    "Instrument", "LiveSummary", "LiveTracker", "Measurement", "ModuleStack", "SavedSummary",
-    "SavedTensorTracker", "TrackedStep", "module_paths", "track",
+    "Instrument",
+    "LiveSummary",
+    "LiveTracker",
+    "Measurement",
+    "ModuleStack",
+    "SavedSummary",
+    "SavedTensorTracker",
+    "TrackedStep",
+    "module_paths",
+    "track",
 ]

@@ -38,46 +38,56 @@ from memprof.results.result import CATEGORIES
 #: Node name -> category. Names not listed are "other".
 NODE_CATEGORY: dict[str, str] = {
     # nn.Linear is addmm (with bias) or mm (without) on the flattened input; mv/addmv for 1-D input.
-    **dict.fromkeys(("AddmmBackward0", "MmBackward0", "AddmvBackward0", "MvBackward0", "AddbmmBackward0"),
-                    "linear_input"),
+    **dict.fromkeys(
+        ("AddmmBackward0", "MmBackward0", "AddmvBackward0", "MvBackward0", "AddbmmBackward0"), "linear_input"
+    ),
     # Attention: batched products of Q, K^T, probabilities and V (eager and SDPA's math path), and
     # the fused SDPA kernels, which save Q, K, V, the output and the log-sum-exp instead.
-    **dict.fromkeys((
-        "BmmBackward0",
-        "BaddbmmBackward0",
-        "ScaledDotProductEfficientAttentionBackward0",
-        "ScaledDotProductFlashAttentionBackward0",
-        "ScaledDotProductFlashAttentionForCpuBackward0",
-        "ScaledDotProductCudnnAttentionBackward0",
-        "ScaledDotProductFusedAttentionOverrideableBackward0",
-    ), "attention_scores"),
+    **dict.fromkeys(
+        (
+            "BmmBackward0",
+            "BaddbmmBackward0",
+            "ScaledDotProductEfficientAttentionBackward0",
+            "ScaledDotProductFlashAttentionBackward0",
+            "ScaledDotProductFlashAttentionForCpuBackward0",
+            "ScaledDotProductCudnnAttentionBackward0",
+            "ScaledDotProductFusedAttentionOverrideableBackward0",
+        ),
+        "attention_scores",
+    ),
     **dict.fromkeys(("SoftmaxBackward0", "LogSoftmaxBackward0"), "softmax_output"),
     **dict.fromkeys(("NativeDropoutBackward0", "FusedDropoutBackward0"), "dropout_mask"),
-    **dict.fromkeys((
-        "NativeLayerNormBackward0",
-        "NativeBatchNormBackward0",
-        "CudnnBatchNormBackward0",
-        "NativeGroupNormBackward0",
-        "FusedRmsNormBackward0",
-        "RmsNormBackward0",
-    ), "normalization"),
-    **dict.fromkeys((
-        "GeluBackward0",
-        "ReluBackward0",
-        "TanhBackward0",
-        "SigmoidBackward0",
-        "SiluBackward0",
-        "ThresholdBackward0",
-        "HardtanhBackward0",
-        "EluBackward0",
-        "LeakyReluBackward0",
-        "SoftplusBackward0",
-        "MishBackward0",
-        "HardswishBackward0",
-        "HardsigmoidBackward0",
-        "GluBackward0",
-        "PreluKernelBackward0",
-    ), "activation_fn"),
+    **dict.fromkeys(
+        (
+            "NativeLayerNormBackward0",
+            "NativeBatchNormBackward0",
+            "CudnnBatchNormBackward0",
+            "NativeGroupNormBackward0",
+            "FusedRmsNormBackward0",
+            "RmsNormBackward0",
+        ),
+        "normalization",
+    ),
+    **dict.fromkeys(
+        (
+            "GeluBackward0",
+            "ReluBackward0",
+            "TanhBackward0",
+            "SigmoidBackward0",
+            "SiluBackward0",
+            "ThresholdBackward0",
+            "HardtanhBackward0",
+            "EluBackward0",
+            "LeakyReluBackward0",
+            "SoftplusBackward0",
+            "MishBackward0",
+            "HardswishBackward0",
+            "HardsigmoidBackward0",
+            "GluBackward0",
+            "PreluKernelBackward0",
+        ),
+        "activation_fn",
+    ),
     **dict.fromkeys(("EmbeddingBackward0", "EmbeddingBagBackward0", "EmbeddingDenseBackward0"), "embedding"),
 }
 

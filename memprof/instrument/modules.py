@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
@@ -33,14 +33,14 @@ def module_paths(model: nn.Module) -> dict[int, str]:
             continue
         name = raw
         if name.startswith(PEFT_PREFIX):
-            name = name[len(PEFT_PREFIX):]
+            name = name[len(PEFT_PREFIX) :]
         elif name in ("base_model", "base_model.model"):
             name = ""
         if ".modules_to_save." in name:
             name = _MODULES_TO_SAVE.sub("", name, count=1)
         for path, container, stack in stacks:  # named_modules lists a stack before its submodules
             if name.startswith(path + "."):
-                name = stack_member_name(name[len(path) + 1:], container, stack)
+                name = stack_member_name(name[len(path) + 1 :], container, stack)
                 break
         if _is_reversible_stack(module):
             container = _container(model, raw, name)
@@ -106,7 +106,7 @@ class ModuleStack:
         if not self.stack and self.on_outer is not None:
             self.on_outer(False)
 
-    def __enter__(self) -> "ModuleStack":
+    def __enter__(self) -> ModuleStack:
         self._handles.append(register_module_forward_pre_hook(self._pre))
         self._handles.append(register_module_forward_hook(self._post, always_call=True))
         return self

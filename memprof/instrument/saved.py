@@ -33,8 +33,9 @@ from __future__ import annotations
 
 import sys
 import weakref
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import pandas as pd
 import torch
@@ -159,8 +160,9 @@ class SavedTensorTracker:
             if rec() is None:
                 continue
             alive.append(sid)
-            cat = category(self._names.get(rec.seq), rec.dtype,
-                           random_mask=bool(self.random_mask and self.random_mask(sid)))
+            cat = category(
+                self._names.get(rec.seq), rec.dtype, random_mask=bool(self.random_mask and self.random_mask(sid))
+            )
             row = rows.get(rec.module)
             if row is None:
                 row = rows[rec.module] = dict.fromkeys(CATEGORIES, 0)

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import pandas as pd
 import torch
@@ -22,11 +22,11 @@ from torch import nn
 from memprof.errors import MemprofError
 from memprof.instrument.attention import attention_name
 from memprof.instrument.live import LiveSummary, LiveTracker
-from memprof.results.timeline import Timeline
 from memprof.instrument.modules import ModuleStack
-from memprof.instrument.saved import SavedSummary, SavedTensorTracker
 from memprof.instrument.params import count_params
+from memprof.instrument.saved import SavedSummary, SavedTensorTracker
 from memprof.results.result import Memory, Result, empty_layers, environment
+from memprof.results.timeline import Timeline
 from memprof.units import short_repr
 
 
@@ -71,7 +71,7 @@ _active = threading.local()
 TRACK = "memprof.track"
 
 
-def _running() -> "Instrument | None":
+def _running() -> Instrument | None:
     return getattr(_active, "instrument", None)
 
 
@@ -83,10 +83,13 @@ def refuse_nesting(label: str) -> None:
         raise _nested_error(outer, label)
 
 
-def _nested_error(outer: "Instrument", inner: "Instrument | str") -> MemprofError:
+def _nested_error(outer: Instrument, inner: Instrument | str) -> MemprofError:
     inner_label = inner if isinstance(inner, str) else inner.label
-    also = " (assert_memory and the memprof_budget fixture run memprof.track too)" if TRACK in (
-        outer.label, inner_label) else ""
+    also = (
+        " (assert_memory and the memprof_budget fixture run memprof.track too)"
+        if TRACK in (outer.label, inner_label)
+        else ""
+    )
     return MemprofError(
         f"{outer.label} is already measuring a step; nested tracking is not supported: {inner_label} cannot start "
         "inside it, as saved-tensor hooks nest and the outer measurement would miss what the inner one sees; end "
@@ -132,7 +135,7 @@ class Instrument:
 
     # -- entering and leaving --------------------------------------------------------------
 
-    def __enter__(self) -> "Instrument":
+    def __enter__(self) -> Instrument:
         outer = _running()
         if outer is not None:
             raise _nested_error(outer, self)
@@ -150,7 +153,7 @@ class Instrument:
             _active.instrument = None
             raise
 
-    def _start(self) -> "Instrument":
+    def _start(self) -> Instrument:
         stores = []
         for t in [*self.model.parameters(), *self.model.buffers()]:
             self.live.register(t, "parameters")
@@ -346,8 +349,10 @@ class TrackedStep:
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None, name: str) -> None:
         if not isinstance(name, str):
-            raise MemprofError(f"memprof.track name={short_repr(name)} ({type(name).__name__}) is not a str; pass e.g. "
-                               "name='my-model' (it becomes the result's backbone)")
+            raise MemprofError(
+                f"memprof.track name={short_repr(name)} ({type(name).__name__}) is not a str; pass e.g. "
+                "name='my-model' (it becomes the result's backbone)"
+            )
         self.model = model
         self.optimizer = optimizer
         self.name = name
@@ -355,7 +360,7 @@ class TrackedStep:
         self.measurement: Measurement | None = None
         self._inst = Instrument(model, optimizer, auto=True, label=TRACK)
 
-    def __enter__(self) -> "TrackedStep":
+    def __enter__(self) -> TrackedStep:
         if self._inst.state != "new":
             outer = _running()
             if outer is self._inst:

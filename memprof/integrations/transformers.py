@@ -55,13 +55,17 @@ class MemprofCallback(TrainerCallback):
 
     def __init__(self, trainer: Any, steps: tuple[int, ...] | list[int] = (1, 2), *, name: str | None = None) -> None:
         if not callable(getattr(trainer, "log", None)):
-            raise MemprofError(f"MemprofCallback needs the transformers.Trainer it reports to, got "
-                               f"{type(trainer).__name__}; pass the trainer: "
-                               "trainer.add_callback(MemprofCallback(trainer))")
+            raise MemprofError(
+                f"MemprofCallback needs the transformers.Trainer it reports to, got "
+                f"{type(trainer).__name__}; pass the trainer: "
+                "trainer.add_callback(MemprofCallback(trainer))"
+            )
         bad = [s for s in steps if type(s) is not int or s < 1] if isinstance(steps, (tuple, list)) else [steps]
         if bad or not steps:
-            raise MemprofError(f"MemprofCallback steps={steps!r} must be a non-empty list of whole numbers >= 1 "
-                               "(1-based optimizer steps); pass e.g. steps=(1, 2)")
+            raise MemprofError(
+                f"MemprofCallback steps={steps!r} must be a non-empty list of whole numbers >= 1 "
+                "(1-based optimizer steps); pass e.g. steps=(1, 2)"
+            )
         self.trainer = trainer
         self.steps = tuple(sorted(set(steps)))
         self.name = name
@@ -73,9 +77,11 @@ class MemprofCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         self._abandon()  # a measurement an exception left open (a failed earlier train() call)
         if args.gradient_accumulation_steps > 1:
-            raise MemprofError(f"MemprofCallback measures one forward, backward and optimizer step, but "
-                               f"gradient_accumulation_steps={args.gradient_accumulation_steps} runs that many "
-                               "forwards per step; profile a run with gradient_accumulation_steps=1")
+            raise MemprofError(
+                f"MemprofCallback measures one forward, backward and optimizer step, but "
+                f"gradient_accumulation_steps={args.gradient_accumulation_steps} runs that many "
+                "forwards per step; profile a run with gradient_accumulation_steps=1"
+            )
 
     def on_step_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
         if state.global_step + 1 not in self.steps:
@@ -101,8 +107,12 @@ class MemprofCallback(TrainerCallback):
             folder = Path(args.output_dir)
             folder.mkdir(parents=True, exist_ok=True)
             options = {"steps": list(self.steps), "profiled": list(self.profiled)}
-            write_json(ResultSet(results=list(self.results), command="transformers.Trainer with MemprofCallback",
-                                 options=options), folder / RESULTS_FILE)
+            write_json(
+                ResultSet(
+                    results=list(self.results), command="transformers.Trainer with MemprofCallback", options=options
+                ),
+                folder / RESULTS_FILE,
+            )
         return control
 
     def on_train_end(self, args, state, control, **kwargs):

@@ -4,27 +4,67 @@ each ``y + up(act(down(y)))`` on the block's output projection, before the resid
 LayerNorm. Trainable: adapters, LayerNorms and the task head, as in the paper.
 
 ``adapter-pfeiffer`` (Pfeiffer et al., EACL 2021, "AdapterFusion: Non-Destructive Task Composition
-for Transfer Learning"): one such adapter per layer, after the feed-forward block only, reduction
-factor 16 (AdapterHub's ``SeqBnConfig``); only the adapters and the task head train (AdapterHub's
-``train_adapter`` freezes the LayerNorms).
+for Transfer Learning"): one such adapter per layer, after the feed-forward block only, the same
+reduction factor (AdapterHub's ``SeqBnConfig``); only the adapters and the task head train
+(AdapterHub's ``train_adapter`` freezes the LayerNorms). Both are ``AdapterSettings``: ``HOULSBY``
+and ``PFEIFFER``.
 
 The original Linear stays inside as ``base_layer``; ``remove_adapters`` undoes the conversion.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
+from memprof.methods import settings
 from memprof.methods.registry import freeze, register, unfreeze_head
 
-REDUCTION_FACTOR = 16  # bottleneck = hidden / 16, AdapterHub's default for Houlsby adapters
+
+@dataclass(frozen=True)
+class AdapterSettings:
+    """One style of sequential bottleneck adapters: ``style`` names it (the paper), the bottleneck is
+    hidden / ``reduction_factor``, placed after the attention and feed-forward blocks or after the
+    feed-forward block only; ``train_norms`` trains the LayerNorms (RMSNorms) too."""
+
+    style: str
+    reduction_factor: int = 16  # AdapterHub's default for Houlsby and Pfeiffer adapters
+    feed_forward_only: bool = False
+    train_norms: bool = True
+    init_std: float = 0.02  # of the down projection; the up projection starts at zero
+
+    def __post_init__(self) -> None:
+        method = "adapter"
+        settings.check_word(method, "style", self.style, "Houlsby")
+        settings.check_count(method, "reduction_factor", self.reduction_factor, 16)
+        settings.check_flag(method, "feed_forward_only", self.feed_forward_only)
+        settings.check_flag(method, "train_norms", self.train_norms)
+        settings.check_positive(method, "init_std", self.init_std, 0.02)
+
+    @property
+    def description(self) -> str:
+        size = f"({self.style}), hidden/{self.reduction_factor}"
+        if self.feed_forward_only:
+            return f"sequential bottleneck adapter {size}, after the feed-forward block only"
+        return f"sequential bottleneck adapters {size}, after attention and feed-forward"
+
+    @property
+    def trains(self) -> str:
+        if self.train_norms:
+            return "adapters, LayerNorms (or RMSNorms) and the task head"
+        return "adapters and the task head"
+
+
+HOULSBY = AdapterSettings("Houlsby")
+PFEIFFER = AdapterSettings("Pfeiffer", feed_forward_only=True, train_norms=False)
 
 
 class SequentialAdapter(nn.Module):
     """``base_layer`` followed by a residual bottleneck: y + up(gelu(down(y)))."""
 
-    def __init__(self, base_layer: nn.Linear, bottleneck: int, init_std: float = 0.02):
+    def __init__(self, base_layer: nn.Linear, bottleneck: int, init_std: float):
         super().__init__()
         self.base_layer = base_layer
         h = _out_features(base_layer)
@@ -64,56 +104,49 @@ def layer_modules(model: nn.Module) -> list[nn.Module]:
 
     # find_sites, not sites: the conversion checks are MEFT's, not the adapters' (a Qwen2 with mixed
     # attention types takes adapters as any other)
-    return [layer for site in family_of(model).find_sites(model) for layer in site.layers]
+    return [layer for site in family_of(model).meft.find_sites(model) for layer in site.layers]
 
 
-def add_adapters(model: nn.Module, feed_forward_only: bool = False) -> nn.Module:
-    """A sequential adapter on each output projection the family names (``Family.adapter_projections``:
+def add_adapters(model: nn.Module, adapters: AdapterSettings = HOULSBY) -> nn.Module:
+    """A sequential adapter on each output projection the family names (``Profiling.adapter_projections``:
     attention, feed-forward), or on the feed-forward one only."""
     from meft.families import family_of
 
-    projections = family_of(model).adapter_projections
+    projections = family_of(model).profiling.adapter_projections
     for layer in layer_modules(model):
-        for path in projections[1:] if feed_forward_only else projections:
+        for path in projections[1:] if adapters.feed_forward_only else projections:
             parent_path, _, attr = path.rpartition(".")
             parent = layer.get_submodule(parent_path) if parent_path else layer
             base = getattr(parent, attr)
             if _projection(base):
-                setattr(parent, attr, SequentialAdapter(base, max(1, _out_features(base) // REDUCTION_FACTOR)))
+                bottleneck = max(1, _out_features(base) // adapters.reduction_factor)
+                setattr(parent, attr, SequentialAdapter(base, bottleneck, adapters.init_std))
     return model
 
 
 def remove_adapters(model: nn.Module) -> nn.Module:
-    for name, module in list(model.named_modules()):
+    for module in list(model.modules()):
         for attr, child in list(module.named_children()):
             if isinstance(child, SequentialAdapter):
                 setattr(module, attr, child.base_layer)
     return model
 
 
-@register("adapter", "sequential bottleneck adapters (Houlsby), hidden/16, after attention and feed-forward",
-          trains="adapters, LayerNorms (or RMSNorms) and the task head")
-def apply(model, backbone, task):
-    freeze(model)
-    add_adapters(model)
-    for module in model.modules():
-        if isinstance(module, SequentialAdapter) or _is_norm(module):
-            for name, p in module.named_parameters():
-                if not name.startswith("base_layer."):
-                    p.requires_grad_(True)
-    unfreeze_head(model)
-    return model
+def _apply(adapters: AdapterSettings):
+    def apply(model, backbone, task):
+        freeze(model)
+        add_adapters(model, adapters)
+        for module in model.modules():
+            if isinstance(module, SequentialAdapter) or (adapters.train_norms and _is_norm(module)):
+                for name, p in module.named_parameters():
+                    if not name.startswith("base_layer."):
+                        p.requires_grad_(True)
+        unfreeze_head(model)
+        return model
+
+    apply.__name__ = f"apply_{adapters.style.lower()}"
+    return apply
 
 
-@register("adapter-pfeiffer", "sequential bottleneck adapter (Pfeiffer), hidden/16, after the feed-forward block only",
-          trains="adapters and the task head")
-def apply_pfeiffer(model, backbone, task):
-    freeze(model)
-    add_adapters(model, feed_forward_only=True)
-    for module in model.modules():
-        if isinstance(module, SequentialAdapter):
-            for name, p in module.named_parameters():
-                if not name.startswith("base_layer."):
-                    p.requires_grad_(True)
-    unfreeze_head(model)
-    return model
+for _name, _adapters in (("adapter", HOULSBY), ("adapter-pfeiffer", PFEIFFER)):
+    register(_name, _adapters.description, trains=_adapters.trains, settings=_adapters)(_apply(_adapters))

@@ -2,7 +2,7 @@
 Fine-tuning for Transformer-based Masked Language-models"): every bias term of the model trains
 (attention, feed-forward, LayerNorm biases), and the task head; nothing else.
 
-A family whose layers have no bias terms (``Family.bias_terms`` false: Llama, Mistral) would train
+A family whose layers have no bias terms (``Profiling.bias_terms`` false: Llama, Mistral) would train
 only its head, which is not BitFit: such a model is refused, naming the families that have biases.
 """
 
@@ -14,8 +14,11 @@ def _head_parameters(model) -> set[int]:
     return {id(p) for head in head_modules(model) for p in head.parameters()}
 
 
-@register("bitfit", "BitFit: only the bias terms and the task head train",
-          trains="every bias term (attention, feed-forward, LayerNorm) and the task head")
+@register(
+    "bitfit",
+    "BitFit: only the bias terms and the task head train",
+    trains="every bias term (attention, feed-forward, LayerNorm) and the task head",
+)
 def apply(model, backbone, task):
     from meft.families import families, family_of
 
@@ -23,9 +26,11 @@ def apply(model, backbone, task):
     biases = [p for name, p in model.named_parameters() if name.rpartition(".")[2] == "bias" and id(p) not in head]
     if not biases:
         family = family_of(model)
-        with_biases = ", ".join(f.name for f in families() if f.bias_terms)
-        raise MemprofError(f"method bitfit trains bias terms and this {family.name} model has none outside its head; "
-                           f"bitfit supports the families with biases: {with_biases}: use one of them")
+        with_biases = ", ".join(f.name for f in families() if f.profiling.bias_terms)
+        raise MemprofError(
+            f"method bitfit trains bias terms and this {family.name} model has none outside its head; "
+            f"bitfit supports the families with biases: {with_biases}: use one of them"
+        )
     freeze(model)
     for p in biases:
         p.requires_grad_(True)

@@ -23,6 +23,6 @@ def apply_ft(model, backbone, task):
     return ft.apply(checkpoint(model), backbone, task)
 
 
-@register("lora+ckpt", "LoRA with gradient checkpointing per layer", trains=lora.TRAINS)
+@register("lora+ckpt", "LoRA with gradient checkpointing per layer", trains=lora.TRAINS, settings=lora.LORA)
 def apply_lora(model, backbone, task):
     return lora.lora_model(checkpoint(model), task)

@@ -1,44 +1,66 @@
-"""LoRA through HF peft: r=8, alpha=16, dropout 0.1, on the family's target modules (``Family.lora_targets``:
-peft's defaults per family).
+"""LoRA through HF peft with ``LORA``'s settings (``LoraSettings``' defaults), on the family's target
+modules (``Profiling.lora_targets``: peft's defaults per family).
 
 peft keeps the task head trainable (``modules_to_save``) for sequence classification.
 """
 
-from memprof.methods.registry import head_modules, register
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from memprof.methods import settings
+from memprof.methods.peft_wrap import peft_model
+from memprof.methods.registry import register
 
 #: which parameters LoRA leaves trainable
 TRAINS = "LoRA A and B matrices on the family's target modules, and the task head"
 
-PEFT_TASK_TYPE = {"classification": "SEQ_CLS", "causal-lm": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM"}
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """LoRA's hyper-parameters, as peft's ``LoraConfig`` names them (``r``, ``lora_alpha``,
+    ``lora_dropout``, ``use_dora``); DoRA is LoRA with ``use_dora``."""
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.1
+    use_dora: bool = False
+
+    def __post_init__(self) -> None:
+        method = "dora" if self.use_dora is True else "lora"
+        settings.check_count(method, "r", self.r, 8)
+        settings.check_positive(method, "alpha", self.alpha, 16)
+        settings.check_probability(method, "dropout", self.dropout, 0.1)
+        settings.check_flag(method, "use_dora", self.use_dora)
+
+    @property
+    def summary(self) -> str:
+        """``r=8, alpha=16, dropout 0.1``."""
+        return f"r={self.r}, alpha={self.alpha:g}, dropout {self.dropout:g}"
+
+    @property
+    def description(self) -> str:
+        if self.use_dora:
+            return f"DoRA (peft use_dora=True): LoRA {self.summary} plus a magnitude vector per weight"
+        return f"LoRA (peft): {self.summary} on the default target modules"
+
+    def peft_options(self) -> dict[str, Any]:
+        return dict(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, use_dora=self.use_dora)
 
 
-def lora_model(model, task, **options):
-    """peft LoRA with this module's settings; ``options`` go to ``LoraConfig`` too (DoRA: use_dora=True)."""
-    import warnings
+LORA = LoraSettings()
 
-    from peft import LoraConfig, get_peft_model
+
+def lora_model(model, task, lora: LoraSettings = LORA):
+    """``model`` wrapped by peft LoRA with ``lora``'s settings on the family's LoRA targets."""
+    from peft import LoraConfig
 
     from meft.families import family_of
 
-    # peft's own list ("classifier", "score") misses BART's "classification_head".
-    heads = [name for name, mod in model.named_children() if any(mod is h for h in head_modules(model))]
-    targets = family_of(model).lora_targets
-    conv1d = type(model.get_submodule(_first(model, targets))).__name__ == "Conv1D"  # GPT-2: weights (in, out)
-    config = LoraConfig(
-        r=8, lora_alpha=16, lora_dropout=0.1, task_type=PEFT_TASK_TYPE[task], modules_to_save=heads or None,
-        target_modules=list(targets), fan_in_fan_out=conv1d, **options,
-    )
-    with warnings.catch_warnings():
-        # peft still calls transformers' deprecated `is_gradient_checkpointing`.
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        return get_peft_model(model, config)
+    return peft_model(model, task, LoraConfig, family_of(model).profiling.lora_targets, **lora.peft_options())
 
 
-def _first(model, targets) -> str:
-    """The path of the first module LoRA adapts (its class says whether weights are stored (in, out))."""
-    return next(name for name, _ in model.named_modules() if name.rpartition(".")[2] in targets)
-
-
-@register("lora", "LoRA (peft): r=8, alpha=16, dropout 0.1 on the default target modules", trains=TRAINS)
+@register("lora", LORA.description, trains=TRAINS, settings=LORA)
 def apply(model, backbone, task):
     return lora_model(model, task)

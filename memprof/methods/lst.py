@@ -1,13 +1,13 @@
 """Ladder side-tuning (Sung, Cho and Bansal, NeurIPS 2022, "LST: Ladder Side-Tuning for Parameter
-and Memory Efficient Transfer Learning"): a small side network of width hidden / 8 (the paper's
-reduction factor 8) beside the frozen backbone, fed by the backbone's layer outputs. The backbone
-runs without building a graph (each of its layers under ``torch.no_grad``), so it saves nothing for
-backward; only the side network does.
+and Memory Efficient Transfer Learning"): a small side network of width hidden / r (the paper's
+reduction factor r = 8; ``LADDER`` holds it and the values below) beside the frozen backbone, fed
+by the backbone's layer outputs. The backbone runs without building a graph (each of its layers
+under ``torch.no_grad``), so it saves nothing for backward; only the side network does.
 
 Side layer i reads mu_i * down_i(h_i) + (1 - mu_i) * s_(i-1), where h_i is the output of backbone
 layer i, down_i a linear downsampler, s_(i-1) the side network's previous output (layer 0 reads
-down_0(h_0)) and mu_i = sigmoid(alpha_i / 0.1) a gate with alpha_i starting at 0 (the paper's). A
-side layer is a post-LN transformer layer of width hidden / 8, feed-forward 4x that, the
+down_0(h_0)) and mu_i = sigmoid(alpha_i / T) a gate with alpha_i starting at 0 and temperature T = 0.1
+(the paper's). A side layer is a post-LN transformer layer of width hidden / r, feed-forward 4x that, the
 backbone's head count (one head when it does not divide the width), GELU, dropout 0.1, attention
 through ``scaled_dot_product_attention`` with no mask when the batch has no padding (so the fused
 kernels run and nothing of size S x S is kept; ``nn.TransformerEncoderLayer`` would expand the
@@ -22,36 +22,66 @@ Trainable: the side network (downsamplers, gates, side layers, upsampler) and th
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from memprof.methods import settings
 from memprof.methods.registry import freeze, register, unfreeze_head
 
-REDUCTION_FACTOR = 8
-GATE_TEMPERATURE = 0.1
 GENERATION_TASKS = ("causal-lm", "seq2seq")
 
 
-class SideLayer(nn.Module):
-    """x = LN(x + attention(x)); x = LN(x + fc2(gelu(fc1(x)))), dropout 0.1 (BERT's layer, narrow)."""
+@dataclass(frozen=True)
+class LadderSettings:
+    """The side network's shape: width hidden / ``reduction_factor``, feed-forward ``ffn_factor`` x
+    that, ``dropout`` in its layers, gates sigmoid(alpha / ``gate_temperature``) (the paper's values)."""
 
-    def __init__(self, width: int, heads: int, **kw):
+    reduction_factor: int = 8
+    ffn_factor: int = 4
+    dropout: float = 0.1
+    gate_temperature: float = 0.1
+
+    def __post_init__(self) -> None:
+        settings.check_count("lst", "reduction_factor", self.reduction_factor, 8)
+        settings.check_count("lst", "ffn_factor", self.ffn_factor, 4)
+        settings.check_probability("lst", "dropout", self.dropout, 0.1)
+        settings.check_positive("lst", "gate_temperature", self.gate_temperature, 0.1)
+
+    @property
+    def description(self) -> str:
+        return (
+            f"ladder side-tuning: a hidden/{self.reduction_factor} side network fed by the frozen backbone's "
+            "layers, run without a graph"
+        )
+
+
+LADDER = LadderSettings()
+
+
+class SideLayer(nn.Module):
+    """x = LN(x + attention(x)); x = LN(x + fc2(gelu(fc1(x)))), with dropout (BERT's layer, narrow)."""
+
+    def __init__(self, width: int, heads: int, ladder: LadderSettings, **kw):
         super().__init__()
         self.heads = heads
         self.qkv = nn.Linear(width, 3 * width, **kw)
         self.out = nn.Linear(width, width, **kw)
         self.norm1 = nn.LayerNorm(width, **kw)
-        self.fc1 = nn.Linear(width, 4 * width, **kw)
-        self.fc2 = nn.Linear(4 * width, width, **kw)
+        self.fc1 = nn.Linear(width, ladder.ffn_factor * width, **kw)
+        self.fc2 = nn.Linear(ladder.ffn_factor * width, width, **kw)
         self.norm2 = nn.LayerNorm(width, **kw)
-        self.dropout = nn.Dropout(0.1)
+        self.dropout = nn.Dropout(ladder.dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, causal: bool) -> torch.Tensor:
         batch, seq, width = x.shape
         q, k, v = self.qkv(x).view(batch, seq, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.1 if self.training else 0.0,
-                                           is_causal=causal and mask is None)  # (B, heads, S, head width)
+        p = self.dropout.p if self.training else 0.0
+        a = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal and mask is None
+        )  # (B, heads, S, head width)
         x = self.norm1(x + self.dropout(self.out(a.transpose(1, 2).reshape(batch, seq, width))))
         return self.norm2(x + self.dropout(self.fc2(F.gelu(self.fc1(x)))))
 
@@ -59,14 +89,17 @@ class SideLayer(nn.Module):
 class Ladder(nn.Module):
     """The side network; ``taps`` collects the backbone's layer outputs during a forward."""
 
-    def __init__(self, hidden: int, depth: int, heads: int, causal: bool, like: torch.Tensor):
+    def __init__(
+        self, hidden: int, depth: int, heads: int, causal: bool, like: torch.Tensor, ladder: LadderSettings = LADDER
+    ):
         super().__init__()
-        width = max(1, hidden // REDUCTION_FACTOR)
+        width = max(1, hidden // ladder.reduction_factor)
+        self.gate_temperature = ladder.gate_temperature
         heads = heads if width % heads == 0 else 1
         kw = dict(device=like.device, dtype=like.dtype)
         self.down = nn.ModuleList(nn.Linear(hidden, width, **kw) for _ in range(depth))
         self.gates = nn.Parameter(torch.zeros(depth - 1, **kw)) if depth > 1 else None
-        self.layers = nn.ModuleList(SideLayer(width, heads, **kw) for _ in range(depth))
+        self.layers = nn.ModuleList(SideLayer(width, heads, ladder, **kw) for _ in range(depth))
         self.up = nn.Linear(width, hidden, **kw)
         self.causal = causal
         self.taps: list[torch.Tensor] = []
@@ -79,7 +112,7 @@ class Ladder(nn.Module):
         for i, (h, down, layer) in enumerate(zip(taps, self.down, self.layers)):
             z = down(h)  # (B, S, width)
             if s is not None:
-                mu = torch.sigmoid(self.gates[i - 1] / GATE_TEMPERATURE)
+                mu = torch.sigmoid(self.gates[i - 1] / self.gate_temperature)
                 z = mu * z + (1 - mu) * s
             s = layer(z, mask, self.causal)
         return taps[-1] + self.up(s)
@@ -137,18 +170,23 @@ def _keep_padding(ladder: Ladder):
     return hook
 
 
-@register("lst", "ladder side-tuning: a hidden/8 side network fed by the frozen backbone's layers, run without a graph",
-          trains="the side network (downsamplers, gates, side layers, upsampler) and the task head")
+@register(
+    "lst",
+    LADDER.description,
+    settings=LADDER,
+    trains="the side network (downsamplers, gates, side layers, upsampler) and the task head",
+)
 def apply(model, backbone, task):
     from meft.families import family_of
 
     family = family_of(model)
     freeze(model)
-    sites = family.find_sites(model)
+    sites = family.meft.find_sites(model)
     top = list(sites[-1].layers)
     heads = int(getattr(model.config, family.fields.heads))
-    model.lst_side = Ladder(family.hidden_size(model.config), len(top), heads, task in GENERATION_TASKS,
-                            next(model.parameters()))
+    model.lst_side = Ladder(
+        family.hidden_size(model.config), len(top), heads, task in GENERATION_TASKS, next(model.parameters())
+    )
     for site in sites[:-1]:
         for layer in site.layers:
             _without_graph(layer)

@@ -12,18 +12,21 @@ for bfloat16 ones) and keeps, per reversible layer, what each scaling by lam or 
 element of each scaled stream for 13/128, packed (saved-activation category ``reversible_bits``).
 lam = 0.1 becomes 13/128. Float arithmetic keeps nothing per layer
 but its inverse loses about 3.3 bits per layer; the ``-float`` methods show what exactness costs.
+
+Each method's settings are its ``meft.MEFTConfig``; the scales in its description come from it
+(``MEFTConfig.describe_scales``), so they are meft's own numbers, written nowhere here.
 """
 
+from dataclasses import replace
+
+from meft.config import MEFTConfig
 from memprof.methods.registry import register
 
-#: variant -> (F and G, its scales in exact arithmetic, in float arithmetic), as meft.MEFTConfig has them
+#: variant -> what F and G are, in words
 VARIANTS = {
-    "meft1": ("F = PLM layer (+ parallel FFN adapter), G = adapter", "lam 13/128 (for 0.1), beta 1",
-              "lam 0.1, beta 1"),
-    "meft2": ("F = adapter, G = PLM layer (+ parallel FFN adapter)", "lam 1, beta 13/128 (for 0.1)",
-              "lam 1, beta 0.1"),
-    "meft3": ("F = attention block (+ adapter), G = FFN block (+ parallel adapter)",
-              "lam = beta = 13/128 (for 0.1)", "lam = beta = 0.1"),
+    "meft1": "F = PLM layer (+ parallel FFN adapter), G = adapter",
+    "meft2": "F = adapter, G = PLM layer (+ parallel FFN adapter)",
+    "meft3": "F = attention block (+ adapter), G = FFN block (+ parallel adapter)",
 }
 
 
@@ -31,26 +34,33 @@ VARIANTS = {
 TRAINS = "MEFT adapters and the task head"
 
 
-def _apply(variant: str, arithmetic: str):
+def _apply(config: MEFTConfig):
     def apply(model, backbone, task):
         import meft
 
-        return meft.convert(model, meft.MEFTConfig(variant=variant, arithmetic=arithmetic))
+        # a fresh copy per model: meft.convert keeps the config it is given on the model
+        return meft.convert(model, replace(config))
 
-    apply.__name__ = f"apply_{variant}_{arithmetic}"
+    apply.__name__ = f"apply_{config.variant}_{config.arithmetic}"
     return apply
 
 
-def description(variant: str, arithmetic: str) -> str:
-    nets, exact_scales, float_scales = VARIANTS[variant]
-    if arithmetic == "exact":
-        return f"{variant.upper()}: {nets}; exact arithmetic (fixed-point streams, dropped bits kept), {exact_scales}"
-    return f"{variant.upper()}: {nets}; float arithmetic (the paper's, nothing kept), {float_scales}"
+def description(config: MEFTConfig) -> str:
+    how = {"exact": "fixed-point streams, dropped bits kept", "float": "the paper's, nothing kept"}[config.arithmetic]
+    return (
+        f"{config.variant.upper()}: {VARIANTS[config.variant]}; {config.arithmetic} arithmetic ({how}), "
+        f"{config.describe_scales()}"
+    )
+
+
+def _register(name: str, config: MEFTConfig, alias_of: str | None = None) -> None:
+    said = f"alias of {alias_of} ({config.arithmetic} arithmetic)" if alias_of else description(config)
+    register(name, said, alias_of=alias_of, trains=TRAINS, settings=config)(_apply(config))
 
 
 # The order users see: the exact variants, the alias, then the float ones.
 for _variant in VARIANTS:
-    register(_variant, description(_variant, "exact"), trains=TRAINS)(_apply(_variant, "exact"))
-register("meft", "alias of meft1 (exact arithmetic)", alias_of="meft1", trains=TRAINS)(_apply("meft1", "exact"))
+    _register(_variant, MEFTConfig(variant=_variant, arithmetic="exact"))
+_register("meft", MEFTConfig(variant="meft1", arithmetic="exact"), alias_of="meft1")
 for _variant in VARIANTS:
-    register(f"{_variant}-float", description(_variant, "float"), trains=TRAINS)(_apply(_variant, "float"))
+    _register(f"{_variant}-float", MEFTConfig(variant=_variant, arithmetic="float"))

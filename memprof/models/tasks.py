@@ -1,10 +1,10 @@
 """Model heads and synthetic batches per task.
 
 Tasks: ``classification`` (sequence classification, 2 labels), ``causal-lm`` and ``seq2seq``
-(BART conditional generation); which a backbone offers is its family's (``Family.tasks``).
+(BART conditional generation); which a backbone offers is its family's (``Profiling.tasks``).
 Synthetic batches fill the full sequence length with ordinary tokens (no padding, no special
 token), as the MEFT paper did for its memory measurements; a family whose classification head reads
-the end-of-sentence token (``Family.eos_last``: BART) gets exactly one, last in every row.
+the end-of-sentence token (``Profiling.eos_last``: BART) gets exactly one, last in every row.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from memprof.models.backbones import Backbone
 from memprof.errors import MemprofError, one_line
+from memprof.models.backbones import Backbone
+from memprof.results.configuration import default
 
 TASKS = ("classification", "causal-lm", "seq2seq")
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
@@ -22,7 +23,7 @@ NUM_LABELS = 2
 
 def check_task(backbone: Backbone, task: str | None) -> str:
     task = task or backbone.default_task
-    allowed = backbone.spec.tasks
+    allowed = backbone.spec.profiling.tasks
     if task not in allowed:
         raise MemprofError(
             f"task {task!r} is not available for {backbone.family} backbone {backbone.name!r}; "
@@ -83,7 +84,10 @@ def build_model(
         hf_logging.set_verbosity_error()
         try:
             model = cls.from_pretrained(
-                backbone.weights, config=config, local_files_only=True, dtype=dtype,
+                backbone.weights,
+                config=config,
+                local_files_only=True,
+                dtype=dtype,
                 attn_implementation=attn_implementation,
             )
         finally:
@@ -98,8 +102,10 @@ def build_model(
                     raise  # the host ran out: the engines record that as such
                 # the config passed its checks (backbones.check_config) but the model's own
                 # constructor refuses it: bad input all the same, in one line
-                raise MemprofError(f"backbone {backbone.name!r}: transformers cannot build a {task} model from this "
-                                   f"config ({one_line(exc)}); fix the config") from None
+                raise MemprofError(
+                    f"backbone {backbone.name!r}: transformers cannot build a {task} model from this "
+                    f"config ({one_line(exc)}); fix the config"
+                ) from None
     model.train()
     return model
 
@@ -117,7 +123,7 @@ def make_batch(
     seq_len: int,
     *,
     device: str | torch.device = "cpu",
-    seed: int = 0,
+    seed: int = default("seed"),
 ) -> dict[str, torch.Tensor]:
     """A synthetic batch of token ids (no padding) with labels for ``task``."""
     spec = backbone.spec
@@ -125,13 +131,14 @@ def make_batch(
     gen = torch.Generator().manual_seed(seed)
     # Ids above the low special tokens, and none of the padding or end-of-sentence ids wherever the
     # vocabulary puts them (GPT-2's and Llama's are its last ids): no row holds one by accident.
-    low = spec.first_token if vocab > 2 * spec.first_token else 0
+    first = spec.profiling.first_token
+    low = first if vocab > 2 * first else 0
     ids = torch.randint(low, vocab, (batch_size, seq_len), generator=gen)
     eos = backbone.get("eos_token_id")
     special = [t for key in ("pad_token_id", "eos_token_id") for t in _ids(backbone.get(key)) if low <= t < vocab]
     if special and vocab - low > len(special):
         ids[torch.isin(ids, torch.tensor(special))] = next(t for t in range(low, vocab) if t not in special)
-    if eos is not None and spec.eos_last:
+    if eos is not None and spec.profiling.eos_last:
         ids[:, -1] = int(eos)
     batch = {"input_ids": ids, "attention_mask": torch.ones(batch_size, seq_len, dtype=torch.long)}
     if task == "classification":

@@ -1,7 +1,8 @@
 """Reporters: turn a saved ResultSet into tables, plots, an HTML page and a Markdown summary.
 
 They read only ``memprof.results.result`` objects and never run a model (memray's shape: each reporter
-has functions returning plain data, which tests assert exactly, and a ``render``).
+has functions returning plain data, which tests assert exactly, and a ``render``; ``write`` is the
+one interface ``render_all`` calls: NOTE [ One reporter interface ] in base.py).
 
     table.py     results.csv, layers.csv and the summary table shared by every view
     exactness.py the section "What exactness costs": exact MEFT beside its float twin
@@ -9,19 +10,21 @@ has functions returning plain data, which tests assert exactly, and a ``render``
     timeline.py  timeline.png: live memory through one step, stacked by part, per method
     html.py      report.html, self-contained
     markdown.py  summary.md
+    closed_form.py, fit_plot.py  the report's closed-form section · ``memprof fit --plot``
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
 from memprof.errors import MemprofError
+from memprof.reporters.base import REPORT_FILE, RESULTS_FILE, SUMMARY_FILE, Extras, Reporter
 from memprof.results.result import ResultSet
 
-RESULTS_FILE = "results.json"
-REPORT_FILE = "report.html"
-SUMMARY_FILE = "summary.md"
+#: the reporters ``render_all`` runs, in this order (html embeds the PNGs plots has just drawn)
+REPORTERS = ("table", "plots", "html", "markdown")
 
 
 def prepare_out_dir(out_dir: str | Path) -> Path:
@@ -69,11 +72,22 @@ def render_saved(results: str | Path, out_dir: str | Path | None = None) -> tupl
 def render_all(rs: ResultSet, out_dir: str | Path, formulas=()) -> dict[str, Path]:
     """Write every view of ``rs`` into ``out_dir`` (created if missing); returns {file name: path}.
     ``formulas`` (``Formula``s) add the report's closed-form section."""
-    from memprof.reporters import html, markdown, plots, table
-
     out = prepare_out_dir(out_dir)
-    paths = table.render(rs, out)
-    paths.update(plots.render(rs, out))
-    paths[REPORT_FILE] = html.render(rs, out / REPORT_FILE, image_dir=out, formulas=formulas)
-    paths[SUMMARY_FILE] = markdown.render(rs, out / SUMMARY_FILE)
+    extras = Extras(formulas=tuple(formulas))
+    paths: dict[str, Path] = {}
+    for name in REPORTERS:
+        reporter: Reporter = importlib.import_module(f"memprof.reporters.{name}")
+        paths.update(reporter.write(rs, out, extras))
     return paths
+
+
+__all__ = [
+    "REPORTERS",
+    "REPORT_FILE",
+    "RESULTS_FILE",
+    "SUMMARY_FILE",
+    "Extras",
+    "prepare_out_dir",
+    "render_all",
+    "render_saved",
+]

@@ -19,8 +19,11 @@ def closed_form_data(formulas: list[Formula], rs: ResultSet) -> list[dict[str, A
     for f in formulas:
         ok = [r for r in rs.results if r.method == f.method and r.status == "ok"]
         largest = max(ok, key=lambda r: (r.batch_size * r.seq_len, r.seq_len), default=None)
-        texts = {"saved_activations": str(f.sums["saved_activations"]), "peak_activations": f.peak_activations_expression,
-                 "peak": f.peak_expression}
+        texts = {
+            "saved_activations": str(f.sums["saved_activations"]),
+            "peak_activations": f.peak_activations_expression,
+            "peak": f.peak_expression,
+        }
         rows = []
         for label, name in QUANTITIES:
             at = getattr(f.memory_at(largest.batch_size, largest.seq_len), name) if largest else None
@@ -28,8 +31,17 @@ def closed_form_data(formulas: list[Formula], rs: ResultSet) -> list[dict[str, A
             rows.append({"quantity": label, "formula": texts[name], "formula_bytes": at, "measured_bytes": measured})
         where = (largest.batch_size, largest.seq_len) if largest else None
         profiled = largest is not None and "closed_form" not in largest.environment
-        out.append({"method": f.method, "how": f.how, "note": f.note, "valid": [f.bounds_text, *f.valid], "at": where,
-                    "profiled": profiled, "rows": rows})
+        out.append(
+            {
+                "method": f.method,
+                "how": f.how,
+                "note": f.note,
+                "valid": [f.bounds_text, *f.valid],
+                "at": where,
+                "profiled": profiled,
+                "rows": rows,
+            }
+        )
     return out
 
 
@@ -37,8 +49,11 @@ def to_html(data: list[dict[str, Any]]) -> str:
     if not data:
         return ""
     esc = html.escape
-    parts = ["<h2>Closed form</h2>", "<p>Bytes as exact polynomials in batch size <code>b</code> and sequence "
-             "length <code>s</code> (<code>memprof formula</code>), beside the measured numbers.</p>"]
+    parts = [
+        "<h2>Closed form</h2>",
+        "<p>Bytes as exact polynomials in batch size <code>b</code> and sequence "
+        "length <code>s</code> (<code>memprof formula</code>), beside the measured numbers.</p>",
+    ]
     for d in data:
         how = "one symbolic trace" if d["how"] == "symbolic" else d["note"]
         valid = f"; holds where {'; '.join(d['valid'])}" if d["valid"] else ""
@@ -48,11 +63,15 @@ def to_html(data: list[dict[str, Any]]) -> str:
             continue
         b, s = d["at"]
         source = "profiled" if d["profiled"] else "from the formula"
-        parts.append(f'<table><thead><tr><th class="text">quantity</th><th class="text">formula (bytes)</th>'
-                     f"<th>formula at b={b}, s={s}</th><th>result at b={b}, s={s} ({source})</th></tr></thead><tbody>")
+        parts.append(
+            f'<table><thead><tr><th class="text">quantity</th><th class="text">formula (bytes)</th>'
+            f"<th>formula at b={b}, s={s}</th><th>result at b={b}, s={s} ({source})</th></tr></thead><tbody>"
+        )
         for row in d["rows"]:
-            parts.append(f'<tr><td class="text">{esc(row["quantity"])}</td><td class="text"><code>'
-                         f'{esc(row["formula"])}</code></td><td>{format_bytes(row["formula_bytes"])}</td>'
-                         f'<td>{format_bytes(row["measured_bytes"])}</td></tr>')
+            parts.append(
+                f'<tr><td class="text">{esc(row["quantity"])}</td><td class="text"><code>'
+                f"{esc(row['formula'])}</code></td><td>{format_bytes(row['formula_bytes'])}</td>"
+                f"<td>{format_bytes(row['measured_bytes'])}</td></tr>"
+            )
         parts.append("</tbody></table>")
     return "\n".join(parts)

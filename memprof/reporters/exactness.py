@@ -26,17 +26,27 @@ from memprof.results.result import KEY_FIELDS, Result, ResultSet
 from memprof.units import format_bytes, unit_for
 
 TITLE = "What exactness costs"
-INTRO = ("Each exact MEFT method beside its float twin at the same sequence length and batch size: the exact "
-         "method keeps the bits each scaling drops (saved-activation category reversible_bits), the float one "
-         "keeps none. Peak ratio is exact / float.")
+INTRO = (
+    "Each exact MEFT method beside its float twin at the same sequence length and batch size: the exact "
+    "method keeps the bits each scaling drops (saved-activation category reversible_bits), the float one "
+    "keeps none. Peak ratio is exact / float."
+)
 #: the aliases of methods with a float twin, as the method registry has them (NOTE [Exact and float twins])
 ALIASES = {"meft": "meft1"}
 #: what a pair shares: every ``KEY_FIELDS`` but the method
 SAME_CONFIG = tuple(f for f in KEY_FIELDS if f != "method")
 #: order of the rows: by configuration, as the summary table groups it, then the sweep's method order
 _ROW_ORDER = ("backbone", "dtype", "engine", "target", "step", "seq_len", "batch_size")
-COLUMNS = (*_ROW_ORDER, "method", "float_method", "peak", "float_peak", "peak_ratio", "reversible_bits",
-           "temporaries_difference")
+COLUMNS = (
+    *_ROW_ORDER,
+    "method",
+    "float_method",
+    "peak",
+    "float_peak",
+    "peak_ratio",
+    "reversible_bits",
+    "temporaries_difference",
+)
 
 
 def float_twin(method: str) -> str:
@@ -48,6 +58,7 @@ def float_twin(method: str) -> str:
 def exactness_pairs(rs: ResultSet, order: list[str] | None = None) -> list[tuple[Result, Result]]:
     """Every (exact result, its float twin's result) at one configuration, whatever their status;
     by configuration, then by ``order`` (method names; the order of appearance without it)."""
+
     def where(r: Result) -> tuple:
         return tuple(getattr(r, f) for f in SAME_CONFIG)
 
@@ -68,11 +79,15 @@ def exactness_frame(pairs: list[tuple[Result, Result]]) -> pd.DataFrame:
         if exact.status != "ok" or float_.status != "ok":
             continue
         row = {f: getattr(exact, f) for f in _ROW_ORDER}
-        row.update(method=exact.method, float_method=float_.method, peak=exact.memory.peak,
-                   float_peak=float_.memory.peak,
-                   peak_ratio=exact.memory.peak / float_.memory.peak if float_.memory.peak else float("nan"),
-                   reversible_bits=int(exact.layers["reversible_bits"].sum()),
-                   temporaries_difference=exact.memory.temporaries - float_.memory.temporaries)
+        row.update(
+            method=exact.method,
+            float_method=float_.method,
+            peak=exact.memory.peak,
+            float_peak=float_.memory.peak,
+            peak_ratio=exact.memory.peak / float_.memory.peak if float_.memory.peak else float("nan"),
+            reversible_bits=int(exact.layers["reversible_bits"].sum()),
+            temporaries_difference=exact.memory.temporaries - float_.memory.temporaries,
+        )
         rows.append(row)
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
     return frame.astype({c: "int64" for c in ("peak", "float_peak", "reversible_bits", "temporaries_difference")})
@@ -85,8 +100,10 @@ def skipped_pairs(pairs: list[tuple[Result, Result]]) -> list[str]:
     for exact, float_ in pairs:
         failed = [f"{r.method}: {r.status}" for r in (exact, float_) if r.status != "ok"]
         if failed:
-            out.append(f"{exact.method} at sequence length {exact.seq_len}, batch size {exact.batch_size} "
-                       f"({', '.join(failed)})")
+            out.append(
+                f"{exact.method} at sequence length {exact.seq_len}, batch size {exact.batch_size} "
+                f"({', '.join(failed)})"
+            )
     return out
 
 
@@ -104,13 +121,31 @@ def exactness_cells(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     peak = unit_for(max([*frame["peak"], *frame["float_peak"]], default=0))
     bits = unit_for(max(frame["reversible_bits"], default=0))
     temps = unit_for(max(frame["temporaries_difference"].abs(), default=0))
-    headers = ["method", "float twin", "seq len", "batch", f"peak ({peak[0]})", f"float twin peak ({peak[0]})",
-               "peak ratio (exact / float)", f"reversible bits ({bits[0]})",
-               f"temporaries at peak, exact − float ({temps[0]})"]
-    rows = [[rec["method"], rec["float_method"], str(rec["seq_len"]), str(rec["batch_size"]),
-             format_bytes(rec["peak"], peak), format_bytes(rec["float_peak"], peak), _ratio(rec["peak_ratio"]),
-             format_bytes(rec["reversible_bits"], bits), _signed(rec["temporaries_difference"], temps)]
-            for rec in frame.to_dict("records")]
+    headers = [
+        "method",
+        "float twin",
+        "seq len",
+        "batch",
+        f"peak ({peak[0]})",
+        f"float twin peak ({peak[0]})",
+        "peak ratio (exact / float)",
+        f"reversible bits ({bits[0]})",
+        f"temporaries at peak, exact − float ({temps[0]})",
+    ]
+    rows = [
+        [
+            rec["method"],
+            rec["float_method"],
+            str(rec["seq_len"]),
+            str(rec["batch_size"]),
+            format_bytes(rec["peak"], peak),
+            format_bytes(rec["float_peak"], peak),
+            _ratio(rec["peak_ratio"]),
+            format_bytes(rec["reversible_bits"], bits),
+            _signed(rec["temporaries_difference"], temps),
+        ]
+        for rec in frame.to_dict("records")
+    ]
     return headers, rows
 
 

@@ -13,8 +13,9 @@ from memprof.reporters.canvas import _colors, _figure, _save
 from memprof.units import unit_for
 
 
-def plot_fit(data: dict[str, list[tuple[int, int]]], budget: int, outfile: str | Path, *, xlabel: str,
-             title: str) -> dict[str, list[tuple[int, int]]]:
+def plot_fit(
+    data: dict[str, list[tuple[int, int]]], budget: int, outfile: str | Path, *, xlabel: str, title: str
+) -> dict[str, list[tuple[int, int]]]:
     """Draw ``data`` (sizes ascending per method) and the ``budget`` line; returns ``data``."""
     top = max([budget, *(b for pts in data.values() for _, b in pts)])
     unit, div = unit_for(top)

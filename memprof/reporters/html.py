@@ -12,6 +12,7 @@ from string import Template
 from typing import Any
 
 from memprof.reporters import exactness, plots
+from memprof.reporters.base import REPORT_FILE, Extras
 from memprof.reporters.table import TEXT_HEADERS, summary_data, summary_sentence
 from memprof.results.result import ResultSet
 
@@ -33,7 +34,10 @@ def report_data(rs: ResultSet, images: dict[str, bytes]) -> dict[str, Any]:
     data = summary_data(rs)
     data["environment"] = environment_data(rs)
     data["figures"] = [
-        (plots.PLOTS[name][0] if name in plots.PLOTS else name, "data:image/png;base64," + base64.b64encode(png).decode())
+        (
+            plots.PLOTS[name][0] if name in plots.PLOTS else name,
+            "data:image/png;base64," + base64.b64encode(png).decode(),
+        )
         for name, png in images.items()
     ]
     return data
@@ -61,8 +65,10 @@ def _exactness(data: dict[str, Any] | None) -> str:
     if data is None:
         return ""
     note = exactness.skipped_note(data)
-    return (f"<h2>{html.escape(exactness.TITLE)}</h2>\n<p>{html.escape(exactness.INTRO)}</p>\n{_table(*data['table'])}"
-            + (f'\n<p class="about">{html.escape(note)}</p>' if note else ""))
+    return (
+        f"<h2>{html.escape(exactness.TITLE)}</h2>\n<p>{html.escape(exactness.INTRO)}</p>\n{_table(*data['table'])}"
+        + (f'\n<p class="about">{html.escape(note)}</p>' if note else "")
+    )
 
 
 def to_html(data: dict[str, Any]) -> str:
@@ -70,8 +76,9 @@ def to_html(data: dict[str, Any]) -> str:
     about, line = data["about"], summary_sentence(data)
     if data["largest"] is not None:
         seq, batch = data["largest"]
-        headline = (f"<p>At the largest configuration (sequence length {seq}, batch size {batch}):</p>"
-                    + _table(*data["headline"]))
+        headline = f"<p>At the largest configuration (sequence length {seq}, batch size {batch}):</p>" + _table(
+            *data["headline"]
+        )
     else:
         headline = "<p>No configuration finished.</p>"
     figures = "\n".join(
@@ -109,3 +116,9 @@ def render(rs: ResultSet, outfile: str | Path, image_dir: str | Path | None = No
         data["closed_form"] = closed_form.to_html(closed_form.closed_form_data(list(formulas), rs))
         path.write_text(to_html(data))
     return path
+
+
+def write(rs: ResultSet, out: Path, extras: Extras) -> dict[str, Path]:
+    """The reporter interface (NOTE [ One reporter interface ]): ``report.html``, its plots read from
+    ``out`` (where the plots reporter has drawn them)."""
+    return {REPORT_FILE: render(rs, out / REPORT_FILE, image_dir=out, formulas=extras.formulas)}

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from memprof.reporters import exactness
+from memprof.reporters.base import SUMMARY_FILE, Extras
 from memprof.reporters.table import TEXT_HEADERS, summary_data, summary_sentence
 from memprof.results.result import ResultSet
-
 
 #: what Markdown (GitHub's included) may read as syntax anywhere in a line: backslash, code,
 #: emphasis, links, strikethrough, table columns; ``_`` only where it could open or close emphasis
@@ -77,3 +77,8 @@ def render(rs: ResultSet, outfile: str | Path) -> Path:
     path = Path(outfile)
     path.write_text(to_markdown(summary_data(rs)))
     return path
+
+
+def write(rs: ResultSet, out: Path, extras: Extras) -> dict[str, Path]:
+    """The reporter interface (NOTE [ One reporter interface ]): ``summary.md``."""
+    return {SUMMARY_FILE: render(rs, out / SUMMARY_FILE)}

@@ -8,11 +8,13 @@ configurations with status ``"ok"`` are plotted. The unit (MiB or GiB) is chosen
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 
+from memprof.reporters.base import Extras
 from memprof.reporters.canvas import _colors, _empty, _figure, _save
 from memprof.reporters.table import largest_config, layers_by_group, method_order
 from memprof.reporters.timeline import plot_timeline
@@ -82,8 +84,12 @@ def peak_breakdown_data(rs: ResultSet) -> dict[str, Any]:
     for method, r in chosen.items():
         m = r.memory
         methods[method] = {
-            "parameters": m.parameters, "gradients": m.gradients, "optimizer_state": m.optimizer_state,
-            "activations": m.activations_at_peak, "temporaries": m.temporaries, "peak": m.peak,
+            "parameters": m.parameters,
+            "gradients": m.gradients,
+            "optimizer_state": m.optimizer_state,
+            "activations": m.activations_at_peak,
+            "temporaries": m.temporaries,
+            "peak": m.peak,
         }
     return {"seq_len": largest and largest[0], "batch_size": largest and largest[1], "methods": methods}
 
@@ -126,16 +132,28 @@ def _plot_lines(data, outfile, *, title: str, xlabel: str, panel_label: str, met
 def plot_activations_vs_seq_len(rs: ResultSet, outfile: str | Path):
     """Activation memory vs sequence length, one line per method, a panel per batch size."""
     data = activations_vs_seq_len_data(rs)
-    _plot_lines(data, outfile, title="Activation memory vs sequence length", xlabel="sequence length",
-                panel_label="batch size", methods=method_order(rs))
+    _plot_lines(
+        data,
+        outfile,
+        title="Activation memory vs sequence length",
+        xlabel="sequence length",
+        panel_label="batch size",
+        methods=method_order(rs),
+    )
     return data
 
 
 def plot_activations_vs_batch_size(rs: ResultSet, outfile: str | Path):
     """Activation memory vs batch size, one line per method, a panel per sequence length."""
     data = activations_vs_batch_size_data(rs)
-    _plot_lines(data, outfile, title="Activation memory vs batch size", xlabel="batch size",
-                panel_label="sequence length", methods=method_order(rs))
+    _plot_lines(
+        data,
+        outfile,
+        title="Activation memory vs batch size",
+        xlabel="batch size",
+        panel_label="sequence length",
+        methods=method_order(rs),
+    )
     return data
 
 
@@ -183,8 +201,9 @@ def plot_layers_largest(rs: ResultSet, outfile: str | Path):
     return data
 
 
-def _stacked_methods(parts: dict[str, dict[str, int]], keys: tuple[str, ...], outfile, title: str, xlabel: str,
-                     marker: str | None = None) -> None:
+def _stacked_methods(
+    parts: dict[str, dict[str, int]], keys: tuple[str, ...], outfile, title: str, xlabel: str, marker: str | None = None
+) -> None:
     methods = list(parts)
     totals = [max(sum(parts[m][k] for k in keys), parts[m].get(marker, 0) if marker else 0) for m in methods]
     unit, div = unit_for(max(totals, default=0))
@@ -197,8 +216,15 @@ def _stacked_methods(parts: dict[str, dict[str, int]], keys: tuple[str, ...], ou
         ax.barh(methods, widths, left=left, color=colors[k], label=_pretty(k), height=0.6)
         left = [a + b for a, b in zip(left, widths)]
     if marker:
-        ax.scatter([parts[m][marker] / div for m in methods], methods, marker="D", s=36, color="black",
-                   label=_pretty(marker), zorder=3)
+        ax.scatter(
+            [parts[m][marker] / div for m in methods],
+            methods,
+            marker="D",
+            s=36,
+            color="black",
+            label=_pretty(marker),
+            zorder=3,
+        )
     ax.invert_yaxis()
     ax.set_xlim(left=0)
     ax.set_xlabel(f"{xlabel} ({unit})")
@@ -251,3 +277,7 @@ def render(rs: ResultSet, out_dir: str | Path) -> dict[str, Path]:
         paths[name] = out / name
     return paths
 
+
+def write(rs: ResultSet, out: Path, extras: Extras) -> dict[str, Path]:
+    """The reporter interface (NOTE [ One reporter interface ]): ``render``."""
+    return render(rs, out)

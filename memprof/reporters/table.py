@@ -13,8 +13,9 @@ from typing import Any
 
 import pandas as pd
 
-from memprof.results.module_names import layer_group
+from memprof.reporters.base import Extras
 from memprof.reporters.exactness import exactness_data
+from memprof.results.module_names import layer_group
 from memprof.results.result import CATEGORIES, CUDA_ONLY_METRICS, Result, ResultSet
 from memprof.units import HEADLINE_METRICS, METRICS, format_bytes, unit_for
 
@@ -23,8 +24,18 @@ ID_COLUMNS = ("backbone", "method", "task", "engine", "target", "dtype", "attn_i
 SUMMARY_MEMORY = HEADLINE_METRICS
 REDUCED = ("peak_activations", "peak")
 SUMMARY_COLUMNS = (
-    "backbone", "engine", "target", "dtype", "method", "seq_len", "batch_size", "status", "trainable_params",
-    *SUMMARY_MEMORY, *(f"{c}_reduction_pct" for c in REDUCED), "message",
+    "backbone",
+    "engine",
+    "target",
+    "dtype",
+    "method",
+    "seq_len",
+    "batch_size",
+    "status",
+    "trainable_params",
+    *SUMMARY_MEMORY,
+    *(f"{c}_reduction_pct" for c in REDUCED),
+    "message",
 )
 
 
@@ -40,8 +51,9 @@ def method_order(rs: ResultSet) -> list[str]:
 
 def _sorted(rs: ResultSet) -> list[Result]:
     rank = {m: i for i, m in enumerate(method_order(rs))}
-    return sorted(rs.results, key=lambda r: (r.backbone, r.dtype, r.engine, r.target, r.seq_len, r.batch_size,
-                                             rank[r.method]))
+    return sorted(
+        rs.results, key=lambda r: (r.backbone, r.dtype, r.engine, r.target, r.seq_len, r.batch_size, rank[r.method])
+    )
 
 
 def results_frame(rs: ResultSet) -> pd.DataFrame:
@@ -80,8 +92,11 @@ def layers_by_group(layers: pd.DataFrame, depth: int | None = None) -> pd.DataFr
     if layers.empty:
         return layers.copy()
     keyed = layers.assign(module=[layer_group(m, depth) for m in layers["module"]])
-    return keyed.groupby("module", sort=False, as_index=False).sum(numeric_only=True).astype(
-        {c: "int64" for c in layers.columns if c != "module"})
+    return (
+        keyed.groupby("module", sort=False, as_index=False)
+        .sum(numeric_only=True)
+        .astype({c: "int64" for c in layers.columns if c != "module"})
+    )
 
 
 def reduction_pct(value: int, baseline: int) -> float:
@@ -95,6 +110,7 @@ def summary_frame(rs: ResultSet) -> pd.DataFrame:
     """The summary table: one row per configuration, grouped by (sequence length, batch size), with
     each method's reduction against ``ft`` at the same configuration (NaN without an ok ft result).
     Memory of configurations that did not finish is NA."""
+
     def base_key(r: Result) -> tuple:
         return (r.backbone, r.seq_len, r.batch_size, r.dtype, r.engine, r.target)
 
@@ -195,6 +211,7 @@ TEXT_HEADERS = ("method", "status", "float twin")
 def describe(rs: ResultSet) -> dict[str, str]:
     """What the results were measured with: backbone, engine, target, dtype, attention (each value
     listed once; several only when the file mixes sweeps)."""
+
     def values(attr: str) -> str:
         seen: list[str] = []
         for r in rs.results:
@@ -204,8 +221,12 @@ def describe(rs: ResultSet) -> dict[str, str]:
         return ", ".join(seen) if seen else str(rs.options.get(attr, "") or "")
 
     return {
-        "backbone": values("backbone"), "engine": values("engine"), "target": values("target"),
-        "dtype": values("dtype"), "attention": values("attn_implementation"), "task": values("task"),
+        "backbone": values("backbone"),
+        "engine": values("engine"),
+        "target": values("target"),
+        "dtype": values("dtype"),
+        "attention": values("attn_implementation"),
+        "task": values("task"),
     }
 
 
@@ -229,6 +250,14 @@ def summary_sentence(data: dict[str, Any]) -> str:
     """The line every view opens with: what measured, how many configurations, how many did not finish."""
     about, counts = data["about"], data["counts"]
     failed = ", ".join(f"{n} {s}" for s, n in counts.items() if s not in ("total", "ok"))
-    return (f"Engine {about['engine']}, target {about['target']}, dtype {about['dtype']}, attention "
-            f"{about['attention']}; {counts['total']} configurations, {counts.get('ok', 0)} ok"
-            + (f", {failed}" if failed else "") + ".")
+    return (
+        f"Engine {about['engine']}, target {about['target']}, dtype {about['dtype']}, attention "
+        f"{about['attention']}; {counts['total']} configurations, {counts.get('ok', 0)} ok"
+        + (f", {failed}" if failed else "")
+        + "."
+    )
+
+
+def write(rs: ResultSet, out: Path, extras: Extras) -> dict[str, Path]:
+    """The reporter interface (NOTE [ One reporter interface ]): ``render``."""
+    return render(rs, out)

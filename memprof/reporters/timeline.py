@@ -41,7 +41,9 @@ def timeline_data(rs: ResultSet) -> dict[str, Any]:
     for method in (m for m in method_order(rs) if m in chosen):
         tl = chosen[method]
         methods[method] = {
-            "event": list(tl.event), "parts": {k: list(tl.live[k]) for k in KINDS}, "phases": dict(tl.phases),
+            "event": list(tl.event),
+            "parts": {k: list(tl.live[k]) for k in KINDS},
+            "phases": dict(tl.phases),
             "events": tl.events,
             "peak": {"event": tl.event[tl.peak_point], "bytes": tl.peak, "phase": tl.peak_phase},
         }
@@ -59,18 +61,37 @@ def _panel(ax, method: str, d: dict[str, Any], div: float, colors: dict[str, Any
     from matplotlib.transforms import blended_transform_factory
 
     x = d["event"]
-    ax.stackplot(x, *[[b / div for b in d["parts"][k]] for k in KINDS], labels=[k.replace("_", " ") for k in KINDS],
-                 colors=[colors[k] for k in KINDS], linewidth=0)
+    ax.stackplot(
+        x,
+        *[[b / div for b in d["parts"][k]] for k in KINDS],
+        labels=[k.replace("_", " ") for k in KINDS],
+        colors=[colors[k] for k in KINDS],
+        linewidth=0,
+    )
     top = blended_transform_factory(ax.transData, ax.transAxes)
     for i, (name, start, end) in enumerate(_phase_spans(d["phases"], d["events"])):
         if i % 2:  # every other phase shaded, so that each boundary shows
             ax.axvspan(start, end, color="0.5", alpha=0.12, linewidth=0)
         ax.text((start + end) / 2, 0.98, name, transform=top, ha="center", va="top", fontsize=8, color="0.25")
     peak = d["peak"]
-    ax.plot([peak["event"]], [peak["bytes"] / div], marker="v", markersize=8, color="black", linestyle="none",
-            gid="peak", zorder=4)
-    ax.annotate(f"peak {format_bytes(peak['bytes'])} ({peak['phase']})", (peak["event"], peak["bytes"] / div),
-                textcoords="offset points", xytext=(0, 8), ha="center", fontsize=8)
+    ax.plot(
+        [peak["event"]],
+        [peak["bytes"] / div],
+        marker="v",
+        markersize=8,
+        color="black",
+        linestyle="none",
+        gid="peak",
+        zorder=4,
+    )
+    ax.annotate(
+        f"peak {format_bytes(peak['bytes'])} ({peak['phase']})",
+        (peak["event"], peak["bytes"] / div),
+        textcoords="offset points",
+        xytext=(0, 8),
+        ha="center",
+        fontsize=8,
+    )
     ax.set_title(method)
     ax.set_xlim(0, max(d["events"], 1))
     ax.set_xlabel("allocation and free events")
@@ -91,7 +112,7 @@ def timeline_figure(data: dict[str, Any]):
     for ax, (method, d) in zip(axes, methods.items()):
         _panel(ax, method, d, div, colors)
     axes[0].set_ylim(0, 1.18 * highest / div)  # room above the peak for its label and the phase names
-    for ax in axes[len(methods):]:
+    for ax in axes[len(methods) :]:
         ax.set_visible(False)
     for ax in axes[::cols]:
         ax.set_ylabel(f"live memory ({unit})")
@@ -107,7 +128,9 @@ def plot_timeline(rs: ResultSet, outfile: str | Path):
     if not data["methods"]:
         # results written before timelines were recorded (schema version 2) have none
         finished = any(r.status == "ok" for r in rs.results)
-        _empty(outfile, TITLE, "no finished configuration holds a timeline" if finished else "no configuration finished")
+        _empty(
+            outfile, TITLE, "no finished configuration holds a timeline" if finished else "no configuration finished"
+        )
         return data
     _save(timeline_figure(data), outfile)
     return data

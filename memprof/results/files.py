@@ -23,11 +23,14 @@ def write_atomically(path: Path, text: str) -> Path:
     new one, and never a stray temporary file. MemprofError naming ``path`` when it is a folder,
     its folder does not exist or cannot be written: nothing is written then."""
     if path.is_dir():
-        raise MemprofError(f"cannot write {str(path)!r}: it is a folder; pass the path of a file, "
-                           f"e.g. {str(path / 'results.json')!r}")
+        raise MemprofError(
+            f"cannot write {str(path)!r}: it is a folder; pass the path of a file, e.g. {str(path / 'results.json')!r}"
+        )
     if not path.parent.is_dir():
-        raise MemprofError(f"cannot write {str(path)!r}: the folder {str(path.parent)!r} does not exist; create it "
-                           "or pass a path in an existing folder")
+        raise MemprofError(
+            f"cannot write {str(path)!r}: the folder {str(path.parent)!r} does not exist; create it "
+            "or pass a path in an existing folder"
+        )
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as for a plain open
@@ -42,8 +45,9 @@ def write_atomically(path: Path, text: str) -> Path:
         except OSError:
             pass
         if isinstance(exc, OSError):
-            raise MemprofError(f"cannot write {str(path)!r} ({exc.strerror or exc}); pass a path in a folder "
-                               "you can write to") from None
+            raise MemprofError(
+                f"cannot write {str(path)!r} ({exc.strerror or exc}); pass a path in a folder you can write to"
+            ) from None
         raise
     return path
 
@@ -58,20 +62,30 @@ def read_json(path: Path) -> dict[str, Any]:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise MemprofError(f"results file {name!r} cannot be read ({exc.strerror or exc}); pass a readable results.json") from None
+        raise MemprofError(
+            f"results file {name!r} cannot be read ({exc.strerror or exc}); pass a readable results.json"
+        ) from None
     try:
         data = json.loads(raw, object_pairs_hook=_unique_keys)
     except _DuplicateKey as dup:
-        raise MemprofError(f"results file {name!r} holds the key {dup.key[:60]!r} twice in one object, so it cannot "
-                           "be read unambiguously; regenerate the file with memprof") from None
+        raise MemprofError(
+            f"results file {name!r} holds the key {dup.key[:60]!r} twice in one object, so it cannot "
+            "be read unambiguously; regenerate the file with memprof"
+        ) from None
     except RecursionError:
-        raise MemprofError(f"results file {name!r} nests JSON too deeply to be a memprof result; pass a results.json "
-                           "written by memprof") from None
+        raise MemprofError(
+            f"results file {name!r} nests JSON too deeply to be a memprof result; pass a results.json "
+            "written by memprof"
+        ) from None
     except ValueError as exc:  # bad JSON, bad UTF-8, an integer of more than 4300 digits
         why = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc).split(":")[0]
-        raise MemprofError(f"results file {name!r} is not valid JSON ({why}); pass a results.json written by memprof") from None
+        raise MemprofError(
+            f"results file {name!r} is not valid JSON ({why}); pass a results.json written by memprof"
+        ) from None
     if not isinstance(data, dict):
-        raise MemprofError(f"results file {name!r} holds JSON but not a memprof result; pass a results.json written by memprof")
+        raise MemprofError(
+            f"results file {name!r} holds JSON but not a memprof result; pass a results.json written by memprof"
+        )
     return data
 
 

@@ -77,7 +77,7 @@ class Formula:
     @property
     def bounds_text(self) -> str:
         hi = self.bounds["s_max"]
-        return (f"b >= {self.bounds['b_min']}, s >= {self.bounds['s_min']}" + (f", s <= {hi}" if hi else ""))
+        return f"b >= {self.bounds['b_min']}, s >= {self.bounds['s_min']}" + (f", s <= {hi}" if hi else "")
 
     def memory_at(self, b: int, s: int) -> Memory:
         """The Memory a profile at batch size ``b`` and sequence length ``s`` measures."""
@@ -148,46 +148,72 @@ class Formula:
     # -- JSON ------------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        polys = [*self.sums.values(), *self.peak_activations, *(p for c in self.peaks for p in c.values()),
-                 *(p for _, cats in self.layers for p in cats.values())]
+        polys = [
+            *self.sums.values(),
+            *self.peak_activations,
+            *(p for c in self.peaks for p in c.values()),
+            *(p for _, cats in self.layers for p in cats.values()),
+        ]
         floors: dict[str, dict] = {}
         for p in polys:
             floors.update(p.floors())
         return {
             "formula_version": FORMULA_VERSION,
-            "backbone": self.backbone, "method": self.method, "task": self.task, "dtype": self.dtype,
-            "target": self.target, "attn_implementation": self.attn_implementation, "how": self.how,
-            "note": self.note, "valid": list(self.valid), "points": [list(p) for p in self.points],
+            "backbone": self.backbone,
+            "method": self.method,
+            "task": self.task,
+            "dtype": self.dtype,
+            "target": self.target,
+            "attn_implementation": self.attn_implementation,
+            "how": self.how,
+            "note": self.note,
+            "valid": list(self.valid),
+            "points": [list(p) for p in self.points],
             "bounds": dict(self.bounds),
-            "trainable_params": self.trainable_params, "total_params": self.total_params,
+            "trainable_params": self.trainable_params,
+            "total_params": self.total_params,
             "floors": floors,
             "sums": {k: p.to_json() for k, p in self.sums.items()},
             "peaks": [{k: p.to_json() for k, p in c.items()} for c in self.peaks],
             "peak_activations": [p.to_json() for p in self.peak_activations],
-            "layers": [{"module": m, "categories": {c: p.to_json() for c, p in cats.items()}} for m, cats in self.layers],
-            "text": {"saved_activations": str(self.sums["saved_activations"]), "peak": self.peak_expression,
-                     "peak_activations": self.peak_activations_expression},
+            "layers": [
+                {"module": m, "categories": {c: p.to_json() for c, p in cats.items()}} for m, cats in self.layers
+            ],
+            "text": {
+                "saved_activations": str(self.sums["saved_activations"]),
+                "peak": self.peak_expression,
+                "peak_activations": self.peak_activations_expression,
+            },
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Formula":
+    def from_dict(cls, data: dict[str, Any]) -> Formula:
         version = data.get("formula_version")
         if version != FORMULA_VERSION:
-            raise MemprofError(f"formula_version {version!r} is not {FORMULA_VERSION}; regenerate it with memprof formula")
+            raise MemprofError(
+                f"formula_version {version!r} is not {FORMULA_VERSION}; regenerate it with memprof formula"
+            )
         floors = data.get("floors", {})
 
         def poly(x: Any) -> Poly:
             return Poly.from_json(x, floors)
 
         return cls(
-            backbone=data["backbone"], method=data["method"], task=data["task"], dtype=data["dtype"],
-            target=data["target"], attn_implementation=data["attn_implementation"], how=data["how"],
-            trainable_params=int(data["trainable_params"]), total_params=int(data["total_params"]),
+            backbone=data["backbone"],
+            method=data["method"],
+            task=data["task"],
+            dtype=data["dtype"],
+            target=data["target"],
+            attn_implementation=data["attn_implementation"],
+            how=data["how"],
+            trainable_params=int(data["trainable_params"]),
+            total_params=int(data["total_params"]),
             sums={k: poly(v) for k, v in data["sums"].items()},
             peaks=[{k: poly(v) for k, v in c.items()} for c in data["peaks"]],
             peak_activations=[poly(p) for p in data["peak_activations"]],
             layers=[(rec["module"], {c: poly(p) for c, p in rec["categories"].items()}) for rec in data["layers"]],
-            valid=list(data.get("valid", [])), note=data.get("note", ""),
+            valid=list(data.get("valid", [])),
+            note=data.get("note", ""),
             points=[tuple(p) for p in data.get("points", [])],
             bounds={k: int(v) for k, v in data.get("bounds", {"b_min": 1, "s_min": 1, "s_max": 0}).items()},
         )
@@ -195,8 +221,10 @@ class Formula:
 
 def _int(value: Any, name: str) -> int:
     if int(value) != value:
-        raise MemprofError(f"the formula gives a fraction of a byte for {name} ({value}); it was fitted from too few "
-                           "profiles: regenerate it with memprof formula")
+        raise MemprofError(
+            f"the formula gives a fraction of a byte for {name} ({value}); it was fitted from too few "
+            "profiles: regenerate it with memprof formula"
+        )
     return int(value)
 
 

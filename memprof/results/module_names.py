@@ -83,7 +83,7 @@ def layer_group(module: str, depth: int | None = None) -> str:
     """
     for prefix in _WRAPPERS:
         if module.startswith(prefix):
-            module = module[len(prefix):]
+            module = module[len(prefix) :]
     if not module:
         return "(model)"
     if depth is None:

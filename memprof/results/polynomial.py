@@ -11,13 +11,13 @@ so a polynomial whose coefficients are all at least 0 is at least 0 there: that 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Iterable, Union
 
 from memprof.errors import MemprofError
 
-Number = Union[int, Fraction]
+Number = int | Fraction
 #: a monomial: sorted (variable name, exponent) pairs; () is the constant term
 Monomial = tuple[tuple[str, int], ...]
 
@@ -28,7 +28,7 @@ VARIABLES = ("b", "s")
 class Floor:
     """The variable ``⌊numerator / divisor⌋``, numerator a Poly in ``b`` and ``s``."""
 
-    numerator: "Poly"
+    numerator: Poly
     divisor: int
 
     @property
@@ -40,7 +40,7 @@ class Floor:
 _FLOORS: dict[str, Floor] = {}
 
 
-def floor_variable(numerator: "Poly", divisor: int) -> "Poly":
+def floor_variable(numerator: Poly, divisor: int) -> Poly:
     """The Poly holding one variable, ``⌊numerator / divisor⌋``."""
     floor = Floor(numerator, int(divisor))
     _FLOORS.setdefault(floor.name, floor)
@@ -57,16 +57,16 @@ class Poly:
         self._shifted: dict[Monomial, Number] | None = None
 
     @classmethod
-    def const(cls, value: Number) -> "Poly":
+    def const(cls, value: Number) -> Poly:
         return cls({(): value})
 
     @classmethod
-    def var(cls, name: str) -> "Poly":
+    def var(cls, name: str) -> Poly:
         if name not in VARIABLES:
             raise MemprofError(f"unknown variable {name!r}; a formula's variables are {', '.join(VARIABLES)}")
         return cls({((name, 1),): 1})
 
-    def __add__(self, other: "Poly | Number") -> "Poly":
+    def __add__(self, other: Poly | Number) -> Poly:
         other = _poly(other)
         terms = dict(self.terms)
         for m, c in other.terms.items():
@@ -75,13 +75,13 @@ class Poly:
 
     __radd__ = __add__
 
-    def __neg__(self) -> "Poly":
+    def __neg__(self) -> Poly:
         return Poly({m: -c for m, c in self.terms.items()})
 
-    def __sub__(self, other: "Poly | Number") -> "Poly":
+    def __sub__(self, other: Poly | Number) -> Poly:
         return self + (-_poly(other))
 
-    def __mul__(self, other: "Poly | Number") -> "Poly":
+    def __mul__(self, other: Poly | Number) -> Poly:
         other = _poly(other)
         terms: dict[Monomial, Number] = {}
         for m1, c1 in self.terms.items():
@@ -108,14 +108,15 @@ class Poly:
             total += term
         return int(total) if isinstance(total, Fraction) and total.denominator == 1 else total
 
-    def dominates(self, other: "Poly") -> bool:
+    def dominates(self, other: Poly) -> bool:
         """At least ``other`` wherever ``b, s >= 1``: a sufficient test, exact for what a trace gives.
         Every variable ``v`` is at least its value ``lo`` at ``b = s = 1`` (floor variables of
         numerators with coefficients >= 0 grow with b and s), so the difference written in
         ``v - lo`` (each >= 0) is >= 0 when all its coefficients are."""
         mine, theirs = self.shifted(), other.shifted()
         return all(mine.get(m, 0) >= c for m, c in theirs.items()) and all(
-            c >= 0 for m, c in mine.items() if m not in theirs)
+            c >= 0 for m, c in mine.items() if m not in theirs
+        )
 
     def shifted(self) -> dict[Monomial, Number]:
         """The terms of this polynomial with every variable ``v`` replaced by ``v + lo`` (``lo``: its
@@ -132,7 +133,7 @@ class Poly:
             self._shifted = out.terms
         return self._shifted
 
-    def is_max_of(self, others: Iterable["Poly"]) -> bool:
+    def is_max_of(self, others: Iterable[Poly]) -> bool:
         return all(self.dominates(o) for o in others)
 
     @property
@@ -162,8 +163,8 @@ class Poly:
         return [[[list(f) for f in m], c if isinstance(c, int) else str(c)] for m, c in sorted(self.terms.items())]
 
     @classmethod
-    def from_json(cls, data: Iterable, floors: dict[str, dict] | None = None) -> "Poly":
-        for name, spec in (floors or {}).items():
+    def from_json(cls, data: Iterable, floors: dict[str, dict] | None = None) -> Poly:
+        for spec in (floors or {}).values():
             floor_variable(cls.from_json(spec["numerator"]), spec["divisor"])
         terms: dict[Monomial, Number] = {}
         for mono, coef in data:
@@ -177,7 +178,7 @@ class Poly:
         return {n: {"numerator": _FLOORS[n].numerator.to_json(), "divisor": _FLOORS[n].divisor} for n in sorted(names)}
 
 
-def _poly(x: "Poly | Number") -> Poly:
+def _poly(x: Poly | Number) -> Poly:
     return x if isinstance(x, Poly) else Poly.const(x)
 
 
@@ -247,7 +248,9 @@ def solve(points: list[tuple[int, int]], values: list[Number], basis: list[Poly]
         pivots.append(col)
         r += 1
     if len(pivots) < n:
-        raise MemprofError(f"{len(points)} profiles do not determine a formula of {n} terms; profile more (b, s) points")
+        raise MemprofError(
+            f"{len(points)} profiles do not determine a formula of {n} terms; profile more (b, s) points"
+        )
     if any(row[-1] != 0 for row in rows[r:]):
         raise MemprofError("the profiles are not a polynomial of the expected form; the trace needs more terms")
     result = Poly()

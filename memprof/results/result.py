@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from memprof.errors import MemprofError
+from memprof.results import configuration
 from memprof.results.files import read_json, write_atomically
 from memprof.results.schema import MISSING, Reader, describe_value, is_whole
 from memprof.results.timeline import Timeline
@@ -56,8 +57,9 @@ STEPS = ("first", "steady")
 #: a causal-LM loss over chunks of tokens (``chunked``, ``memprof.models.losses``).
 LOSSES = ("full", "chunked")
 
-#: What identifies a configuration across runs: a sweep resumes, and the gate matches, on these.
-KEY_FIELDS = ("backbone", "method", "seq_len", "batch_size", "dtype", "engine", "target", "step", "loss")
+#: What identifies a configuration across runs: a sweep resumes, and the gate matches, on these
+#: (``memprof.results.configuration``, NOTE [ One declaration of what is profiled ]).
+KEY_FIELDS = configuration.KEY_FIELDS
 #: Key fields added after the first results were written: the schema version that added each, and
 #: what a result written before it profiled (what it is read as).
 LATER_KEY_FIELDS = {"step": (3, "first"), "loss": (4, "full")}
@@ -67,6 +69,11 @@ LAYER_COLUMNS = ("module", "saved_bytes", *CATEGORIES)
 
 #: Memory fields only the cuda engine fills (NVML's only where pynvml is installed); null otherwise.
 CUDA_ONLY_METRICS = ("cuda_max_allocated", "cuda_max_reserved", "nvml_used")
+#: The CUDA-only metrics a result always holds, by the engine that wrote it (``Result.engine``): null
+#: there is unusable input, while null for any other is unmeasured (NVML's is never certain). Readers
+#: of results (the gate) decide from this without loading an engine; each engine declares the same
+#: as ``Engine.measures`` (memprof/engines/base.py; tests/test_engine_names.py holds the two equal).
+ALWAYS_MEASURED: dict[str, tuple[str, ...]] = {"cuda": ("cuda_max_allocated", "cuda_max_reserved")}
 
 
 @dataclass
@@ -107,10 +114,13 @@ def key_label(key: tuple) -> str:
     """``("bert-base", "ft", 128, 8, "fp32", "fake", "cuda", "first", "full")`` -> ``bert-base ft seq=128 batch=8
     fp32 fake->cuda``; a step other than the first and a loss other than the full one are named at the end
     (``... fake->cuda steady chunked loss``)."""
-    backbone, method, seq_len, batch_size, dtype, engine, target, step, loss = key
-    where = engine if engine == target else f"{engine}->{target}"
-    later = ("" if step == "first" else f" {step}") + ("" if loss == "full" else f" {loss} loss")
-    return f"{backbone} {method} seq={seq_len} batch={batch_size} {dtype} {where}{later}"
+    k = dict(zip(KEY_FIELDS, key))
+    where = k["engine"] if k["engine"] == k["target"] else f"{k['engine']}->{k['target']}"
+    step, loss = k["step"], k["loss"]
+    later = ("" if step == configuration.default("step") else f" {step}") + (
+        "" if loss == configuration.default("loss") else f" {loss} loss"
+    )
+    return f"{k['backbone']} {k['method']} seq={k['seq_len']} batch={k['batch_size']} {k['dtype']} {where}{later}"
 
 
 def empty_layers() -> pd.DataFrame:
@@ -134,8 +144,8 @@ class Result:
     seq_len: int
     batch_size: int
     task: str = ""
-    step: str = "first"
-    loss: str = "full"
+    step: str = configuration.default("step")
+    loss: str = configuration.default("loss")
     status: str = "ok"
     message: str = ""
     trainable_params: int = 0
@@ -172,7 +182,7 @@ class Result:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], *, source: str | Path | None = None) -> "Result":
+    def from_dict(cls, data: dict[str, Any], *, source: str | Path | None = None) -> Result:
         """The Result ``data`` (``to_dict``'s form, schema version 1 to 4) holds, checked against the
         schema (NOTE [ Reading results ]); MemprofError naming ``source`` (the file, if any), the
         configuration and the field otherwise."""
@@ -220,21 +230,23 @@ class ResultSet:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], *, source: str | Path | None = None) -> "ResultSet":
+    def from_dict(cls, data: dict[str, Any], *, source: str | Path | None = None) -> ResultSet:
         """The ResultSet ``data`` (``to_dict``'s form) holds, every result checked against the schema
         (NOTE [ Reading results ]); MemprofError naming ``source`` (the file, if any), the result's
         index and configuration, and the field otherwise."""
         where = f"results file {str(source)!r}" if source is not None else "results"
         fix = "regenerate the file with memprof" if source is not None else "regenerate the results with memprof"
         if not isinstance(data, dict):
-            raise MemprofError(f"{where} is {describe_value(data)}, must be an object holding "
-                               f"{', '.join(_SET_FIELDS)}; {fix}")
+            raise MemprofError(
+                f"{where} is {describe_value(data)}, must be an object holding {', '.join(_SET_FIELDS)}; {fix}"
+            )
         version = data.get("schema_version", MISSING)
         if not _is_readable(version):
             has = "no schema_version" if version is MISSING else f"schema_version {describe_value(version)}"
             again = f"re-run the sweep that wrote {str(source)!r}" if source is not None else "re-run the sweep"
-            raise MemprofError(f"results file has {has}, this memprof reads {_readable()}; {again} with this "
-                               "version of memprof")
+            raise MemprofError(
+                f"results file has {has}, this memprof reads {_readable()}; {again} with this version of memprof"
+            )
         check = Reader(where, fix)
         check.fields(data, "", _SET_FIELDS)
         results = data["results"] if "results" in data else MISSING
@@ -306,8 +318,10 @@ def _read_result(data: Any, where: str, fix: str) -> Result:
     check = Reader(f"{where} ({_label(data)})", fix)
     version = data.get("schema_version", MISSING)
     if not _is_readable(version):
-        raise MemprofError(f"{check.where}: schema_version is {describe_value(version)}, must be {_readable()} (the "
-                           "versions this memprof reads); re-run the profile with this version of memprof")
+        raise MemprofError(
+            f"{check.where}: schema_version is {describe_value(version)}, must be {_readable()} (the "
+            "versions this memprof reads); re-run the profile with this version of memprof"
+        )
     check.fields(data, "", _RESULT_FIELDS)
     get = lambda name: data.get(name, MISSING)  # noqa: E731
     kwargs: dict[str, Any] = {name: check.text(get(name), name) for name in _TEXT_FIELDS}
@@ -341,8 +355,9 @@ def _read_result(data: Any, where: str, fix: str) -> Result:
 def _read_memory(check: Reader, data: Any) -> Memory:
     names = tuple(f.name for f in fields(Memory))
     check.fields(data, "memory", names)
-    return Memory(**{n: check.nbytes(data.get(n, MISSING), f"memory.{n}", nullable=n in CUDA_ONLY_METRICS)
-                     for n in names})
+    return Memory(
+        **{n: check.nbytes(data.get(n, MISSING), f"memory.{n}", nullable=n in CUDA_ONLY_METRICS) for n in names}
+    )
 
 
 def _read_layers(check: Reader, data: Any) -> pd.DataFrame:
@@ -352,8 +367,10 @@ def _read_layers(check: Reader, data: Any) -> pd.DataFrame:
     for i, rec in enumerate(data):
         name = f"layers[{i}]"
         check.fields(rec, name, ("module", "saved_bytes", "categories"))
-        row = {"module": check.text(rec.get("module", MISSING), f"{name}.module"),
-               "saved_bytes": check.nbytes(rec.get("saved_bytes", MISSING), f"{name}.saved_bytes")}
+        row = {
+            "module": check.text(rec.get("module", MISSING), f"{name}.module"),
+            "saved_bytes": check.nbytes(rec.get("saved_bytes", MISSING), f"{name}.saved_bytes"),
+        }
         cats = check.fields(rec.get("categories", MISSING), f"{name}.categories", CATEGORIES)
         row.update({c: check.nbytes(cats[c], f"{name}.categories.{c}") if c in cats else 0 for c in CATEGORIES})
         rows.append(row)

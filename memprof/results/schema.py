@@ -71,8 +71,10 @@ class Reader:
         for key in data:
             if key not in allowed:
                 shown = key if isinstance(key, str) and len(key) <= 60 and key.isprintable() else describe_value(key)
-                self.fail(f"{name}.{shown}" if name else shown,
-                          f"is not a field memprof writes (the fields are {', '.join(allowed)})")
+                self.fail(
+                    f"{name}.{shown}" if name else shown,
+                    f"is not a field memprof writes (the fields are {', '.join(allowed)})",
+                )
         return data
 
     def text(self, value: Any, name: str) -> str:

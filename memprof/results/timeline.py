@@ -15,8 +15,9 @@ So the stored peak is the measured peak to the byte, and which phase it falls in
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from memprof.results.schema import MISSING, Reader
 
@@ -63,11 +64,16 @@ class Timeline:
         return self.phase_at(self.event[self.peak_point])
 
     def to_dict(self) -> dict[str, Any]:
-        return {"events": self.events, "event": list(self.event), "live": {k: list(self.live[k]) for k in KINDS},
-                "phases": dict(self.phases), "peak_point": self.peak_point}
+        return {
+            "events": self.events,
+            "event": list(self.event),
+            "live": {k: list(self.live[k]) for k in KINDS},
+            "phases": dict(self.phases),
+            "peak_point": self.peak_point,
+        }
 
     @classmethod
-    def read(cls, check: Reader, data: Any) -> "Timeline":
+    def read(cls, check: Reader, data: Any) -> Timeline:
         """The Timeline ``data`` (``to_dict``'s form) holds, checked with ``check`` (field ``timeline``)."""
         check.fields(data, "timeline", _FIELDS)
         events = check.whole(data.get("events", MISSING), "timeline.events")
@@ -81,8 +87,11 @@ class Timeline:
             if at > events:
                 check.fail(f"timeline.phases.{k}", f"is {at}, must be at most timeline.events ({events})")
         if not event or peak >= len(event) or any(b <= a for a, b in zip(event, event[1:])) or event[-1] > events:
-            check.fail("timeline.event", f"must hold increasing event counts up to timeline.events ({events}), "
-                       "and timeline.peak_point must index one of them")
+            check.fail(
+                "timeline.event",
+                f"must hold increasing event counts up to timeline.events ({events}), "
+                "and timeline.peak_point must index one of them",
+            )
         return cls(events, event, parts, marks, peak)
 
 
@@ -94,8 +103,13 @@ def _counts(check: Reader, value: Any, name: str, length: int | None = None) -> 
     return [check.whole(v, f"{name}[{i}]") for i, v in enumerate(value)]
 
 
-def downsample(nbytes: Sequence[int], events: Sequence[int], kinds: Sequence[int], marks: dict[str, int],
-               max_points: int = MAX_POINTS) -> Timeline:
+def downsample(
+    nbytes: Sequence[int],
+    events: Sequence[int],
+    kinds: Sequence[int],
+    marks: dict[str, int],
+    max_points: int = MAX_POINTS,
+) -> Timeline:
     """The compact timeline of a recorded step (NOTE [ A compact timeline ]): ``events`` as the
     live tracker keeps them (``key`` an allocation of ``nbytes[key]`` bytes, ``~key`` its free),
     ``kinds[key]`` an index into ``KINDS``, ``marks`` the event count at which each phase began."""

@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from memprof.engines.config import ProfileConfig
+from memprof.engines.registry import traceable
 from memprof.errors import MemprofError
+from memprof.results.files import write_atomically
 from memprof.results.formula import Formula
 from memprof.results.result import Result, environment
-from memprof.results.files import write_atomically
 
 FORMULAS_DIR = "formulas"
 
@@ -50,9 +51,11 @@ class ClosedFormRunner:
         self._failures: dict[str, str] = {}
 
     def __call__(self, config: ProfileConfig, cache: Any = None) -> Result:
-        if config.engine != "fake":
-            raise MemprofError(f"--fast evaluates the fake engine's closed form; engine {config.engine!r} profiles "
-                               "every configuration: drop --fast, or use --engine fake")
+        if not traceable(config.engine):
+            raise MemprofError(
+                f"--fast evaluates the fake engine's closed form; engine {config.engine!r} profiles "
+                "every configuration: drop --fast, or use --engine fake"
+            )
         if config.method not in self._formulas and config.method not in self._failures:
             self._derive_and_check(config, cache)
         if config.method in self._failures:
@@ -89,10 +92,21 @@ def evaluate(formula: Formula, config: ProfileConfig) -> Result:
     """The Result a profile of ``config`` gives, from its method's formula."""
     b, s = config.batch_size, config.seq_len
     return Result(
-        backbone=config.backbone, method=config.method, engine=config.engine, target=config.target,
-        dtype=config.dtype, seq_len=s, batch_size=b, task=config.task, step=config.step, loss=config.loss,
-        attn_implementation=formula.attn_implementation, trainable_params=formula.trainable_params,
-        total_params=formula.total_params, memory=formula.memory_at(b, s), layers=formula.layers_at(b, s),
+        backbone=config.backbone,
+        method=config.method,
+        engine=config.engine,
+        target=config.target,
+        dtype=config.dtype,
+        seq_len=s,
+        batch_size=b,
+        task=config.task,
+        step=config.step,
+        loss=config.loss,
+        attn_implementation=formula.attn_implementation,
+        trainable_params=formula.trainable_params,
+        total_params=formula.total_params,
+        memory=formula.memory_at(b, s),
+        layers=formula.layers_at(b, s),
         environment={**environment("cpu"), "closed_form": formula.how},
     )
 

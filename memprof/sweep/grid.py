@@ -13,20 +13,13 @@ from typing import Any
 from memprof import methods as method_registry
 from memprof.engines.config import ProfileConfig
 from memprof.errors import MemprofError
+from memprof.results import configuration
 
-DEFAULTS: dict[str, Any] = {
-    "backbone": "bart-large",
-    "methods": ["ft", "lora", "meft"],
-    "seq_lens": [128, 256, 512],
-    "batch_sizes": [8, 16, 32],
-    "engine": "fake",
-    "target": None,
-    "dtype": "fp32",
-    "attn": "sdpa",
-    "task": None,
-    "step": "first",
-    "loss": "full",
-}
+#: compare's options when none is given, by the grid's names, in results.json's "options" order
+#: (``memprof.results.configuration``, NOTE [ One declaration of what is profiled ]).
+DEFAULTS: dict[str, Any] = configuration.grid_defaults()
+#: the fields every configuration of a grid shares (the rest are swept)
+_SHARED = tuple(f.name for f in configuration.GRID_FIELDS if f.sweep is None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -144,34 +137,34 @@ class Grid:
         self.backbone_config: dict[str, Any] = dict(first.resolved.config)
 
     def _config(self, method: str, seq_len: int, batch_size: int) -> ProfileConfig:
-        return ProfileConfig(
-            backbone=self.backbone, method=method, seq_len=seq_len, batch_size=batch_size, engine=self.engine,
-            target=self.target, dtype=self.dtype, attn=self.attn, task=self.task, step=self.step,
-            loss=self.loss,
-        )
+        shared = {name: getattr(self, name) for name in _SHARED}
+        return ProfileConfig(method=method, seq_len=seq_len, batch_size=batch_size, **shared)
 
     def configs(self) -> list[ProfileConfig]:
         """Every configuration, method-major (so a model cache holds one method's model at a time)."""
         return [self._config(m, s, b) for m in self.methods for b in self.batch_sizes for s in self.seq_lens]
 
     def options(self) -> dict[str, Any]:
-        return {
-            "backbone": self.backbone, "methods": list(self.methods), "seq_lens": list(self.seq_lens),
-            "batch_sizes": list(self.batch_sizes), "engine": self.engine, "target": self.target,
-            "dtype": self.dtype, "attn": self.attn, "task": self.task, "step": self.step, "loss": self.loss,
-        }
+        """The grid as results.json's "options" records it (``DEFAULTS``' names and order)."""
+        return {name: _copy(getattr(self, name)) for name in DEFAULTS}
 
     @classmethod
-    def from_options(cls, options: dict[str, Any]) -> "Grid":
+    def from_options(cls, options: dict[str, Any]) -> Grid:
         known = {k: options[k] for k in DEFAULTS if k in options}
         return cls(**known)
 
     def command(self) -> str:
         """The exact command line that reproduces this grid."""
         parts = [
-            "memprof compare", f"--backbone {shlex.quote(self.backbone)}", f"--methods {','.join(self.methods)}",
-            f"--seq-lens {','.join(map(str, self.seq_lens))}", f"--batch-sizes {','.join(map(str, self.batch_sizes))}",
-            f"--engine {self.engine}", f"--target {self.target}", f"--dtype {self.dtype}", f"--attn {self.attn}",
+            "memprof compare",
+            f"--backbone {shlex.quote(self.backbone)}",
+            f"--methods {','.join(self.methods)}",
+            f"--seq-lens {','.join(map(str, self.seq_lens))}",
+            f"--batch-sizes {','.join(map(str, self.batch_sizes))}",
+            f"--engine {self.engine}",
+            f"--target {self.target}",
+            f"--dtype {self.dtype}",
+            f"--attn {self.attn}",
         ]
         if self.task:
             parts.append(f"--task {self.task}")
@@ -180,6 +173,10 @@ class Grid:
         if self.loss != DEFAULTS["loss"]:
             parts.append(f"--loss {self.loss}")
         return " ".join(parts)
+
+
+def _copy(value: Any) -> Any:
+    return list(value) if isinstance(value, list) else value
 
 
 def parse_options(**given: Any) -> dict[str, Any]:

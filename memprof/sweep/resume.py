@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from memprof.errors import MemprofError
 from memprof.results.result import LATER_KEY_FIELDS, ResultSet
@@ -58,7 +59,7 @@ def check_resumable(saved: ResultSet, grid: Grid, path: Path, provenance: Callab
             f"{str(before)[:12]} -> {now['backbone_config_sha256'][:12]}); start a new sweep with another --out"
         )
     versions = saved.options.get("versions")
-    for lib, old in (versions.items() if isinstance(versions, dict) else ()):
+    for lib, old in versions.items() if isinstance(versions, dict) else ():
         new = now["versions"].get(lib)
         if new is not None and str(old) != new:
             raise MemprofError(

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from memprof.engines.config import ProfileConfig
+from memprof.engines.registry import engine_named
 from memprof.errors import MemprofError
 from memprof.outputs import check_dir
 from memprof.reporters import RESULTS_FILE, prepare_out_dir
@@ -35,14 +36,29 @@ from memprof.sweep.workers import Progress, RunFn, default_runner, run_one, run_
 # reached from here too. ``default_runner``, ``auto_jobs`` and ``environment`` are looked up here
 # (by run_sweep, plan and provenance): patching ``memprof.sweep.run.<name>`` replaces them.
 __all__ = [
-    "DEFAULTS", "Grid", "Progress", "RunFn", "SweepInterrupted", "alias_of", "auto_jobs", "default_out_dir",
-    "default_runner", "environment", "parse_ints", "parse_methods", "parse_options", "plan", "point_latest",
-    "provenance", "run_sweep",
+    "DEFAULTS",
+    "Grid",
+    "Progress",
+    "RunFn",
+    "SweepInterrupted",
+    "alias_of",
+    "auto_jobs",
+    "default_out_dir",
+    "default_runner",
+    "environment",
+    "parse_ints",
+    "parse_methods",
+    "parse_options",
+    "plan",
+    "point_latest",
+    "provenance",
+    "run_sweep",
 ]
 
 
-def plan(options: dict[str, Any], *, out: str | Path | None = None, resume: str | Path | None = None,
-         jobs: int | None = None) -> tuple[Grid, Path, int]:
+def plan(
+    options: dict[str, Any], *, out: str | Path | None = None, resume: str | Path | None = None, jobs: int | None = None
+) -> tuple[Grid, Path, int]:
     """What ``memprof compare`` will run: (grid, output folder, worker processes), validated before
     anything runs, the output folder created.
 
@@ -56,12 +72,16 @@ def plan(options: dict[str, Any], *, out: str | Path | None = None, resume: str 
         raise MemprofError(f"--jobs {jobs} must be at least 1; pass e.g. --jobs 2, or leave it out for one per method")
     if resume is not None:
         if out is not None and Path(out).resolve() != Path(resume).resolve():
-            raise MemprofError(f"--out {str(out)!r} differs from --resume {str(resume)!r}; a resumed sweep writes "
-                               "into its own folder, drop --out")
+            raise MemprofError(
+                f"--out {str(out)!r} differs from --resume {str(resume)!r}; a resumed sweep writes "
+                "into its own folder, drop --out"
+            )
         saved = load_results(Path(resume) / RESULTS_FILE)
         if not saved.options:
-            raise MemprofError(f"{str(Path(resume) / RESULTS_FILE)!r} holds no compare options; only a "
-                               "`memprof compare` folder can be resumed")
+            raise MemprofError(
+                f"{str(Path(resume) / RESULTS_FILE)!r} holds no compare options; only a "
+                "`memprof compare` folder can be resumed"
+            )
         grid, out_dir = Grid.from_options({**DEFAULTS, **saved.options, **options}), Path(resume)
         check_dir(out_dir, "--resume")
     else:
@@ -140,9 +160,10 @@ class SweepInterrupted(KeyboardInterrupt):
 
 def auto_jobs(grid: Grid) -> int:
     """Worker processes for ``grid`` when none are asked for: one per method up to the CPUs this
-    process may use, for the fake engine (models on fake tensors cost no memory); 1 for the cpu
-    and cuda engines, whose real models and measurements should not share the machine."""
-    if grid.engine != "fake":
+    process may use, for an engine that allocates nothing on the device it models (the fake engine:
+    models on fake tensors cost no memory); 1 for one that allocates (cpu, cuda: ``Engine.allocates``),
+    whose real models and measurements should not share the machine."""
+    if engine_named(grid.engine).allocates:
         return 1
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(cpus, len(grid.methods)))
@@ -228,5 +249,7 @@ class _Serialised:
 def provenance(grid: Grid) -> dict[str, Any]:
     """What a sweep records besides its options (NOTE [What a resumed sweep must find unchanged])."""
     env = environment()
-    return {"backbone_config_sha256": config_fingerprint(grid.backbone_config),
-            "versions": {lib: str(env.get(lib)) for lib in VERSIONED}}
+    return {
+        "backbone_config_sha256": config_fingerprint(grid.backbone_config),
+        "versions": {lib: str(env.get(lib)) for lib in VERSIONED},
+    }

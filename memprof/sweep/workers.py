@@ -7,10 +7,11 @@ in ``memprof.sweep.run``); ``run_parallel`` shares whole methods among spawned w
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
-from memprof.engines.config import ProfileConfig
 from memprof.engines.common import failed_result
+from memprof.engines.config import ProfileConfig
 from memprof.results.result import Result
 
 #: run(config, cache) -> Result; memprof.engines.run has this shape.
@@ -64,8 +65,13 @@ def _worker(run: RunFn | None, tasks: Any, conn: Any) -> None:
     conn.close()
 
 
-def run_parallel(todo: list[ProfileConfig], run: RunFn | None, jobs: int,
-                 record: Callable[[ProfileConfig, Result], None], progress: Progress) -> list[int]:
+def run_parallel(
+    todo: list[ProfileConfig],
+    run: RunFn | None,
+    jobs: int,
+    record: Callable[[ProfileConfig, Result], None],
+    progress: Progress,
+) -> list[int]:
     """Profile ``todo`` in worker processes; returns the indices no worker took, in order."""
     import multiprocessing
     import pickle

@@ -14,32 +14,103 @@ VOCAB, BATCH, SEQ = 64, 2, 6
 # case name -> (config class, model class, config kwargs)
 _COMMON = dict(vocab_size=VOCAB, max_position_embeddings=40, num_labels=2)
 MODELS = {
-    "bert-cls": (tf.BertConfig, tf.BertForSequenceClassification, dict(
-        hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32)),
-    "roberta-cls": (tf.RobertaConfig, tf.RobertaForSequenceClassification, dict(
-        hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, pad_token_id=1,
-        type_vocab_size=1)),
-    "bart-seq2seq": (tf.BartConfig, tf.BartForConditionalGeneration, dict(
-        d_model=16, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2,
-        encoder_ffn_dim=32, decoder_ffn_dim=32, pad_token_id=1, bos_token_id=0, eos_token_id=2,
-        decoder_start_token_id=2, forced_eos_token_id=None)),
-    "bart-cls": (tf.BartConfig, tf.BartForSequenceClassification, dict(
-        d_model=16, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2,
-        encoder_ffn_dim=32, decoder_ffn_dim=32, pad_token_id=1, bos_token_id=0, eos_token_id=2,
-        decoder_start_token_id=2, forced_eos_token_id=None)),
-    "opt-causal-lm": (tf.OPTConfig, tf.OPTForCausalLM, dict(
-        hidden_size=16, num_hidden_layers=2, num_attention_heads=2, ffn_dim=32, word_embed_proj_dim=16,
-        pad_token_id=1, bos_token_id=2, eos_token_id=2)),
+    "bert-cls": (
+        tf.BertConfig,
+        tf.BertForSequenceClassification,
+        dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32),
+    ),
+    "roberta-cls": (
+        tf.RobertaConfig,
+        tf.RobertaForSequenceClassification,
+        dict(
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=32,
+            pad_token_id=1,
+            type_vocab_size=1,
+        ),
+    ),
+    "bart-seq2seq": (
+        tf.BartConfig,
+        tf.BartForConditionalGeneration,
+        dict(
+            d_model=16,
+            encoder_layers=2,
+            decoder_layers=2,
+            encoder_attention_heads=2,
+            decoder_attention_heads=2,
+            encoder_ffn_dim=32,
+            decoder_ffn_dim=32,
+            pad_token_id=1,
+            bos_token_id=0,
+            eos_token_id=2,
+            decoder_start_token_id=2,
+            forced_eos_token_id=None,
+        ),
+    ),
+    "bart-cls": (
+        tf.BartConfig,
+        tf.BartForSequenceClassification,
+        dict(
+            d_model=16,
+            encoder_layers=2,
+            decoder_layers=2,
+            encoder_attention_heads=2,
+            decoder_attention_heads=2,
+            encoder_ffn_dim=32,
+            decoder_ffn_dim=32,
+            pad_token_id=1,
+            bos_token_id=0,
+            eos_token_id=2,
+            decoder_start_token_id=2,
+            forced_eos_token_id=None,
+        ),
+    ),
+    "opt-causal-lm": (
+        tf.OPTConfig,
+        tf.OPTForCausalLM,
+        dict(
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            ffn_dim=32,
+            word_embed_proj_dim=16,
+            pad_token_id=1,
+            bos_token_id=2,
+            eos_token_id=2,
+        ),
+    ),
     # opt-350m's shape: post-LayerNorm layers, embeddings projected 8 <-> 16, no final LayerNorm.
-    "opt350m-causal-lm": (tf.OPTConfig, tf.OPTForCausalLM, dict(
-        hidden_size=16, num_hidden_layers=2, num_attention_heads=2, ffn_dim=32, word_embed_proj_dim=8,
-        do_layer_norm_before=False, pad_token_id=1, bos_token_id=2, eos_token_id=2)),
+    "opt350m-causal-lm": (
+        tf.OPTConfig,
+        tf.OPTForCausalLM,
+        dict(
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            ffn_dim=32,
+            word_embed_proj_dim=8,
+            do_layer_norm_before=False,
+            pad_token_id=1,
+            bos_token_id=2,
+            eos_token_id=2,
+        ),
+    ),
 }
 
 # Pre-LayerNorm decoders (test_decoders.py): hidden 32, 4 query heads sharing 2 key/value heads (GQA);
 # Mistral and Qwen2 attend through a 3-token sliding window, so their window masks matter at SEQ = 6.
-_LLAMA = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-              pad_token_id=0, bos_token_id=1, eos_token_id=2)
+_LLAMA = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    pad_token_id=0,
+    bos_token_id=1,
+    eos_token_id=2,
+)
 _QWEN2 = dict(_LLAMA, use_sliding_window=True, sliding_window=3, max_window_layers=0)
 _MISTRAL = dict(_LLAMA, sliding_window=3)
 _GPT2 = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, pad_token_id=0, bos_token_id=1, eos_token_id=2)
@@ -72,8 +143,9 @@ def hf_config(case: str, dropout: float = 0.1, **overrides):
     return config_cls(**{**_COMMON, **kwargs, **drop, **overrides})
 
 
-def tiny_model(case: str, dtype=torch.float64, dropout: float = 0.1, seed: int = 0, device="cpu", attn="eager",
-               **overrides):
+def tiny_model(
+    case: str, dtype=torch.float64, dropout: float = 0.1, seed: int = 0, device="cpu", attn="eager", **overrides
+):
     """A randomly initialised tiny model in train mode."""
     _, model_cls, _ = {**MODELS, **DECODERS}[case]
     config = hf_config(case, dropout, **overrides)
@@ -119,8 +191,11 @@ def grads_after_step(model, batch, seed: int = 0) -> tuple[torch.Tensor, dict[st
     loss = model(**batch).loss
     loss.backward()
     # A parameter autograd never reached has grad None: count it as zero (the checks then see it).
-    grads = {n: torch.zeros_like(p) if p.grad is None else p.grad.detach().clone()
-             for n, p in model.named_parameters() if p.requires_grad}
+    grads = {
+        n: torch.zeros_like(p) if p.grad is None else p.grad.detach().clone()
+        for n, p in model.named_parameters()
+        if p.requires_grad
+    }
     return loss.detach(), grads
 
 
@@ -143,8 +218,9 @@ def raises_one_line(call, needles):
     return message
 
 
-def check_float64_gradients(case: str, config, *, tolerance: float, every_one_reached: bool = False,
-                            **model_kwargs) -> None:
+def check_float64_gradients(
+    case: str, config, *, tolerance: float, every_one_reached: bool = False, **model_kwargs
+) -> None:
     """Reversible against ordinary backprop on the same float64 model: the same loss (same dropout
     masks), every trainable parameter's gradient within ``tolerance`` (relative), every adapter
     reached; ``every_one_reached``: every trainable parameter, the head included, gets a non-zero

@@ -18,8 +18,14 @@ from safetensors.torch import load_file, save_file
 import meft
 from meft.reversible import MEFTStack
 
-HEADS = {"bert-cls": "classifier.", "roberta-cls": "classifier.", "bart-cls": "classification_head.",
-         "bart-seq2seq": None, "opt-causal-lm": None, "opt350m-causal-lm": None}
+HEADS = {
+    "bert-cls": "classifier.",
+    "roberta-cls": "classifier.",
+    "bart-cls": "classification_head.",
+    "bart-seq2seq": None,
+    "opt-causal-lm": None,
+    "opt350m-causal-lm": None,
+}
 
 
 @pytest.mark.parametrize("case", list(MODELS))
@@ -35,8 +41,10 @@ def test_only_adapters_and_task_head_are_trainable(case):
     assert set(meft.trained_parameters(model)) == trainable
 
 
-@pytest.mark.parametrize(("case", "stacks"), [("bert-cls", ["encoder"]), ("bart-seq2seq", ["encoder", "decoder"]),
-                                              ("opt-causal-lm", ["decoder"])])
+@pytest.mark.parametrize(
+    ("case", "stacks"),
+    [("bert-cls", ["encoder"]), ("bart-seq2seq", ["encoder", "decoder"]), ("opt-causal-lm", ["decoder"])],
+)
 def test_every_layer_stack_is_wrapped_with_its_original_layers_inside(case, stacks):
     model = tiny_model(case)
     layers = [m for m in model.modules() if type(m).__name__.endswith("Layer")]
@@ -98,8 +106,9 @@ def test_load_refuses_adapters_of_another_config(tmp_path):
 
 
 def _distilbert():
-    return tf.DistilBertForSequenceClassification(tf.DistilBertConfig(
-        vocab_size=64, dim=16, n_layers=1, n_heads=2, hidden_dim=32, max_position_embeddings=16))
+    return tf.DistilBertForSequenceClassification(
+        tf.DistilBertConfig(vocab_size=64, dim=16, n_layers=1, n_heads=2, hidden_dim=32, max_position_embeddings=16)
+    )
 
 
 def _twice():
@@ -108,19 +117,34 @@ def _twice():
 
 
 ERRORS = {
-    "unsupported architecture": (lambda: meft.convert(_distilbert(), meft.MEFTConfig()),
-                                 ["DistilBertForSequenceClassification", "'distilbert'",
-                                  "bart, bert, gpt2, llama, mistral, opt, qwen2, roberta"]),
+    "unsupported architecture": (
+        lambda: meft.convert(_distilbert(), meft.MEFTConfig()),
+        [
+            "DistilBertForSequenceClassification",
+            "'distilbert'",
+            "bart, bert, gpt2, llama, mistral, opt, qwen2, roberta",
+        ],
+    ),
     "not a model": (lambda: meft.convert(torch.nn.Linear(2, 2), meft.MEFTConfig()), ["Linear", "not supported"]),
     "converted twice": (_twice, ["converted to MEFT already", "unconvert"]),
-    "num_rev_layers above depth": (lambda: meft.convert(tiny_model("bert-cls"), meft.MEFTConfig(num_rev_layers=3)),
-                                   ["num_rev_layers=3", "2 layers", "<= 2"]),
+    "num_rev_layers above depth": (
+        lambda: meft.convert(tiny_model("bert-cls"), meft.MEFTConfig(num_rev_layers=3)),
+        ["num_rev_layers=3", "2 layers", "<= 2"],
+    ),
     "bart num_rev_layers counts per stack": (
-        lambda: meft.convert(tiny_model("bart-seq2seq"), meft.MEFTConfig(num_rev_layers=4)), ["encoder", "<= 2"]),
-    "layerdrop": (lambda: meft.convert(tiny_model("opt-causal-lm", layerdrop=0.1), meft.MEFTConfig()),
-                  ["layerdrop=0.1", "layerdrop = 0.0"]),
-    "bert decoder": (lambda: meft.convert(tf.BertForSequenceClassification(hf_config("bert-cls", is_decoder=True)),
-                                          meft.MEFTConfig()), ["is_decoder=True", "set both to False"]),
+        lambda: meft.convert(tiny_model("bart-seq2seq"), meft.MEFTConfig(num_rev_layers=4)),
+        ["encoder", "<= 2"],
+    ),
+    "layerdrop": (
+        lambda: meft.convert(tiny_model("opt-causal-lm", layerdrop=0.1), meft.MEFTConfig()),
+        ["layerdrop=0.1", "layerdrop = 0.0"],
+    ),
+    "bert decoder": (
+        lambda: meft.convert(
+            tf.BertForSequenceClassification(hf_config("bert-cls", is_decoder=True)), meft.MEFTConfig()
+        ),
+        ["is_decoder=True", "set both to False"],
+    ),
     "config type": (lambda: meft.convert(tiny_model("bert-cls"), {"variant": "meft1"}), ["dict", "MEFTConfig"]),
     "unconvert plain model": (lambda: meft.unconvert(tiny_model("bert-cls")), ["not converted"]),
     "save plain model": (lambda: meft.save_adapters(tiny_model("bert-cls"), "/tmp/unused-meft"), ["not converted"]),
@@ -162,24 +186,43 @@ def _assert_unchanged(model, before):
     assert [n for n in before if not torch.equal(after[n], before[n])] == []
 
 
-
-
 # Models the saved adapters do not fit: before the fix the first one overwrote every adapter, then raised.
 MISFITS = {
-    "3-label head": (lambda: _target(num_labels=3),
-                     ["2 tensor(s) of another shape", "classifier.weight (2, 16) vs (3, 16)",
-                      "classifier.bias (2,) vs (3,)",
-                      "same size", "num_labels"]),
-    "float32 model": (lambda: _target(dtype=torch.float32),
-                      ["of another dtype", "torch.float64 vs torch.float32", "model.to(torch.float64)"]),
-    "deeper model": (lambda: _target(num_hidden_layers=3),
-                     ["8 missing: bert.encoder.layer.0.adapters.", "and 5 more", "0 unexpected: none",
-                      "BertForSequenceClassification"]),
-    "other MEFTConfig": (lambda: _target(config=meft.MEFTConfig(adapter_dim=4, variant="meft2")),
-                         ["trained with variant='meft1'", "converted with variant='meft2'", "MEFTConfig.from_dict"]),
-    "other model type": (lambda: meft.convert(tiny_model("roberta-cls"), SAVED_CONFIG),
-                         ["saved from a 'bert' model (BertForSequenceClassification)", "'roberta' model",
-                          "load them into a BertForSequenceClassification"]),
+    "3-label head": (
+        lambda: _target(num_labels=3),
+        [
+            "2 tensor(s) of another shape",
+            "classifier.weight (2, 16) vs (3, 16)",
+            "classifier.bias (2,) vs (3,)",
+            "same size",
+            "num_labels",
+        ],
+    ),
+    "float32 model": (
+        lambda: _target(dtype=torch.float32),
+        ["of another dtype", "torch.float64 vs torch.float32", "model.to(torch.float64)"],
+    ),
+    "deeper model": (
+        lambda: _target(num_hidden_layers=3),
+        [
+            "8 missing: bert.encoder.layer.0.adapters.",
+            "and 5 more",
+            "0 unexpected: none",
+            "BertForSequenceClassification",
+        ],
+    ),
+    "other MEFTConfig": (
+        lambda: _target(config=meft.MEFTConfig(adapter_dim=4, variant="meft2")),
+        ["trained with variant='meft1'", "converted with variant='meft2'", "MEFTConfig.from_dict"],
+    ),
+    "other model type": (
+        lambda: meft.convert(tiny_model("roberta-cls"), SAVED_CONFIG),
+        [
+            "saved from a 'bert' model (BertForSequenceClassification)",
+            "'roberta' model",
+            "load them into a BertForSequenceClassification",
+        ],
+    ),
 }
 
 
@@ -206,6 +249,7 @@ def _edit_meta(change):
         meta = json.loads((folder / META).read_text())
         change(meta)
         (folder / META).write_text(json.dumps(meta))
+
     return corrupt
 
 
@@ -214,6 +258,7 @@ def _edit_weights(change):
         tensors = load_file(str(folder / WEIGHTS))
         change(tensors)
         save_file(tensors, str(folder / WEIGHTS))
+
     return corrupt
 
 
@@ -230,35 +275,58 @@ def _replace_by_file(folder):
 META, WEIGHTS = "meft_config.json", "adapter_model.safetensors"
 # corruption of the saved folder -> parts of the one-line message ("{file}" stands for the file's path)
 CORRUPT = {
-    "meta not JSON": (lambda f: (f / META).write_text("{not json"),
-                      ["{meta}", "is not valid JSON", "line 1 column 2", "save the adapters again"]),
+    "meta not JSON": (
+        lambda f: (f / META).write_text("{not json"),
+        ["{meta}", "is not valid JSON", "line 1 column 2", "save the adapters again"],
+    ),
     "meta not UTF-8": (lambda f: (f / META).write_bytes(b'{"a": "\xff"}'), ["{meta}", "not UTF-8 text (byte 7)"]),
-    "meta a list": (lambda f: (f / META).write_text("[]"),
-                    ["{meta}", "holds a JSON list", "meft_config, model_class, model_type"]),
+    "meta a list": (
+        lambda f: (f / META).write_text("[]"),
+        ["{meta}", "holds a JSON list", "meft_config, model_class, model_type"],
+    ),
     "meta key missing": (_edit_meta(lambda m: m.pop("meft_config")), ["{meta}", "has no 'meft_config'"]),
-    "meft_config not an object": (_edit_meta(lambda m: m.update(meft_config=3)),
-                                  ["{meta}", "meft_config=3 is not a JSON object"]),
-    "model_type not a string": (_edit_meta(lambda m: m.update(model_type=5)),
-                                ["{meta}", "model_type=5 is not a string"]),
-    "meft_config field missing": (_edit_meta(lambda m: m["meft_config"].pop("arithmetic")),
-                                  ["{meta}", "meft_config lacks arithmetic", "trained with"]),
-    "meft_config field of the wrong type": (_edit_meta(lambda m: m["meft_config"].update(adapter_dim="4")),
-                                            ["{meta}", "meft_config is invalid", "adapter_dim='4'", "integer >= 1"]),
-    "meft_config NaN": (_edit_meta(lambda m: m["meft_config"].update(lam=float("nan"))),
-                        ["{meta}", "meft_config is invalid", "lam=nan", "finite"]),
-    "meft_config unknown field": (_edit_meta(lambda m: m["meft_config"].update(rank=8)),
-                                  ["{meta}", "no field(s) 'rank'"]),
+    "meft_config not an object": (
+        _edit_meta(lambda m: m.update(meft_config=3)),
+        ["{meta}", "meft_config=3 is not a JSON object"],
+    ),
+    "model_type not a string": (
+        _edit_meta(lambda m: m.update(model_type=5)),
+        ["{meta}", "model_type=5 is not a string"],
+    ),
+    "meft_config field missing": (
+        _edit_meta(lambda m: m["meft_config"].pop("arithmetic")),
+        ["{meta}", "meft_config lacks arithmetic", "trained with"],
+    ),
+    "meft_config field of the wrong type": (
+        _edit_meta(lambda m: m["meft_config"].update(adapter_dim="4")),
+        ["{meta}", "meft_config is invalid", "adapter_dim='4'", "integer >= 1"],
+    ),
+    "meft_config NaN": (
+        _edit_meta(lambda m: m["meft_config"].update(lam=float("nan"))),
+        ["{meta}", "meft_config is invalid", "lam=nan", "finite"],
+    ),
+    "meft_config unknown field": (
+        _edit_meta(lambda m: m["meft_config"].update(rank=8)),
+        ["{meta}", "no field(s) 'rank'"],
+    ),
     "weights truncated": (_truncate, ["{weights}", "not a valid safetensors file", "truncated or corrupt"]),
     "weights empty": (lambda f: (f / WEIGHTS).write_bytes(b""), ["{weights}", "not a valid safetensors file"]),
-    "weights garbage": (lambda f: (f / WEIGHTS).write_bytes(b"\x08" + b"\0" * 7 + b"{garbage"),
-                        ["{weights}", "not a valid safetensors file"]),
-    "tensor missing": (_edit_weights(lambda t: t.pop("classifier.bias")),
-                       ["{weights}", "1 missing: classifier.bias", "0 unexpected: none"]),
-    "tensor unexpected": (_edit_weights(lambda t: t.update({"extra.weight": torch.zeros(2)})),
-                          ["{weights}", "0 missing: none", "1 unexpected: extra.weight"]),
-    "tensor of another dtype": (_edit_weights(lambda t: t.update({"classifier.bias": t["classifier.bias"].float()})),
-                                ["{weights}", "1 tensor(s)", "classifier.bias torch.float32 vs torch.float64",
-                                 "model.to(torch.float32)"]),
+    "weights garbage": (
+        lambda f: (f / WEIGHTS).write_bytes(b"\x08" + b"\0" * 7 + b"{garbage"),
+        ["{weights}", "not a valid safetensors file"],
+    ),
+    "tensor missing": (
+        _edit_weights(lambda t: t.pop("classifier.bias")),
+        ["{weights}", "1 missing: classifier.bias", "0 unexpected: none"],
+    ),
+    "tensor unexpected": (
+        _edit_weights(lambda t: t.update({"extra.weight": torch.zeros(2)})),
+        ["{weights}", "0 missing: none", "1 unexpected: extra.weight"],
+    ),
+    "tensor of another dtype": (
+        _edit_weights(lambda t: t.update({"classifier.bias": t["classifier.bias"].float()})),
+        ["{weights}", "1 tensor(s)", "classifier.bias torch.float32 vs torch.float64", "model.to(torch.float32)"],
+    ),
     "meta file missing": (lambda f: (f / META).unlink(), ["holds no meft_config.json", "meft.save_adapters"]),
     "weights file missing": (lambda f: (f / WEIGHTS).unlink(), ["holds no adapter_model.safetensors"]),
     "folder missing": (shutil.rmtree, ["{folder}", "does not exist", "meft.save_adapters"]),
@@ -282,8 +350,10 @@ def _listing(root):
 
 
 def test_refused_save_of_an_unconverted_model_creates_nothing(tmp_path):
-    raises_one_line(lambda: meft.save_adapters(tiny_model("bert-cls"), tmp_path / "a" / "b"),
-                     ["not converted", "meft.convert(model, config)"])
+    raises_one_line(
+        lambda: meft.save_adapters(tiny_model("bert-cls"), tmp_path / "a" / "b"),
+        ["not converted", "meft.convert(model, config)"],
+    )
     assert _listing(tmp_path) == []
 
 
@@ -299,10 +369,14 @@ def test_save_writes_exactly_the_two_files_with_the_umask_mode(tmp_path):
 def test_save_into_a_file_or_below_one_is_refused(tmp_path):
     model = meft.convert(tiny_model("bert-cls"), SAVED_CONFIG)
     (tmp_path / "file").write_text("keep me")
-    raises_one_line(lambda: meft.save_adapters(model, tmp_path / "file"),
-                     [repr(str(tmp_path / "file")), "is a file, not a folder", "pass a folder path"])
-    raises_one_line(lambda: meft.save_adapters(model, tmp_path / "file" / "sub" / "dir"),
-                     ["cannot create the folder", "Not a directory", "pass a folder path you can write to"])
+    raises_one_line(
+        lambda: meft.save_adapters(model, tmp_path / "file"),
+        [repr(str(tmp_path / "file")), "is a file, not a folder", "pass a folder path"],
+    )
+    raises_one_line(
+        lambda: meft.save_adapters(model, tmp_path / "file" / "sub" / "dir"),
+        ["cannot create the folder", "Not a directory", "pass a folder path you can write to"],
+    )
     assert _listing(tmp_path) == ["file"] and (tmp_path / "file").read_text() == "keep me"
 
 
@@ -317,8 +391,10 @@ def test_save_into_a_read_only_folder_is_refused(tmp_path, monkeypatch):
             return real_open(path, flags, *args, **kwargs)
 
         monkeypatch.setattr(os, "open", refusing_open)
-    raises_one_line(lambda: meft.save_adapters(meft.convert(tiny_model("bert-cls"), SAVED_CONFIG), tmp_path / "ro"),
-                     ["cannot write the adapters", "Permission denied", "nothing in it changed"])
+    raises_one_line(
+        lambda: meft.save_adapters(meft.convert(tiny_model("bert-cls"), SAVED_CONFIG), tmp_path / "ro"),
+        ["cannot write the adapters", "Permission denied", "nothing in it changed"],
+    )
     assert _listing(tmp_path) == ["ro"]
 
 
@@ -329,8 +405,10 @@ def _disk_full(*args):
 def test_failed_write_leaves_no_temporary_file_and_no_new_folder(tmp_path, monkeypatch):
     model = meft.convert(tiny_model("bert-cls"), SAVED_CONFIG)
     monkeypatch.setattr(os, "fsync", _disk_full)
-    raises_one_line(lambda: meft.save_adapters(model, tmp_path / "a" / "b"),
-                     ["cannot write the adapters", "No space left on device", "nothing in it changed"])
+    raises_one_line(
+        lambda: meft.save_adapters(model, tmp_path / "a" / "b"),
+        ["cannot write the adapters", "No space left on device", "nothing in it changed"],
+    )
     assert _listing(tmp_path) == []
 
 

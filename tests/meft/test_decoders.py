@@ -33,8 +33,6 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-
-
 def _padded(case: str) -> dict[str, torch.Tensor]:
     """batch_for(case) with the first row left-padded by two tokens, so the attention mask has work to do."""
     batch = batch_for(case)
@@ -53,7 +51,7 @@ def test_the_familys_blocks_compose_to_the_original_layer(case):
     stack.register_forward_pre_hook(lambda m, args, kwargs: seen.append((args, kwargs)), with_kwargs=True)
     with torch.no_grad():
         model(**_padded(case), use_cache=False)
-        (args, kwargs), = seen
+        ((args, kwargs),) = seen
         hidden, call = stack.bind(args, kwargs)
         assert call["attention_mask"].shape == (BATCH, 1, SEQ, SEQ)  # the mask is a tensor input of the Function
         if not case.startswith("gpt2"):
@@ -79,8 +77,9 @@ FLOAT_CASES = [(case, {"variant": v}) for case in CASES for v in VARIANTS] + [
 ]
 
 
-@pytest.mark.parametrize(("case", "kwargs"), FLOAT_CASES,
-                         ids=[f"{c}-{'-'.join(f'{k}={v}' for k, v in kw.items())}" for c, kw in FLOAT_CASES])
+@pytest.mark.parametrize(
+    ("case", "kwargs"), FLOAT_CASES, ids=[f"{c}-{'-'.join(f'{k}={v}' for k, v in kw.items())}" for c, kw in FLOAT_CASES]
+)
 def test_float_reversible_gradients_equal_ordinary_backprop_in_float64(case, kwargs):
     check_gradients(case, meft.MEFTConfig(arithmetic="float", **kwargs))
 
@@ -99,9 +98,11 @@ def test_exact_reversible_backprop_is_bit_for_bit_in_fp32_and_bf16(case, variant
         batch["labels"] = torch.ones_like(batch["labels"])
     for dtype in (torch.float32, torch.bfloat16):
         torch.manual_seed(1)
-        model = meft.convert(tiny_model(case, dtype=dtype, num_hidden_layers=EXACT_DEPTH), meft.MEFTConfig(variant=variant))
+        model = meft.convert(
+            tiny_model(case, dtype=dtype, num_hidden_layers=EXACT_DEPTH), meft.MEFTConfig(variant=variant)
+        )
         report = meft.gradient_fidelity(model, batch)
-        (_, stack), = stacks(model)
+        ((_, stack),) = stacks(model)
         assert report.arithmetic == "exact"
         assert len(report.layers) == stack.reversible_layers == EXACT_DEPTH - stack.cache_top
         assert all(r.max_abs == 0 for r in report.layers), dtype  # every layer's input came back bit for bit
@@ -113,7 +114,9 @@ def test_float_arithmetic_fails_the_same_check():
     # The check above can fail: in bf16 the paper's float inverse loses the low bits within a layer.
     torch.manual_seed(1)
     model = tiny_model("llama-causal-lm", dtype=torch.bfloat16, num_hidden_layers=EXACT_DEPTH)
-    report = meft.gradient_fidelity(meft.convert(model, meft.MEFTConfig(arithmetic="float")), batch_for("llama-causal-lm"))
+    report = meft.gradient_fidelity(
+        meft.convert(model, meft.MEFTConfig(arithmetic="float")), batch_for("llama-causal-lm")
+    )
     assert report.arithmetic == "float"
     assert report.layers[0].max_abs > 0 and report.worst_relative_error > 0
 
@@ -130,7 +133,7 @@ def test_only_adapters_and_score_are_trainable_and_lm_heads_stay_frozen(case):
         out = model.get_output_embeddings()
         assert out is None or not out.weight.requires_grad  # the tied LM head is the embedding: frozen
         # the top layer keeps its graph only under a small head (MEFTConfig.cache_top_layer), never for meft3
-        (_, stack), = stacks(model)
+        ((_, stack),) = stacks(model)
         assert stack.cache_top == (case.endswith("cls") and variant != "meft3")
 
 
@@ -148,8 +151,12 @@ def test_generate_decodes_greedily_with_the_kv_cache(case, variant, function_cal
     for batch in (batch_for(case), _padded(case)):
         cached = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **options)
         assert cached.shape == (BATCH, SEQ + new)
-        assert torch.equal(cached, model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                                  use_cache=False, **options))
+        assert torch.equal(
+            cached,
+            model.generate(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False, **options
+            ),
+        )
     ids = batch_for(case)["input_ids"]
     with torch.no_grad():  # greedy decoding by hand, unpadded: the argmax of a full forward, token by token
         for _ in range(new):
@@ -165,15 +172,23 @@ def _decoder(case: str, **overrides):
 
 ERRORS = {
     # HF builds this model and fails only in its first forward, inside the attention
-    "kv heads not dividing heads": (_decoder("llama-causal-lm", num_key_value_heads=3),
-                                    ["num_key_value_heads=3", "num_attention_heads=4", "divisor of 4"]),
+    "kv heads not dividing heads": (
+        _decoder("llama-causal-lm", num_key_value_heads=3),
+        ["num_key_value_heads=3", "num_attention_heads=4", "divisor of 4"],
+    ),
     "mistral kv heads": (_decoder("mistral-cls", num_key_value_heads=3), ["num_key_value_heads=3"]),
-    "qwen2 mixed layer types": (_decoder("qwen2-causal-lm", max_window_layers=1),
-                                ["full_attention, sliding_attention", "use_sliding_window=False"]),
-    "gpt2 cross-attention": (_decoder("gpt2-causal-lm", add_cross_attention=True),
-                             ["add_cross_attention=True", "set add_cross_attention=False"]),
-    "num_rev_layers above depth": (lambda: meft.convert(tiny_model("llama-cls"), meft.MEFTConfig(num_rev_layers=3)),
-                                   ["num_rev_layers=3", "decoder", "<= 2"]),
+    "qwen2 mixed layer types": (
+        _decoder("qwen2-causal-lm", max_window_layers=1),
+        ["full_attention, sliding_attention", "use_sliding_window=False"],
+    ),
+    "gpt2 cross-attention": (
+        _decoder("gpt2-causal-lm", add_cross_attention=True),
+        ["add_cross_attention=True", "set add_cross_attention=False"],
+    ),
+    "num_rev_layers above depth": (
+        lambda: meft.convert(tiny_model("llama-cls"), meft.MEFTConfig(num_rev_layers=3)),
+        ["num_rev_layers=3", "decoder", "<= 2"],
+    ),
 }
 
 

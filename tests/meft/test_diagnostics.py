@@ -32,7 +32,9 @@ def test_reconstruction_error_per_layer_of_every_stack(variant):
 
 def test_error_grows_towards_the_bottom_of_the_stack():
     # Each inverse divides by lam or beta (0.1): the error of the inputs grows layer by layer downwards.
-    model = meft.convert(tiny_model("bert-cls", num_hidden_layers=4), meft.MEFTConfig(variant="meft3", arithmetic="float"))
+    model = meft.convert(
+        tiny_model("bert-cls", num_hidden_layers=4), meft.MEFTConfig(variant="meft3", arithmetic="float")
+    )
     errors = [r.error for r in meft.reconstruction_error(model, batch_for("bert-cls"), torch.float32)]
     assert errors == sorted(errors, reverse=True)
     assert errors[0] > 100 * errors[-1]
@@ -40,14 +42,18 @@ def test_error_grows_towards_the_bottom_of_the_stack():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_exact_arithmetic_reconstructs_every_layer_without_error(dtype):
-    model = meft.convert(tiny_model("bart-seq2seq", encoder_layers=8, decoder_layers=8), meft.MEFTConfig(variant="meft3"))
+    model = meft.convert(
+        tiny_model("bart-seq2seq", encoder_layers=8, decoder_layers=8), meft.MEFTConfig(variant="meft3")
+    )
     errors = meft.reconstruction_error(model, batch_for("bart-seq2seq"), dtype)
     assert len(errors) == 16 and all(r.error == 0 for r in errors)
 
 
 def test_non_finite_reconstruction_names_the_layer():
-    model = meft.convert(tiny_model("bert-cls", num_hidden_layers=4), meft.MEFTConfig(variant="meft3", lam=1e-30, beta=1e-30,
-                                                                                   arithmetic="float"))
+    model = meft.convert(
+        tiny_model("bert-cls", num_hidden_layers=4),
+        meft.MEFTConfig(variant="meft3", lam=1e-30, beta=1e-30, arithmetic="float"),
+    )
     with pytest.raises(meft.MEFTError) as info:
         meft.reconstruction_error(model, batch_for("bert-cls"), torch.float32)
     message = str(info.value)
@@ -69,7 +75,9 @@ def minilm():
     path = pkg.get_model_path()
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     model = AutoModel.from_pretrained(path, local_files_only=True)
-    spec = importlib.util.spec_from_file_location("sst2_data", Path(__file__).parents[2] / "benchmarks" / "sst2_data.py")
+    spec = importlib.util.spec_from_file_location(
+        "sst2_data", Path(__file__).parents[2] / "benchmarks" / "sst2_data.py"
+    )
     sst2_data = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(sst2_data)
     if not sst2_data.available():

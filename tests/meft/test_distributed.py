@@ -27,10 +27,10 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from meft_testing import batch_for, grads_after_step, relative_error, tiny_model
 
 import meft
 from meft.convert import stacks
-from meft_testing import batch_for, grads_after_step, relative_error, tiny_model
 
 CASE, WORLD, PER_RANK = "bert-cls", 2, 2
 
@@ -73,7 +73,7 @@ def _worker(rank: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
     try:
-        half = {k: v[rank * PER_RANK:(rank + 1) * PER_RANK] for k, v in whole_batch().items()}
+        half = {k: v[rank * PER_RANK : (rank + 1) * PER_RANK] for k, v in whole_batch().items()}
         for engine, step in (("ddp", _ddp_step), ("fsdp2", _fsdp2_step)):
             torch.save(step(converted_model(), half), Path(out) / f"{engine}-rank{rank}.pt")
     finally:

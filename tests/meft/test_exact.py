@@ -32,7 +32,9 @@ DTYPES = {
 
 
 def _deep(case: str, dtype: torch.dtype, variant: str, **config):
-    depth = dict(encoder_layers=DEPTH, decoder_layers=DEPTH) if case.startswith("bart") else dict(num_hidden_layers=DEPTH)
+    depth = (
+        dict(encoder_layers=DEPTH, decoder_layers=DEPTH) if case.startswith("bart") else dict(num_hidden_layers=DEPTH)
+    )
     torch.manual_seed(1)
     return meft.convert(tiny_model(case, dtype=dtype, **depth), meft.MEFTConfig(variant=variant, **config))
 
@@ -237,8 +239,9 @@ def _kept_tensors(model, batch) -> tuple[torch.Tensor, list[tuple[int, list[int]
 
     seen: list[tuple[int, list[int]]] = []
     for _, stack in stacks(model):
-        stack.observer = lambda phase, i, *_: seen.append((i, [t.untyped_storage().nbytes() for t in kept])) \
-            if phase == "backward" else None
+        stack.observer = lambda phase, i, *_: (
+            seen.append((i, [t.untyped_storage().nbytes() for t in kept])) if phase == "backward" else None
+        )
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         loss = model(**batch).loss
     return loss, kept, seen

@@ -8,14 +8,25 @@ from __future__ import annotations
 
 import pytest
 import torch
-from meft_testing import BATCH, MODELS, SEQ, batch_for, check_float64_gradients, converted_pair, grads_after_step, relative_error, tiny_model
+from meft_testing import (
+    BATCH,
+    MODELS,
+    SEQ,
+    batch_for,
+    check_float64_gradients,
+    converted_pair,
+    grads_after_step,
+    relative_error,
+    tiny_model,
+)
 
 import meft
 
 VARIANTS = ("meft1", "meft2", "meft3")
 FAMILY_CASES = ("bert-cls", "roberta-cls", "bart-seq2seq", "bart-cls", "opt-causal-lm", "opt350m-causal-lm")
-CASES = [(case, {"variant": v, "arithmetic": a}) for case in FAMILY_CASES for v in VARIANTS
-         for a in ("exact", "float")] + [
+CASES = [
+    (case, {"variant": v, "arithmetic": a}) for case in FAMILY_CASES for v in VARIANTS for a in ("exact", "float")
+] + [
     ("bert-cls", {"variant": "meft1", "num_rev_layers": 1}),
     ("bart-seq2seq", {"variant": "meft3", "num_rev_layers": 1}),
     ("opt-causal-lm", {"variant": "meft2", "merge": "mean"}),
@@ -30,7 +41,9 @@ def check_gradients(case: str, config: meft.MEFTConfig, **model_kwargs) -> None:
     check_float64_gradients(case, config, tolerance=1e-7, **model_kwargs)
 
 
-@pytest.mark.parametrize(("case", "kwargs"), CASES, ids=[f"{c}-{'-'.join(f'{k}={v}' for k, v in kw.items())}" for c, kw in CASES])
+@pytest.mark.parametrize(
+    ("case", "kwargs"), CASES, ids=[f"{c}-{'-'.join(f'{k}={v}' for k, v in kw.items())}" for c, kw in CASES]
+)
 def test_reversible_gradients_equal_ordinary_backprop(case, kwargs):
     check_gradients(case, meft.MEFTConfig(**kwargs))
 
@@ -94,7 +107,7 @@ def _saved_bytes(model, batch) -> int:
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(**batch).loss
+        model(**batch).loss  # noqa: B018 - the forward is the point; its saved tensors are counted
     return total
 
 

@@ -43,8 +43,17 @@ def logits(model, batch):
 def test_trainer_checkpoint_reloads_into_a_fresh_base_model_with_identical_logits(tmp_path):
     model = meft.get_meft_model(base_model(), CONFIG)
     args = tf.TrainingArguments(
-        output_dir=str(tmp_path), max_steps=3, save_steps=3, save_strategy="steps", per_device_train_batch_size=4,
-        learning_rate=1e-2, report_to=[], use_cpu=True, seed=0, disable_tqdm=True, dataloader_pin_memory=False,
+        output_dir=str(tmp_path),
+        max_steps=3,
+        save_steps=3,
+        save_strategy="steps",
+        per_device_train_batch_size=4,
+        learning_rate=1e-2,
+        report_to=[],
+        use_cpu=True,
+        seed=0,
+        disable_tqdm=True,
+        dataloader_pin_memory=False,
         logging_steps=1,
     )
     tf.Trainer(model=model, args=args, train_dataset=Rows()).train()
@@ -95,8 +104,9 @@ def test_print_trainable_parameters_counts_the_trained_parameters(capsys):
     assert trainable == 3 * 148 + 34
     total = sum(p.numel() for p in model.parameters())
     model.print_trainable_parameters()
-    assert capsys.readouterr().out == (f"trainable params: {trainable:,d} || all params: {total:,d} || "
-                                       f"trainable%: {100 * trainable / total:.4f}\n")
+    assert capsys.readouterr().out == (
+        f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}\n"
+    )
     assert model.get_nb_trainable_parameters() == (trainable, total)
 
 
@@ -117,8 +127,9 @@ def test_a_refused_from_pretrained_leaves_the_model_unconverted(tmp_path):
     three_labels = tiny_model("bert-cls", dtype=torch.float32, num_labels=3)
     raises_one_line(lambda: meft.MEFTModel.from_pretrained(three_labels, tmp_path), ["shape", "num_labels"])
     assert type(three_labels) is tf.BertForSequenceClassification and not meft.is_converted(three_labels)
-    raises_one_line(lambda: meft.MEFTModel.from_pretrained(base_model(), tmp_path / "absent"),
-                    ["absent", "does not exist"])
+    raises_one_line(
+        lambda: meft.MEFTModel.from_pretrained(base_model(), tmp_path / "absent"), ["absent", "does not exist"]
+    )
 
 
 def test_get_meft_model_refuses_a_converted_model():

@@ -14,8 +14,6 @@ import meft
 import meft.reversible
 
 
-
-
 def test_reversible_function_runs_only_when_training_with_grad(function_calls):
     rev, ref = converted_pair("bart-seq2seq", meft.MEFTConfig(variant="meft1", num_rev_layers=1))
     batch = batch_for("bart-seq2seq")
@@ -38,7 +36,9 @@ def test_generate_with_cache_matches_generate_without(case, function_calls):
     torch.manual_seed(1)
     meft.convert(model, meft.MEFTConfig(variant="meft3", init_std=0.5)).eval()  # large adapters: they matter
     batch = batch_for(case)
-    kwargs = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], max_new_tokens=4, do_sample=False)
+    kwargs = dict(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], max_new_tokens=4, do_sample=False
+    )
     cached = model.generate(**kwargs)
     assert cached.shape[1] == (5 if case.startswith("bart") else batch["input_ids"].shape[1] + 4)
     assert torch.equal(cached, model.generate(**kwargs, use_cache=False))
@@ -88,10 +88,16 @@ def _fake(model: nn.Module, mode: FakeTensorMode) -> None:
                 module._buffers[name] = mode.from_tensor(b)
 
 
-@pytest.mark.parametrize(("case", "variant", "attn"), [
-    ("bert-cls", "meft1", "eager"), ("bart-seq2seq", "meft2", "eager"), ("opt-causal-lm", "meft3", "eager"),
-    ("bert-cls", "meft3", "sdpa"), ("opt350m-causal-lm", "meft1", "sdpa"),
-])
+@pytest.mark.parametrize(
+    ("case", "variant", "attn"),
+    [
+        ("bert-cls", "meft1", "eager"),
+        ("bart-seq2seq", "meft2", "eager"),
+        ("opt-causal-lm", "meft3", "eager"),
+        ("bert-cls", "meft3", "sdpa"),
+        ("opt350m-causal-lm", "meft1", "sdpa"),
+    ],
+)
 def test_forward_and_backward_under_fake_tensor_mode(case, variant, attn, function_calls):
     model = tiny_model(case, dtype=torch.float32, device="meta", attn=attn)
     meft.convert(model, meft.MEFTConfig(variant=variant))

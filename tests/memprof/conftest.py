@@ -7,16 +7,23 @@ import sys
 
 import pytest
 import torch
-
-import memprof.sweep.run
-from memprof.models import backbones
-from memprof.cli import main
 from synthetic_results import fake_run
 
+import memprof.sweep.run
+from memprof.cli import main
+from memprof.models import backbones
 
 #: a 2-layer OPT of width 16: a profile in milliseconds, with a loss, padding and tied embeddings
-TINY_OPT = {**backbones.builtin()["opt-125m"], "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
-            "ffn_dim": 32, "word_embed_proj_dim": 16, "max_position_embeddings": 32, "vocab_size": 64}
+TINY_OPT = {
+    **backbones.builtin()["opt-125m"],
+    "hidden_size": 16,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "ffn_dim": 32,
+    "word_embed_proj_dim": 16,
+    "max_position_embeddings": 32,
+    "vocab_size": 64,
+}
 
 
 @pytest.fixture(scope="session")
@@ -61,7 +68,9 @@ def stub_plots(monkeypatch):
     """Tiny placeholder PNGs instead of matplotlib, for tests about other files (saves ~1 s a render)."""
     from memprof.reporters import plots
 
-    png = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==")
+    png = base64.b64decode(
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
+    )
 
     def render(rs, out_dir):
         paths = {name: os.path.join(out_dir, name) for name in plots.PLOTS}

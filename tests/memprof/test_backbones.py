@@ -5,15 +5,23 @@ import json
 import pytest
 import torch
 
-from memprof.models import backbones
 from memprof.engines.config import ProfileConfig
 from memprof.errors import MemprofError
 from memprof.instrument.params import count_params
+from memprof.models import backbones
 from memprof.models.tasks import build_model, make_batch
 
 # Published parameter counts of the base models (task heads add a little on top).
-PUBLISHED_MILLIONS = {"bert-base": 109.5, "bert-large": 335.1, "roberta-base": 124.6, "bart-large": 407.3,
-                      "opt-125m": 125.2, "opt-350m": 331.2, "opt-1.3b": 1315.8, "opt-6.7b": 6658.5}
+PUBLISHED_MILLIONS = {
+    "bert-base": 109.5,
+    "bert-large": 335.1,
+    "roberta-base": 124.6,
+    "bart-large": 407.3,
+    "opt-125m": 125.2,
+    "opt-350m": 331.2,
+    "opt-1.3b": 1315.8,
+    "opt-6.7b": 6658.5,
+}
 
 
 @pytest.mark.parametrize("name,millions", sorted(PUBLISHED_MILLIONS.items()))
@@ -45,7 +53,8 @@ def test_a_config_from_a_path_survives_replace(tmp_path, folder):
 
     (tmp_path / folder).mkdir()
     (tmp_path / folder / "config.json").write_text(
-        json.dumps({**backbones.builtin()["bert-base"], "num_hidden_layers": 2}))
+        json.dumps({**backbones.builtin()["bert-base"], "num_hidden_layers": 2})
+    )
     config = ProfileConfig(str(tmp_path / folder), seq_len=8, batch_size=2)
     # a folder named like a built-in goes by its path: never taken for the built-in
     name = folder if folder == "mine" else str(tmp_path / folder)
@@ -91,8 +100,12 @@ def test_pretrained_minilm_loads_real_weights():
     a = build_model(bb)
     b = build_model(bb)
     # Real weights are deterministic; random init would differ between builds.
-    torch.testing.assert_close(a.bert.encoder.layer[0].attention.self.query.weight,
-                               b.bert.encoder.layer[0].attention.self.query.weight, rtol=0, atol=0)
+    torch.testing.assert_close(
+        a.bert.encoder.layer[0].attention.self.query.weight,
+        b.bert.encoder.layer[0].attention.self.query.weight,
+        rtol=0,
+        atol=0,
+    )
 
 
 @pytest.mark.parametrize(

@@ -10,22 +10,40 @@ import torch
 import torch.nn.functional as F
 
 import memprof
-from memprof.models import backbones, tasks
 from memprof import methods
-from memprof.engines.config import ProfileConfig
 from memprof.engines import run
+from memprof.engines.config import ProfileConfig
 from memprof.errors import MemprofError
+from memprof.models import backbones, tasks
 from memprof.models.losses import CHUNK_SIZE, chunked_causal_lm_loss
 from memprof.results.result import KEY_FIELDS, Result, ResultSet, key_label, load_results
 
 H, V = 16, 64
-_LLAMA = dict(hidden_size=H, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=H // 2,
-              intermediate_size=32, max_position_embeddings=32, vocab_size=V)
+_LLAMA = dict(
+    hidden_size=H,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    head_dim=H // 2,
+    intermediate_size=32,
+    max_position_embeddings=32,
+    vocab_size=V,
+)
 #: tiny configs of every causal-LM family. The OPT is opt-350m's shape: post-LayerNorm, and a
 #: ``project_out`` (hidden 16 -> 8) between the last layer and the tied head, which the head must see.
 TINY = {
-    "opt": ("opt-350m", dict(hidden_size=H, num_hidden_layers=2, num_attention_heads=2, ffn_dim=32,
-                             word_embed_proj_dim=8, max_position_embeddings=32, vocab_size=V)),
+    "opt": (
+        "opt-350m",
+        dict(
+            hidden_size=H,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            ffn_dim=32,
+            word_embed_proj_dim=8,
+            max_position_embeddings=32,
+            vocab_size=V,
+        ),
+    ),
     "llama": ("llama-3.2-1b", _LLAMA),
     "qwen2": ("qwen2.5-0.5b", {**_LLAMA, "sliding_window": 32, "max_window_layers": 2}),
     "mistral": ("mistral-7b", {**_LLAMA, "sliding_window": 4}),  # shorter than the sequence: a banded mask
@@ -190,8 +208,10 @@ def test_under_track(tiny):
     model, backbone = build(tiny["llama"], "lora", torch.float32)
     batch = padded_batch(backbone)
     saved = {}
-    for name, compute in (("full", lambda: model(**batch).loss),
-                          ("chunked", lambda: memprof.chunked_causal_lm_loss(model, batch, chunk_size=CHUNK))):
+    for name, compute in (
+        ("full", lambda: model(**batch).loss),
+        ("chunked", lambda: memprof.chunked_causal_lm_loss(model, batch, chunk_size=CHUNK)),
+    ):
         with memprof.track(model) as prof:
             compute().backward()
         model.zero_grad(set_to_none=True)
@@ -223,7 +243,9 @@ def test_fake_engine_peak_drops_by_the_full_logits(large_vocab, method):
     the recomputation, and a few bytes of scalars (test_under_track)."""
     b, s, c, v, e = 4, 256, CHUNK_SIZE, 32_000, 2
     n = b * s
-    full, chunked = (run(ProfileConfig(large_vocab, method, s, b, dtype="bf16", loss=loss)) for loss in ("full", "chunked"))
+    full, chunked = (
+        run(ProfileConfig(large_vocab, method, s, b, dtype="bf16", loss=loss)) for loss in ("full", "chunked")
+    )
     assert (full.loss, chunked.loss) == ("full", "chunked")
     assert full.memory.peak - chunked.memory.peak >= 3 * (n - c) * v * 4 - v * H * e - 2 * n * H * e
     assert full.memory.peak - chunked.memory.peak >= n * v * 4 - c * v * 4  # at least the fp32 logits, but a chunk
@@ -235,8 +257,10 @@ def test_fake_engine_peak_drops_by_the_full_logits(large_vocab, method):
 @pytest.mark.parametrize("method", ["ft", "lora+ckpt", "meft1", "prefix"])
 def test_fake_equals_cpu(tiny, method):
     """The fake engine models the chunked loss byte for byte as the cpu engine measures it."""
-    fake, cpu = (run(ProfileConfig(tiny["llama"], method, S, B, engine=engine, target="cpu", loss="chunked"))
-                 for engine in ("fake", "cpu"))
+    fake, cpu = (
+        run(ProfileConfig(tiny["llama"], method, S, B, engine=engine, target="cpu", loss="chunked"))
+        for engine in ("fake", "cpu")
+    )
     assert fake.memory == cpu.memory and fake.layers.equals(cpu.layers)
     assert fake.loss == cpu.loss == "chunked"
 
@@ -257,7 +281,9 @@ def test_results_record_the_loss(tiny, tmp_path):
     (tmp_path / "v3.json").write_text(json.dumps({"schema_version": 3, "command": "", "options": {}, "results": [old]}))
     (read,) = load_results(tmp_path / "v3.json").results
     assert read.loss == "full" and read.key == r.key and read.memory == r.memory
-    with pytest.raises(MemprofError, match=r"^result \(.*\): loss is 'sum' \(a string\), must be one of full, chunked; "):
+    with pytest.raises(
+        MemprofError, match=r"^result \(.*\): loss is 'sum' \(a string\), must be one of full, chunked; "
+    ):
         Result.from_dict({**r.to_dict(), "loss": "sum"})
     with pytest.raises(MemprofError, match=r"^result \(.*\): loss is missing, must be a string; "):
         Result.from_dict({k: v for k, v in r.to_dict().items() if k != "loss"})
@@ -283,10 +309,14 @@ def test_api_refusals(tiny):
         (lambda: chunked_causal_lm_loss(model, {"input_ids": batch["input_ids"]}), "the batch has no 'labels' tensor"),
         (lambda: chunked_causal_lm_loss(model, [batch]), "the batch is a list, not a dict"),
         (lambda: chunked_causal_lm_loss("model", batch), "needs a torch.nn.Module, got model='model'"),
-        (lambda: chunked_causal_lm_loss(model, {**batch, "labels": batch["labels"][:, :3]}),
-         "labels of shape (3, 3) do not match the (3, 7) positions the head receives"),
-        (lambda: chunked_causal_lm_loss(classifier, {**batch, "labels": torch.zeros(B, dtype=torch.long)}),
-         "LlamaForSequenceClassification has no output embeddings (lm_head)"),
+        (
+            lambda: chunked_causal_lm_loss(model, {**batch, "labels": batch["labels"][:, :3]}),
+            "labels of shape (3, 3) do not match the (3, 7) positions the head receives",
+        ),
+        (
+            lambda: chunked_causal_lm_loss(classifier, {**batch, "labels": torch.zeros(B, dtype=torch.long)}),
+            "LlamaForSequenceClassification has no output embeddings (lm_head)",
+        ),
     ]
     for call, says in cases:
         with pytest.raises(MemprofError) as refused:
@@ -296,19 +326,26 @@ def test_api_refusals(tiny):
 
 def test_api_refuses_an_encoder_decoder():
     bart = tasks.build_model(backbones.resolve("bart-base"), "seq2seq", device="meta")
-    with pytest.raises(MemprofError, match="BartForConditionalGeneration is an encoder-decoder; it computes the loss "
-                                           "of a causal language model"):
+    with pytest.raises(
+        MemprofError,
+        match="BartForConditionalGeneration is an encoder-decoder; it computes the loss of a causal language model",
+    ):
         chunked_causal_lm_loss(bart, {"input_ids": torch.ones(1, 4, dtype=torch.long), "labels": torch.ones(1, 4)})
 
 
-@pytest.mark.parametrize("kwargs, says", [
-    (dict(backbone="bert-base", loss="chunked"),
-     "loss 'chunked' is a causal-LM loss and the task is 'classification'; pass task='causal-lm' (--task causal-lm) "
-     "on a decoder (opt, llama, qwen2, mistral, gpt2), or loss='full'"),
-    (dict(backbone="opt-125m", task="classification", loss="chunked"), "the task is 'classification'"),
-    (dict(backbone="opt-125m", loss="sum"), "unknown loss 'sum'; use one of full, chunked"),
-    (dict(backbone="opt-125m", loss=None), "loss=None (NoneType) is not a loss name: it must be a str"),
-])
+@pytest.mark.parametrize(
+    "kwargs, says",
+    [
+        (
+            dict(backbone="bert-base", loss="chunked"),
+            "loss 'chunked' is a causal-LM loss and the task is 'classification'; pass task='causal-lm' (--task causal-lm) "
+            "on a decoder (opt, llama, qwen2, mistral, gpt2), or loss='full'",
+        ),
+        (dict(backbone="opt-125m", task="classification", loss="chunked"), "the task is 'classification'"),
+        (dict(backbone="opt-125m", loss="sum"), "unknown loss 'sum'; use one of full, chunked"),
+        (dict(backbone="opt-125m", loss=None), "loss=None (NoneType) is not a loss name: it must be a str"),
+    ],
+)
 def test_config_refusals(kwargs, says):
     with pytest.raises(MemprofError) as refused:
         ProfileConfig(**kwargs)
@@ -325,24 +362,51 @@ def test_no_formula_for_the_chunked_loss():
 # -- the CLI ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("args, says", [
-    (["profile", "--backbone", "bert-base", "--loss", "chunked"], "loss 'chunked' is a causal-LM loss and the task"),
-    (["profile", "--backbone", "opt-125m", "--loss", "sum"], "unknown loss 'sum'; use one of full, chunked"),
-    (["compare", "--backbone", "bert-base", "--loss", "chunked"], "loss 'chunked' is a causal-LM loss and the task"),
-    (["compare", "--backbone", "opt-125m", "--loss", "chunked", "--fast"], "--fast evaluates closed forms and loss "
-                                                                            "'chunked' has none"),
-    (["fit", "--backbone", "bert-base", "--loss", "chunked", "--budget", "8GiB"], "loss 'chunked' is a causal-LM"),
-    (["formula", "--backbone", "opt-125m", "--loss", "chunked"], "loss 'chunked' has no closed form"),
-    (["formula", "--backbone", "bert-base", "--loss", "chunked"], "loss 'chunked' is a causal-LM loss and the task"),
-])
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (
+            ["profile", "--backbone", "bert-base", "--loss", "chunked"],
+            "loss 'chunked' is a causal-LM loss and the task",
+        ),
+        (["profile", "--backbone", "opt-125m", "--loss", "sum"], "unknown loss 'sum'; use one of full, chunked"),
+        (
+            ["compare", "--backbone", "bert-base", "--loss", "chunked"],
+            "loss 'chunked' is a causal-LM loss and the task",
+        ),
+        (
+            ["compare", "--backbone", "opt-125m", "--loss", "chunked", "--fast"],
+            "--fast evaluates closed forms and loss 'chunked' has none",
+        ),
+        (["fit", "--backbone", "bert-base", "--loss", "chunked", "--budget", "8GiB"], "loss 'chunked' is a causal-LM"),
+        (["formula", "--backbone", "opt-125m", "--loss", "chunked"], "loss 'chunked' has no closed form"),
+        (
+            ["formula", "--backbone", "bert-base", "--loss", "chunked"],
+            "loss 'chunked' is a causal-LM loss and the task",
+        ),
+    ],
+)
 def test_cli_refusals(cli, args, says):
     code, out, err = cli(*args)
     assert code == 2 and says in err and len(err.strip().splitlines()) == 1, (code, err)
 
 
 def test_cli_profile(cli, tiny, tmp_path):
-    code, out, err = cli("profile", "--backbone", tiny["opt"], "--method", "lora", "--seq-len", "8", "--batch-size",
-                         "2", "--loss", "chunked", "--json", tmp_path / "r.json")
+    code, out, err = cli(
+        "profile",
+        "--backbone",
+        tiny["opt"],
+        "--method",
+        "lora",
+        "--seq-len",
+        "8",
+        "--batch-size",
+        "2",
+        "--loss",
+        "chunked",
+        "--json",
+        tmp_path / "r.json",
+    )
     assert code == 0, err
     assert "| fp32 | chunked loss | engine fake" in out
     (result,) = load_results(tmp_path / "r.json").results
@@ -362,8 +426,23 @@ def test_cli_compare_records_the_loss_and_resumes_only_with_it(cli, tiny, tmp_pa
 
 
 def test_cli_fit(cli, tiny, tmp_path):
-    code, out, err = cli("fit", "--backbone", tiny["opt"], "--methods", "lora", "--seq-len", "16", "--budget", "400000",
-                         "--context", "0", "--loss", "chunked", "--json", tmp_path / "fit.json")
+    code, out, err = cli(
+        "fit",
+        "--backbone",
+        tiny["opt"],
+        "--methods",
+        "lora",
+        "--seq-len",
+        "16",
+        "--budget",
+        "400000",
+        "--context",
+        "0",
+        "--loss",
+        "chunked",
+        "--json",
+        tmp_path / "fit.json",
+    )
     assert code == 0, err
     assert "| fp32 | chunked loss | budget" in out
     assert json.loads((tmp_path / "fit.json").read_text())["loss"] == "chunked"

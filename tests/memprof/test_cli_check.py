@@ -16,8 +16,15 @@ LORA = "bert-base lora seq=128 batch=8 fp32 fake->cuda"
 
 def result(method="ft", saved=100 * MiB, status="ok", torch="2.13.0"):
     return Result(
-        backbone="bert-base", method=method, engine="fake", target="cuda", dtype="fp32", attn_implementation="sdpa",
-        seq_len=128, batch_size=8, status=status,
+        backbone="bert-base",
+        method=method,
+        engine="fake",
+        target="cuda",
+        dtype="fp32",
+        attn_implementation="sdpa",
+        seq_len=128,
+        batch_size=8,
+        status=status,
         memory=Memory(saved_activations=saved, peak_activations=2 * saved, peak=5 * saved),
         layers=layers_frame([{"module": "bert", "saved_bytes": saved, "categories": {"other": saved}}]),
         environment={"torch": torch, "transformers": "4.57.0"},
@@ -38,8 +45,10 @@ def files(tmp_path):
     """Write (current, baseline) ResultSets and return their paths."""
 
     def write(current, baseline):
-        return (write_json(ResultSet(current), tmp_path / "current.json"),
-                write_json(ResultSet(baseline), tmp_path / "baseline.json"))
+        return (
+            write_json(ResultSet(current), tmp_path / "current.json"),
+            write_json(ResultSet(baseline), tmp_path / "baseline.json"),
+        )
 
     return write
 
@@ -128,8 +137,21 @@ def _bad_inputs(tmp_path):
     }
 
 
-CASES = ["missing current", "missing baseline", "malformed", "not a result", "schema version", "nothing in common",
-         "empty", "duplicate", "unknown metric", "tolerance abc", "tolerance -1%", "tolerance 150%", "markdown dir"]
+CASES = [
+    "missing current",
+    "missing baseline",
+    "malformed",
+    "not a result",
+    "schema version",
+    "nothing in common",
+    "empty",
+    "duplicate",
+    "unknown metric",
+    "tolerance abc",
+    "tolerance -1%",
+    "tolerance 150%",
+    "markdown dir",
+]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -211,27 +233,37 @@ def _save_extra_tensor():
 
 
 def test_a_method_saving_one_more_tensor_fails_the_gate(monkeypatch, capsys, tmp_path):
-    from memprof.models import backbones
     from memprof import methods
+    from memprof.models import backbones
 
     engines = pytest.importorskip("memprof.engines", reason="the engines are not available yet")
     # A two-layer BERT of width 32: one extra (B, T, C) tensor is 2 * 32 * 32 * 4 = 8 KiB, ~3.6% of
     # what ft saves here. (On bert-base at the same size it is 192 KiB, ~0.5%: under a 2% tolerance.)
-    tiny = {**backbones.resolve("bert-base").config, "hidden_size": 32, "num_hidden_layers": 2,
-            "num_attention_heads": 2, "intermediate_size": 64, "vocab_size": 128}
+    tiny = {
+        **backbones.resolve("bert-base").config,
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "vocab_size": 128,
+    }
     (tmp_path / "tiny-bert.json").write_text(json.dumps(tiny))
     extra = _save_extra_tensor()
     methods.registry._REGISTRY[extra.name] = extra
     try:
-        base, worse = (engines.profile(str(tmp_path / "tiny-bert.json"), m, seq_len=32, batch_size=2, engine="fake")
-                       for m in ("ft", extra.name))
+        base, worse = (
+            engines.profile(str(tmp_path / "tiny-bert.json"), m, seq_len=32, batch_size=2, engine="fake")
+            for m in ("ft", extra.name)
+        )
     finally:
         del methods.registry._REGISTRY[extra.name]
     assert worse.memory.saved_activations - base.memory.saved_activations == 2 * 32 * 32 * 4
     worse = dataclasses.replace(worse, method=base.method)  # the same configuration key as the baseline
     write_json(ResultSet([base]), tmp_path / "baseline.json")
     write_json(ResultSet([worse]), tmp_path / "current.json")
-    code, out, _ = cli(monkeypatch, capsys, "check", tmp_path / "current.json", "--baseline", tmp_path / "baseline.json")
+    code, out, _ = cli(
+        monkeypatch, capsys, "check", tmp_path / "current.json", "--baseline", tmp_path / "baseline.json"
+    )
     assert code == 1
     assert "regression: tiny-bert ft seq=32 batch=2 fp32 fake->cuda: saved_activations +8.00 KiB (+3.6%)" in out
 
@@ -244,7 +276,9 @@ def test_json_report(monkeypatch, capsys, files):
     assert report["metrics"] == ["saved_activations", "peak_activations", "peak"]
     regressed = [r for r in report["rows"] if r["verdict"] == "regression"]
     assert [(r["method"], r["metric"], r["baseline"], r["current"], r["delta"]) for r in regressed] == [
-        ("ft", "saved_activations", 100 * MiB, 105 * MiB, 5 * MiB), ("ft", "peak_activations", 200 * MiB, 210 * MiB, 10 * MiB),
-        ("ft", "peak", 500 * MiB, 525 * MiB, 25 * MiB)]
+        ("ft", "saved_activations", 100 * MiB, 105 * MiB, 5 * MiB),
+        ("ft", "peak_activations", 200 * MiB, 210 * MiB, 10 * MiB),
+        ("ft", "peak", 500 * MiB, 525 * MiB, 25 * MiB),
+    ]
     assert all(r["change"] == pytest.approx(0.05) for r in regressed) and len(report["rows"]) == 6
     assert report["summary"].startswith("FAIL: 2 configuration(s) x 3 metric(s)")

@@ -6,24 +6,30 @@ import os
 import sys
 
 import pytest
-
-import memprof.sweep.run
 from synthetic_results import fake_run
 
+import memprof.sweep.run
+
 SMALL = ["--methods", "ft,lora,adapter", "--seq-lens", "128,256", "--batch-sizes", "2,4"]
-
-
-
-
 
 
 def test_compare_writes_every_output(cli, tmp_path):
     code, out, err = cli("compare", *SMALL, "--out", "run")
     assert code == 0, err
     names = {p.name for p in (tmp_path / "run").iterdir()}
-    assert names == {"results.json", "results.csv", "layers.csv", "report.html", "summary.md",
-                     "activations_vs_seq_len.png", "activations_vs_batch_size.png", "layers_largest.png",
-                     "peak_breakdown.png", "saved_by_category.png", "timeline.png"}
+    assert names == {
+        "results.json",
+        "results.csv",
+        "layers.csv",
+        "report.html",
+        "summary.md",
+        "activations_vs_seq_len.png",
+        "activations_vs_batch_size.png",
+        "layers_largest.png",
+        "peak_breakdown.png",
+        "saved_by_category.png",
+        "timeline.png",
+    }
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert len(saved["results"]) == 12
     assert saved["command"].startswith("memprof compare --backbone bart-large --methods ft,lora,adapter")
@@ -73,8 +79,10 @@ def test_interrupt_then_resume(cli, tmp_path, monkeypatch, stub_plots):
     code, out, err = cli("compare", *SMALL, "--out", "cut", "--quiet")
     assert code == 130
     line = err.strip()
-    assert line == ("interrupted after 5 of 12 configurations; the results so far are in "
-                    f"{os.path.join('cut', 'results.json')}; resume with: memprof compare --resume cut")
+    assert line == (
+        "interrupted after 5 of 12 configurations; the results so far are in "
+        f"{os.path.join('cut', 'results.json')}; resume with: memprof compare --resume cut"
+    )
     assert len(json.loads((tmp_path / "cut" / "results.json").read_text())["results"]) == 5
     assert not (tmp_path / "cut" / "report.html").exists()
 
@@ -113,7 +121,10 @@ BAD = [
     (["compare", "--seq-lens", "-128"], "must be a whole number of at least 1"),
     (["compare", "--batch-sizes", "8,x"], "batch size 'x' in --batch-sizes '8,x' is not a whole number"),
     (["compare", "--batch-sizes", "0"], "batch size 0 in --batch-sizes must be a whole number of at least 1"),
-    (["compare", "--seq-lens", "2048"], "2048 in --seq-lens exceeds bart-large's maximum of 1024 positions; pass sequence lengths of 1024 or less"),
+    (
+        ["compare", "--seq-lens", "2048"],
+        "2048 in --seq-lens exceeds bart-large's maximum of 1024 positions; pass sequence lengths of 1024 or less",
+    ),
     (["compare", "--engine", "tpu"], "unknown engine 'tpu'"),
     (["compare", "--jobs", "0"], "--jobs 0 must be at least 1"),
     (["compare", "--out", "afile"], "output directory 'afile' is a file"),
@@ -159,7 +170,6 @@ def test_existing_results_need_resume(cli, tmp_path, stub_plots):
     assert code == 2 and "already holds another results.json" in err
 
 
-
 SLOW_ENGINE = """
 import sys, time
 sys.path.insert(0, {tests!r})
@@ -196,9 +206,25 @@ def test_real_ctrl_c_leaves_valid_partial_results(tmp_path):
     env.pop("MEMPROF_DEBUG", None)
     # As from a terminal: Ctrl-C not ignored, whatever this (pytest) process inherited or was left with
     # (a child inherits an ignored SIGINT, and Python then never raises KeyboardInterrupt).
-    proc = subprocess.Popen([sys.executable, "-c", "from memprof.cli import main; main()", "compare", *SMALL,
-                             "--out", "run", "--jobs", "1"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from memprof.cli import main; main()",
+            "compare",
+            *SMALL,
+            "--out",
+            "run",
+            "--jobs",
+            "1",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     results = tmp_path / "run" / "results.json"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -213,4 +239,5 @@ def test_real_ctrl_c_leaves_valid_partial_results(tmp_path):
     assert 2 <= done < 12
     assert err.strip().splitlines()[-1] == (
         f"interrupted after {done} of 12 configurations; the results so far are in "
-        f"{os.path.join('run', 'results.json')}; resume with: memprof compare --resume run")
+        f"{os.path.join('run', 'results.json')}; resume with: memprof compare --resume run"
+    )

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from memprof.engines.config import ProfileConfig
 from memprof.engines import ModelCache, run
+from memprof.engines.config import ProfileConfig
 from memprof.results.formula import Formula
 from memprof.results.result import load_results
 
@@ -32,16 +32,32 @@ def test_formula_refuses_a_bad_at_in_one_line(cli, at):
 
 
 def test_compare_fast_gives_the_profiles_results_and_reports_the_formulas(cli, tmp_path, stub_plots):
-    code, out, err = cli("compare", *SMALL, "--methods", "ft,lora", "--seq-lens", "16,40", "--batch-sizes", "2,3",
-                         "--out", "fast", "--fast", "-q")
+    code, out, err = cli(
+        "compare",
+        *SMALL,
+        "--methods",
+        "ft,lora",
+        "--seq-lens",
+        "16,40",
+        "--batch-sizes",
+        "2,3",
+        "--out",
+        "fast",
+        "--fast",
+        "-q",
+    )
     assert code == 0, err
     rs = load_results(tmp_path / "fast" / "results.json")
     assert len(rs.results) == 8
     cache = ModelCache()
     checked = 0
     for r in rs.results:
-        measured = run(ProfileConfig(backbone="all-minilm-l6-v2", method=r.method, engine="fake", seq_len=r.seq_len,
-                                     batch_size=r.batch_size), cache)
+        measured = run(
+            ProfileConfig(
+                backbone="all-minilm-l6-v2", method=r.method, engine="fake", seq_len=r.seq_len, batch_size=r.batch_size
+            ),
+            cache,
+        )
         assert r.memory == measured.memory and r.layers.equals(measured.layers)
         assert r.trainable_params == measured.trainable_params and r.attn_implementation == measured.attn_implementation
         checked += "closed_form" not in r.environment  # the one real check profile per method
@@ -63,8 +79,9 @@ def test_compare_fast_fails_loudly_when_the_check_profile_disagrees(cli, monkeyp
         return m
 
     monkeypatch.setattr(formula_module.Formula, "memory_at", off_by_one)
-    code, out, err = cli("compare", *SMALL, "--methods", "ft", "--seq-lens", "16", "--batch-sizes", "1,2",
-                         "--out", "bad", "--fast", "-q")
+    code, out, err = cli(
+        "compare", *SMALL, "--methods", "ft", "--seq-lens", "16", "--batch-sizes", "1,2", "--out", "bad", "--fast", "-q"
+    )
     assert code == 1
     assert "the closed form of ft disagrees with its check profile: peak: formula" in err
     assert all(r.status == "error" for r in load_results("bad/results.json").results)

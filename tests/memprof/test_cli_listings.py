@@ -12,10 +12,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from memprof.models import backbones
-
 from memprof import methods
 from memprof.methods import registry
+from memprof.models import backbones
 
 THIRD_PARTY = Path(__file__).parent / "third_party"
 
@@ -23,12 +22,21 @@ THIRD_PARTY = Path(__file__).parent / "third_party"
 def run_in_terminal(args, columns, **env):
     """Run the memprof entry point in a pseudo-terminal ``columns`` wide; return everything it printed."""
     pty = pytest.importorskip("pty")
-    environ = {k: v for k, v in os.environ.items()
-               if k not in ("NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "MEMPROF_DEBUG")}
+    environ = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "MEMPROF_DEBUG")
+    }
     environ.update(COLUMNS=str(columns), LINES="50", TERM="xterm-256color", **env)
     leader, follower = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-c", "from memprof.cli import main; main()", *args],
-                            stdin=follower, stdout=follower, stderr=follower, env=environ, close_fds=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from memprof.cli import main; main()", *args],
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        env=environ,
+        close_fds=True,
+    )
     os.close(follower)
     out = b""
     while True:
@@ -90,8 +98,12 @@ def test_backbones_json_has_every_full_name_and_exact_counts(cli):
     assert code == 0 and [e["name"] for e in entries] == backbones.known_names()
     gpt2 = next(e for e in entries if e["name"] == "gpt2")
     # GPT-2 small: 124,439,808 parameters (embeddings tied), 12 layers, 1024 positions
-    assert (gpt2["parameters"], gpt2["layers"], gpt2["max_seq_len"], gpt2["default_task"]) == (124439808, 12, 1024,
-                                                                                               "causal-lm")
+    assert (gpt2["parameters"], gpt2["layers"], gpt2["max_seq_len"], gpt2["default_task"]) == (
+        124439808,
+        12,
+        1024,
+        "causal-lm",
+    )
 
 
 @pytest.mark.parametrize("width", [40, 80, 200])
@@ -99,8 +111,12 @@ def test_terminal_listing_keeps_every_name_whole_at_any_width(terminal, backbone
     from memprof.cli.views import print_listing
 
     out = terminal(width)
-    print_listing("backbones", ("name", "family", "default task", "layers", "max seq", "parameters", "weights"),
-                  backbone_rows, right=("layers", "max seq", "parameters"))
+    print_listing(
+        "backbones",
+        ("name", "family", "default task", "layers", "max seq", "parameters", "weights"),
+        backbone_rows,
+        right=("layers", "max seq", "parameters"),
+    )
     text = out.getvalue()
     shown = words(text)
     assert all(word in shown for row in backbone_rows for value in row for word in value.split())
@@ -146,15 +162,26 @@ def test_methods_listing(cli):
 
 
 def test_diagnose_json(cli, tmp_path):
-    tiny = {**backbones.builtin()["bert-base"], "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
-            "intermediate_size": 32, "vocab_size": 64}
+    tiny = {
+        **backbones.builtin()["bert-base"],
+        "hidden_size": 16,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 32,
+        "vocab_size": 64,
+    }
     (tmp_path / "tiny-bert").mkdir()
     (tmp_path / "tiny-bert" / "config.json").write_text(json.dumps(tiny))
-    code, out, _ = cli("diagnose", "--backbone", str(tmp_path / "tiny-bert"), "--seq-len", "8", "--batch-size", "1",
-                       "--json")
+    code, out, _ = cli(
+        "diagnose", "--backbone", str(tmp_path / "tiny-bert"), "--seq-len", "8", "--batch-size", "1", "--json"
+    )
     report = json.loads(out)
     assert code == 0 and (report["variant"], report["arithmetic"], report["dtype"], report["seq_len"]) == (
-        "meft1", "exact", "fp32", 8)
+        "meft1",
+        "exact",
+        "fp32",
+        8,
+    )
     # diagnose makes every layer reversible; in exact arithmetic both are rebuilt bit for bit
     assert [layer["max_abs"] for layer in report["layers"]] == [0.0, 0.0] and report["missing"] == []
 
@@ -203,6 +230,9 @@ def test_a_method_from_another_package(cli, tmp_path, monkeypatch, fresh_registr
 def test_a_broken_entry_point_is_left_out_with_a_warning(tmp_path, monkeypatch, fresh_registry):
     _install(tmp_path, monkeypatch, "[memprof.methods]\nbroken = memprof_no_such_module\n")
     before = list(registry._REGISTRY)
-    with pytest.warns(UserWarning, match=r"memprof method entry point 'broken' \(memprof-linear-probe "
-                                         r"memprof_no_such_module\) left out: ModuleNotFoundError"):
+    with pytest.warns(
+        UserWarning,
+        match=r"memprof method entry point 'broken' \(memprof-linear-probe "
+        r"memprof_no_such_module\) left out: ModuleNotFoundError",
+    ):
         assert methods.names() == before

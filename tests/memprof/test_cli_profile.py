@@ -10,16 +10,29 @@ from typer.testing import CliRunner
 import memprof
 from memprof.cli import app
 from memprof.cli.app import run
-from memprof.results.module_names import layer_group as group_path
 from memprof.reporters.table import layers_by_group as grouped_layers
+from memprof.results.module_names import layer_group as group_path
 from memprof.results.result import load_results
-
 
 
 def test_profile_prints_tables_and_writes_json(tiny_opt, tmp_path):
     out = tmp_path / "r.json"
-    res = CliRunner().invoke(app, ["profile", "--backbone", tiny_opt, "--method", "lora", "--seq-len", "16",
-                                   "--batch-size", "2", "--json", str(out)])
+    res = CliRunner().invoke(
+        app,
+        [
+            "profile",
+            "--backbone",
+            tiny_opt,
+            "--method",
+            "lora",
+            "--seq-len",
+            "16",
+            "--batch-size",
+            "2",
+            "--json",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "saved activations by module" in res.output and "memory of the step" in res.output
     assert "decoder.layers.1 " in res.output  # one row per layer by default, without peft's prefixes
@@ -31,8 +44,24 @@ def test_profile_prints_tables_and_writes_json(tiny_opt, tmp_path):
 
 
 def test_profile_names_the_reversible_stack(tiny_opt):
-    res = CliRunner().invoke(app, ["profile", "--backbone", tiny_opt, "--method", "meft3", "--seq-len", "16",
-                                   "--batch-size", "2", "--engine", "fake", "--target", "cpu"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "profile",
+            "--backbone",
+            tiny_opt,
+            "--method",
+            "meft3",
+            "--seq-len",
+            "16",
+            "--batch-size",
+            "2",
+            "--engine",
+            "fake",
+            "--target",
+            "cpu",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "decoder.layers (reversible stack, 2 layers)" in res.output
     assert "decoder.layers.0" not in res.output
@@ -59,10 +88,16 @@ def test_profile_runs_with_no_options():
         ("base_model.model.model.shared", None, "shared"),
         # MEFT's reversible stack: one row by default; its name counts as one component
         ("bert.encoder.layer (reversible stack, 12 layers)", None, "bert.encoder.layer (reversible stack, 12 layers)"),
-        ("bert.encoder.layer (reversible stack, 12 layers).base_layers.3.output", None,
-         "bert.encoder.layer (reversible stack, 12 layers)"),
-        ("bert.encoder.layer (reversible stack, 12 layers).base_layers.3.output", 4,
-         "bert.encoder.layer (reversible stack, 12 layers).base_layers.3"),
+        (
+            "bert.encoder.layer (reversible stack, 12 layers).base_layers.3.output",
+            None,
+            "bert.encoder.layer (reversible stack, 12 layers)",
+        ),
+        (
+            "bert.encoder.layer (reversible stack, 12 layers).base_layers.3.output",
+            4,
+            "bert.encoder.layer (reversible stack, 12 layers).base_layers.3",
+        ),
     ],
 )
 def test_group_path(path, depth, expected):

@@ -16,22 +16,54 @@ import pytest
 import torch
 
 import memprof
-from memprof.models import backbones, tasks
 from memprof import methods
+from memprof.models import backbones, tasks
 
 SEQ, BATCH = 16, 2
 TINY = {
-    "llama": {**backbones.builtin()["llama-3.2-1b"], "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-              "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8, "vocab_size": 64,
-              "max_position_embeddings": 64},
-    "qwen2": {**backbones.builtin()["qwen2.5-0.5b"], "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-              "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 64, "max_position_embeddings": 64,
-              "sliding_window": 64, "max_window_layers": 2},
-    "mistral": {**backbones.builtin()["mistral-7b"], "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-                "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 64, "max_position_embeddings": 64,
-                "sliding_window": 8},  # a window shorter than the sequence: the mask is a band
-    "gpt2": {**backbones.builtin()["gpt2"], "n_embd": 32, "n_layer": 2, "n_head": 4, "vocab_size": 64, "n_positions": 64,
-             "n_ctx": 64},
+    "llama": {
+        **backbones.builtin()["llama-3.2-1b"],
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 8,
+        "vocab_size": 64,
+        "max_position_embeddings": 64,
+    },
+    "qwen2": {
+        **backbones.builtin()["qwen2.5-0.5b"],
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "vocab_size": 64,
+        "max_position_embeddings": 64,
+        "sliding_window": 64,
+        "max_window_layers": 2,
+    },
+    "mistral": {
+        **backbones.builtin()["mistral-7b"],
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "vocab_size": 64,
+        "max_position_embeddings": 64,
+        "sliding_window": 8,
+    },  # a window shorter than the sequence: the mask is a band
+    "gpt2": {
+        **backbones.builtin()["gpt2"],
+        "n_embd": 32,
+        "n_layer": 2,
+        "n_head": 4,
+        "vocab_size": 64,
+        "n_positions": 64,
+        "n_ctx": 64,
+    },
 }
 
 
@@ -74,8 +106,9 @@ def test_saved_activations_equal_the_graph_count(tmp_path, family, method):
 
     bb = backbones.resolve(str(path))
     torch.manual_seed(0)
-    model = methods.get(method).apply(tasks.build_model(bb, bb.default_task, attn_implementation="eager"), bb,
-                                      bb.default_task)
+    model = methods.get(method).apply(
+        tasks.build_model(bb, bb.default_task, attn_implementation="eager"), bb, bb.default_task
+    )
     model.train()
     batch = tasks.make_batch(bb, bb.default_task, BATCH, SEQ)
     torch.manual_seed(0)

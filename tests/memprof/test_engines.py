@@ -8,27 +8,58 @@ import pytest
 import torch
 
 import memprof
-from memprof.models import backbones
 from memprof import methods
-from memprof.engines.config import ProfileConfig
 from memprof.engines import ModelCache, run
+from memprof.engines.config import ProfileConfig
+from memprof.models import backbones
 from memprof.results.result import LAYER_COLUMNS
 
 FAMILIES = ("bert", "roberta", "bart", "opt")
 B, S, H, HEADS, FFN, LAYERS = 2, 8, 16, 2, 32, 2
 F32 = 4
 SHRINK = {
-    "bert": dict(hidden_size=H, num_hidden_layers=LAYERS, num_attention_heads=HEADS, intermediate_size=FFN,
-                 max_position_embeddings=32),
-    "roberta": dict(hidden_size=H, num_hidden_layers=LAYERS, num_attention_heads=HEADS, intermediate_size=FFN,
-                    max_position_embeddings=34),
-    "bart": dict(d_model=H, encoder_layers=LAYERS, decoder_layers=LAYERS, encoder_attention_heads=HEADS,
-                 decoder_attention_heads=HEADS, encoder_ffn_dim=FFN, decoder_ffn_dim=FFN, max_position_embeddings=32),
-    "opt": dict(hidden_size=H, num_hidden_layers=LAYERS, num_attention_heads=HEADS, ffn_dim=FFN, word_embed_proj_dim=H,
-                max_position_embeddings=32),
+    "bert": dict(
+        hidden_size=H,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        intermediate_size=FFN,
+        max_position_embeddings=32,
+    ),
+    "roberta": dict(
+        hidden_size=H,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        intermediate_size=FFN,
+        max_position_embeddings=34,
+    ),
+    "bart": dict(
+        d_model=H,
+        encoder_layers=LAYERS,
+        decoder_layers=LAYERS,
+        encoder_attention_heads=HEADS,
+        decoder_attention_heads=HEADS,
+        encoder_ffn_dim=FFN,
+        decoder_ffn_dim=FFN,
+        max_position_embeddings=32,
+    ),
+    "opt": dict(
+        hidden_size=H,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        ffn_dim=FFN,
+        word_embed_proj_dim=H,
+        max_position_embeddings=32,
+    ),
 }
-_DECODER = dict(hidden_size=H, num_hidden_layers=LAYERS, num_attention_heads=HEADS, num_key_value_heads=1,
-                head_dim=H // HEADS, intermediate_size=FFN, max_position_embeddings=32)
+_DECODER = dict(
+    hidden_size=H,
+    num_hidden_layers=LAYERS,
+    num_attention_heads=HEADS,
+    num_key_value_heads=1,
+    head_dim=H // HEADS,
+    intermediate_size=FFN,
+    max_position_embeddings=32,
+)
 #: the decoders people fine-tune today: fake == cpu for every method, as for the families above
 DECODERS = ("llama", "qwen2", "mistral", "gpt2")
 SHRINK.update(
@@ -37,8 +68,16 @@ SHRINK.update(
     mistral={**_DECODER, "sliding_window": S // 2},  # shorter than the sequence: a banded mask
     gpt2=dict(n_embd=H, n_layer=LAYERS, n_head=HEADS, n_positions=32, n_ctx=32),
 )
-BUILTIN = {"bert": "bert-base", "roberta": "roberta-base", "bart": "bart-base", "opt": "opt-125m",
-           "llama": "llama-3.2-1b", "qwen2": "qwen2.5-0.5b", "mistral": "mistral-7b", "gpt2": "gpt2"}
+BUILTIN = {
+    "bert": "bert-base",
+    "roberta": "roberta-base",
+    "bart": "bart-base",
+    "opt": "opt-125m",
+    "llama": "llama-3.2-1b",
+    "qwen2": "qwen2.5-0.5b",
+    "mistral": "mistral-7b",
+    "gpt2": "gpt2",
+}
 #: Layers each reversible stack runs through the reversible Function, bottom-up (BART: encoder, decoder).
 #: The last stack under a classification head keeps its top layer's graph (meft's cache_top_layer),
 #: except with meft3, which recomputes half a layer at a time.
@@ -47,6 +86,8 @@ REVERSIBLE = {"bert": (1,), "roberta": (1,), "bart": (2, 1), "opt": (2,)}
 
 def reversible(family: str, method: str) -> tuple[int, ...]:
     return (LAYERS,) * len(REVERSIBLE[family]) if method.startswith("meft3") else REVERSIBLE[family]
+
+
 #: MEFT methods in exact arithmetic, and how many streams each reversible layer scales (and keeps bits of)
 EXACT_MEFT = {"meft": 1, "meft1": 1, "meft2": 1, "meft3": 2}
 FLOAT_MEFT = ("meft1-float", "meft2-float", "meft3-float")
@@ -61,7 +102,9 @@ def tiny(tmp_path_factory):
     for family, name in BUILTIN.items():
         folder = root / f"tiny-{family}"
         folder.mkdir()
-        (folder / "config.json").write_text(json.dumps({**backbones.builtin()[name], **SHRINK[family], "vocab_size": 64}))
+        (folder / "config.json").write_text(
+            json.dumps({**backbones.builtin()[name], **SHRINK[family], "vocab_size": 64})
+        )
         paths[family] = str(folder)
     return paths
 
@@ -118,8 +161,9 @@ def observable(kernels: str) -> str:
 
 
 @pytest.mark.parametrize("method", ["ft", "lora+ckpt", "meft", "meft3-float"])  # plain, checkpoint, reversible
-@pytest.mark.parametrize("family, dtype", [("bart", "mixed-bf16"), ("llama", "mixed-bf16"), ("gpt2", "bf16"),
-                                           ("bart", "fp16")])  # BART's fp16 layers ask if activations are finite
+@pytest.mark.parametrize(
+    "family, dtype", [("bart", "mixed-bf16"), ("llama", "mixed-bf16"), ("gpt2", "bf16"), ("bart", "fp16")]
+)  # BART's fp16 layers ask if activations are finite
 def test_fake_equals_cpu_under_autocast(tiny, family, dtype, method):
     fake = profile(tiny, family, method, dtype=dtype, engine="fake", target="cpu")
     cpu = profile(tiny, family, method, dtype=dtype, engine="cpu")
@@ -134,10 +178,15 @@ def test_fake_equals_cpu_under_autocast(tiny, family, dtype, method):
 def test_reversible_stack_keeps_its_streams_and_the_kept_bits(tiny, family, method):
     r = profile(tiny, family, method, engine="fake", target="cpu")
     stacks = r.layers[r.layers["module"].str.contains("(reversible stack", regex=False)]
-    lists = {"bert": ["bert.encoder.layer"], "roberta": ["roberta.encoder.layer"],
-             "bart": ["model.encoder.layers", "model.decoder.layers"], "opt": ["model.decoder.layers"]}[family]
-    counts = [f"{LAYERS} layers" if n == LAYERS else f"{n} of {LAYERS} layers reversible"
-              for n in reversible(family, method)]
+    lists = {
+        "bert": ["bert.encoder.layer"],
+        "roberta": ["roberta.encoder.layer"],
+        "bart": ["model.encoder.layers", "model.decoder.layers"],
+        "opt": ["model.decoder.layers"],
+    }[family]
+    counts = [
+        f"{LAYERS} layers" if n == LAYERS else f"{n} of {LAYERS} layers reversible" for n in reversible(family, method)
+    ]
     assert list(stacks["module"]) == [f"{path} (reversible stack, {n})" for path, n in zip(lists, counts)]
     tokens = B * S * H  # elements of one stream
     stream = I64 if method in EXACT_MEFT else F32  # exact arithmetic: int64 fixed point
@@ -258,8 +307,13 @@ def test_result_fields(tiny):
     assert list(r.layers.columns) == list(LAYER_COLUMNS)
     assert r.environment["torch"] == torch.__version__
     assert 0 < r.trainable_params < r.total_params
-    assert r.memory.peak == (r.memory.parameters + r.memory.gradients + r.memory.optimizer_state
-                             + r.memory.activations_at_peak + r.memory.temporaries)
+    assert r.memory.peak == (
+        r.memory.parameters
+        + r.memory.gradients
+        + r.memory.optimizer_state
+        + r.memory.activations_at_peak
+        + r.memory.temporaries
+    )
     assert r.step_time_s is None and profile(tiny, "opt", engine="cpu").step_time_s > 0
 
 
@@ -288,7 +342,7 @@ def test_out_of_memory_becomes_a_result(tiny, monkeypatch):
     def boom(built, config):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(cpu, "run", boom)
+    monkeypatch.setattr(cpu.ENGINE, "run", boom)
     r = run(ProfileConfig(tiny["bert"], "ft", S, B, engine="cpu"))
     assert (r.status, r.seq_len, r.batch_size) == ("oom", S, B)
     assert "Tried to allocate 2.00 GiB" in r.message
@@ -300,7 +354,7 @@ def test_other_errors_propagate(tiny, monkeypatch):
     def boom(built, config):
         raise ValueError("something else")
 
-    monkeypatch.setattr(cpu, "run", boom)
+    monkeypatch.setattr(cpu.ENGINE, "run", boom)
     with pytest.raises(ValueError, match="something else"):
         run(ProfileConfig(tiny["bert"], "ft", S, B, engine="cpu"))
 

@@ -6,29 +6,44 @@ import json
 import math
 
 import pytest
+from synthetic_results import golden_resultset, make_result
 
 from memprof.reporters import exactness, html, markdown, table
 from memprof.results.result import Memory, Result, ResultSet, layers_frame
 from memprof.units import MIB, format_bytes
-from synthetic_results import golden_resultset, make_result
 
-HEADER = ("| method | float twin | seq len | batch | peak (MiB) | float twin peak (MiB) | peak ratio (exact / float) "
-          "| reversible bits (MiB) | temporaries at peak, exact − float (MiB) |")
+HEADER = (
+    "| method | float twin | seq len | batch | peak (MiB) | float twin peak (MiB) | peak ratio (exact / float) "
+    "| reversible bits (MiB) | temporaries at peak, exact − float (MiB) |"
+)
 
 
 def result(method, seq_len, batch_size, *, peak=0, temporaries=0, bits=(), status="ok"):
     """A result with the given peak and temporaries (bytes) and one layer per entry of ``bits``
     (its ``reversible_bits`` bytes), beside an attention layer that keeps none."""
-    records = [{"module": "model.decoder.layers.0.self_attn", "saved_bytes": 4 * MIB,
-                "categories": {"linear_input": 4 * MIB}}]
-    records += [{"module": f"model.decoder.layers.{i}", "saved_bytes": b, "categories": {"reversible_bits": b}}
-                for i, b in enumerate(bits)]
+    records = [
+        {"module": "model.decoder.layers.0.self_attn", "saved_bytes": 4 * MIB, "categories": {"linear_input": 4 * MIB}}
+    ]
+    records += [
+        {"module": f"model.decoder.layers.{i}", "saved_bytes": b, "categories": {"reversible_bits": b}}
+        for i, b in enumerate(bits)
+    ]
     ok = status == "ok"
-    return Result(backbone="opt-125m", method=method, engine="fake", target="cuda", dtype="fp32",
-                  attn_implementation="sdpa", seq_len=seq_len, batch_size=batch_size, task="causal-lm",
-                  status=status, message="" if ok else "OutOfMemoryError: CUDA out of memory",
-                  memory=Memory(peak=peak, temporaries=temporaries) if ok else Memory(),
-                  layers=layers_frame(records if ok else []))
+    return Result(
+        backbone="opt-125m",
+        method=method,
+        engine="fake",
+        target="cuda",
+        dtype="fp32",
+        attn_implementation="sdpa",
+        seq_len=seq_len,
+        batch_size=batch_size,
+        task="causal-lm",
+        status=status,
+        message="" if ok else "OutOfMemoryError: CUDA out of memory",
+        memory=Memory(peak=peak, temporaries=temporaries) if ok else Memory(),
+        layers=layers_frame(records if ok else []),
+    )
 
 
 def hand_made(*extra):
@@ -39,16 +54,19 @@ def hand_made(*extra):
     temporaries 64 - 64 = 0. meft3 (128, 4): 999 MiB against 888: 9/8 = 1.125; bits 3 x 2.5 MiB = 7.5
     MiB; temporaries 16 - 20 = -4 MiB.
     """
-    return ResultSet(results=[
-        make_result("ft", 128, 4, backbone="opt-125m"),
-        result("meft1", 128, 4, peak=900 * MIB, temporaries=40 * MIB, bits=(3 * MIB, 3 * MIB)),
-        result("meft1-float", 128, 4, peak=800 * MIB, temporaries=32 * MIB),
-        result("meft3", 128, 4, peak=999 * MIB, temporaries=16 * MIB, bits=(5 * MIB // 2,) * 3),
-        result("meft3-float", 128, 4, peak=888 * MIB, temporaries=20 * MIB),
-        result("meft1", 256, 4, peak=1000 * MIB, temporaries=64 * MIB, bits=(6 * MIB, 6 * MIB)),
-        result("meft1-float", 256, 4, peak=960 * MIB, temporaries=64 * MIB),
-        *extra,
-    ], options={"methods": ["ft", "meft1", "meft3", "meft1-float", "meft3-float"]})
+    return ResultSet(
+        results=[
+            make_result("ft", 128, 4, backbone="opt-125m"),
+            result("meft1", 128, 4, peak=900 * MIB, temporaries=40 * MIB, bits=(3 * MIB, 3 * MIB)),
+            result("meft1-float", 128, 4, peak=800 * MIB, temporaries=32 * MIB),
+            result("meft3", 128, 4, peak=999 * MIB, temporaries=16 * MIB, bits=(5 * MIB // 2,) * 3),
+            result("meft3-float", 128, 4, peak=888 * MIB, temporaries=20 * MIB),
+            result("meft1", 256, 4, peak=1000 * MIB, temporaries=64 * MIB, bits=(6 * MIB, 6 * MIB)),
+            result("meft1-float", 256, 4, peak=960 * MIB, temporaries=64 * MIB),
+            *extra,
+        ],
+        options={"methods": ["ft", "meft1", "meft3", "meft1-float", "meft3-float"]},
+    )
 
 
 ROWS = [
@@ -72,7 +90,10 @@ def section(text):
 def test_frame_holds_the_exact_bytes():
     frame = exactness.exactness_frame(exactness.exactness_pairs(hand_made(), table.method_order(hand_made())))
     assert frame[["method", "float_method", "seq_len", "batch_size"]].values.tolist() == [
-        ["meft1", "meft1-float", 128, 4], ["meft3", "meft3-float", 128, 4], ["meft1", "meft1-float", 256, 4]]
+        ["meft1", "meft1-float", 128, 4],
+        ["meft3", "meft3-float", 128, 4],
+        ["meft1", "meft1-float", 256, 4],
+    ]
     assert frame["peak"].tolist() == [900 * MIB, 999 * MIB, 1000 * MIB]
     assert frame["float_peak"].tolist() == [800 * MIB, 888 * MIB, 960 * MIB]
     assert frame["peak_ratio"].tolist() == pytest.approx([9 / 8, 9 / 8, 25 / 24])
@@ -87,17 +108,25 @@ def test_summary_md_rows_by_hand():
 
 
 def test_a_peak_of_a_gib_or_more_shows_both_peaks_in_gib():
-    rs = ResultSet(results=[result("meft2", 512, 8, peak=3 * 1024 * MIB, temporaries=MIB, bits=(MIB,)),
-                            result("meft2-float", 512, 8, peak=2 * 1024 * MIB)])
+    rs = ResultSet(
+        results=[
+            result("meft2", 512, 8, peak=3 * 1024 * MIB, temporaries=MIB, bits=(MIB,)),
+            result("meft2-float", 512, 8, peak=2 * 1024 * MIB),
+        ]
+    )
     headers, rows = table.summary_data(rs)["exactness"]["table"]
     assert headers[4:6] == ["peak (GiB)", "float twin peak (GiB)"]
     assert rows == [["meft2", "meft2-float", "512", "8", "3.00", "2.00", "1.500", "1.0", "+1.0"]]
 
 
 def test_the_alias_meft_pairs_with_meft1_float():
-    rs = ResultSet(results=[result("meft", 128, 4, peak=900 * MIB, temporaries=40 * MIB, bits=(3 * MIB, 3 * MIB)),
-                            result("meft1-float", 128, 4, peak=800 * MIB, temporaries=32 * MIB),
-                            result("meft2-float", 128, 4, peak=700 * MIB)])
+    rs = ResultSet(
+        results=[
+            result("meft", 128, 4, peak=900 * MIB, temporaries=40 * MIB, bits=(3 * MIB, 3 * MIB)),
+            result("meft1-float", 128, 4, peak=800 * MIB, temporaries=32 * MIB),
+            result("meft2-float", 128, 4, peak=700 * MIB),
+        ]
+    )
     headers, rows = table.summary_data(rs)["exactness"]["table"]
     assert rows == [["meft", "meft1-float", "128", "4", "900.0", "800.0", "1.125", "6.0", "+8.0"]]
 
@@ -112,15 +141,22 @@ def test_aliases_are_the_registrys():
     assert exactness.ALIASES == {m: a for m, a in stands_for.items() if a and f"{a}-float" in registered}
     twins = {m: exactness.float_twin(m) for m in registered}
     assert {m: t for m, t in twins.items() if t in registered} == {
-        "meft1": "meft1-float", "meft2": "meft2-float", "meft3": "meft3-float", "meft": "meft1-float"}
+        "meft1": "meft1-float",
+        "meft2": "meft2-float",
+        "meft3": "meft3-float",
+        "meft": "meft1-float",
+    }
 
 
-@pytest.mark.parametrize("results", [
-    golden_resultset().results,  # ft, lora, adapter
-    [result("meft1", 128, 4, peak=MIB), result("meft2-float", 128, 4, peak=MIB)],  # not twins
-    [result("meft1", 128, 4, peak=MIB), result("meft1-float", 256, 4, peak=MIB)],  # not one configuration
-    [result("meft1-float", 128, 4, peak=MIB), result("meft2-float", 128, 4, peak=MIB)],  # no exact method
-])
+@pytest.mark.parametrize(
+    "results",
+    [
+        golden_resultset().results,  # ft, lora, adapter
+        [result("meft1", 128, 4, peak=MIB), result("meft2-float", 128, 4, peak=MIB)],  # not twins
+        [result("meft1", 128, 4, peak=MIB), result("meft1-float", 256, 4, peak=MIB)],  # not one configuration
+        [result("meft1-float", 128, 4, peak=MIB), result("meft2-float", 128, 4, peak=MIB)],  # no exact method
+    ],
+)
 def test_no_pair_no_section(results):
     rs = ResultSet(results=results)
     data = table.summary_data(rs)
@@ -132,8 +168,13 @@ def test_no_pair_no_section(results):
 def test_a_pair_that_did_not_finish_is_left_out_and_named():
     rs = hand_made(result("meft3", 256, 4, peak=MIB, bits=(MIB,)), result("meft3-float", 256, 4, status="oom"))
     lines = section(markdown.to_markdown(table.summary_data(rs)))
-    assert lines[4:] == [HEADER, "|---|---|---:|---:|---:|---:|---:|---:|---:|", *ROWS, "",
-                         "Left out, a result not ok: meft3 at sequence length 256, batch size 4 (meft3-float: oom)."]
+    assert lines[4:] == [
+        HEADER,
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        *ROWS,
+        "",
+        "Left out, a result not ok: meft3 at sequence length 256, batch size 4 (meft3-float: oom).",
+    ]
     # every pair finished: no footnote
     assert "Left out" not in markdown.to_markdown(table.summary_data(hand_made()))
 
@@ -147,8 +188,11 @@ def test_report_html_shows_the_same_table():
     assert html._table(headers, rows) in page
     assert [r[4:] for r in rows] == [row.strip("| ").split(" | ")[4:] for row in ROWS]
     # the section sits after every configuration's table, before the environment
-    assert page.index("<h2>Every configuration</h2>") < page.index("<h2>What exactness costs</h2>") \
+    assert (
+        page.index("<h2>Every configuration</h2>")
+        < page.index("<h2>What exactness costs</h2>")
         < page.index("<h2>Environment</h2>")
+    )
 
 
 def test_compare_end_to_end_on_a_tiny_opt(tiny_opt, tmp_path, stub_plots):
@@ -157,8 +201,9 @@ def test_compare_end_to_end_on_a_tiny_opt(tiny_opt, tmp_path, stub_plots):
     from memprof.cli.compare import compare_cmd
 
     out = tmp_path / "run"
-    compare_cmd(backbone=tiny_opt, methods="meft1,meft1-float", seq_lens="16", batch_sizes="2", jobs=1, out=out,
-                quiet=True)
+    compare_cmd(
+        backbone=tiny_opt, methods="meft1,meft1-float", seq_lens="16", batch_sizes="2", jobs=1, out=out, quiet=True
+    )
     saved = {r["method"]: r for r in json.loads((out / "results.json").read_text())["results"]}
     exact, float_ = saved["meft1"], saved["meft1-float"]
     assert exact["status"] == float_["status"] == "ok"
@@ -169,9 +214,11 @@ def test_compare_end_to_end_on_a_tiny_opt(tiny_opt, tmp_path, stub_plots):
     assert not math.isclose(ratio, 1.0)
     mib = ("MiB", MIB)
     temporaries = exact["memory"]["temporaries"] - float_["memory"]["temporaries"]
-    row = (f"| meft1 | meft1-float | 16 | 2 | {format_bytes(exact['memory']['peak'], mib)} | "
-           f"{format_bytes(float_['memory']['peak'], mib)} | {ratio:.3f} | {format_bytes(bits, mib)} | "
-           f"{'+' if temporaries > 0 else ''}{format_bytes(temporaries, mib)} |")
+    row = (
+        f"| meft1 | meft1-float | 16 | 2 | {format_bytes(exact['memory']['peak'], mib)} | "
+        f"{format_bytes(float_['memory']['peak'], mib)} | {ratio:.3f} | {format_bytes(bits, mib)} | "
+        f"{'+' if temporaries > 0 else ''}{format_bytes(temporaries, mib)} |"
+    )
     rule = "|---|---|---:|---:|---:|---:|---:|---:|---:|"
     assert section((out / "summary.md").read_text())[4:] == [HEADER, rule, row]
     assert f"<td>{ratio:.3f}</td>" in (out / "report.html").read_text()

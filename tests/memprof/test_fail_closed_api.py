@@ -21,19 +21,29 @@ from torch import nn
 
 import memprof
 from memprof import engines
-from memprof.models import tasks
 from memprof.checks.budget import parse_budgets
-from memprof.engines.config import ProfileConfig
 from memprof.engines import fake
+from memprof.engines.config import ProfileConfig
 from memprof.errors import MemprofError
 from memprof.instrument.session import Instrument
+from memprof.models import tasks
 from memprof.units import MAX_BYTES, parse_bytes
 
 F32 = 4
 # An OPT small enough for the fake engine to profile in a fraction of a second: 32 positions.
 TINY_OPT = dict(
-    model_type="opt", hidden_size=16, num_hidden_layers=2, num_attention_heads=2, ffn_dim=32, word_embed_proj_dim=16,
-    max_position_embeddings=32, vocab_size=64, pad_token_id=1, bos_token_id=2, eos_token_id=2, enable_bias=True,
+    model_type="opt",
+    hidden_size=16,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    ffn_dim=32,
+    word_embed_proj_dim=16,
+    max_position_embeddings=32,
+    vocab_size=64,
+    pad_token_id=1,
+    bos_token_id=2,
+    eos_token_id=2,
+    enable_bias=True,
     do_layer_norm_before=True,
 )
 # Linear(64, 64) -> ReLU -> Linear(64, 64) on x of (32, 64) fp32 saves x and the ReLU output (the
@@ -86,20 +96,48 @@ def test_profile_none_names_the_backbone_and_the_fix():
 
 
 WRONG_TYPES = [
-    ("backbone", 5), ("backbone", b"bert-base"), ("backbone", ["bert-base"]),
-    ("method", None), ("method", 3), ("method", ["ft", "lora"]),
-    ("engine", None), ("engine", 1),
-    ("target", 5), ("target", b"cuda"),
-    ("dtype", None), ("dtype", torch.float32),
-    ("attn", None), ("attn", True),
-    ("task", 1), ("task", ("classification",)),
-    ("seq_len", 8.0), ("seq_len", "8"), ("seq_len", True), ("seq_len", None), ("seq_len", 8.5),
-    ("batch_size", 8.0), ("batch_size", "8"), ("batch_size", False), ("batch_size", None),
-    ("seed", 0.0), ("seed", "0"), ("seed", True), ("seed", None),
+    ("backbone", 5),
+    ("backbone", b"bert-base"),
+    ("backbone", ["bert-base"]),
+    ("method", None),
+    ("method", 3),
+    ("method", ["ft", "lora"]),
+    ("engine", None),
+    ("engine", 1),
+    ("target", 5),
+    ("target", b"cuda"),
+    ("dtype", None),
+    ("dtype", torch.float32),
+    ("attn", None),
+    ("attn", True),
+    ("task", 1),
+    ("task", ("classification",)),
+    ("seq_len", 8.0),
+    ("seq_len", "8"),
+    ("seq_len", True),
+    ("seq_len", None),
+    ("seq_len", 8.5),
+    ("batch_size", 8.0),
+    ("batch_size", "8"),
+    ("batch_size", False),
+    ("batch_size", None),
+    ("seed", 0.0),
+    ("seed", "0"),
+    ("seed", True),
+    ("seed", None),
 ]
-EXAMPLES = {"backbone": "backbone='bert-base'", "method": "method='lora'", "engine": "engine='fake'",
-            "target": "target='cuda'", "dtype": "dtype='bf16'", "attn": "attn='sdpa'", "task": "task='classification'",
-            "seq_len": "seq_len=512", "batch_size": "batch_size=8", "seed": "seed=0"}
+EXAMPLES = {
+    "backbone": "backbone='bert-base'",
+    "method": "method='lora'",
+    "engine": "engine='fake'",
+    "target": "target='cuda'",
+    "dtype": "dtype='bf16'",
+    "attn": "attn='sdpa'",
+    "task": "task='classification'",
+    "seq_len": "seq_len=512",
+    "batch_size": "batch_size=8",
+    "seed": "seed=0",
+}
 
 
 @pytest.mark.parametrize("field, value", WRONG_TYPES, ids=[f"{f}={v!r}" for f, v in WRONG_TYPES])
@@ -111,8 +149,11 @@ def test_every_field_rejects_a_wrong_type_before_any_lookup(field, value):
         ProfileConfig(**kwargs)
     text = one_line(exc)
     assert text.startswith(f"{field}={value!r} ({type(value).__name__}) is not "), text
-    assert f"pass e.g. {EXAMPLES[field]}" in text or f"pass an int, e.g. {EXAMPLES[field]}" in text \
-        or f"such as {EXAMPLES[field]}" in text, text
+    assert (
+        f"pass e.g. {EXAMPLES[field]}" in text
+        or f"pass an int, e.g. {EXAMPLES[field]}" in text
+        or f"such as {EXAMPLES[field]}" in text
+    ), text
 
 
 def test_whole_number_messages_are_exact():
@@ -124,20 +165,30 @@ def test_whole_number_messages_are_exact():
     assert one_line(exc) == "batch_size=True (bool) is not a whole number (batch size); pass an int, e.g. batch_size=8"
     with pytest.raises(MemprofError) as exc:
         memprof.profile("bert-base", dtype=torch.bfloat16)
-    assert one_line(exc) == ("dtype=torch.bfloat16 (dtype) is not a dtype name: it must be a str; "
-                             "pass e.g. dtype='bf16'")
+    assert one_line(exc) == (
+        "dtype=torch.bfloat16 (dtype) is not a dtype name: it must be a str; pass e.g. dtype='bf16'"
+    )
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(backbone=""), "backbone='' is empty; pass a registry name such as backbone='bert-base'"),
-    (dict(backbone="  "), "backbone='  ' is empty;"),
-    (dict(seq_len=0), "sequence length 0 must be a whole number of at least 1; pass e.g. seq_len=512 "
-                      "(--seq-len 512 on the command line)"),
-    (dict(batch_size=-2), "batch size -2 must be a whole number of at least 1; pass e.g. batch_size=8 "
-                          "(--batch-size 8 on the command line)"),
-    (dict(seed=-1), "seed -1 is outside 0 to 2**64 - 1 (what torch.manual_seed takes); pass e.g. seed=0"),
-    (dict(seed=2**64), f"seed {2**64} is outside 0 to 2**64 - 1"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(backbone=""), "backbone='' is empty; pass a registry name such as backbone='bert-base'"),
+        (dict(backbone="  "), "backbone='  ' is empty;"),
+        (
+            dict(seq_len=0),
+            "sequence length 0 must be a whole number of at least 1; pass e.g. seq_len=512 "
+            "(--seq-len 512 on the command line)",
+        ),
+        (
+            dict(batch_size=-2),
+            "batch size -2 must be a whole number of at least 1; pass e.g. batch_size=8 "
+            "(--batch-size 8 on the command line)",
+        ),
+        (dict(seed=-1), "seed -1 is outside 0 to 2**64 - 1 (what torch.manual_seed takes); pass e.g. seed=0"),
+        (dict(seed=2**64), f"seed {2**64} is outside 0 to 2**64 - 1"),
+    ],
+)
 def test_values_out_of_range(kwargs, message):
     with pytest.raises(MemprofError) as exc:
         ProfileConfig(**{"backbone": "bert-base", **kwargs})
@@ -154,28 +205,34 @@ def test_paths_and_integer_types_are_accepted(tiny_opt):
 # -- 2. sizes ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("size, message", [
-    ("1e400", "budget peak '1e400' is too large a size; a size is at most 2**63 - 1 bytes (8 EiB)"),
-    ("1e999999999 TiB", "budget peak '1e999999999 TiB' is too large a size"),
-    (str(2**63), f"budget peak '{2**63}' is too large a size"),
-    (2**63, f"budget peak {2**63} is too large a size"),
-    (10**30, "budget peak 1000000000000000000000000000000 is too large a size"),
-    ("9000 PiB", "budget peak '9000 PiB' is not a size"),
-    ("nan", "budget peak 'nan' is not a finite size; pass bytes or a string such as '1.2 GiB'"),
-    ("inf", "budget peak 'inf' is not a finite size"),
-    ("-inf GiB", "budget peak '-inf GiB' is not a finite size"),
-    (float("nan"), "budget peak nan is not a finite size"),
-    (float("inf"), "budget peak inf is not a finite size"),
-    ("-1 GiB", "budget peak '-1 GiB' is a negative size; a size is at least 0 bytes"),
-    (-1, "budget peak -1 is a negative size"),
-    (-0.5, "budget peak -0.5 is a negative size"),
-    ("1e-3 B", "budget peak '1e-3 B' is a fraction of one byte; a size is a whole number of bytes: "
-               "pass 0 or at least 1 B"),
-    ("1e-99999999", "budget peak '1e-99999999' is a fraction of one byte"),
-    (0.4, "budget peak 0.4 is a fraction of one byte"), ("0.6", "budget peak '0.6' is a fraction of one byte"),
-    (None, "budget peak None is not a size"),
-    ([1], "budget peak [1] is not a size"),
-])
+@pytest.mark.parametrize(
+    "size, message",
+    [
+        ("1e400", "budget peak '1e400' is too large a size; a size is at most 2**63 - 1 bytes (8 EiB)"),
+        ("1e999999999 TiB", "budget peak '1e999999999 TiB' is too large a size"),
+        (str(2**63), f"budget peak '{2**63}' is too large a size"),
+        (2**63, f"budget peak {2**63} is too large a size"),
+        (10**30, "budget peak 1000000000000000000000000000000 is too large a size"),
+        ("9000 PiB", "budget peak '9000 PiB' is not a size"),
+        ("nan", "budget peak 'nan' is not a finite size; pass bytes or a string such as '1.2 GiB'"),
+        ("inf", "budget peak 'inf' is not a finite size"),
+        ("-inf GiB", "budget peak '-inf GiB' is not a finite size"),
+        (float("nan"), "budget peak nan is not a finite size"),
+        (float("inf"), "budget peak inf is not a finite size"),
+        ("-1 GiB", "budget peak '-1 GiB' is a negative size; a size is at least 0 bytes"),
+        (-1, "budget peak -1 is a negative size"),
+        (-0.5, "budget peak -0.5 is a negative size"),
+        (
+            "1e-3 B",
+            "budget peak '1e-3 B' is a fraction of one byte; a size is a whole number of bytes: pass 0 or at least 1 B",
+        ),
+        ("1e-99999999", "budget peak '1e-99999999' is a fraction of one byte"),
+        (0.4, "budget peak 0.4 is a fraction of one byte"),
+        ("0.6", "budget peak '0.6' is a fraction of one byte"),
+        (None, "budget peak None is not a size"),
+        ([1], "budget peak [1] is not a size"),
+    ],
+)
 def test_assert_memory_rejects_sizes_that_are_not_sizes(mlp, size, message):
     model, x = mlp
     with pytest.raises(MemprofError) as exc:
@@ -184,14 +241,24 @@ def test_assert_memory_rejects_sizes_that_are_not_sizes(mlp, size, message):
     assert model.calls == 0  # refused before the step ran
 
 
-@pytest.mark.parametrize("size, n", [
-    ("1.2 GiB", 1288490189),                       # 1.2 * 2**30 = 1288490188.8, to the nearest byte
-    ("9007199254740993", 2**53 + 1),              # read exactly: a float would say 2**53
-    (str(MAX_BYTES), MAX_BYTES), (MAX_BYTES, MAX_BYTES),
-    ("8 EB".replace("E", "T"), 8 * 1000**4),
-    ("0.5 KiB", 512), ("1.5", 2), ("2.5 B", 2), ("1.6", 2),  # rounded half to even, like round()
-    (0.0, 0), ("0e5", 0), (np.int64(7), 7), (np.float32(3.0), 3),
-])
+@pytest.mark.parametrize(
+    "size, n",
+    [
+        ("1.2 GiB", 1288490189),  # 1.2 * 2**30 = 1288490188.8, to the nearest byte
+        ("9007199254740993", 2**53 + 1),  # read exactly: a float would say 2**53
+        (str(MAX_BYTES), MAX_BYTES),
+        (MAX_BYTES, MAX_BYTES),
+        ("8 EB".replace("E", "T"), 8 * 1000**4),
+        ("0.5 KiB", 512),
+        ("1.5", 2),
+        ("2.5 B", 2),
+        ("1.6", 2),  # rounded half to even, like round()
+        (0.0, 0),
+        ("0e5", 0),
+        (np.int64(7), 7),
+        (np.float32(3.0), 3),
+    ],
+)
 def test_sizes_read_exactly_and_round_to_whole_bytes(size, n):
     assert parse_bytes(size) == n
 
@@ -333,8 +400,10 @@ def test_an_instrument_measures_one_step(mlp):
     inst = Instrument(model)
     with pytest.raises(MemprofError) as exc:
         inst.begin_forward(x)  # used to be AttributeError: 'NoneType' object has no attribute 'recording'
-    assert one_line(exc) == ("Instrument.begin_forward() was called before its with block; the phases of a step "
-                             "are marked inside `with Instrument(model, optimizer) as inst:`")
+    assert one_line(exc) == (
+        "Instrument.begin_forward() was called before its with block; the phases of a step "
+        "are marked inside `with Instrument(model, optimizer) as inst:`"
+    )
     with inst:
         inst.begin_forward(x)
         loss = model(x).sum()
@@ -353,18 +422,32 @@ def test_an_instrument_measures_one_step(mlp):
     assert inst.measurement is first
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda m, x: memprof.track(None), "memprof.track needs a torch.nn.Module to measure, got model=None (NoneType)"),
-    (lambda m, x: memprof.track(m, "adamw"),
-     "memprof.track: optimizer='adamw' (str) is not a torch.optim.Optimizer; pass the optimizer"),
-    (lambda m, x: memprof.track(m, name=5), "memprof.track name=5 (int) is not a str"),
-    (lambda m, x: memprof.assert_memory(m, x, loss_fn=5, peak="1 GiB"),
-     "assert_memory loss_fn=5 (int) is not callable"),
-    (lambda m, x: memprof.assert_memory(m, x, optimizer=object(), loss_fn=lambda o: o.sum(), peak="1 GiB"),
-     "memprof.track: optimizer=<object object"),
-    (lambda m, x: memprof.assert_memory(m.state_dict(), x, peak="1 GiB"),
-     "memprof.track needs a torch.nn.Module to measure, got model=OrderedDict([('0.weight', tensor("),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (
+            lambda m, x: memprof.track(None),
+            "memprof.track needs a torch.nn.Module to measure, got model=None (NoneType)",
+        ),
+        (
+            lambda m, x: memprof.track(m, "adamw"),
+            "memprof.track: optimizer='adamw' (str) is not a torch.optim.Optimizer; pass the optimizer",
+        ),
+        (lambda m, x: memprof.track(m, name=5), "memprof.track name=5 (int) is not a str"),
+        (
+            lambda m, x: memprof.assert_memory(m, x, loss_fn=5, peak="1 GiB"),
+            "assert_memory loss_fn=5 (int) is not callable",
+        ),
+        (
+            lambda m, x: memprof.assert_memory(m, x, optimizer=object(), loss_fn=lambda o: o.sum(), peak="1 GiB"),
+            "memprof.track: optimizer=<object object",
+        ),
+        (
+            lambda m, x: memprof.assert_memory(m.state_dict(), x, peak="1 GiB"),
+            "memprof.track needs a torch.nn.Module to measure, got model=OrderedDict([('0.weight', tensor(",
+        ),
+    ],
+)
 def test_track_arguments_are_checked_before_running(mlp, call, message):
     model, x = mlp
     with pytest.raises(MemprofError) as exc:
@@ -386,8 +469,10 @@ def test_batch_too_large_for_this_host_is_an_error_not_oom(tiny_opt):
         "the fake engine builds the token batch on this machine: batch size 1099511627776 x sequence length 16 "
         "needs about 768 TiB of host memory and this machine has "
     ), text
-    assert text.endswith("available; pass a smaller batch_size / --batch-size or seq_len / --seq-len "
-                         "(the device it models is not the limit)")
+    assert text.endswith(
+        "available; pass a smaller batch_size / --batch-size or seq_len / --seq-len "
+        "(the device it models is not the limit)"
+    )
 
 
 def test_host_limit_is_checked_against_available_memory(tiny_opt, monkeypatch):
@@ -400,11 +485,16 @@ def test_host_limit_is_checked_against_available_memory(tiny_opt, monkeypatch):
     assert engines.run(config).status == "ok"
 
 
-@pytest.mark.parametrize("failure", [
-    MemoryError(),
-    RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried to "
-                 "allocate 140737488355328 bytes. Error code 12 (Cannot allocate memory)"),
-])
+@pytest.mark.parametrize(
+    "failure",
+    [
+        MemoryError(),
+        RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried to "
+            "allocate 140737488355328 bytes. Error code 12 (Cannot allocate memory)"
+        ),
+    ],
+)
 def test_an_allocation_failing_on_the_host_is_an_error_not_oom(tiny_opt, monkeypatch, failure):
     def make_batch(*args, **kwargs):
         raise failure
@@ -424,7 +514,7 @@ def test_any_host_allocation_failure_in_the_fake_step_is_an_error(tiny_opt, monk
     def run(built, config):
         raise MemoryError()
 
-    monkeypatch.setattr(fake, "run", run)
+    monkeypatch.setattr(fake.ENGINE, "run", run)
     with pytest.raises(MemprofError, match=r"allocating it failed \(MemoryError"):
         memprof.profile(tiny_opt, seq_len=16, batch_size=2)
 
@@ -444,8 +534,10 @@ def test_other_errors_in_the_fake_batch_propagate(tiny_opt, monkeypatch):
 def test_seq_len_above_positions_names_the_python_argument_and_the_flag(tiny_opt):
     with pytest.raises(MemprofError) as exc:
         memprof.profile(tiny_opt, seq_len=33, batch_size=1)
-    assert one_line(exc) == ("sequence length 33 exceeds tiny-opt's maximum of 32 positions; pass seq_len=32 or less "
-                             "(--seq-len 32 on the command line)")
+    assert one_line(exc) == (
+        "sequence length 33 exceeds tiny-opt's maximum of 32 positions; pass seq_len=32 or less "
+        "(--seq-len 32 on the command line)"
+    )
     assert memprof.profile(tiny_opt, seq_len=32, batch_size=1).status == "ok"
 
 
@@ -457,5 +549,7 @@ def test_seq_len_above_positions_on_the_command_line(monkeypatch, capsys):
         run()
     err = capsys.readouterr().err.strip()
     assert exc.value.code == 2
-    assert err.endswith("sequence length 4096 exceeds bert-base's maximum of 512 positions; pass seq_len=512 or less "
-                        "(--seq-len 512 on the command line)"), err
+    assert err.endswith(
+        "sequence length 4096 exceeds bert-base's maximum of 512 positions; pass seq_len=512 or less "
+        "(--seq-len 512 on the command line)"
+    ), err

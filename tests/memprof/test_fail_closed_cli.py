@@ -12,24 +12,28 @@ import os
 import re
 
 import pytest
+from synthetic_results import fake_run, golden_resultset, make_result
 
 import memprof.engines
 import memprof.outputs
 import memprof.sweep.run
 from memprof.engines.config import ProfileConfig
 from memprof.results.result import Result, ResultSet, load_results, write_json
-from synthetic_results import fake_run, golden_resultset, make_result
 
 #: a two-layer BERT small enough to build in milliseconds (a literal: no registry lookups)
-TINY_BERT = {"model_type": "bert", "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
-             "intermediate_size": 32, "vocab_size": 64, "max_position_embeddings": 32, "type_vocab_size": 2}
+TINY_BERT = {
+    "model_type": "bert",
+    "hidden_size": 16,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 32,
+    "vocab_size": 64,
+    "max_position_embeddings": 32,
+    "type_vocab_size": 2,
+}
 SMALL = ["--methods", "ft,lora", "--seq-lens", "8,16", "--batch-sizes", "1,2"]
 
 pytestmark = pytest.mark.usefixtures("stub_plots")  # these tests are about other files than the plots
-
-
-
-
 
 
 @pytest.fixture
@@ -83,8 +87,21 @@ def test_a_config_error_with_markup_is_one_line(cli, tmp_path, no_profiling):
     """A config.json with ``"hidden_act": "gelu[/]"`` in a folder named ``[exp1]``: the backbone's
     validation refuses it before the sweep, in one line that shows both as they are."""
     write_config(tmp_path / "runs" / "[exp1]" / "config.json", hidden_act="gelu[/]")
-    line = one_error_line(*cli("compare", "--backbone", "runs/[exp1]/config.json", "--methods", "ft,lora",
-                               "--seq-lens", "8", "--batch-sizes", "1", "--out", "sweep"))
+    line = one_error_line(
+        *cli(
+            "compare",
+            "--backbone",
+            "runs/[exp1]/config.json",
+            "--methods",
+            "ft,lora",
+            "--seq-lens",
+            "8",
+            "--batch-sizes",
+            "1",
+            "--out",
+            "sweep",
+        )
+    )
     assert "runs/[exp1]/config.json" in line and "'gelu[/]'" in line
     assert not (tmp_path / "sweep").exists()
 
@@ -93,19 +110,34 @@ def test_a_failure_message_with_markup_does_not_stop_the_sweep(cli, tmp_path, mo
     """What the engine recorded for that config before backbones validated activations
     (``KeyError: 'gelu[/]'`` from transformers' ACT2FN), for every configuration, in a folder named
     ``[exp1]``: each failure is recorded and shown as it is, the sweep reaches the end, exit 1."""
+
     def run(config, cache):
         raise KeyError("gelu[/]")
 
     monkeypatch.setattr(memprof.sweep.run, "default_runner", lambda: (run, None))
-    code, out, err = cli("compare", "--methods", "ft,lora", "--seq-lens", "8", "--batch-sizes", "1",
-                         "--out", "runs/[exp1]/sweep", "--quiet")
+    code, out, err = cli(
+        "compare",
+        "--methods",
+        "ft,lora",
+        "--seq-lens",
+        "8",
+        "--batch-sizes",
+        "1",
+        "--out",
+        "runs/[exp1]/sweep",
+        "--quiet",
+    )
     assert code == 1, err
     saved = load_results(tmp_path / "runs" / "[exp1]" / "sweep" / "results.json")
     assert [(r.method, r.status, r.message) for r in saved.results] == [
-        ("ft", "error", "KeyError: 'gelu[/]'"), ("lora", "error", "KeyError: 'gelu[/]'")]
+        ("ft", "error", "KeyError: 'gelu[/]'"),
+        ("lora", "error", "KeyError: 'gelu[/]'"),
+    ]
     assert err.splitlines() == [
-        "ft seq 8 batch 1: error: KeyError: 'gelu[/]'", "lora seq 8 batch 1: error: KeyError: 'gelu[/]'",
-        "2 of 2 configurations did not finish (status and message in the table and in results.json)"]
+        "ft seq 8 batch 1: error: KeyError: 'gelu[/]'",
+        "lora seq 8 batch 1: error: KeyError: 'gelu[/]'",
+        "2 of 2 configurations did not finish (status and message in the table and in results.json)",
+    ]
     assert out == f"{os.path.join('runs', '[exp1]', 'sweep', 'report.html')}\n"
 
 
@@ -135,9 +167,19 @@ def test_the_summary_table_takes_cells_literally():
 
     from memprof.cli.views import summary_table
 
-    bad = Result(backbone="[b]x[/b]", method="ft", engine="fake", target="cuda", dtype="fp32",
-                 attn_implementation="sdpa", seq_len=8, batch_size=1, task="classification", status="error",
-                 message="KeyError: 'gelu[/]'")
+    bad = Result(
+        backbone="[b]x[/b]",
+        method="ft",
+        engine="fake",
+        target="cuda",
+        dtype="fp32",
+        attn_implementation="sdpa",
+        seq_len=8,
+        batch_size=1,
+        task="classification",
+        status="error",
+        message="KeyError: 'gelu[/]'",
+    )
     console = Console(width=400, record=True, color_system=None)
     console.print(summary_table(ResultSet([bad])))
     text = console.export_text()
@@ -151,14 +193,31 @@ def test_the_summary_table_takes_cells_literally():
 USAGE = [
     (["profile", "--seq-len", "abc"], "error: invalid value 'abc' for --seq-len: ", "; pass e.g. --seq-len 512"),
     (["profile", "--seq-len=abc"], "error: invalid value 'abc' for --seq-len: ", "; pass e.g. --seq-len 512"),
-    (["compare", "--seq-len", "128"], "error: unknown option '--seq-len' for memprof compare; did you mean --seq-lens?",
-     "see `memprof compare --help` for its options"),
-    (["profile", "--bogus"], "error: unknown option '--bogus' for memprof profile; ",
-     "see `memprof profile --help` for its options"),
-    (["bogus"], "error: no such command 'bogus'; use one of profile, backbones, compare, report, check, baseline, "
-     "diagnose", "(see `memprof --help`)"),
-    (["baseline", "x.json"], "error: missing option '--out'", "for memprof baseline; pass it (see `memprof baseline --help`)"),
-    (["check", "x.json", "--tolerance"], "error: option '--tolerance' requires an argument", "; pass e.g. --tolerance 2%"),
+    (
+        ["compare", "--seq-len", "128"],
+        "error: unknown option '--seq-len' for memprof compare; did you mean --seq-lens?",
+        "see `memprof compare --help` for its options",
+    ),
+    (
+        ["profile", "--bogus"],
+        "error: unknown option '--bogus' for memprof profile; ",
+        "see `memprof profile --help` for its options",
+    ),
+    (
+        ["bogus"],
+        "error: no such command 'bogus'; use one of profile, backbones, compare, report, check, baseline, diagnose",
+        "(see `memprof --help`)",
+    ),
+    (
+        ["baseline", "x.json"],
+        "error: missing option '--out'",
+        "for memprof baseline; pass it (see `memprof baseline --help`)",
+    ),
+    (
+        ["check", "x.json", "--tolerance"],
+        "error: option '--tolerance' requires an argument",
+        "; pass e.g. --tolerance 2%",
+    ),
     (["report", "a.json", "b.json"], "error: got unexpected extra argument", "; see `memprof report --help`"),
 ]
 
@@ -179,9 +238,13 @@ def test_help_still_works(cli):
 
 @pytest.mark.parametrize("methods, fix", [("meft,meft1", "meft"), ("ft,meft1,lora,meft", "ft,meft1,lora")])
 def test_a_method_and_its_alias_are_refused(cli, tmp_path, no_profiling, methods, fix):
-    line = one_error_line(*cli("compare", "--methods", methods, "--seq-lens", "8", "--batch-sizes", "1", "--out", "run"))
-    assert line == (f"error: method 'meft' is an alias of 'meft1' and both are in --methods, so it would be profiled "
-                    f"twice; list it once, e.g. --methods {fix}")
+    line = one_error_line(
+        *cli("compare", "--methods", methods, "--seq-lens", "8", "--batch-sizes", "1", "--out", "run")
+    )
+    assert line == (
+        f"error: method 'meft' is an alias of 'meft1' and both are in --methods, so it would be profiled "
+        f"twice; list it once, e.g. --methods {fix}"
+    )
     assert not (tmp_path / "run").exists()
 
 
@@ -225,7 +288,8 @@ def test_quiet_compare_says_how_many_failed(cli, monkeypatch):
     assert code == 0
     assert out == f"{os.path.join('run', 'report.html')}\n"
     assert err.strip().splitlines()[-1] == (
-        "2 of 8 configurations did not finish (status and message in the table and in results.json)")
+        "2 of 8 configurations did not finish (status and message in the table and in results.json)"
+    )
 
 
 # -- 5. a resumed sweep finds what it started with -------------------------------------------------
@@ -256,14 +320,20 @@ def test_resume_refuses_a_changed_backbone_config(cli, tmp_path, monkeypatch):
     before = _fingerprint(config)
     assert saved.options["backbone_config_sha256"] == before
     assert set(saved.options["versions"]) == {"torch", "transformers", "peft", "memprof"}
-    assert (saved.options["engine"], saved.options["dtype"], saved.options["task"]) == ("fake", "fp32", "classification")
+    assert (saved.options["engine"], saved.options["dtype"], saved.options["task"]) == (
+        "fake",
+        "fp32",
+        "classification",
+    )
 
     write_config(config, intermediate_size=64)
     after = _fingerprint(config)
     monkeypatch.setattr(memprof.sweep.run, "default_runner", lambda: (fake_run, None))
     line = one_error_line(*cli("compare", "--resume", "run"))
-    assert line == (f"error: backbone config of {os.path.join('model', 'config.json')!r} changed since the sweep "
-                    f"started (fingerprint {before[:12]} -> {after[:12]}); start a new sweep with another --out")
+    assert line == (
+        f"error: backbone config of {os.path.join('model', 'config.json')!r} changed since the sweep "
+        f"started (fingerprint {before[:12]} -> {after[:12]}); start a new sweep with another --out"
+    )
     assert len(load_results(tmp_path / "run" / "results.json").results) == 3  # untouched
 
     write_config(config)  # restored: resumes
@@ -280,8 +350,10 @@ def test_resume_refuses_another_library_version(cli, tmp_path, monkeypatch):
     monkeypatch.setattr(memprof.sweep.run, "environment", lambda: {**real(), "transformers": "99.0"})
     monkeypatch.setattr(memprof.sweep.run, "default_runner", lambda: (fake_run, None))
     line = one_error_line(*cli("compare", "--resume", "run"))
-    assert line == (f"error: transformers version changed since the sweep started ({was} -> 99.0); resume it with "
-                    f"transformers {was}, or start a new sweep with another --out")
+    assert line == (
+        f"error: transformers version changed since the sweep started ({was} -> 99.0); resume it with "
+        f"transformers {was}, or start a new sweep with another --out"
+    )
 
 
 def test_results_without_a_fingerprint_still_resume(cli, tmp_path, monkeypatch):
@@ -303,8 +375,10 @@ def test_results_without_a_fingerprint_still_resume(cli, tmp_path, monkeypatch):
 
 def test_profile_json_in_a_missing_folder_fails_before_profiling(cli, tmp_path, no_profiling):
     line = one_error_line(*cli("profile", "--json", "missing_folder/r.json"))
-    assert line == ("error: cannot write the result to 'missing_folder/r.json': folder 'missing_folder' does not "
-                    "exist; create it first, or pass --json with a path in an existing folder")
+    assert line == (
+        "error: cannot write the result to 'missing_folder/r.json': folder 'missing_folder' does not "
+        "exist; create it first, or pass --json with a path in an existing folder"
+    )
     (tmp_path / "afolder").mkdir()
     line = one_error_line(*cli("profile", "--json", "afolder"))
     assert line.startswith("error: cannot write the result to 'afolder': it is a folder; pass --json with a file path")
@@ -315,11 +389,15 @@ def test_unwritable_folders_are_refused_before_the_work(cli, tmp_path, monkeypat
     (tmp_path / "ro").mkdir()
     monkeypatch.setattr(memprof.outputs, "_writable", lambda folder: folder.resolve() != (tmp_path / "ro").resolve())
     line = one_error_line(*cli("profile", "--json", "ro/r.json"))
-    assert line == ("error: cannot write the result to 'ro/r.json': folder 'ro' is not writable; pass --json with a "
-                    "path in a folder you can write to")
+    assert line == (
+        "error: cannot write the result to 'ro/r.json': folder 'ro' is not writable; pass --json with a "
+        "path in a folder you can write to"
+    )
     line = one_error_line(*cli("compare", *SMALL, "--out", "ro/run"))
-    assert line == ("error: output directory 'ro/run' is not writable ('ro', where it would be created, is read-only "
-                    "for you); pass --out with a folder you can write to")
+    assert line == (
+        "error: output directory 'ro/run' is not writable ('ro', where it would be created, is read-only "
+        "for you); pass --out with a folder you can write to"
+    )
     assert not (tmp_path / "ro" / "run").exists()
     write_json(ResultSet([make_result("ft", 8, 1)]), tmp_path / "r.json")
     line = one_error_line(*cli("report", "r.json", "--out", "ro"))
@@ -335,8 +413,10 @@ def test_every_writing_command_checks_its_output_first(cli, tmp_path):
     line = one_error_line(*cli("check", "nope.json", "--baseline", "nope.json", "--markdown", "no/dir.md"))
     assert line.startswith("error: cannot write the Markdown report to 'no/dir.md': folder 'no' does not exist")
     line = one_error_line(*cli("baseline", "nope.json", "--out", "afile/b.json"))
-    assert line == ("error: cannot write the baseline to 'afile/b.json': 'afile' is a file, not a folder; pass --out "
-                    "with another path")
+    assert line == (
+        "error: cannot write the baseline to 'afile/b.json': 'afile' is a file, not a folder; pass --out "
+        "with another path"
+    )
     line = one_error_line(*cli("report", "nope.json", "--out", "afile"))
     assert line.startswith("error: output directory 'afile' is a file")
 
@@ -357,9 +437,19 @@ def test_summary_md_is_inert(tmp_path):
     from memprof.reporters import markdown
 
     ok = make_result("ft", 8, 1, backbone="<b>bb</b>|`x`")
-    bad = Result(backbone=ok.backbone, method="lora", engine="fake", target="cuda", dtype="fp32",
-                 attn_implementation="sdpa", seq_len=8, batch_size=1, task="classification", status="error",
-                 message=HOSTILE)
+    bad = Result(
+        backbone=ok.backbone,
+        method="lora",
+        engine="fake",
+        target="cuda",
+        dtype="fp32",
+        attn_implementation="sdpa",
+        seq_len=8,
+        batch_size=1,
+        task="classification",
+        status="error",
+        message=HOSTILE,
+    )
     command = "memprof compare --backbone '```\n<script>'"
     text = markdown.render(ResultSet([ok, bad], command=command), tmp_path / "summary.md").read_text()
     html = _render(text)

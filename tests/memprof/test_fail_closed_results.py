@@ -36,19 +36,37 @@ LORA = "bert-base lora seq=128 batch=8 fp32 fake->cuda"
 
 def result(method="ft", saved=100 * MiB, status="ok", engine="fake", target="cuda", **memory):
     return Result(
-        backbone="bert-base", method=method, engine=engine, target=target, dtype="fp32", attn_implementation="sdpa",
-        seq_len=128, batch_size=8, task="classification", status=status,
+        backbone="bert-base",
+        method=method,
+        engine=engine,
+        target=target,
+        dtype="fp32",
+        attn_implementation="sdpa",
+        seq_len=128,
+        batch_size=8,
+        task="classification",
+        status=status,
         memory=Memory(saved_activations=saved, peak_activations=2 * saved, peak=5 * saved, **memory),
-        layers=layers_frame([{"module": "bert.encoder", "saved_bytes": saved,
-                              "categories": {"linear_input": saved - 4096, "other": 4096}}]),
+        layers=layers_frame(
+            [
+                {
+                    "module": "bert.encoder",
+                    "saved_bytes": saved,
+                    "categories": {"linear_input": saved - 4096, "other": 4096},
+                }
+            ]
+        ),
         environment={"torch": "2.13.0", "transformers": "5.24.0"},
     )
 
 
 def two_results() -> dict:
     """A results.json as memprof writes it: results[0] ft, results[1] lora."""
-    return ResultSet([result(), result("lora", saved=50 * MiB)], command="memprof compare",
-                     options={"backbone": "bert-base", "seq_lens": [128]}).to_dict()
+    return ResultSet(
+        [result(), result("lora", saved=50 * MiB)],
+        command="memprof compare",
+        options={"backbone": "bert-base", "seq_lens": [128]},
+    ).to_dict()
 
 
 def write_text(path: Path, data) -> Path:
@@ -100,18 +118,34 @@ BAD_FIELDS = [
     ("results.1.memory.peak", "5 GiB", "memory.peak is '5 GiB' (a string), must be a whole number of bytes >= 0"),
     ("results.1.memory.peak", 5.0, "memory.peak is 5.0, must be a whole number of bytes >= 0"),
     ("results.1.memory.peak", True, "memory.peak is true (a boolean), must be a whole number of bytes >= 0"),
-    ("results.1.memory.peak", 2**63, "memory.peak is 9223372036854775808, must be a whole number of bytes >= 0 "
-                                     "and below 2**63"),
-    ("results.1.memory.peak", 10**400, "memory.peak is a number of about 401 digits, must be a whole number of "
-                                       "bytes >= 0 and below 2**63"),
-    ("results.1.memory.saved_activations", [1], "memory.saved_activations is an array, must be a whole number of "
-                                                "bytes >= 0"),
-    ("results.1.memory.cuda_max_allocated", -1, "memory.cuda_max_allocated is -1, must be a whole number of bytes "
-                                                ">= 0, or null"),
-    ("results.1.memory.peek", 1, "memory.peek is not a field memprof writes (the fields are parameters, gradients, "
-                                 "optimizer_state, saved_activations, peak_activations, temporaries, peak, "
-                                 "unattributed, activations_at_peak, cuda_max_allocated, cuda_max_reserved, "
-                                 "nvml_used)"),
+    (
+        "results.1.memory.peak",
+        2**63,
+        "memory.peak is 9223372036854775808, must be a whole number of bytes >= 0 and below 2**63",
+    ),
+    (
+        "results.1.memory.peak",
+        10**400,
+        "memory.peak is a number of about 401 digits, must be a whole number of bytes >= 0 and below 2**63",
+    ),
+    (
+        "results.1.memory.saved_activations",
+        [1],
+        "memory.saved_activations is an array, must be a whole number of bytes >= 0",
+    ),
+    (
+        "results.1.memory.cuda_max_allocated",
+        -1,
+        "memory.cuda_max_allocated is -1, must be a whole number of bytes >= 0, or null",
+    ),
+    (
+        "results.1.memory.peek",
+        1,
+        "memory.peek is not a field memprof writes (the fields are parameters, gradients, "
+        "optimizer_state, saved_activations, peak_activations, temporaries, peak, "
+        "unattributed, activations_at_peak, cuda_max_allocated, cuda_max_reserved, "
+        "nvml_used)",
+    ),
     ("results.1.memory", [], "memory is an array, must be an object"),
     ("results.1.memory", "DELETE", "memory is missing, must be an object"),
     ("results.1.seq_len", "128", "seq_len is '128' (a string), must be a whole number >= 1"),
@@ -124,8 +158,11 @@ BAD_FIELDS = [
     ("results.1.message", None, "message is null, must be a string"),
     ("results.1.step_time_s", math.nan, "step_time_s is NaN, must be a finite number of seconds >= 0, or null"),
     ("results.1.step_time_s", -0.5, "step_time_s is -0.5, must be a finite number of seconds >= 0, or null"),
-    ("results.1.step_time_s", "fast", "step_time_s is 'fast' (a string), must be a finite number of seconds >= 0, "
-                                      "or null"),
+    (
+        "results.1.step_time_s",
+        "fast",
+        "step_time_s is 'fast' (a string), must be a finite number of seconds >= 0, or null",
+    ),
     ("results.1.environment", [], "environment is an array, must be an object of strings"),
     ("results.1.environment.torch", math.nan, "environment.torch is NaN, must be a string"),
     ("results.1.layers", {}, "layers is an object, must be an array of {module, saved_bytes, categories} records"),
@@ -133,17 +170,32 @@ BAD_FIELDS = [
     ("results.1.layers.0.saved_bytes", -1, "layers[0].saved_bytes is -1, must be a whole number of bytes >= 0"),
     ("results.1.layers.0.module", 7, "layers[0].module is 7, must be a string"),
     ("results.1.layers.0.categories", "DELETE", "layers[0].categories is missing, must be an object"),
-    ("results.1.layers.0.categories.other", math.nan, "layers[0].categories.other is NaN, must be a whole number "
-                                                      "of bytes >= 0"),
-    ("results.1.layers.0.categories.attention", 1, "layers[0].categories.attention is not a field memprof writes "
-                                                   "(the fields are linear_input, attention_scores, softmax_output, "
-                                                   "dropout_mask, normalization, activation_fn, embedding, "
-                                                   "reversible_bits, other)"),
-    ("results.1.peek", 1, "peek is not a field memprof writes (the fields are backbone, method, engine, target, "
-                          "dtype, attn_implementation, seq_len, batch_size, task, step, loss, status, message, trainable_params, "
-                          "total_params, memory, layers, step_time_s, environment, timeline, schema_version)"),
-    ("results.1.schema_version", 5, "schema_version is 5, must be 1 or 2 or 3 or 4 (the versions this memprof reads); "
-                                    "re-run the profile with this version of memprof"),
+    (
+        "results.1.layers.0.categories.other",
+        math.nan,
+        "layers[0].categories.other is NaN, must be a whole number of bytes >= 0",
+    ),
+    (
+        "results.1.layers.0.categories.attention",
+        1,
+        "layers[0].categories.attention is not a field memprof writes "
+        "(the fields are linear_input, attention_scores, softmax_output, "
+        "dropout_mask, normalization, activation_fn, embedding, "
+        "reversible_bits, other)",
+    ),
+    (
+        "results.1.peek",
+        1,
+        "peek is not a field memprof writes (the fields are backbone, method, engine, target, "
+        "dtype, attn_implementation, seq_len, batch_size, task, step, loss, status, message, trainable_params, "
+        "total_params, memory, layers, step_time_s, environment, timeline, schema_version)",
+    ),
+    (
+        "results.1.schema_version",
+        5,
+        "schema_version is 5, must be 1 or 2 or 3 or 4 (the versions this memprof reads); "
+        "re-run the profile with this version of memprof",
+    ),
     ("results.1.step", "last", "step is 'last' (a string), must be one of first, steady"),
     ("results.1.step", "DELETE", "step is missing, must be a string"),
     ("results.1.loss", "sum", "loss is 'sum' (a string), must be one of full, chunked"),
@@ -155,10 +207,12 @@ BAD_FIELDS = [
 def test_a_bad_field_is_refused_naming_file_result_configuration_and_field(tmp_path, path, value, says):
     message = refusal(tmp_path, path, value, delete=value == "DELETE")
     fix = "" if "re-run" in says else f"; {FIX}"
-    label = {"results.1.seq_len": LORA.replace("seq=128", f"seq={value if value == 0 else 128}"),
-             "results.1.batch_size": LORA.replace("batch=8", "batch=?"),
-             "results.1.step": f"{LORA} {'?' if value == 'DELETE' else value}",
-             "results.1.loss": f"{LORA} {'?' if value == 'DELETE' else value} loss"}.get(path, LORA)  # what the file says
+    label = {
+        "results.1.seq_len": LORA.replace("seq=128", f"seq={value if value == 0 else 128}"),
+        "results.1.batch_size": LORA.replace("batch=8", "batch=?"),
+        "results.1.step": f"{LORA} {'?' if value == 'DELETE' else value}",
+        "results.1.loss": f"{LORA} {'?' if value == 'DELETE' else value} loss",
+    }.get(path, LORA)  # what the file says
     assert message == f"results file 'x.json': results[1] ({label}): {says}{fix}"
 
 
@@ -167,20 +221,26 @@ def test_a_bad_key_field_shows_in_the_configuration_label(tmp_path):
         f"results file 'x.json': results[0] (5 ft seq=128 batch=8 fp32 fake->cuda): backbone is 5, must be a string; {FIX}"
     )
     assert refusal(tmp_path, "results.0.backbone", ["bert"]).startswith(
-        "results file 'x.json': results[0] (? ft seq=128 batch=8 fp32 fake->cuda): backbone is an array, ")
+        "results file 'x.json': results[0] (? ft seq=128 batch=8 fp32 fake->cuda): backbone is an array, "
+    )
 
 
 BAD_SETS = [
     ("results.0", "x", "results[0] is 'x' (a string), must be an object holding a result"),
     ("results", {}, "results is an object, must be an array of results"),
     ("options", [1], "options is an array, must be an object"),
-    ("options.seq_lens", [128, math.nan], "options.seq_lens[1] is NaN, must be a finite number (JSON has no NaN or "
-                                          "Infinity)"),
-    ("options.deep", {"a": [{"b": -math.inf}]}, "options.deep.a[0].b is -Infinity, must be a finite number (JSON "
-                                                "has no NaN or Infinity)"),
+    (
+        "options.seq_lens",
+        [128, math.nan],
+        "options.seq_lens[1] is NaN, must be a finite number (JSON has no NaN or Infinity)",
+    ),
+    (
+        "options.deep",
+        {"a": [{"b": -math.inf}]},
+        "options.deep.a[0].b is -Infinity, must be a finite number (JSON has no NaN or Infinity)",
+    ),
     ("command", "DELETE", "command is missing, must be a string"),
-    ("comand", "x", "comand is not a field memprof writes (the fields are schema_version, command, options, "
-                    "results)"),
+    ("comand", "x", "comand is not a field memprof writes (the fields are schema_version, command, options, results)"),
 ]
 
 
@@ -205,8 +265,10 @@ def test_a_key_given_twice_is_refused(tmp_path):
     text = json.dumps(two_results()).replace('"peak": ', '"peak": -5, "peak": ', 1)
     with pytest.raises(MemprofError) as exc:
         load_results(write_text(tmp_path / "x.json", text))
-    assert str(exc.value) == (f"results file {str(tmp_path / 'x.json')!r} holds the key 'peak' twice in one object, "
-                              "so it cannot be read unambiguously; regenerate the file with memprof")
+    assert str(exc.value) == (
+        f"results file {str(tmp_path / 'x.json')!r} holds the key 'peak' twice in one object, "
+        "so it cannot be read unambiguously; regenerate the file with memprof"
+    )
 
 
 def test_a_single_result_file_and_from_dict_without_a_file(tmp_path):
@@ -215,16 +277,20 @@ def test_a_single_result_file_and_from_dict_without_a_file(tmp_path):
     path = write_text(tmp_path / "one.json", data)
     with pytest.raises(MemprofError) as exc:
         load_results(path)
-    assert str(exc.value) == (f"results file {str(path)!r}: result ({FT}): memory.peak is -5, must be a whole number "
-                              f"of bytes >= 0; {FIX}")
+    assert str(exc.value) == (
+        f"results file {str(path)!r}: result ({FT}): memory.peak is -5, must be a whole number of bytes >= 0; {FIX}"
+    )
     with pytest.raises(MemprofError) as exc:
         Result.from_dict(data)
-    assert str(exc.value) == (f"result ({FT}): memory.peak is -5, must be a whole number of bytes >= 0; "
-                              "regenerate the result with memprof")
+    assert str(exc.value) == (
+        f"result ({FT}): memory.peak is -5, must be a whole number of bytes >= 0; regenerate the result with memprof"
+    )
     with pytest.raises(MemprofError) as exc:
         ResultSet.from_dict({**two_results(), "results": [data]})
-    assert str(exc.value) == (f"results: results[0] ({FT}): memory.peak is -5, must be a whole number of bytes >= 0; "
-                              "regenerate the results with memprof")
+    assert str(exc.value) == (
+        f"results: results[0] ({FT}): memory.peak is -5, must be a whole number of bytes >= 0; "
+        "regenerate the results with memprof"
+    )
     with pytest.raises(MemprofError, match=r"^results is an array, must be an object holding schema_version"):
         ResultSet.from_dict([data])
     with pytest.raises(MemprofError, match=r"^result is null, must be an object holding a result"):
@@ -236,8 +302,10 @@ def test_schema_version_must_be_the_integer_1_or_2(tmp_path):
         path = write_text(tmp_path / "x.json", {**two_results(), "schema_version": version})
         with pytest.raises(MemprofError) as exc:
             load_results(path)
-        assert str(exc.value) == (f"results file has schema_version {shown}, this memprof reads 1 or 2 or 3 or 4; re-run the "
-                                  f"sweep that wrote {str(path)!r} with this version of memprof")
+        assert str(exc.value) == (
+            f"results file has schema_version {shown}, this memprof reads 1 or 2 or 3 or 4; re-run the "
+            f"sweep that wrote {str(path)!r} with this version of memprof"
+        )
 
 
 def test_valid_files_still_load_and_round_trip(tmp_path):
@@ -268,9 +336,14 @@ def test_valid_files_still_load_and_round_trip(tmp_path):
     assert rs.to_dict() == written
     # A sweep with layers, a failed result, a measured CUDA metric, a step time; and version 1 without
     # the CUDA-only fields at all (they read as null).
-    data = ResultSet([result(cuda_max_allocated=7), dataclasses.replace(result("lora"), status="oom", message="m",
-                                                                         step_time_s=0.25)],
-                     command="c", options={"seq_lens": [128]}).to_dict()
+    data = ResultSet(
+        [
+            result(cuda_max_allocated=7),
+            dataclasses.replace(result("lora"), status="oom", message="m", step_time_s=0.25),
+        ],
+        command="c",
+        options={"seq_lens": [128]},
+    ).to_dict()
     assert load_results(write_text(tmp_path / "a.json", data)).to_dict() == data
     v1 = copy.deepcopy(data)
     v1["schema_version"] = 1
@@ -323,17 +396,41 @@ def test_every_field_replaced_by_garbage_is_refused_or_read_exactly(tmp_path):
                 continue
             accepted.add((name, repr(value)))
             assert load_results(write_json(rs, tmp_path / "again.json")).to_dict() == rs.to_dict()
-    text = [f"{f}" for f in ("backbone", "method", "engine", "target", "dtype", "attn_implementation", "task",
-                             "message", "layers[0].module", "environment.torch", "environment.transformers")]
+    text = [
+        f"{f}"
+        for f in (
+            "backbone",
+            "method",
+            "engine",
+            "target",
+            "dtype",
+            "attn_implementation",
+            "task",
+            "message",
+            "layers[0].module",
+            "environment.torch",
+            "environment.transformers",
+        )
+    ]
     assert accepted == {
         *((f, "'x'") for f in text),
-        ("step_time_s", "None"), ("step_time_s", "1.5"), ("step_time_s", repr(2**64)),
-        ("timeline", "None"), ("timeline", "'DELETE'"),  # a result without a timeline (tests/memprof/test_timeline.py)
-        ("environment", "{}"), ("environment.torch", "'DELETE'"), ("environment.transformers", "'DELETE'"),
-        *((f"memory.{m}", v) for m in ("cuda_max_allocated", "cuda_max_reserved", "nvml_used")
-          for v in ("None", "'DELETE'")),
-        ("layers", "[]"), ("layers[0].categories", "{}"),
-        ("layers[0].categories.linear_input", "'DELETE'"), ("layers[0].categories.other", "'DELETE'"),
+        ("step_time_s", "None"),
+        ("step_time_s", "1.5"),
+        ("step_time_s", repr(2**64)),
+        ("timeline", "None"),
+        ("timeline", "'DELETE'"),  # a result without a timeline (tests/memprof/test_timeline.py)
+        ("environment", "{}"),
+        ("environment.torch", "'DELETE'"),
+        ("environment.transformers", "'DELETE'"),
+        *(
+            (f"memory.{m}", v)
+            for m in ("cuda_max_allocated", "cuda_max_reserved", "nvml_used")
+            for v in ("None", "'DELETE'")
+        ),
+        ("layers", "[]"),
+        ("layers[0].categories", "{}"),
+        ("layers[0].categories.linear_input", "'DELETE'"),
+        ("layers[0].categories.other", "'DELETE'"),
     }
 
 
@@ -348,7 +445,9 @@ HOSTILE = {
     "deep objects": b'{"a":' * 50_000 + b"1" + b"}" * 50_000,
     "deep results": b'{"schema_version": 2, "results": ' + b"[" * 50_000 + b"]" * 50_000 + b"}",
     "deep options": b'{"schema_version": 2, "command": "", "results": [], "options": {"a": '
-                    + b"[" * 900 + b"]" * 900 + b', "b": NaN}}',
+    + b"[" * 900
+    + b"]" * 900
+    + b', "b": NaN}}',
     "a huge integer": b"9" * 5000,
     "a huge schema_version": b'{"schema_version": ' + b"9" * 4000 + b', "results": []}',
     "a huge peak": json.dumps(two_results()).replace('"peak": 524288000', '"peak": ' + "9" * 4000).encode(),
@@ -370,8 +469,9 @@ def test_hostile_json_raises_only_memprof_error_in_one_line(tmp_path, name):
     assert "\n" not in message and repr(str(path)) in message and len(message) < 400, message
 
 
-@pytest.mark.parametrize("encode", [lambda t: b"\xef\xbb\xbf" + t.encode(), lambda t: t.encode("utf-16")],
-                         ids=["UTF-8 with a BOM", "UTF-16"])
+@pytest.mark.parametrize(
+    "encode", [lambda t: b"\xef\xbb\xbf" + t.encode(), lambda t: t.encode("utf-16")], ids=["UTF-8 with a BOM", "UTF-16"]
+)
 def test_other_unicode_encodings_of_a_valid_file_still_load(tmp_path, encode):
     path = tmp_path / "bom.json"
     path.write_bytes(encode(json.dumps(two_results())))
@@ -391,14 +491,24 @@ def unusable(current: ResultSet, baseline: ResultSet, **kw) -> str:
     return str(exc.value)
 
 
-RULE = ("an ok result's peak must be a whole number of bytes >= 0 (only a CUDA-only metric its engine does not "
-        "measure may be null); regenerate it with memprof")
+RULE = (
+    "an ok result's peak must be a whole number of bytes >= 0 (only a CUDA-only metric its engine does not "
+    "measure may be null); regenerate it with memprof"
+)
 
 
 @pytest.mark.parametrize(
     "value, shown",
-    [(math.nan, "NaN"), (None, "null"), ("500", "'500' (a string)"), (-1, "-1"), (math.inf, "Infinity"),
-     (1.5, "1.5"), (True, "true (a boolean)"), (2**64, "18446744073709551616")],
+    [
+        (math.nan, "NaN"),
+        (None, "null"),
+        ("500", "'500' (a string)"),
+        (-1, "-1"),
+        (math.inf, "Infinity"),
+        (1.5, "1.5"),
+        (True, "true (a boolean)"),
+        (2**64, "18446744073709551616"),
+    ],
 )
 def test_an_unusable_current_metric_is_unusable_input_not_a_pass(value, shown):
     message = unusable(ResultSet([with_memory(result(), peak=value)]), ResultSet([result()]))
@@ -438,13 +548,18 @@ def test_which_null_is_unmeasured():
     for metric in ("cuda_max_allocated", "cuda_max_reserved"):
         message = unusable(ResultSet([with_memory(cuda, **{metric: None})]), ResultSet([cuda]), metrics=(metric,))
         assert message.startswith(f"cannot compare {metric} of {label}: the current results have null; ")
-    report = gate.compare(ResultSet([with_memory(cuda, nvml_used=None)]), ResultSet([cuda]),
-                          metrics=gate.CUDA_ONLY_METRICS)
+    report = gate.compare(
+        ResultSet([with_memory(cuda, nvml_used=None)]), ResultSet([cuda]), metrics=gate.CUDA_ONLY_METRICS
+    )
     assert [(r.metric, r.verdict) for r in report.rows] == [
-        ("cuda_max_allocated", "ok"), ("cuda_max_reserved", "ok"), ("nvml_used", "unmeasured")]
+        ("cuda_max_allocated", "ok"),
+        ("cuda_max_reserved", "ok"),
+        ("nvml_used", "unmeasured"),
+    ]
     # A CUDA-only metric that is there but not a byte count is unusable on any engine.
-    assert unusable(ResultSet([with_memory(result(), nvml_used=math.nan)]), ResultSet([result()]),
-                    metrics=("nvml_used",)).startswith(f"cannot compare nvml_used of {FT}: the current results have NaN")
+    assert unusable(
+        ResultSet([with_memory(result(), nvml_used=math.nan)]), ResultSet([result()]), metrics=("nvml_used",)
+    ).startswith(f"cannot compare nvml_used of {FT}: the current results have NaN")
 
 
 def test_a_key_that_cannot_be_matched_is_unusable_input():
@@ -489,6 +604,7 @@ def read_only(tmp_path, monkeypatch):
                 if Path(path).parent == folder and (real is real_mkdir or args and args[0] & os.O_CREAT):
                     raise PermissionError(errno.EACCES, "Permission denied", str(path))
                 return real(path, *args, **kwargs)
+
             return call
 
         monkeypatch.setattr(os, "open", refuse(real_open))
@@ -499,10 +615,14 @@ def read_only(tmp_path, monkeypatch):
 
 def test_write_json_renames_a_temporary_file_of_the_same_folder_and_leaves_nothing_else(tmp_path, monkeypatch):
     renames, real_replace = [], os.replace
-    monkeypatch.setattr(os, "replace", lambda src, dst: (renames.append((Path(src), Path(dst))), real_replace(src, dst)))
+    monkeypatch.setattr(
+        os, "replace", lambda src, dst: (renames.append((Path(src), Path(dst))), real_replace(src, dst))
+    )
     write_json(ResultSet([result()]), tmp_path / "results.json")
     write_json(ResultSet([result("lora")]), tmp_path / "results.json")
-    assert [(src.parent, src.suffix, dst) for src, dst in renames] == [(tmp_path, ".tmp", tmp_path / "results.json")] * 2
+    assert [(src.parent, src.suffix, dst) for src, dst in renames] == [
+        (tmp_path, ".tmp", tmp_path / "results.json")
+    ] * 2
     assert listing(tmp_path) == ["results.json"]
     assert [r.method for r in load_results(tmp_path / "results.json").results] == ["lora"]
 
@@ -522,8 +642,10 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary_file(tmp_path, monk
     with pytest.raises(MemprofError if isinstance(error, OSError) else KeyboardInterrupt) as exc:
         write_json(ResultSet([result("lora")]), tmp_path / "results.json")
     if isinstance(error, OSError):
-        assert str(exc.value) == (f"cannot write {str(tmp_path / 'results.json')!r} (No space left on device); pass "
-                                  "a path in a folder you can write to")
+        assert str(exc.value) == (
+            f"cannot write {str(tmp_path / 'results.json')!r} (No space left on device); pass "
+            "a path in a folder you can write to"
+        )
     assert listing(tmp_path) == ["results.json"] and (tmp_path / "results.json").read_text() == old
 
 
@@ -532,35 +654,47 @@ def test_write_json_into_a_missing_folder_a_folder_or_a_read_only_folder(tmp_pat
     missing = tmp_path / "no" / "such" / "results.json"
     with pytest.raises(MemprofError) as exc:
         write_json(rs, missing)
-    assert str(exc.value) == (f"cannot write {str(missing)!r}: the folder {str(missing.parent)!r} does not exist; "
-                              "create it or pass a path in an existing folder")
+    assert str(exc.value) == (
+        f"cannot write {str(missing)!r}: the folder {str(missing.parent)!r} does not exist; "
+        "create it or pass a path in an existing folder"
+    )
     assert not (tmp_path / "no").exists()
     (tmp_path / "dir").mkdir()
     with pytest.raises(MemprofError) as exc:
         write_json(rs, tmp_path / "dir")
-    assert str(exc.value) == (f"cannot write {str(tmp_path / 'dir')!r}: it is a folder; pass the path of a file, "
-                              f"e.g. {str(tmp_path / 'dir' / 'results.json')!r}")
+    assert str(exc.value) == (
+        f"cannot write {str(tmp_path / 'dir')!r}: it is a folder; pass the path of a file, "
+        f"e.g. {str(tmp_path / 'dir' / 'results.json')!r}"
+    )
     with pytest.raises(MemprofError) as exc:
         write_json(rs, read_only / "results.json")
-    assert str(exc.value) == (f"cannot write {str(read_only / 'results.json')!r} (Permission denied); pass a path "
-                              "in a folder you can write to")
+    assert str(exc.value) == (
+        f"cannot write {str(read_only / 'results.json')!r} (Permission denied); pass a path "
+        "in a folder you can write to"
+    )
     assert listing(tmp_path) == ["dir", "ro"]
 
 
 def test_write_json_refuses_what_json_cannot_hold_before_writing(tmp_path):
     with pytest.raises(MemprofError) as exc:
         write_json(ResultSet([with_memory(result(), peak=math.nan)]), tmp_path / "results.json")
-    assert str(exc.value) == (f"cannot write {str(tmp_path / 'results.json')!r}: results: results[0] ({FT}): "
-                              "memory.peak is NaN, must be a whole number of bytes >= 0; regenerate the results with "
-                              "memprof")
+    assert str(exc.value) == (
+        f"cannot write {str(tmp_path / 'results.json')!r}: results: results[0] ({FT}): "
+        "memory.peak is NaN, must be a whole number of bytes >= 0; regenerate the results with "
+        "memprof"
+    )
     with pytest.raises(MemprofError) as exc:
         write_json(dataclasses.replace(result(), environment={"torch": object()}), tmp_path / "one.json")
-    assert str(exc.value) == (f"cannot write {str(tmp_path / 'one.json')!r}: result ({FT}): environment.torch is a "
-                              "Python object, must be a string; regenerate the result with memprof")
+    assert str(exc.value) == (
+        f"cannot write {str(tmp_path / 'one.json')!r}: result ({FT}): environment.torch is a "
+        "Python object, must be a string; regenerate the result with memprof"
+    )
     with pytest.raises(MemprofError) as exc:
         write_json(ResultSet([result()], options={"x": {1, 2}}), tmp_path / "set.json")
-    assert str(exc.value) == (f"cannot write {str(tmp_path / 'set.json')!r}: it holds a value JSON cannot hold "
-                              "(Object of type set is not JSON serializable); nothing was written")
+    assert str(exc.value) == (
+        f"cannot write {str(tmp_path / 'set.json')!r}: it holds a value JSON cannot hold "
+        "(Object of type set is not JSON serializable); nothing was written"
+    )
     assert listing(tmp_path) == []
 
 
@@ -569,8 +703,10 @@ def test_write_baseline_refuses_a_folder_before_writing_anything(tmp_path):
     (tmp_path / "X").mkdir()
     with pytest.raises(MemprofError) as exc:
         gate.write_baseline(tmp_path / "results.json", tmp_path / "X")
-    assert str(exc.value) == (f"baseline --out {str(tmp_path / 'X')!r} is a folder; pass the path of a JSON file, "
-                              f"e.g. --out {str(tmp_path / 'X' / 'baseline.json')!r}")
+    assert str(exc.value) == (
+        f"baseline --out {str(tmp_path / 'X')!r} is a folder; pass the path of a JSON file, "
+        f"e.g. --out {str(tmp_path / 'X' / 'baseline.json')!r}"
+    )
     assert listing(tmp_path) == ["X", "results.json"]  # no X.tmp, nothing in X
 
 
@@ -586,8 +722,10 @@ def test_write_baseline_under_a_file_or_a_read_only_folder(tmp_path, read_only):
 def test_prepare_out_dir_under_a_read_only_parent(read_only):
     with pytest.raises(MemprofError) as exc:
         prepare_out_dir(read_only / "report" / "deeper")
-    assert str(exc.value) == (f"output directory {str(read_only / 'report' / 'deeper')!r} cannot be created "
-                              "(Permission denied); pass an --out in a folder you can write to")
+    assert str(exc.value) == (
+        f"output directory {str(read_only / 'report' / 'deeper')!r} cannot be created "
+        "(Permission denied); pass an --out in a folder you can write to"
+    )
     assert list(read_only.iterdir()) == []
 
 
@@ -614,8 +752,10 @@ def negative_peak(tmp_path):
 
 
 def refused_line(path: Path) -> str:
-    return (f"error: results file {str(path)!r}: results[1] ({LORA}): memory.peak is -5, must be a whole number of "
-            f"bytes >= 0; {FIX}\n")
+    return (
+        f"error: results file {str(path)!r}: results[1] ({LORA}): memory.peak is -5, must be a whole number of "
+        f"bytes >= 0; {FIX}\n"
+    )
 
 
 def test_report_refuses_a_negative_peak(monkeypatch, capsys, tmp_path, negative_peak):
@@ -636,8 +776,12 @@ def test_check_refuses_a_bad_current_or_baseline(monkeypatch, capsys, tmp_path, 
 
 @pytest.mark.parametrize(
     "side, value, says",
-    [("current", "NaN", "memory.peak is NaN"), ("current", "null", "memory.peak is null"),
-     ("baseline", "NaN", "memory.peak is NaN"), ("current", '"524288000"', "memory.peak is '524288000' (a string)")],
+    [
+        ("current", "NaN", "memory.peak is NaN"),
+        ("current", "null", "memory.peak is null"),
+        ("baseline", "NaN", "memory.peak is NaN"),
+        ("current", '"524288000"', "memory.peak is '524288000' (a string)"),
+    ],
 )
 def test_check_on_the_reproduced_cases_is_exit_2_not_0_or_1(monkeypatch, capsys, tmp_path, side, value, says):
     # Before: NaN or null current passed (0), a NaN baseline disabled the check, a string was exit 1.
@@ -645,13 +789,17 @@ def test_check_on_the_reproduced_cases_is_exit_2_not_0_or_1(monkeypatch, capsys,
     paths = {"current": tmp_path / "current.json", "baseline": tmp_path / "baseline.json"}
     write_text(paths["current"], grown)
     write_text(paths["baseline"], two_results())
-    text = paths[side].read_text().replace(f'"peak": {5 * 100 * MiB if side == "baseline" else 5 * 110 * MiB}',
-                                           f'"peak": {value}')
+    text = (
+        paths[side]
+        .read_text()
+        .replace(f'"peak": {5 * 100 * MiB if side == "baseline" else 5 * 110 * MiB}', f'"peak": {value}')
+    )
     paths[side].write_text(text)
     code, out, err = cli(monkeypatch, capsys, "check", paths["current"], "--baseline", paths["baseline"])
     assert code == 2 and err.count("\n") == 1 and out == ""
-    assert err.startswith(f"error: results file {str(paths[side])!r}: results[0] ({FT}): {says}, must be a whole "
-                          "number of bytes >= 0"), err
+    assert err.startswith(
+        f"error: results file {str(paths[side])!r}: results[0] ({FT}): {says}, must be a whole number of bytes >= 0"
+    ), err
 
 
 def test_baseline_refuses_a_bad_source_and_writes_nothing(monkeypatch, capsys, tmp_path, negative_peak):

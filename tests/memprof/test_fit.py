@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import memprof
-from memprof.fit import search as fit
 from memprof.errors import MemprofError
-from memprof.fit.search import FitConfig
+from memprof.fit import search as fit
 from memprof.fit.bisection import search
+from memprof.fit.search import FitConfig
 
 BUDGET = 400_000  # bytes: batch sizes around 5 to 12 at sequence length 16 (ft 372,792 bytes at batch 8)
 
@@ -39,12 +39,15 @@ def test_linear_memory_is_found_with_four_profiles():
     assert search(need, 1000, (1, 2), 1 << 16) == (24, "budget") and asked == [1, 2, 24, 25]
 
 
-@pytest.mark.parametrize("need, answer", [
-    (lambda b: 3 * b * b + 10, 18),                  # 3 b^2 + 10 <= 1000: b <= 18.2
-    (lambda b: 900 if b < 40 else 860 + b, 140),     # flat until b = 40 (a peak elsewhere), then linear
-    (lambda b: 10 + b // 7, 6936),                   # steps: 10 + floor(b / 7) <= 1000: b <= 6936
-    (lambda b: 2 ** min(b, 60), 9),                  # exponential
-])
+@pytest.mark.parametrize(
+    "need, answer",
+    [
+        (lambda b: 3 * b * b + 10, 18),  # 3 b^2 + 10 <= 1000: b <= 18.2
+        (lambda b: 900 if b < 40 else 860 + b, 140),  # flat until b = 40 (a peak elsewhere), then linear
+        (lambda b: 10 + b // 7, 6936),  # steps: 10 + floor(b / 7) <= 1000: b <= 6936
+        (lambda b: 2 ** min(b, 60), 9),  # exponential
+    ],
+)
 def test_any_monotone_memory_is_found_in_few_profiles(need, answer):
     need, asked = counting(need)
     assert search(need, 1000, (1, 2), 1 << 16) == (answer, "budget")
@@ -73,8 +76,9 @@ def test_every_answer_fits_and_one_more_does_not(tiny_opt, answers):
     config, answers = answers
     assert [a.method for a in answers] == ["ft", "lora", "meft"]
     for a in answers:
-        at, over = (memprof.profile(tiny_opt, a.method, seq_len=16, batch_size=b, step="steady")
-                    for b in (a.value, a.value + 1))
+        at, over = (
+            memprof.profile(tiny_opt, a.method, seq_len=16, batch_size=b, step="steady") for b in (a.value, a.value + 1)
+        )
         assert required(at.memory.peak) <= BUDGET < required(over.memory.peak), a.method
         assert a.limit == "budget" and a.at.required == required(at.memory.peak) and len(a.points) <= 7
         assert fit.weight_bytes(config, a.method) == at.memory.parameters
@@ -92,8 +96,9 @@ def test_sequence_length_over_sharded_ranks(tiny_opt):
     # Global batch 8 over 4 ranks: each runs a micro-batch of 2; zero3 divides parameters,
     # gradients and optimizer state by 4 (rounded up); activations and temporaries are one rank's.
     budget = 60_000
-    config = FitConfig(tiny_opt, ["lora"], budget, batch_size=8, world_size=4, shard="zero3", context=0,
-                       fragmentation=0.0)
+    config = FitConfig(
+        tiny_opt, ["lora"], budget, batch_size=8, world_size=4, shard="zero3", context=0, fragmentation=0.0
+    )
     (a,) = fit.fit(config)
     assert a.searched == "seq_len" and 1 <= a.value < 30
 
@@ -111,15 +116,18 @@ def test_the_cap_is_the_backbones_positions(tiny_opt):
     assert (a.value, a.limit, a.over) == (32, "cap", None)
 
 
-@pytest.mark.parametrize("kwargs, says", [
-    (dict(seq_len=16, batch_size=4), "both --seq-len 16 and --batch-size 4 are fixed"),
-    (dict(world_size=0), "world size 0 must be a whole number of at least 1"),
-    (dict(batch_size=6, world_size=4), "batch size 6 does not split over world size 4"),
-    (dict(fragmentation=1.0), "fragmentation 1.0 must be a fraction"),
-    (dict(shard="zero9"), "unknown shard scheme 'zero9'"),
-    (dict(methods=["ft", "nope"]), "unknown method 'nope'"),
-    (dict(methods=["meft", "meft1"]), "method 'meft' is an alias of 'meft1' and both are in --methods"),
-])
+@pytest.mark.parametrize(
+    "kwargs, says",
+    [
+        (dict(seq_len=16, batch_size=4), "both --seq-len 16 and --batch-size 4 are fixed"),
+        (dict(world_size=0), "world size 0 must be a whole number of at least 1"),
+        (dict(batch_size=6, world_size=4), "batch size 6 does not split over world size 4"),
+        (dict(fragmentation=1.0), "fragmentation 1.0 must be a fraction"),
+        (dict(shard="zero9"), "unknown shard scheme 'zero9'"),
+        (dict(methods=["ft", "nope"]), "unknown method 'nope'"),
+        (dict(methods=["meft", "meft1"]), "method 'meft' is an alias of 'meft1' and both are in --methods"),
+    ],
+)
 def test_bad_configs(tiny_opt, kwargs, says):
     with pytest.raises(MemprofError, match=says):
         FitConfig(tiny_opt, kwargs.pop("methods", ["ft"]), BUDGET, **kwargs)
@@ -129,8 +137,23 @@ def test_bad_configs(tiny_opt, kwargs, says):
 
 
 def test_cli_table_json_and_png(cli, tiny_opt, tmp_path, answers):
-    code, out, err = cli("fit", "--backbone", tiny_opt, "--methods", "lora,meft", "--budget", str(BUDGET),
-                         "--seq-len", "16", "--context", "0", "--json", tmp_path / "fit.json", "--png", tmp_path / "f.png")
+    code, out, err = cli(
+        "fit",
+        "--backbone",
+        tiny_opt,
+        "--methods",
+        "lora,meft",
+        "--budget",
+        str(BUDGET),
+        "--seq-len",
+        "16",
+        "--context",
+        "0",
+        "--json",
+        tmp_path / "fit.json",
+        "--png",
+        tmp_path / "f.png",
+    )
     assert code == 0, err
     doc = json.loads((tmp_path / "fit.json").read_text())
     answers = answers[1][1:]  # the same search, lora and meft
@@ -148,14 +171,26 @@ def one_line_error(result, says):
     assert says in err
 
 
-@pytest.mark.parametrize("args, says", [
-    (["--budget", "20000", "--seq-len", "16"], "budget 19.5 KiB is smaller than tiny-opt's weights under ft (23.6 KiB"),
-    (["--gpu", "v100"], "unknown GPU 'v100'; use one of a100-40gb, a100-80gb, h100-80gb, h200, a6000, rtx4090, l4, t4"),
-    (["--budget", "1GiB", "--seq-len", "16", "--batch-size", "4"], "both --seq-len 16 and --batch-size 4 are fixed"),
-    (["--budget", "1GiB", "--world-size", "0"], "world size 0 must be a whole number of at least 1"),
-    (["--budget", "1GiB", "--gpu", "t4"], "pass one of --budget"),
-    (["--budget", "-3GB"], "budget '-3GB' is a negative size"),
-])
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (
+            ["--budget", "20000", "--seq-len", "16"],
+            "budget 19.5 KiB is smaller than tiny-opt's weights under ft (23.6 KiB",
+        ),
+        (
+            ["--gpu", "v100"],
+            "unknown GPU 'v100'; use one of a100-40gb, a100-80gb, h100-80gb, h200, a6000, rtx4090, l4, t4",
+        ),
+        (
+            ["--budget", "1GiB", "--seq-len", "16", "--batch-size", "4"],
+            "both --seq-len 16 and --batch-size 4 are fixed",
+        ),
+        (["--budget", "1GiB", "--world-size", "0"], "world size 0 must be a whole number of at least 1"),
+        (["--budget", "1GiB", "--gpu", "t4"], "pass one of --budget"),
+        (["--budget", "-3GB"], "budget '-3GB' is a negative size"),
+    ],
+)
 def test_cli_bad_input_is_one_line_and_exit_2(cli, tiny_opt, args, says):
     one_line_error(cli("fit", "--backbone", tiny_opt, "--methods", "ft", "--context", "0", *args), says)
 

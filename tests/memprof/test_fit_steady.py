@@ -1,18 +1,16 @@
 """``step="steady"``: a step with AdamW's state resident from its first operator (NOTE [ First and
 steady steps ]), recorded in the result, in the API, ``profile`` and ``compare``."""
 
-
 import pytest
 import torch
 
 import memprof
-import memprof.engines.config
 import memprof.engines.common
-from memprof.sweep import run as sweep
+import memprof.engines.config
 from memprof.engines.common import create_optimizer_state
 from memprof.errors import MemprofError
 from memprof.results.result import load_results
-
+from memprof.sweep import run as sweep
 
 
 def test_steady_state_holds_adamws_state_throughout(tiny_opt):
@@ -35,7 +33,9 @@ def test_steady_state_holds_adamws_state_throughout(tiny_opt):
 
 def test_lora_steady_state_is_the_adapters_state_only(tiny_opt):
     steady = memprof.profile(tiny_opt, "lora", seq_len=16, batch_size=2, dtype="bf16", step="steady")
-    model = memprof.engines.common.build(memprof.engines.config.ProfileConfig(tiny_opt, "lora", seq_len=16, dtype="bf16"), "meta").model
+    model = memprof.engines.common.build(
+        memprof.engines.config.ProfileConfig(tiny_opt, "lora", seq_len=16, dtype="bf16"), "meta"
+    ).model
     params = [p for p in model.parameters() if p.requires_grad]
     # Moments in each trainable parameter's dtype, no fp32 master copy, a 4-byte step each. peft keeps
     # LoRA's weights in fp32 over a bf16 model (autocast_adapter_dtype), so here they are fp32.
@@ -45,7 +45,9 @@ def test_lora_steady_state_is_the_adapters_state_only(tiny_opt):
 
 
 def model_bytes(model) -> int:
-    return sum(t.numel() * t.element_size() for t in {id(t): t for t in [*model.parameters(), *model.buffers()]}.values())
+    return sum(
+        t.numel() * t.element_size() for t in {id(t): t for t in [*model.parameters(), *model.buffers()]}.values()
+    )
 
 
 def test_creating_the_state_moves_no_weight():
@@ -77,8 +79,19 @@ def test_step_is_validated():
 
 
 def test_profile_cli_records_the_step(cli, tiny_opt, tmp_path):
-    code, out, err = cli("profile", "--backbone", tiny_opt, "--seq-len", "8", "--batch-size", "2", "--step", "steady",
-                         "--json", tmp_path / "r.json")
+    code, out, err = cli(
+        "profile",
+        "--backbone",
+        tiny_opt,
+        "--seq-len",
+        "8",
+        "--batch-size",
+        "2",
+        "--step",
+        "steady",
+        "--json",
+        tmp_path / "r.json",
+    )
     assert code == 0, err
     assert "| steady step |" in out
     (r,) = load_results(tmp_path / "r.json").results
@@ -86,7 +99,8 @@ def test_profile_cli_records_the_step(cli, tiny_opt, tmp_path):
     code, out, err = cli("profile", "--backbone", tiny_opt, "--seq-len", "8", "--step", "second")
     assert code == 2 and err.strip().splitlines() == [
         "error: unknown step 'second'; use one of first, steady (--step steady profiles a step with the optimizer "
-        "state already resident)"]
+        "state already resident)"
+    ]
 
 
 def test_compare_sweeps_the_step():

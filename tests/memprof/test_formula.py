@@ -7,10 +7,10 @@ from dataclasses import replace
 import pytest
 
 import memprof.methods
-from memprof.models import backbones
-from memprof.engines.config import ProfileConfig
 from memprof.engines import ModelCache, run, symbolic
+from memprof.engines.config import ProfileConfig
 from memprof.errors import MemprofError
+from memprof.models import backbones
 from memprof.results.formula import Formula
 from memprof.results.polynomial import Poly
 
@@ -27,8 +27,9 @@ BACKBONES = ["bert-base", "bart-base", "opt-125m"]
 #: real widths: a trace's time grows with its operators, and every layer of a stack runs the same
 #: ones (the test of equal layers below keeps bert-base's full depth).
 ALL = os.environ.get("MEMPROF_FORMULA_ALL") == "1"
-CASES = [(bb, m) for bb in BACKBONES for m in METHODS
-         if ALL or bb == "bert-base" or m in ("ft", "lora", "prefix", "meft1")]
+CASES = [
+    (bb, m) for bb in BACKBONES for m in METHODS if ALL or bb == "bert-base" or m in ("ft", "lora", "prefix", "meft1")
+]
 SHALLOW = 3
 DEPTH_KEYS = ("num_hidden_layers", "encoder_layers", "decoder_layers")
 
@@ -113,7 +114,7 @@ def test_a_fit_the_check_profile_contradicts_is_an_error(depth, monkeypatch):
 
     def profile(c):  # s³ bytes more than the real step: not of the fitted form
         r = run(c, cache)
-        r.memory.saved_activations += c.seq_len ** 3
+        r.memory.saved_activations += c.seq_len**3
         return r
 
     with pytest.raises(MemprofError, match=r"disagrees with the profile at \(3, 96\): saved_activations"):

@@ -20,37 +20,80 @@ from unittest import mock
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from memprof.models import backbones
-
-from memprof.checks import gate
-from memprof.results.result import load_results
-
 from synthetic_results import golden_resultset  # noqa: E402  (tests/memprof is on sys.path)
 
+from memprof.checks import gate
+from memprof.models import backbones
+from memprof.results.result import load_results
+
 FUZZ_EXAMPLES = int(os.environ.get("MEMPROF_FUZZ_EXAMPLES", "20"))
-FUZZ = settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=FUZZ_EXAMPLES <= 100,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+FUZZ = settings(
+    max_examples=FUZZ_EXAMPLES,
+    deadline=None,
+    derandomize=FUZZ_EXAMPLES <= 100,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 
 #: two-layer, 16-wide configs of every family (vocabulary 64): a valid one profiles in a second
 TINY = {
-    "bert-base": dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-                      max_position_embeddings=32, vocab_size=64),
-    "bart-base": dict(d_model=16, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
-                      decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=32,
-                      vocab_size=64),
-    "llama-3.2-1b": dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
-                         head_dim=8, intermediate_size=32, max_position_embeddings=32, vocab_size=64),
+    "bert-base": dict(
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+        vocab_size=64,
+    ),
+    "bart-base": dict(
+        d_model=16,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        max_position_embeddings=32,
+        vocab_size=64,
+    ),
+    "llama-3.2-1b": dict(
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=8,
+        intermediate_size=32,
+        max_position_embeddings=32,
+        vocab_size=64,
+    ),
     "gpt2": dict(n_embd=16, n_layer=2, n_head=2, n_positions=32, n_ctx=32, vocab_size=64),
 }
 
-HOSTILE_TEXT = st.sampled_from(["", "[/]", "ft[/i]", "<script>x</script>", "|`*_", "gelu[/]", "nan", "-1", "1e400",
-                                "bert-base", "\u00e9\u4e2d", "a\nb", "x" * 300])
+HOSTILE_TEXT = st.sampled_from(
+    [
+        "",
+        "[/]",
+        "ft[/i]",
+        "<script>x</script>",
+        "|`*_",
+        "gelu[/]",
+        "nan",
+        "-1",
+        "1e400",
+        "bert-base",
+        "\u00e9\u4e2d",
+        "a\nb",
+        "x" * 300,
+    ]
+)
 #: small numbers, and huge ones only from a list: a valid config of 5,000 layers is no bad input,
 #: just a long profile
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-10, 64) | st.sampled_from([10**6, 2**31, 2**40, 2**70, -(2**70)])
-    | st.floats(allow_nan=True, allow_infinity=True) | HOSTILE_TEXT,
+    st.none()
+    | st.booleans()
+    | st.integers(-10, 64)
+    | st.sampled_from([10**6, 2**31, 2**40, 2**70, -(2**70)])
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | HOSTILE_TEXT,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(HOSTILE_TEXT, inner, max_size=3),
     max_leaves=6,
 )
@@ -61,8 +104,12 @@ def invoke(*args: str) -> tuple[int, str, str]:
     from memprof.cli import main
 
     out, err = io.StringIO(), io.StringIO()
-    with mock.patch.object(sys, "argv", ["memprof", *args]), contextlib.redirect_stdout(out), \
-            contextlib.redirect_stderr(err), mock.patch.dict(os.environ, {"COLUMNS": "200"}):
+    with (
+        mock.patch.object(sys, "argv", ["memprof", *args]),
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+        mock.patch.dict(os.environ, {"COLUMNS": "200"}),
+    ):
         try:
             main()
             code = 0
@@ -97,8 +144,9 @@ def test_generated_config_files(base, data):
         (folder / "config.json").write_text(json.dumps(config))
         out = folder / "out" / "r.json"
         (folder / "out").mkdir()
-        code, stdout, stderr = invoke("profile", "--backbone", str(folder), "--seq-len", "8", "--batch-size", "1",
-                                      "--json", str(out))
+        code, stdout, stderr = invoke(
+            "profile", "--backbone", str(folder), "--seq-len", "8", "--batch-size", "1", "--json", str(out)
+        )
         assert_clean(code, stdout, stderr)
         if code == 0:
             assert load_results(out).results[0].status in ("ok", "oom", "error")
@@ -191,17 +239,32 @@ def test_generated_profile_command_lines(base, data):
 
 
 @FUZZ
-@given(methods=st.lists(st.sampled_from(["ft", "lora", "meft", "meft1", "x[/]", ""]), max_size=3),
-       seq_lens=st.sampled_from(["8", "8,16", "8,8", "0", "abc", "", "8,,16", "64"]),
-       batch_sizes=st.sampled_from(["1", "1,2", "-1", "1e3", ""]))
+@given(
+    methods=st.lists(st.sampled_from(["ft", "lora", "meft", "meft1", "x[/]", ""]), max_size=3),
+    seq_lens=st.sampled_from(["8", "8,16", "8,8", "0", "abc", "", "8,,16", "64"]),
+    batch_sizes=st.sampled_from(["1", "1,2", "-1", "1e3", ""]),
+)
 def test_generated_compare_command_lines(methods, seq_lens, batch_sizes):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "config.json"
         path.write_text(json.dumps({**backbones.builtin()["bert-base"], **TINY["bert-base"]}))
         out = Path(tmp) / "sweep"
-        code, stdout, stderr = invoke("compare", "--backbone", str(path), "--methods", ",".join(methods),
-                                      "--seq-lens", seq_lens, "--batch-sizes", batch_sizes, "--out", str(out),
-                                      "--jobs", "1", "--quiet")
+        code, stdout, stderr = invoke(
+            "compare",
+            "--backbone",
+            str(path),
+            "--methods",
+            ",".join(methods),
+            "--seq-lens",
+            seq_lens,
+            "--batch-sizes",
+            batch_sizes,
+            "--out",
+            str(out),
+            "--jobs",
+            "1",
+            "--quiet",
+        )
         assert_clean(code, stdout, stderr, allowed=(0, 1, 2))
         if code == 0:
             assert (out / "report.html").is_file()

@@ -6,7 +6,6 @@ import math
 import pytest
 
 from memprof.checks.budget import Excess, check_budget, format_excess, parse_budgets
-from memprof.errors import MemprofError
 from memprof.checks.gate import (
     DEFAULT_METRICS,
     GateRow,
@@ -20,18 +19,27 @@ from memprof.checks.gate import (
     summary,
 )
 from memprof.checks.gate_markdown import gate_markdown as markdown
-from memprof.units import format_bytes, parse_bytes
+from memprof.errors import MemprofError
 from memprof.results.result import SCHEMA_VERSION, Memory, Result, ResultSet, layers_frame, load_results, write_json
+from memprof.units import format_bytes, parse_bytes
 
 MiB = 1024**2
 
 
 def result(method="ft", seq_len=128, saved=100 * MiB, peak_act=None, peak=None, status="ok", torch="2.13.0", **kw):
     return Result(
-        backbone="bert-base", method=method, engine="fake", target="cuda", dtype="fp32", attn_implementation="sdpa",
-        seq_len=seq_len, batch_size=8, status=status,
+        backbone="bert-base",
+        method=method,
+        engine="fake",
+        target="cuda",
+        dtype="fp32",
+        attn_implementation="sdpa",
+        seq_len=seq_len,
+        batch_size=8,
+        status=status,
         memory=Memory(saved_activations=saved, peak_activations=peak_act or 2 * saved, peak=peak or 5 * saved),
-        environment={"torch": torch, "transformers": "4.57.0"}, **kw,
+        environment={"torch": torch, "transformers": "4.57.0"},
+        **kw,
     )
 
 
@@ -83,8 +91,13 @@ def test_cuda_only_metric_missing_is_unmeasured_not_failed():
 
 @pytest.mark.parametrize(
     "base_status, cur_status, verdict, passed",
-    [("ok", "oom", "failed", False), ("ok", "error", "failed", False), ("oom", "ok", "fixed", True),
-     ("oom", "oom", "still oom", True), ("error", "oom", "still oom", True)],
+    [
+        ("ok", "oom", "failed", False),
+        ("ok", "error", "failed", False),
+        ("oom", "ok", "fixed", True),
+        ("oom", "oom", "still oom", True),
+        ("error", "oom", "still oom", True),
+    ],
 )
 def test_status_other_than_ok(base_status, cur_status, verdict, passed):
     report = compare(ResultSet([result(status=cur_status)]), ResultSet([result(status=base_status)]))
@@ -115,12 +128,30 @@ def test_version_and_setting_changes_are_warnings():
 
 
 def test_frame_holds_exact_data():
-    frame = compare(ResultSet([result(saved=110)]), ResultSet([result(saved=100)]), metrics=("saved_activations",)).frame()
-    assert frame.to_dict("records") == [{
-        "backbone": "bert-base", "method": "ft", "seq_len": 128, "batch_size": 8, "dtype": "fp32", "engine": "fake",
-        "target": "cuda", "step": "first", "loss": "full", "metric": "saved_activations", "baseline": 100, "current": 110, "delta": 10,
-        "change": pytest.approx(0.1), "verdict": "regression", "baseline_status": "ok", "current_status": "ok",
-    }]
+    frame = compare(
+        ResultSet([result(saved=110)]), ResultSet([result(saved=100)]), metrics=("saved_activations",)
+    ).frame()
+    assert frame.to_dict("records") == [
+        {
+            "backbone": "bert-base",
+            "method": "ft",
+            "seq_len": 128,
+            "batch_size": 8,
+            "dtype": "fp32",
+            "engine": "fake",
+            "target": "cuda",
+            "step": "first",
+            "loss": "full",
+            "metric": "saved_activations",
+            "baseline": 100,
+            "current": 110,
+            "delta": 10,
+            "change": pytest.approx(0.1),
+            "verdict": "regression",
+            "baseline_status": "ok",
+            "current_status": "ok",
+        }
+    ]
 
 
 @pytest.mark.parametrize(
@@ -138,7 +169,9 @@ def test_unusable_sets_raise(build, message):
         compare(cur, base)
 
 
-@pytest.mark.parametrize("text, value", [("2%", 0.02), ("0.5 %", 0.005), ("2", 0.02), ("0%", 0.0), ("50%", 0.5), (0.03, 0.03)])
+@pytest.mark.parametrize(
+    "text, value", [("2%", 0.02), ("0.5 %", 0.005), ("2", 0.02), ("0%", 0.0), ("50%", 0.5), (0.03, 0.03)]
+)
 def test_parse_tolerance(text, value):
     assert parse_tolerance(text) == pytest.approx(value)
 
@@ -159,11 +192,16 @@ def test_parse_metrics():
 
 def test_key_label():
     assert key_label(KEY) == "bert-base ft seq=128 batch=8 fp32 fake->cuda"
-    assert key_label(("opt-125m", "lora", 64, 2, "bf16", "cpu", "cpu", "first", "full")) == "opt-125m lora seq=64 batch=2 bf16 cpu"
+    assert (
+        key_label(("opt-125m", "lora", 64, 2, "bf16", "cpu", "cpu", "first", "full"))
+        == "opt-125m lora seq=64 batch=2 bf16 cpu"
+    )
     assert key_label(("opt-125m", "lora", 64, 2, "bf16", "cpu", "cpu", "steady", "full")) == (
-        "opt-125m lora seq=64 batch=2 bf16 cpu steady")
+        "opt-125m lora seq=64 batch=2 bf16 cpu steady"
+    )
     assert key_label(("opt-125m", "lora", 64, 2, "bf16", "cpu", "cpu", "steady", "chunked")) == (
-        "opt-125m lora seq=64 batch=2 bf16 cpu steady chunked loss")
+        "opt-125m lora seq=64 batch=2 bf16 cpu steady chunked loss"
+    )
 
 
 def test_summary_and_markdown():
@@ -176,10 +214,26 @@ def test_summary_and_markdown():
     row = "| `bert-base ft seq=128 batch=8 fp32 fake->cuda` | saved_activations | 100 MiB | 105 MiB | +5.00 MiB (+5.0%) | ❌ regression |"
     head = ["| configuration | metric | baseline | current | change | verdict |", "|---|---|---:|---:|---:|---|"]
     assert markdown(report).split("\n") == [
-        "## memprof memory gate", "", f"**{summary(report)}**", "",
-        "### Changes beyond the tolerance", "", *head, row, "",
-        "### Only in the baseline", "", "- `bert-base lora seq=128 batch=8 fp32 fake->cuda`", "",
-        "<details><summary>All comparisons</summary>", "", *head, row, "", "</details>", "",
+        "## memprof memory gate",
+        "",
+        f"**{summary(report)}**",
+        "",
+        "### Changes beyond the tolerance",
+        "",
+        *head,
+        row,
+        "",
+        "### Only in the baseline",
+        "",
+        "- `bert-base lora seq=128 batch=8 fp32 fake->cuda`",
+        "",
+        "<details><summary>All comparisons</summary>",
+        "",
+        *head,
+        row,
+        "",
+        "</details>",
+        "",
     ]
 
 
@@ -187,10 +241,15 @@ def test_make_baseline_strips_layers_and_keeps_last_duplicate(tmp_path):
     first, last = result(saved=1), result(saved=2)
     last.layers = layers_frame([{"module": "bert.encoder", "saved_bytes": 2, "categories": {"other": 2}}])
     (tmp_path / "run").mkdir()
-    write_json(ResultSet([first, result("lora"), last], command="memprof compare", options={"seq_len": [128]}),
-               tmp_path / "run" / "results.json")
+    write_json(
+        ResultSet([first, result("lora"), last], command="memprof compare", options={"seq_len": [128]}),
+        tmp_path / "run" / "results.json",
+    )
     rs = make_baseline(tmp_path / "run")
-    assert [(r.method, r.memory.saved_activations, len(r.layers)) for r in rs.results] == [("lora", 100 * MiB, 0), ("ft", 2, 0)]
+    assert [(r.method, r.memory.saved_activations, len(r.layers)) for r in rs.results] == [
+        ("lora", 100 * MiB, 0),
+        ("ft", 2, 0),
+    ]
     assert rs.command == "memprof compare" and rs.options == {"seq_len": [128], "baseline_layers": "stripped"}
     assert len(make_baseline(tmp_path / "run" / "results.json", keep_layers=True).results[1].layers) == 1
     write_json(rs, tmp_path / "b.json")
@@ -201,11 +260,14 @@ def test_a_version_1_baseline_still_gates(tmp_path):
     # Version 2 added the category reversible_bits; a version 1 file (a baseline committed before)
     # is version 2 without it, so a new run is checked against it rather than refused.
     old = result(saved=100 * MiB)
-    old.layers = layers_frame([{"module": "bert.encoder", "saved_bytes": 100 * MiB, "categories": {"other": 100 * MiB}}])
+    old.layers = layers_frame(
+        [{"module": "bert.encoder", "saved_bytes": 100 * MiB, "categories": {"other": 100 * MiB}}]
+    )
     data = ResultSet([old]).to_dict()
     assert data["schema_version"] == SCHEMA_VERSION == 4
-    (tmp_path / "v1.json").write_text(json.dumps({**data, "schema_version": 1,
-                                                  "results": [{**data["results"][0], "schema_version": 1}]}))
+    (tmp_path / "v1.json").write_text(
+        json.dumps({**data, "schema_version": 1, "results": [{**data["results"][0], "schema_version": 1}]})
+    )
     (read,) = load_results(tmp_path / "v1.json").results
     assert read.schema_version == 4 and read.layers["reversible_bits"].tolist() == [0] and read.step == "first"
     assert read.loss == "full"
@@ -240,8 +302,17 @@ def test_refresh_summary_counts_changes():
 
 @pytest.mark.parametrize(
     "text, n",
-    [("1.2 GiB", round(1.2 * 1024**3)), ("800MB", 800_000_000), ("800 mib", 800 * MiB), ("4096", 4096),
-     ("1e3 KB", 1_000_000), (".5KiB", 512), ("0", 0), (2048, 2048), ("3 TB", 3 * 1000**4)],
+    [
+        ("1.2 GiB", round(1.2 * 1024**3)),
+        ("800MB", 800_000_000),
+        ("800 mib", 800 * MiB),
+        ("4096", 4096),
+        ("1e3 KB", 1_000_000),
+        (".5KiB", 512),
+        ("0", 0),
+        (2048, 2048),
+        ("3 TB", 3 * 1000**4),
+    ],
 )
 def test_parse_bytes(text, n):
     assert parse_bytes(text) == n
@@ -255,8 +326,17 @@ def test_parse_bytes_rejects(text):
 
 @pytest.mark.parametrize(
     "n, text",
-    [(None, "-"), (0, "0 B"), (1023, "1023 B"), (1024, "1.00 KiB"), (1536, "1.50 KiB"), (15 * MiB, "15.0 MiB"),
-     (1023 * MiB, "1023 MiB"), (round(1.2 * 1024**3), "1.20 GiB"), (-2 * MiB, "-2.00 MiB")],
+    [
+        (None, "-"),
+        (0, "0 B"),
+        (1023, "1023 B"),
+        (1024, "1.00 KiB"),
+        (1536, "1.50 KiB"),
+        (15 * MiB, "15.0 MiB"),
+        (1023 * MiB, "1023 MiB"),
+        (round(1.2 * 1024**3), "1.20 GiB"),
+        (-2 * MiB, "-2.00 MiB"),
+    ],
 )
 def test_format_bytes(n, text):
     assert format_bytes(n) == text

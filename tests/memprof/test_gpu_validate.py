@@ -15,7 +15,8 @@ from memprof.models import backbones
 from memprof.results.result import Memory, Result, load_results
 
 _spec = importlib.util.spec_from_file_location(
-    "gpu_validate", Path(__file__).parents[2] / "benchmarks" / "gpu_validate.py")
+    "gpu_validate", Path(__file__).parents[2] / "benchmarks" / "gpu_validate.py"
+)
 gpu_validate = importlib.util.module_from_spec(_spec)
 sys.modules[_spec.name] = gpu_validate  # dataclasses look their module up there
 _spec.loader.exec_module(gpu_validate)
@@ -27,9 +28,19 @@ B, SEQS, METHODS = 2, (8, 16), ("ft", "lora", "meft1")
 def tiny_bert(tmp_path_factory):
     """bert-base's config at two layers of width 16 (vocabulary 64)."""
     path = tmp_path_factory.mktemp("tiny") / "tiny-bert.json"
-    path.write_text(json.dumps({**backbones.builtin()["bert-base"], "hidden_size": 16, "num_hidden_layers": 2,
-                                "num_attention_heads": 2, "intermediate_size": 32, "vocab_size": 64,
-                                "max_position_embeddings": 32}))
+    path.write_text(
+        json.dumps(
+            {
+                **backbones.builtin()["bert-base"],
+                "hidden_size": 16,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "intermediate_size": 32,
+                "vocab_size": 64,
+                "max_position_embeddings": 32,
+            }
+        )
+    )
     return str(path)
 
 
@@ -37,8 +48,20 @@ def tiny_bert(tmp_path_factory):
 def validated(tiny_bert, tmp_path_factory):
     """(rows, printed text, out folder) of one run of the script's main on the cpu engine."""
     out = tmp_path_factory.mktemp("gpu-validate")
-    argv = ["--measured", "cpu", "--backbones", tiny_bert, "--methods", ",".join(METHODS),
-            "--seq-lens", ",".join(map(str, SEQS)), "--batch-size", str(B), "--out", str(out)]
+    argv = [
+        "--measured",
+        "cpu",
+        "--backbones",
+        tiny_bert,
+        "--methods",
+        ",".join(METHODS),
+        "--seq-lens",
+        ",".join(map(str, SEQS)),
+        "--batch-size",
+        str(B),
+        "--out",
+        str(out),
+    ]
     capture = pytest.MonkeyPatch()
     lines = []
     capture.setattr("builtins.print", lambda *a, **k: lines.append(" ".join(map(str, a))))
@@ -84,9 +107,19 @@ def test_it_writes_the_rows_the_table_and_every_result(validated):
 
 
 def _result(engine, peak, status="ok", cuda_max_allocated=None):
-    return Result(backbone="b", method="lora", engine=engine, target="cuda", dtype="fp32", attn_implementation="sdpa",
-                  seq_len=128, batch_size=8, status=status, message="" if status == "ok" else "OutOfMemoryError: x",
-                  memory=Memory(peak=peak, cuda_max_allocated=cuda_max_allocated))
+    return Result(
+        backbone="b",
+        method="lora",
+        engine=engine,
+        target="cuda",
+        dtype="fp32",
+        attn_implementation="sdpa",
+        seq_len=128,
+        batch_size=8,
+        status=status,
+        message="" if status == "ok" else "OutOfMemoryError: x",
+        memory=Memory(peak=peak, cuda_max_allocated=cuda_max_allocated),
+    )
 
 
 def test_a_configuration_is_judged_by_the_allocator_peak_against_the_tolerance():
@@ -98,7 +131,12 @@ def test_a_configuration_is_judged_by_the_allocator_peak_against_the_tolerance()
     assert row.error == pytest.approx(-0.06) and not row.within
     row = gpu_validate._row(_result("fake", 1_000), _result("cuda", 0, status="oom"), None, 0.05)
     assert (row.status, row.message, row.within, row.error, row.predicted) == (
-        "cuda oom", "OutOfMemoryError: x", False, None, None)
+        "cuda oom",
+        "OutOfMemoryError: x",
+        False,
+        None,
+        None,
+    )
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")

@@ -13,10 +13,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from synthetic_results import golden_resultset
 
 from memprof.reporters import html, plots
 from memprof.results.timeline import downsample
-from synthetic_results import golden_resultset
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (the test extra has it)")
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
@@ -59,16 +59,18 @@ def with_timelines(rs):
         m = r.memory
         nbytes = [m.parameters, m.activations_at_peak, m.temporaries, m.gradients, m.optimizer_state]
         events = [0, 1, 2, 3, 4, ~2, ~1, ~3]
-        r.timeline = downsample(nbytes, events, [0, 3, 4, 1, 2], {"forward": 1, "backward": 3, "optimizer": 4,
-                                                                  "end": 8})
+        r.timeline = downsample(
+            nbytes, events, [0, 3, 4, 1, 2], {"forward": 1, "backward": 3, "optimizer": 4, "end": 8}
+        )
     return rs
 
 
 @pytest.fixture(scope="module")
 def browser():
     with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM,
-                              args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        b = p.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
+        )
         yield b
         b.close()
 

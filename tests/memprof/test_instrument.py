@@ -16,8 +16,6 @@ from memprof.results.result import CATEGORIES, LAYER_COLUMNS
 F32 = 4
 
 
-
-
 class Fn(nn.Module):
     """A module whose forward is ``fn(x)``: the unit under test for raw operators."""
 
@@ -105,19 +103,23 @@ def test_hand_built_model_saves_what_the_hand_computes():
     model = nn.Sequential(nn.Linear(D_IN, D_HID), nn.ReLU(), nn.Dropout(0.5), nn.Linear(D_HID, D_OUT))
     x = torch.randn(B, D_IN)
     m = step(model, x, torch.optim.AdamW(model.parameters()))
-    expected = pd.DataFrame(
-        [
-            # Linear 0 keeps its input for the weight's gradient.
-            {"module": "0", "saved_bytes": B * D_IN * F32, "linear_input": B * D_IN * F32},
-            # ReLU keeps its output.
-            {"module": "1", "saved_bytes": B * D_HID * F32, "activation_fn": B * D_HID * F32},
-            # CPU dropout keeps its mask, a float tensor (input * bernoulli(1 - p) / (1 - p)).
-            {"module": "2", "saved_bytes": B * D_HID * F32, "dropout_mask": B * D_HID * F32},
-            # Linear 3 keeps its input, the dropout's output.
-            {"module": "3", "saved_bytes": B * D_HID * F32, "linear_input": B * D_HID * F32},
-        ],
-        columns=list(LAYER_COLUMNS),
-    ).fillna(0).astype({c: "int64" for c in LAYER_COLUMNS[1:]})
+    expected = (
+        pd.DataFrame(
+            [
+                # Linear 0 keeps its input for the weight's gradient.
+                {"module": "0", "saved_bytes": B * D_IN * F32, "linear_input": B * D_IN * F32},
+                # ReLU keeps its output.
+                {"module": "1", "saved_bytes": B * D_HID * F32, "activation_fn": B * D_HID * F32},
+                # CPU dropout keeps its mask, a float tensor (input * bernoulli(1 - p) / (1 - p)).
+                {"module": "2", "saved_bytes": B * D_HID * F32, "dropout_mask": B * D_HID * F32},
+                # Linear 3 keeps its input, the dropout's output.
+                {"module": "3", "saved_bytes": B * D_HID * F32, "linear_input": B * D_HID * F32},
+            ],
+            columns=list(LAYER_COLUMNS),
+        )
+        .fillna(0)
+        .astype({c: "int64" for c in LAYER_COLUMNS[1:]})
+    )
     pd.testing.assert_frame_equal(m.layers.reset_index(drop=True), expected)
     assert m.memory.saved_activations == (B * D_IN + 3 * B * D_HID) * F32
     params = sum(p.nbytes for p in model.parameters())
@@ -284,5 +286,5 @@ def test_track_without_optimizer_and_exception_propagates():
     assert prof.result.memory.saved_activations == 2 * 4 * F32
     with pytest.raises(ZeroDivisionError):
         with memprof.track(model) as prof:
-            1 / 0
+            1 / 0  # noqa: B018 - the error is the point
     assert prof.result is None

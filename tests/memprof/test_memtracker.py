@@ -15,20 +15,28 @@ import pytest
 
 pytest.importorskip("torch.distributed._tools.mem_tracker")
 
-from memprof.models import backbones  # noqa: E402
-from memprof.engines.config import ProfileConfig  # noqa: E402
 from memprof.engines import run  # noqa: E402
+from memprof.engines.config import ProfileConfig  # noqa: E402
+from memprof.models import backbones  # noqa: E402
 from memprof.models.tasks import NUM_LABELS  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location(
-    "memtracker_check", Path(__file__).parents[2] / "benchmarks" / "memtracker_check.py")
+    "memtracker_check", Path(__file__).parents[2] / "benchmarks" / "memtracker_check.py"
+)
 check_script = importlib.util.module_from_spec(_spec)
 sys.modules[_spec.name] = check_script  # dataclasses look their module up there
 _spec.loader.exec_module(check_script)
 MemTracker, FrozenAwareMemTracker = check_script.MemTracker, check_script.FrozenAwareMemTracker
-ACT, OTHER, OPT, TEMP, GRAD, PARAM, BUFFER, TOTAL = (check_script.ACT, check_script.OTHER, check_script.OPT,
-                                                     check_script.TEMP, check_script.GRAD, check_script.PARAM,
-                                                     check_script.BUFFER, check_script.TOTAL)
+ACT, OTHER, OPT, TEMP, GRAD, PARAM, BUFFER, TOTAL = (
+    check_script.ACT,
+    check_script.OTHER,
+    check_script.OPT,
+    check_script.TEMP,
+    check_script.GRAD,
+    check_script.PARAM,
+    check_script.BUFFER,
+    check_script.TOTAL,
+)
 B, S, H, FFN, F32, I64 = 4, 16, 32, 64, 4, 8
 TRACKERS = {"ft": MemTracker, "lora": FrozenAwareMemTracker}
 #: vocabulary -> what dominates ft's first step: the activations (its peak falls inside backward) or
@@ -43,9 +51,19 @@ def small_bert(tmp_path_factory):
     paths = {}
     for kind, vocab in VOCABS.items():
         path = root / f"{kind}.json"
-        path.write_text(json.dumps({**backbones.builtin()["bert-base"], "hidden_size": H, "num_hidden_layers": 2,
-                                    "num_attention_heads": 2, "intermediate_size": FFN, "vocab_size": vocab,
-                                    "max_position_embeddings": 32}))
+        path.write_text(
+            json.dumps(
+                {
+                    **backbones.builtin()["bert-base"],
+                    "hidden_size": H,
+                    "num_hidden_layers": 2,
+                    "num_attention_heads": 2,
+                    "intermediate_size": FFN,
+                    "vocab_size": vocab,
+                    "max_position_embeddings": 32,
+                }
+            )
+        )
         paths[kind] = str(path)
     return paths
 

@@ -3,59 +3,78 @@ layer row each module path belongs to (memprof.results.module_names NOTE [ Rever
 
 import pytest
 
-from memprof.models import backbones
-
 from memprof import methods
 from memprof.instrument.modules import module_paths
-from memprof.results.module_names import layer_row, reversible_stack_name, stack_member_name
+from memprof.models import backbones
 from memprof.models.tasks import build_model
+from memprof.results.module_names import layer_row, reversible_stack_name, stack_member_name
 
 STACK = "bert.encoder.layer (reversible stack, 12 layers)"
 
 
 def test_reversible_stack_name():
     assert reversible_stack_name("bert.encoder.layer", 12, 12) == STACK
-    assert (reversible_stack_name("model.decoder.layers", 6, 2)
-            == "model.decoder.layers (reversible stack, 2 of 6 layers reversible)")
+    assert (
+        reversible_stack_name("model.decoder.layers", 6, 2)
+        == "model.decoder.layers (reversible stack, 2 of 6 layers reversible)"
+    )
 
 
-@pytest.mark.parametrize("rest, name", [
-    ("base_layers", f"{STACK}.base_layers"),  # not the container's name: that is the one-element list's
-    ("base_layers.11", "bert.encoder.layer.11"),
-    ("base_layers.11.attention.self", "bert.encoder.layer.11.attention.self"),
-    ("adapters.11", "bert.encoder.layer.11.adapters"),
-    ("adapters.11.ffn.down", "bert.encoder.layer.11.adapters.ffn.down"),
-    ("adapters", f"{STACK}.adapters"),
-])
+@pytest.mark.parametrize(
+    "rest, name",
+    [
+        ("base_layers", f"{STACK}.base_layers"),  # not the container's name: that is the one-element list's
+        ("base_layers.11", "bert.encoder.layer.11"),
+        ("base_layers.11.attention.self", "bert.encoder.layer.11.attention.self"),
+        ("adapters.11", "bert.encoder.layer.11.adapters"),
+        ("adapters.11.ffn.down", "bert.encoder.layer.11.adapters.ffn.down"),
+        ("adapters", f"{STACK}.adapters"),
+    ],
+)
 def test_stack_member_name(rest, name):
     assert stack_member_name(rest, "bert.encoder.layer", STACK) == name
 
 
-@pytest.mark.parametrize("module, row", [
-    ("bert.encoder.layer.3.attention.self", "bert.encoder.layer.3"),
-    ("bert.embeddings.word_embeddings", "bert.embeddings"),
-    ("classifier", "classifier"),
-    ("", ""),
-    (STACK, STACK),
-    # a stack's submodules (layers above num_rev_layers run as plain layers) stay in the stack's row
-    (f"{STACK}.base_layers.11.attention.self", STACK),
-    (f"{STACK}.adapters.11.ffn.down", STACK),
-    ("model.decoder.layers (reversible stack, 2 of 6 layers reversible).base_layers.5",
-     "model.decoder.layers (reversible stack, 2 of 6 layers reversible)"),
-    # a parenthesis elsewhere is not a stack
-    ("odd (name).child.grandchild", "odd (name).child"),
-])
+@pytest.mark.parametrize(
+    "module, row",
+    [
+        ("bert.encoder.layer.3.attention.self", "bert.encoder.layer.3"),
+        ("bert.embeddings.word_embeddings", "bert.embeddings"),
+        ("classifier", "classifier"),
+        ("", ""),
+        (STACK, STACK),
+        # a stack's submodules (layers above num_rev_layers run as plain layers) stay in the stack's row
+        (f"{STACK}.base_layers.11.attention.self", STACK),
+        (f"{STACK}.adapters.11.ffn.down", STACK),
+        (
+            "model.decoder.layers (reversible stack, 2 of 6 layers reversible).base_layers.5",
+            "model.decoder.layers (reversible stack, 2 of 6 layers reversible)",
+        ),
+        # a parenthesis elsewhere is not a stack
+        ("odd (name).child.grandchild", "odd (name).child"),
+    ],
+)
 def test_layer_row(module, row):
     assert layer_row(module) == row
 
 
 def tiny(name, layers=2):
     bb = backbones.resolve(name)
-    shrink = {"bert": dict(hidden_size=16, num_hidden_layers=layers, num_attention_heads=2, intermediate_size=32),
-              "opt": dict(hidden_size=16, num_hidden_layers=layers, num_attention_heads=2, ffn_dim=32,
-                          word_embed_proj_dim=16),
-              "bart": dict(d_model=16, encoder_layers=layers, decoder_layers=layers, encoder_attention_heads=2,
-                           decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32)}[bb.family]
+    shrink = {
+        "bert": dict(hidden_size=16, num_hidden_layers=layers, num_attention_heads=2, intermediate_size=32),
+        "opt": dict(
+            hidden_size=16, num_hidden_layers=layers, num_attention_heads=2, ffn_dim=32, word_embed_proj_dim=16
+        ),
+        "bart": dict(
+            d_model=16,
+            encoder_layers=layers,
+            decoder_layers=layers,
+            encoder_attention_heads=2,
+            decoder_attention_heads=2,
+            encoder_ffn_dim=32,
+            decoder_ffn_dim=32,
+        ),
+    }[bb.family]
     config = {**bb.config, **shrink, "vocab_size": 64}
     return backbones.Backbone(name=f"tiny-{bb.family}", family=bb.family, config=config)
 

@@ -6,32 +6,53 @@ import json
 import pytest
 import torch
 
-from memprof.models import backbones
-
 from memprof import methods
-from memprof.engines.config import ProfileConfig
 from memprof.engines import run
+from memprof.engines.config import ProfileConfig
 from memprof.errors import MemprofError
 from memprof.instrument.params import count_params
+from memprof.models import backbones
 from memprof.models.tasks import build_model, make_batch
 
 FIELD = ["ia3", "prefix", "dora", "adapter-pfeiffer", "bitfit", "top-k", "lst"]
 H, HEADS, FFN, LAYERS, HEAD = 32, 2, 64, 4, 32 * 2 + 2  # HEAD: a linear classifier, 2 labels
-_DECODER = dict(hidden_size=H, num_hidden_layers=LAYERS, num_attention_heads=HEADS, num_key_value_heads=1,
-                head_dim=H // HEADS, intermediate_size=FFN, max_position_embeddings=64)
+_DECODER = dict(
+    hidden_size=H,
+    num_hidden_layers=LAYERS,
+    num_attention_heads=HEADS,
+    num_key_value_heads=1,
+    head_dim=H // HEADS,
+    intermediate_size=FFN,
+    max_position_embeddings=64,
+)
 SHRINK = {
     "bert": dict(hidden_size=H, num_hidden_layers=LAYERS, num_attention_heads=HEADS, intermediate_size=FFN),
     "roberta": dict(hidden_size=H, num_hidden_layers=LAYERS, num_attention_heads=HEADS, intermediate_size=FFN),
-    "bart": dict(d_model=H, encoder_layers=LAYERS, decoder_layers=LAYERS, encoder_attention_heads=HEADS,
-                 decoder_attention_heads=HEADS, encoder_ffn_dim=FFN, decoder_ffn_dim=FFN),
+    "bart": dict(
+        d_model=H,
+        encoder_layers=LAYERS,
+        decoder_layers=LAYERS,
+        encoder_attention_heads=HEADS,
+        decoder_attention_heads=HEADS,
+        encoder_ffn_dim=FFN,
+        decoder_ffn_dim=FFN,
+    ),
     "opt": dict(hidden_size=H, num_hidden_layers=LAYERS, num_attention_heads=HEADS, ffn_dim=FFN, word_embed_proj_dim=H),
     "llama": _DECODER,
     "qwen2": {**_DECODER, "sliding_window": 64, "max_window_layers": LAYERS},
     "mistral": {**_DECODER, "sliding_window": 64},
     "gpt2": dict(n_embd=H, n_layer=LAYERS, n_head=HEADS, n_positions=64, n_ctx=64),
 }
-BUILTIN = {"bert": "bert-base", "roberta": "roberta-base", "bart": "bart-base", "opt": "opt-125m",
-           "llama": "llama-3.2-1b", "qwen2": "qwen2.5-0.5b", "mistral": "mistral-7b", "gpt2": "gpt2"}
+BUILTIN = {
+    "bert": "bert-base",
+    "roberta": "roberta-base",
+    "bart": "bart-base",
+    "opt": "opt-125m",
+    "llama": "llama-3.2-1b",
+    "qwen2": "qwen2.5-0.5b",
+    "mistral": "mistral-7b",
+    "gpt2": "gpt2",
+}
 NO_BIASES = ("llama", "mistral")
 
 
@@ -58,8 +79,13 @@ def test_the_field_is_registered_before_meft_with_what_trains():
 LINEAR = H * H + H  # a hidden x hidden Linear with bias
 BERT_LAYER = 4 * LINEAR + (H * FFN + FFN) + (FFN * H + H) + 2 * 2 * H  # q, k, v, o; FFN in, out; two LayerNorms
 SIDE = H // 8  # LST's side width
-SIDE_LAYER = (3 * SIDE * SIDE + 3 * SIDE) + (SIDE * SIDE + SIDE) + (SIDE * 4 * SIDE + 4 * SIDE) \
-    + (4 * SIDE * SIDE + SIDE) + 2 * 2 * SIDE  # attention in/out projections, feed-forward, two LayerNorms
+SIDE_LAYER = (
+    (3 * SIDE * SIDE + 3 * SIDE)
+    + (SIDE * SIDE + SIDE)
+    + (SIDE * 4 * SIDE + 4 * SIDE)
+    + (4 * SIDE * SIDE + SIDE)
+    + 2 * 2 * SIDE
+)  # attention in/out projections, feed-forward, two LayerNorms
 BERT_COUNTS = {
     # key and value scaled on their outputs; both "output.dense" (attention's and the FFN's) on their inputs
     "ia3": LAYERS * (H + H + H + FFN),
@@ -116,14 +142,22 @@ def test_gradient_reaches_only_the_trainable_parameters(family, method):
     assert not zero
 
 
-@pytest.mark.parametrize("method, family, task", [("prefix", "opt", "causal-lm"), ("prefix", "bart", "seq2seq"),
-                                                  ("lst", "gpt2", "causal-lm"), ("lst", "bart", "seq2seq")])
+@pytest.mark.parametrize(
+    "method, family, task",
+    [
+        ("prefix", "opt", "causal-lm"),
+        ("prefix", "bart", "seq2seq"),
+        ("lst", "gpt2", "causal-lm"),
+        ("lst", "bart", "seq2seq"),
+    ],
+)
 def test_generation_tasks_train(method, family, task):
     bb = tiny(family)
     model = converted(family, method, task)
     model(**make_batch(bb, task, 2, 8)).loss.backward()
-    assert {n for n, p in model.named_parameters() if p.grad is not None} == \
-        {n for n, p in model.named_parameters() if p.requires_grad}
+    assert {n for n, p in model.named_parameters() if p.grad is not None} == {
+        n for n, p in model.named_parameters() if p.requires_grad
+    }
 
 
 def test_prefix_changes_what_the_model_computes():
@@ -172,9 +206,14 @@ def saved_under(result, prefix: str) -> int:
     return int(rows["saved_bytes"].sum())
 
 
-@pytest.mark.parametrize("family, stacks", [("bert", ("bert.encoder.layer",)),
-                                            ("bart", ("model.encoder.layers", "model.decoder.layers")),
-                                            ("llama", ("model.layers",))])
+@pytest.mark.parametrize(
+    "family, stacks",
+    [
+        ("bert", ("bert.encoder.layer",)),
+        ("bart", ("model.encoder.layers", "model.decoder.layers")),
+        ("llama", ("model.layers",)),
+    ],
+)
 def test_lst_backbone_saves_nothing(tiny_paths, family, stacks):
     lst = run(ProfileConfig(tiny_paths[family], "lst", 8, 2, engine="cpu"))
     ft = run(ProfileConfig(tiny_paths[family], "ft", 8, 2, engine="cpu"))
@@ -202,21 +241,44 @@ def test_bitfit_refuses_a_family_without_biases(family):
         converted(family, "bitfit", device="meta")
     message = str(err.value)
     assert "\n" not in message
-    assert message == (f"method bitfit trains bias terms and this {family} model has none outside its head; "
-                       "bitfit supports the families with biases: bart, bert, gpt2, opt, qwen2, roberta: use one "
-                       "of them")
+    assert message == (
+        f"method bitfit trains bias terms and this {family} model has none outside its head; "
+        "bitfit supports the families with biases: bart, bert, gpt2, opt, qwen2, roberta: use one "
+        "of them"
+    )
 
 
 def test_bitfit_refusal_is_one_line_at_the_command_line(cli, tiny_paths):
-    code, out, err = cli("profile", "--backbone", tiny_paths["llama"], "--method", "bitfit", "--seq-len", "8",
-                         "--batch-size", "2", "--engine", "cpu")
+    code, out, err = cli(
+        "profile",
+        "--backbone",
+        tiny_paths["llama"],
+        "--method",
+        "bitfit",
+        "--seq-len",
+        "8",
+        "--batch-size",
+        "2",
+        "--engine",
+        "cpu",
+    )
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and "bart, bert, gpt2, opt, qwen2, roberta" in err
 
 
 def test_compare_takes_the_whole_field(cli, stub_plots, tmp_path):
-    code, out, err = cli("compare", "--methods", ",".join(["ft", *FIELD]), "--seq-lens", "128", "--batch-sizes", "2",
-                         "--out", "run", "--quiet")
+    code, out, err = cli(
+        "compare",
+        "--methods",
+        ",".join(["ft", *FIELD]),
+        "--seq-lens",
+        "128",
+        "--batch-sizes",
+        "2",
+        "--out",
+        "run",
+        "--quiet",
+    )
     assert code == 0, err
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert [r["method"] for r in saved["results"]] == ["ft", *FIELD]
@@ -247,5 +309,6 @@ def test_methods_listing_names_the_methods_a_family_does_not_support(cli, tiny_p
 
 def test_methods_task_without_a_backbone_is_one_line(cli):
     code, out, err = cli("methods", "--task", "seq2seq")
-    assert code == 2 and err.strip() == ("error: --task counts parameters on a backbone; pass --backbone too "
-                                         "(memprof backbones lists them)")
+    assert code == 2 and err.strip() == (
+        "error: --task counts parameters on a backbone; pass --backbone too (memprof backbones lists them)"
+    )

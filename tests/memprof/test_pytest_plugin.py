@@ -11,8 +11,8 @@ import torch._dynamo  # noqa: F401  (see below)
 from torch import nn
 
 from memprof.checks.budget import assert_memory
-from memprof.instrument import session
 from memprof.errors import MemprofError
+from memprof.instrument import session
 from memprof.results.result import Memory, Result
 
 pytest_plugins = ["pytester"]
@@ -48,8 +48,14 @@ class StubTrack:
         self._hooks.__exit__(*exc)
         total = sum(self.saved.values())
         self.result = Result(
-            backbone="user-model", method="custom", engine="cpu", target="cpu", dtype="fp32",
-            attn_implementation="", seq_len=0, batch_size=0,
+            backbone="user-model",
+            method="custom",
+            engine="cpu",
+            target="cpu",
+            dtype="fp32",
+            attn_implementation="",
+            seq_len=0,
+            batch_size=0,
             memory=Memory(saved_activations=total, peak_activations=total, peak=total),
         )
         return False
@@ -98,25 +104,29 @@ def test_fixture_fails_a_small_budget_and_passes_a_big_one(pytester, tracker):
     pytester.makepyfile(test_inner=INNER)
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines([
-        "*test_budget_too_small*",
-        "memory budget exceeded: saved_activations over budget",
-        "  metric  * budget * measured * excess",
-        "  saved_activations * 4.00 KiB * <-- over",
-        "  peak * 1.00 GiB * within",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*test_budget_too_small*",
+            "memory budget exceeded: saved_activations over budget",
+            "  metric  * budget * measured * excess",
+            "  saved_activations * 4.00 KiB * <-- over",
+            "  peak * 1.00 GiB * within",
+        ]
+    )
     if tracker == "stub":
         result.stdout.fnmatch_lines(["  saved_activations  4.00 KiB  16.0 KiB  +12.0 KiB (+300.0%)  <-- over"])
     assert "Traceback" not in result.stdout.str()  # pytrace=False: the diff, not the plugin's frames
 
 
 def test_fixture_lets_errors_inside_the_block_through(pytester, tracker):
-    pytester.makepyfile(test_inner="""
+    pytester.makepyfile(
+        test_inner="""
 def test_error(memprof_budget):
     import torch
     with memprof_budget(torch.nn.Linear(2, 2), peak="1 KiB"):
         raise KeyError("from the user")
-""")
+"""
+    )
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*KeyError: 'from the user'*"])
@@ -151,8 +161,12 @@ def test_assert_memory_measures_the_step(monkeypatch):
     result = assert_memory(model, (torch.randn(32, 64),), optimizer=opt, saved_activations=SAVED)  # exactly fits
     assert result.memory.saved_activations == SAVED
     assert not torch.equal(model[0].weight, before) and model[0].weight.grad is None  # stepped, grads cleared
-    assert assert_memory(model, torch.randn(32, 64), loss_fn=lambda out: out.pow(2).mean(),
-                         saved_activations=SAVED + 32 * 64 * 4).memory.saved_activations > SAVED  # pow saves its input
+    assert (
+        assert_memory(
+            model, torch.randn(32, 64), loss_fn=lambda out: out.pow(2).mean(), saved_activations=SAVED + 32 * 64 * 4
+        ).memory.saved_activations
+        > SAVED
+    )  # pow saves its input
 
 
 def test_assert_memory_bad_input(monkeypatch):

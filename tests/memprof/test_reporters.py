@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from synthetic_results import GOLDEN_COMMAND, golden_resultset, make_result
 
 from memprof.reporters import markdown, render_all, table
 from memprof.results.result import CATEGORIES, ResultSet
-from synthetic_results import GOLDEN_COMMAND, golden_resultset, make_result
 
 GOLDEN = Path(__file__).parents[1] / "golden"
 
@@ -33,8 +33,21 @@ def test_results_frame_is_one_flat_row_per_result(rs):
     frame = table.results_frame(rs)
     assert len(frame) == len(rs.results) == 12
     for row, r in zip(frame.to_dict("records"), rs.results):
-        assert (row["method"], row["seq_len"], row["batch_size"], row["status"]) == (r.method, r.seq_len, r.batch_size, r.status)
-        for col in ("parameters", "gradients", "optimizer_state", "saved_activations", "peak_activations", "temporaries", "peak"):
+        assert (row["method"], row["seq_len"], row["batch_size"], row["status"]) == (
+            r.method,
+            r.seq_len,
+            r.batch_size,
+            r.status,
+        )
+        for col in (
+            "parameters",
+            "gradients",
+            "optimizer_state",
+            "saved_activations",
+            "peak_activations",
+            "temporaries",
+            "peak",
+        ):
             assert row[col] == getattr(r.memory, col)
         assert pd.isna(row["cuda_max_allocated"])
 
@@ -49,7 +62,11 @@ def test_summary_numbers_equal_the_results(rs):
         if r.status == "ok":
             assert row["trainable_params"] == r.trainable_params
             assert row["saved_activations"] == r.memory.saved_activations
-            assert row["peak_activations"] == r.memory.peak_activations == peak_activations(r.method, r.seq_len, r.batch_size)
+            assert (
+                row["peak_activations"]
+                == r.memory.peak_activations
+                == peak_activations(r.method, r.seq_len, r.batch_size)
+            )
             assert row["peak"] == r.memory.peak
         else:
             assert pd.isna(row["peak_activations"]) and math.isnan(row["peak_activations_reduction_pct"])
@@ -59,7 +76,14 @@ def test_summary_numbers_equal_the_results(rs):
 def test_summary_rows_are_grouped_by_configuration_in_sweep_method_order(rs):
     frame = table.summary_frame(rs)
     keys = list(zip(frame.seq_len, frame.batch_size, frame.method))
-    assert keys[:6] == [(128, 2, "ft"), (128, 2, "lora"), (128, 2, "adapter"), (128, 4, "ft"), (128, 4, "lora"), (128, 4, "adapter")]
+    assert keys[:6] == [
+        (128, 2, "ft"),
+        (128, 2, "lora"),
+        (128, 2, "adapter"),
+        (128, 4, "ft"),
+        (128, 4, "lora"),
+        (128, 4, "adapter"),
+    ]
 
 
 def test_reduction_against_ft_by_hand(rs):
@@ -116,8 +140,16 @@ def test_csv_files_round_trip(rs, tmp_path):
 
 def test_formatting_picks_one_unit_per_column(rs):
     headers, rows = table.summary_cells(table.headline_frame(rs), per_config=False)
-    assert headers == ["method", "status", "trainable params", "saved activations (MiB)", "peak activations (MiB)",
-                       "peak (GiB)", "peak activations reduction vs ft (%)", "peak reduction vs ft (%)"]
+    assert headers == [
+        "method",
+        "status",
+        "trainable params",
+        "saved activations (MiB)",
+        "peak activations (MiB)",
+        "peak (GiB)",
+        "peak activations reduction vs ft (%)",
+        "peak reduction vs ft (%)",
+    ]
     assert rows[0] == ["ft", "ok", "400.00 M", "40.0", "42.0", "6.00", "0.0", "0.0"]
     assert rows[2] == ["adapter", "oom: OutOfMemoryError: CUDA out of memory", "—", "—", "—", "—", "—", "—"]
 
@@ -142,11 +174,20 @@ def test_markdown_matches_golden(rs, tmp_path):
 
 def test_render_all_writes_every_file(rs, tmp_path):
     paths = render_all(rs, tmp_path / "new")
-    assert sorted(paths) == sorted([
-        "results.csv", "layers.csv", "activations_vs_seq_len.png", "activations_vs_batch_size.png",
-        "layers_largest.png", "peak_breakdown.png", "saved_by_category.png", "timeline.png", "report.html",
-        "summary.md",
-    ])
+    assert sorted(paths) == sorted(
+        [
+            "results.csv",
+            "layers.csv",
+            "activations_vs_seq_len.png",
+            "activations_vs_batch_size.png",
+            "layers_largest.png",
+            "peak_breakdown.png",
+            "saved_by_category.png",
+            "timeline.png",
+            "report.html",
+            "summary.md",
+        ]
+    )
     assert all(p.is_file() and p.stat().st_size > 0 for p in paths.values())
 
 

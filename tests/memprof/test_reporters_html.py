@@ -5,10 +5,10 @@ import base64
 from html.parser import HTMLParser
 
 import pytest
+from synthetic_results import ENVIRONMENT, GOLDEN_COMMAND, golden_resultset
 
 from memprof.reporters import html, plots, render_all, table
 from memprof.results.result import ResultSet
-from synthetic_results import ENVIRONMENT, GOLDEN_COMMAND, golden_resultset
 
 
 class Page(HTMLParser):
@@ -65,7 +65,7 @@ def test_plots_are_embedded_byte_for_byte(rendered):
     for src, name in zip(images, plots.PLOTS):
         prefix = "data:image/png;base64,"
         assert src.startswith(prefix)
-        assert base64.b64decode(src[len(prefix):]) == (out / name).read_bytes()
+        assert base64.b64decode(src[len(prefix) :]) == (out / name).read_bytes()
     assert [a["alt"] for t, a in page.tags if t == "img"] == [caption for caption, _ in plots.PLOTS.values()]
 
 

@@ -3,11 +3,11 @@
 import pandas as pd
 import pytest
 from PIL import Image
-
-from memprof.results.module_names import layer_group
-from memprof.reporters import plots
-from memprof.results.result import CATEGORIES, ResultSet
 from synthetic_results import TOTAL_PARAMS, golden_resultset, make_result
+
+from memprof.reporters import plots
+from memprof.results.module_names import layer_group
+from memprof.results.result import CATEGORIES, ResultSet
 
 
 def peak_act(method, seq, batch):
@@ -37,12 +37,16 @@ def test_activations_vs_seq_len(rs, tmp_path):
     data = plots.plot_activations_vs_seq_len(rs, tmp_path / "a.png")
     # lora failed at (128, 2) and adapter ran out of memory at (256, 4): those points are missing.
     assert data == {
-        2: {"ft": [(128, peak_act("ft", 128, 2)), (256, peak_act("ft", 256, 2))],
+        2: {
+            "ft": [(128, peak_act("ft", 128, 2)), (256, peak_act("ft", 256, 2))],
             "lora": [(256, peak_act("lora", 256, 2))],
-            "adapter": [(128, peak_act("adapter", 128, 2)), (256, peak_act("adapter", 256, 2))]},
-        4: {"ft": [(128, peak_act("ft", 128, 4)), (256, peak_act("ft", 256, 4))],
+            "adapter": [(128, peak_act("adapter", 128, 2)), (256, peak_act("adapter", 256, 2))],
+        },
+        4: {
+            "ft": [(128, peak_act("ft", 128, 4)), (256, peak_act("ft", 256, 4))],
             "lora": [(128, peak_act("lora", 128, 4)), (256, peak_act("lora", 256, 4))],
-            "adapter": [(128, peak_act("adapter", 128, 4))]},
+            "adapter": [(128, peak_act("adapter", 128, 4))],
+        },
     }
     assert data == plots.activations_vs_seq_len_data(rs)
     check_png(tmp_path / "a.png")
@@ -57,16 +61,19 @@ def test_activations_vs_batch_size(rs, tmp_path):
     check_png(tmp_path / "b.png")
 
 
-@pytest.mark.parametrize("module, group", [
-    ("model.encoder.layers.3.fc1", "encoder.layers.3"),
-    ("base_model.model.model.decoder.layers.11.self_attn.q_proj.lora_A.default", "decoder.layers.11"),
-    ("model.shared", "shared"),
-    ("classification_head.out_proj", "classification_head.out_proj"),
-    ("model.encoder.embed_positions", "encoder.embed_positions"),
-    ("bert.encoder.layer.0.attention.self.query", "bert.encoder.layer.0"),
-    ("model.encoder.layers (reversible stack, 6 layers)", "encoder.layers (reversible stack, 6 layers)"),
-    ("", "(model)"),
-])
+@pytest.mark.parametrize(
+    "module, group",
+    [
+        ("model.encoder.layers.3.fc1", "encoder.layers.3"),
+        ("base_model.model.model.decoder.layers.11.self_attn.q_proj.lora_A.default", "decoder.layers.11"),
+        ("model.shared", "shared"),
+        ("classification_head.out_proj", "classification_head.out_proj"),
+        ("model.encoder.embed_positions", "encoder.embed_positions"),
+        ("bert.encoder.layer.0.attention.self.query", "bert.encoder.layer.0"),
+        ("model.encoder.layers (reversible stack, 6 layers)", "encoder.layers (reversible stack, 6 layers)"),
+        ("", "(model)"),
+    ],
+)
 def test_layer_group(module, group):
     assert layer_group(module) == group
 
@@ -76,8 +83,12 @@ def test_layers_largest(rs, tmp_path):
     assert (data["seq_len"], data["batch_size"]) == (256, 4)
     assert list(data["methods"]) == ["ft", "lora"]  # adapter ran out of memory there
     k = 256 * 4
-    expected = pd.DataFrame(0, index=pd.Index(["shared", "encoder.layers.0", "encoder.layers.1", "classification_head.dense"],
-                                              name="group"), columns=list(CATEGORIES), dtype="int64")
+    expected = pd.DataFrame(
+        0,
+        index=pd.Index(["shared", "encoder.layers.0", "encoder.layers.1", "classification_head.dense"], name="group"),
+        columns=list(CATEGORIES),
+        dtype="int64",
+    )
     expected.loc["shared", "embedding"] = 8 * k
     for i in (0, 1):
         expected.loc[f"encoder.layers.{i}", "linear_input"] = 2 * 6 * k * 1024
@@ -91,8 +102,11 @@ def test_peak_breakdown(rs, tmp_path):
     data = plots.plot_peak_breakdown(rs, tmp_path / "d.png")
     k = 1024
     assert data["methods"]["lora"] == {
-        "parameters": 4 * TOTAL_PARAMS, "gradients": 4 * 2_000_000, "optimizer_state": 8 * 2_000_000,
-        "activations": peak_act("lora", 256, 4), "temporaries": 256 * k,
+        "parameters": 4 * TOTAL_PARAMS,
+        "gradients": 4 * 2_000_000,
+        "optimizer_state": 8 * 2_000_000,
+        "activations": peak_act("lora", 256, 4),
+        "temporaries": 256 * k,
         "peak": 4 * TOTAL_PARAMS + 12 * 2_000_000 + peak_act("lora", 256, 4) + 256 * k,
     }
     assert list(data["methods"]) == ["ft", "lora"]
@@ -104,8 +118,12 @@ def test_peak_breakdown(rs, tmp_path):
 def test_saved_by_category(rs, tmp_path):
     data = plots.plot_saved_by_category(rs, tmp_path / "e.png")
     k = 1024
-    assert data["methods"]["ft"] == {**{c: 0 for c in CATEGORIES}, "embedding": 8 * k,
-                                     "linear_input": 4 * 8 * k * 1024 + 4096 * 4, "activation_fn": 2 * 8 * k * 512}
+    assert data["methods"]["ft"] == {
+        **{c: 0 for c in CATEGORIES},
+        "embedding": 8 * k,
+        "linear_input": 4 * 8 * k * 1024 + 4096 * 4,
+        "activation_fn": 2 * 8 * k * 512,
+    }
     for method, cats in data["methods"].items():
         r = next(r for r in rs.results if r.key[1:4] == (method, 256, 4))
         assert sum(cats.values()) == r.memory.saved_activations

@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 import memprof
-from memprof.fit import search as fit
 from memprof.checks.budget import BudgetExceeded, assert_memory, budget
 from memprof.errors import MemprofError
+from memprof.fit import search as fit
 from memprof.fit.search import FitConfig
 from memprof.units import HEADLINE_METRICS
 
@@ -51,8 +51,19 @@ def test_cli_fit_counts_one_gib_of_context_unless_told_otherwise(cli, tiny_opt, 
     code, out, err = cli("fit", "--backbone", tiny_opt, "--methods", "ft", "--budget", str(BUDGET), "--seq-len", "16")
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
     assert "plus the context allowance (1.00 GiB)" in err
-    code, out, err = cli("fit", "--backbone", tiny_opt, "--methods", "ft", "--budget", str(GIB + BUDGET),
-                         "--seq-len", "16", "--json", tmp_path / "fit.json")
+    code, out, err = cli(
+        "fit",
+        "--backbone",
+        tiny_opt,
+        "--methods",
+        "ft",
+        "--budget",
+        str(GIB + BUDGET),
+        "--seq-len",
+        "16",
+        "--json",
+        tmp_path / "fit.json",
+    )
     assert code == 0, err
     doc = json.loads((tmp_path / "fit.json").read_text())
     (d,) = doc["methods"]

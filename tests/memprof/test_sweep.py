@@ -7,13 +7,12 @@ from datetime import datetime
 
 import pytest
 import torch
-
-from memprof.sweep import run as sweep
+from synthetic_results import fake_run
 
 from memprof import methods
 from memprof.errors import MemprofError
 from memprof.results.result import config_key, load_results
-from synthetic_results import fake_run
+from memprof.sweep import run as sweep
 
 SMALL = dict(backbone="bart-large", methods=["ft", "lora", "adapter"], seq_lens=[128, 256], batch_sizes=[2, 4])
 
@@ -30,29 +29,48 @@ def test_parse_lists():
     assert sweep.parse_ints("128, 256,512", "sequence length", "--seq-lens") == [128, 256, 512]
 
 
-@pytest.mark.parametrize("text, fragment", [
-    ("", "empty"), ("ft,,lora", "empty entry"), ("ft,ft", "'ft' is listed twice"), ("ft,nope", "unknown method 'nope'"),
-])
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("", "empty"),
+        ("ft,,lora", "empty entry"),
+        ("ft,ft", "'ft' is listed twice"),
+        ("ft,nope", "unknown method 'nope'"),
+    ],
+)
 def test_bad_methods(text, fragment):
     with pytest.raises(MemprofError, match=fragment):
         sweep.parse_methods(text)
 
 
-@pytest.mark.parametrize("text, fragment", [
-    ("", "empty"), ("128,x", "'x' in --seq-lens '128,x' is not a whole number"), ("1.5", "not a whole number"),
-    ("0", "must be a whole number of at least 1"), ("-8", "at least 1"), ("128,128", "listed twice"),
-])
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("", "empty"),
+        ("128,x", "'x' in --seq-lens '128,x' is not a whole number"),
+        ("1.5", "not a whole number"),
+        ("0", "must be a whole number of at least 1"),
+        ("-8", "at least 1"),
+        ("128,128", "listed twice"),
+    ],
+)
 def test_bad_ints(text, fragment):
     with pytest.raises(MemprofError, match=fragment):
         sweep.parse_ints(text, "sequence length", "--seq-lens")
 
 
-@pytest.mark.parametrize("kw, fragment", [
-    (dict(methods=[]), "method list is empty"), (dict(methods=["ft", "ft"]), "listed twice"),
-    (dict(seq_lens=[]), "sequence length list is empty"), (dict(batch_sizes=[0]), "batch size 0"),
-    (dict(seq_lens=[4096]), "exceeds bart-large's maximum of 1024"), (dict(engine="gpu"), "unknown engine"),
-    (dict(dtype="fp8"), "unknown dtype"),
-])
+@pytest.mark.parametrize(
+    "kw, fragment",
+    [
+        (dict(methods=[]), "method list is empty"),
+        (dict(methods=["ft", "ft"]), "listed twice"),
+        (dict(seq_lens=[]), "sequence length list is empty"),
+        (dict(batch_sizes=[0]), "batch size 0"),
+        (dict(seq_lens=[4096]), "exceeds bart-large's maximum of 1024"),
+        (dict(engine="gpu"), "unknown engine"),
+        (dict(dtype="fp8"), "unknown dtype"),
+    ],
+)
 def test_bad_grid(kw, fragment):
     with pytest.raises(MemprofError, match=fragment):
         grid(**kw)
@@ -62,14 +80,31 @@ def test_grid_configs_method_major_and_options():
     g = grid()
     configs = g.configs()
     assert len(configs) == 12
-    assert [(c.method, c.batch_size, c.seq_len) for c in configs[:4]] == [("ft", 2, 128), ("ft", 2, 256), ("ft", 4, 128), ("ft", 4, 256)]
+    assert [(c.method, c.batch_size, c.seq_len) for c in configs[:4]] == [
+        ("ft", 2, 128),
+        ("ft", 2, 256),
+        ("ft", 4, 128),
+        ("ft", 4, 256),
+    ]
     assert g.target == "cuda" and g.task == "classification"  # resolved as ProfileConfig does
-    assert g.options() == {"backbone": "bart-large", "methods": ["ft", "lora", "adapter"], "seq_lens": [128, 256],
-                           "batch_sizes": [2, 4], "engine": "fake", "target": "cuda", "dtype": "fp32", "attn": "sdpa",
-                           "task": "classification", "step": "first", "loss": "full"}
+    assert g.options() == {
+        "backbone": "bart-large",
+        "methods": ["ft", "lora", "adapter"],
+        "seq_lens": [128, 256],
+        "batch_sizes": [2, 4],
+        "engine": "fake",
+        "target": "cuda",
+        "dtype": "fp32",
+        "attn": "sdpa",
+        "task": "classification",
+        "step": "first",
+        "loss": "full",
+    }
     assert sweep.Grid.from_options(g.options()) == g
-    assert g.command() == ("memprof compare --backbone bart-large --methods ft,lora,adapter --seq-lens 128,256 "
-                           "--batch-sizes 2,4 --engine fake --target cuda --dtype fp32 --attn sdpa --task classification")
+    assert g.command() == (
+        "memprof compare --backbone bart-large --methods ft,lora,adapter --seq-lens 128,256 "
+        "--batch-sizes 2,4 --engine fake --target cuda --dtype fp32 --attn sdpa --task classification"
+    )
 
 
 def test_defaults_are_the_issue_grid():
@@ -106,9 +141,11 @@ def test_results_are_written_as_each_configuration_finishes(tmp_path):
 
 
 def test_failures_are_recorded_and_the_sweep_goes_on(tmp_path):
-    failures = {("lora", 128, 2): RuntimeError("shape mismatch\nsecond line"),
-                ("lora", 256, 4): torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
-                ("adapter", 256, 4): MemoryError()}
+    failures = {
+        ("lora", 128, 2): RuntimeError("shape mismatch\nsecond line"),
+        ("lora", 256, 4): torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+        ("adapter", 256, 4): MemoryError(),
+    }
 
     def run(config, cache):
         exc = failures.get((config.method, config.seq_len, config.batch_size))
@@ -121,7 +158,9 @@ def test_failures_are_recorded_and_the_sweep_goes_on(tmp_path):
     assert len(rs.results) == 12
     assert (by[("lora", 128, 2)].status, by[("lora", 128, 2)].message) == ("error", "RuntimeError: shape mismatch")
     assert (by[("lora", 256, 4)].status, by[("lora", 256, 4)].message) == (
-        "oom", "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB")
+        "oom",
+        "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB",
+    )
     assert (by[("adapter", 256, 4)].status, by[("adapter", 256, 4)].message) == ("oom", "MemoryError")
     assert by[("lora", 128, 2)].key == ("bart-large", "lora", 128, 2, "fp32", "fake", "cuda", "first", "full")
     assert sum(r.status == "ok" for r in rs.results) == 9
@@ -236,12 +275,17 @@ def flaky_run(config, cache):
 
 def test_parallel_sweep_matches_serial_and_survives_a_dead_worker(tmp_path):
     g = grid()
-    serial = sweep.run_sweep(g, tmp_path / "serial", run=lambda c, k: flaky_run(c, k) if c.method == "lora" else fake_run(c))
+    serial = sweep.run_sweep(
+        g, tmp_path / "serial", run=lambda c, k: flaky_run(c, k) if c.method == "lora" else fake_run(c)
+    )
     parallel = sweep.run_sweep(g, tmp_path / "parallel", run=flaky_run, jobs=2)
     assert [r.key for r in parallel.results] == [r.key for r in serial.results]  # grid order
     for s, p in zip(serial.results, parallel.results):
         if p.key[1:4] == ("adapter", 256, 4):
-            assert (p.status, p.message) == ("error", "RuntimeError: the worker process profiling it died (exit code 3)")
+            assert (p.status, p.message) == (
+                "error",
+                "RuntimeError: the worker process profiling it died (exit code 3)",
+            )
         else:
             assert p.to_dict() == s.to_dict()
     assert [r.status for r in parallel.results].count("error") == 2
@@ -262,8 +306,17 @@ def test_auto_jobs():
 def tiny_bart(tmp_path):
     from memprof.models.backbones import builtin
 
-    cfg = {**builtin()["bart-base"], "d_model": 32, "encoder_layers": 2, "decoder_layers": 2, "encoder_attention_heads": 2,
-           "decoder_attention_heads": 2, "encoder_ffn_dim": 64, "decoder_ffn_dim": 64, "vocab_size": 128}
+    cfg = {
+        **builtin()["bart-base"],
+        "d_model": 32,
+        "encoder_layers": 2,
+        "decoder_layers": 2,
+        "encoder_attention_heads": 2,
+        "decoder_attention_heads": 2,
+        "encoder_ffn_dim": 64,
+        "decoder_ffn_dim": 64,
+        "vocab_size": 128,
+    }
     path = tmp_path / "tiny-bart.json"
     path.write_text(json.dumps(cfg))
     return str(path)

@@ -23,16 +23,33 @@ class Rows(torch.utils.data.Dataset):
 
 
 def tiny_bert() -> tf.BertForSequenceClassification:
-    config = tf.BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                           intermediate_size=32, max_position_embeddings=40, num_labels=2)
+    config = tf.BertConfig(
+        vocab_size=64,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=40,
+        num_labels=2,
+    )
     torch.manual_seed(0)
     return tf.BertForSequenceClassification(config)
 
 
 def trainer(out, **overrides) -> tf.Trainer:
-    args = dict(output_dir=str(out), max_steps=3, per_device_train_batch_size=4, optim="adamw_torch", report_to=[],
-                use_cpu=True, save_strategy="no", logging_steps=1, disable_tqdm=True, dataloader_pin_memory=False,
-                seed=0)
+    args = dict(
+        output_dir=str(out),
+        max_steps=3,
+        per_device_train_batch_size=4,
+        optim="adamw_torch",
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+        logging_steps=1,
+        disable_tqdm=True,
+        dataloader_pin_memory=False,
+        seed=0,
+    )
     return tf.Trainer(model=tiny_bert(), args=tf.TrainingArguments(**{**args, **overrides}), train_dataset=Rows())
 
 

@@ -6,8 +6,9 @@ from memprof.methods import register
 from memprof.methods.registry import freeze, unfreeze_head
 
 
-@register("linear-probe", "linear probing: the pre-trained model frozen, only the task head trains",
-          trains="the task head")
+@register(
+    "linear-probe", "linear probing: the pre-trained model frozen, only the task head trains", trains="the task head"
+)
 def apply(model, backbone, task):
     freeze(model)
     unfreeze_head(model)
