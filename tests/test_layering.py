@@ -174,3 +174,17 @@ def test_no_import_cycle():
 def test_the_cycle_finder_finds_cycles():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+#: the only modules directly in memprof/: small and shared by every stage (docs/architecture.md)
+SHARED_MODULES = {"memprof", "memprof.errors", "memprof.version", "memprof.units", "memprof.outputs"}
+
+
+def test_memprof_has_no_top_level_module_but_the_shared_ones():
+    top = {m for m, path in MODULES.items() if m.startswith("memprof") and path.parent == ROOT / "memprof"}
+    assert top <= SHARED_MODULES, f"put {sorted(top - SHARED_MODULES)} in the package of its stage"
+
+
+def test_every_package_of_memprof_has_a_layer_of_its_own():
+    packages = {f"memprof.{p.name}" for p in (ROOT / "memprof").iterdir() if (p / "__init__.py").exists()}
+    assert packages <= set(LAYERS), f"add {sorted(packages - set(LAYERS))} to LAYERS and to docs/architecture.md"

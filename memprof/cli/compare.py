@@ -152,8 +152,9 @@ def compare_cmd(
     from memprof.engines.registry import traceable
     from memprof.errors import MemprofError
     from memprof.sweep import run as sweep
+    from memprof.sweep.grid import parse_options
 
-    options = sweep.parse_options(
+    options = parse_options(
         backbone=backbone,
         methods=methods,
         seq_lens=seq_lens,

@@ -28,27 +28,16 @@ from memprof.errors import MemprofError
 from memprof.outputs import check_dir
 from memprof.reporters import RESULTS_FILE, prepare_out_dir
 from memprof.results.result import Result, ResultSet, config_key, environment, load_results, write_json
-from memprof.sweep.grid import DEFAULTS, Grid, alias_of, parse_ints, parse_methods, parse_options
+from memprof.sweep.grid import DEFAULTS, Grid
 from memprof.sweep.resume import VERSIONED, check_resumable, config_fingerprint
 from memprof.sweep.workers import Progress, RunFn, default_runner, run_one, run_parallel
 
-# ``memprof.sweep.run`` stays the one module the CLI and the tests name, so the grid's names are
-# reached from here too. ``default_runner``, ``auto_jobs`` and ``environment`` are looked up here
-# (by run_sweep, plan and provenance): patching ``memprof.sweep.run.<name>`` replaces them.
+# ``default_runner``, ``auto_jobs`` and ``environment`` are looked up here (by run_sweep, plan and
+# provenance): patching ``memprof.sweep.run.<name>`` replaces them for a CLI run in this process.
 __all__ = [
-    "DEFAULTS",
-    "Grid",
-    "Progress",
-    "RunFn",
     "SweepInterrupted",
-    "alias_of",
     "auto_jobs",
     "default_out_dir",
-    "default_runner",
-    "environment",
-    "parse_ints",
-    "parse_methods",
-    "parse_options",
     "plan",
     "point_latest",
     "provenance",

@@ -16,6 +16,7 @@ from synthetic_results import fake_run, golden_resultset, make_result
 
 import memprof.engines
 import memprof.outputs
+import memprof.sweep.grid
 import memprof.sweep.run
 from memprof.engines.config import ProfileConfig
 from memprof.results.result import Result, ResultSet, load_results, write_json
@@ -251,12 +252,12 @@ def test_a_method_and_its_alias_are_refused(cli, tmp_path, no_profiling, methods
 def test_the_sweep_refuses_aliases_too():
     from memprof.errors import MemprofError
 
-    assert memprof.sweep.run.alias_of("meft") == "meft1" and memprof.sweep.run.alias_of("meft1") == "meft1"
+    assert memprof.sweep.grid.alias_of("meft") == "meft1" and memprof.sweep.grid.alias_of("meft1") == "meft1"
     with pytest.raises(MemprofError, match="method 'meft' is an alias of 'meft1'"):
-        memprof.sweep.run.parse_methods("meft1,meft")
+        memprof.sweep.grid.parse_methods("meft1,meft")
     with pytest.raises(MemprofError, match="method 'meft' is an alias of 'meft1'"):
-        memprof.sweep.run.Grid(backbone="bert-base", methods=["meft", "meft1"], seq_lens=[8], batch_sizes=[1])
-    assert memprof.sweep.run.parse_methods("meft,meft2") == ["meft", "meft2"]
+        memprof.sweep.grid.Grid(backbone="bert-base", methods=["meft", "meft1"], seq_lens=[8], batch_sizes=[1])
+    assert memprof.sweep.grid.parse_methods("meft,meft2") == ["meft", "meft2"]
 
 
 # -- 4. nothing finished: exit 1, and the count in --quiet mode ------------------------------------

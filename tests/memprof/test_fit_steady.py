@@ -10,7 +10,7 @@ import memprof.engines.config
 from memprof.engines.common import create_optimizer_state
 from memprof.errors import MemprofError
 from memprof.results.result import load_results
-from memprof.sweep import run as sweep
+from memprof.sweep.grid import Grid
 
 
 def test_steady_state_holds_adamws_state_throughout(tiny_opt):
@@ -104,8 +104,8 @@ def test_profile_cli_records_the_step(cli, tiny_opt, tmp_path):
 
 
 def test_compare_sweeps_the_step():
-    grid = sweep.Grid(backbone="bert-base", methods=["ft"], seq_lens=[128], batch_sizes=[2], step="steady")
+    grid = Grid(backbone="bert-base", methods=["ft"], seq_lens=[128], batch_sizes=[2], step="steady")
     assert [c.step for c in grid.configs()] == ["steady"]
     assert grid.options()["step"] == "steady" and grid.command().endswith("--step steady")
-    assert sweep.Grid.from_options(grid.options()) == grid
-    assert sweep.Grid.from_options({k: v for k, v in grid.options().items() if k != "step"}).step == "first"
+    assert Grid.from_options(grid.options()) == grid
+    assert Grid.from_options({k: v for k, v in grid.options().items() if k != "step"}).step == "first"

@@ -12,21 +12,22 @@ from synthetic_results import fake_run
 from memprof import methods
 from memprof.errors import MemprofError
 from memprof.results.result import config_key, load_results
+from memprof.sweep import grid as sweep_grid
 from memprof.sweep import run as sweep
 
 SMALL = dict(backbone="bart-large", methods=["ft", "lora", "adapter"], seq_lens=[128, 256], batch_sizes=[2, 4])
 
 
 def grid(**kw):
-    return sweep.Grid(**{**SMALL, **kw})
+    return sweep_grid.Grid(**{**SMALL, **kw})
 
 
 # --- parsing and validation -------------------------------------------------------------------
 
 
 def test_parse_lists():
-    assert sweep.parse_methods(" ft, lora ") == ["ft", "lora"]
-    assert sweep.parse_ints("128, 256,512", "sequence length", "--seq-lens") == [128, 256, 512]
+    assert sweep_grid.parse_methods(" ft, lora ") == ["ft", "lora"]
+    assert sweep_grid.parse_ints("128, 256,512", "sequence length", "--seq-lens") == [128, 256, 512]
 
 
 @pytest.mark.parametrize(
@@ -40,7 +41,7 @@ def test_parse_lists():
 )
 def test_bad_methods(text, fragment):
     with pytest.raises(MemprofError, match=fragment):
-        sweep.parse_methods(text)
+        sweep_grid.parse_methods(text)
 
 
 @pytest.mark.parametrize(
@@ -56,7 +57,7 @@ def test_bad_methods(text, fragment):
 )
 def test_bad_ints(text, fragment):
     with pytest.raises(MemprofError, match=fragment):
-        sweep.parse_ints(text, "sequence length", "--seq-lens")
+        sweep_grid.parse_ints(text, "sequence length", "--seq-lens")
 
 
 @pytest.mark.parametrize(
@@ -100,7 +101,7 @@ def test_grid_configs_method_major_and_options():
         "step": "first",
         "loss": "full",
     }
-    assert sweep.Grid.from_options(g.options()) == g
+    assert sweep_grid.Grid.from_options(g.options()) == g
     assert g.command() == (
         "memprof compare --backbone bart-large --methods ft,lora,adapter --seq-lens 128,256 "
         "--batch-sizes 2,4 --engine fake --target cuda --dtype fp32 --attn sdpa --task classification"
@@ -108,12 +109,12 @@ def test_grid_configs_method_major_and_options():
 
 
 def test_defaults_are_the_issue_grid():
-    assert sweep.DEFAULTS["backbone"] == "bart-large"
-    assert sweep.DEFAULTS["methods"] == ["ft", "lora", "meft"]
-    assert sweep.DEFAULTS["seq_lens"] == [128, 256, 512] and sweep.DEFAULTS["batch_sizes"] == [8, 16, 32]
-    assert sweep.DEFAULTS["engine"] == "fake"
+    assert sweep_grid.DEFAULTS["backbone"] == "bart-large"
+    assert sweep_grid.DEFAULTS["methods"] == ["ft", "lora", "meft"]
+    assert sweep_grid.DEFAULTS["seq_lens"] == [128, 256, 512] and sweep_grid.DEFAULTS["batch_sizes"] == [8, 16, 32]
+    assert sweep_grid.DEFAULTS["engine"] == "fake"
     if "meft" in methods.names():
-        assert len(sweep.Grid().configs()) == 27
+        assert len(sweep_grid.Grid().configs()) == 27
 
 
 # --- running ------------------------------------------------------------------------------------
@@ -323,7 +324,7 @@ def tiny_bart(tmp_path):
 
 
 def real_grid(tmp_path):
-    return sweep.Grid(backbone=tiny_bart(tmp_path), methods=["ft", "lora"], seq_lens=[16, 32], batch_sizes=[2])
+    return sweep_grid.Grid(backbone=tiny_bart(tmp_path), methods=["ft", "lora"], seq_lens=[16, 32], batch_sizes=[2])
 
 
 def test_real_fake_engine_sweep(tmp_path):
