@@ -31,7 +31,7 @@ UNITS = {
 }
 MIB = UNITS["mib"]
 GIB = UNITS["gib"]
-_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*$")
+_SIZE = re.compile(r"^\s*([+-]?[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*$")
 _NOT_FINITE = re.compile(r"^\s*[+-]?(nan|inf|infinity)\s*([kmgt]i?)?b?\s*$", re.IGNORECASE)
 
 #: Memory fields a budget, the gate or a table can name: the byte counts of ``memprof.results.result.Memory``.
@@ -54,7 +54,8 @@ def parse_bytes(value: str | int | float, *, what: str = "size") -> int:
     is not a whole number of bytes is rounded to the nearest byte (``1.2 GiB`` -> 1288490189); one
     above 0 but below 1 byte (``1e-3 B``, ``0.4``) is refused, since rounding would turn it into a
     budget of nothing. Raises MemprofError, naming ``what``, for anything that is not a finite
-    size from 0 to ``MAX_BYTES``: negative, NaN, infinite, ``1e400``, or not a size at all.
+    size from 0 to ``MAX_BYTES``: negative, NaN, infinite, ``1e400``, or not a size at all. Every
+    spelling of zero is 0 (``-0``, ``+0``, ``0e50``, ``0e-40``, ``-0.0 KiB``); a sign is allowed.
     """
     shown = short_repr(value)
     if isinstance(value, bool) or not isinstance(value, (str, numbers.Real)):
@@ -65,13 +66,16 @@ def parse_bytes(value: str | int | float, *, what: str = "size") -> int:
         if not match or unit not in UNITS and unit:
             if _NOT_FINITE.match(value):
                 raise MemprofError(f"{what} {shown} is not a finite size; {_EXAMPLE}")
-            if value.strip().startswith("-") and _SIZE.match(value.strip()[1:]):
+            # a minus and a number right after it ("- 0" and "--0" are no numbers), not zero ("-0 G" is as "0 G")
+            rest = value.strip()[1:] if value.strip().startswith("-") else ""
+            negative = _SIZE.match(rest) if rest[:1].isdigit() or rest[:1] == "." else None
+            if negative and not _exact(negative.group(1)).is_zero():
                 raise MemprofError(f"{what} {shown} is a negative size; a size is at least 0 bytes: {_EXAMPLE}")
             raise MemprofError(
                 f"{what} {shown} is not a size; write a number and one of the units "
                 "B, KB, MB, GB, TB (powers of 1000) or KiB, MiB, GiB, TiB (powers of 1024), e.g. '1.2 GiB'"
             )
-        number, factor = decimal.Decimal(match.group(1)), UNITS[unit or "b"]
+        number, factor = _exact(match.group(1)), UNITS[unit or "b"]
     elif isinstance(value, numbers.Integral):
         number, factor = decimal.Decimal(int(value)), 1
     else:
@@ -79,6 +83,8 @@ def parse_bytes(value: str | int | float, *, what: str = "size") -> int:
         if math.isnan(as_float) or math.isinf(as_float):
             raise MemprofError(f"{what} {shown} is not a finite size; {_EXAMPLE}")
         number, factor = decimal.Decimal(as_float), 1
+    if number.is_zero():
+        return 0  # every spelling of zero alike: -0, 0e50 (no magnitude check), 0e-40 (no fraction of a byte)
     if number < 0:
         raise MemprofError(f"{what} {shown} is a negative size; a size is at least 0 bytes: {_EXAMPLE}")
     # Compare magnitudes before multiplying: ``1e999999999 TiB`` is a valid Decimal, not a product.
@@ -89,6 +95,16 @@ def parse_bytes(value: str | int | float, *, what: str = "size") -> int:
             f"{what} {shown} is a fraction of one byte; a size is a whole number of bytes: pass 0 or at least 1 B"
         )
     return int((number * factor).to_integral_value(rounding=decimal.ROUND_HALF_EVEN))
+
+
+def _exact(text: str) -> decimal.Decimal:
+    """A number ``_SIZE`` matched, as a Decimal. Decimal raises for an exponent of 20 digits; one of
+    more than 6 is clamped to 999999, which keeps zero zero and any other size too large or a
+    fraction of a byte, as it was."""
+    mantissa, e, exponent = text.lower().partition("e")
+    if len(exponent.lstrip("+-")) > 6:
+        exponent = ("-" if exponent.startswith("-") else "") + "999999"
+    return decimal.Decimal(mantissa + e + exponent)
 
 
 def short_repr(value: object, limit: int = 60) -> str:

@@ -78,6 +78,7 @@ def test_what_exactness_costs_at_24_layers_is_kept_bits_wider_streams_and_checks
     assert peak(24, "meft1") - peak(24, "meft1-float") == cost
 
 
+@pytest.mark.matrix(keep=lambda p: p["layers"] == 12)
 @pytest.mark.parametrize("layers", [12, 24])
 @pytest.mark.parametrize("method", ["meft1", "meft1-float"])
 def test_meft1_below_lora_with_checkpointing(peak, method, layers):
@@ -121,6 +122,7 @@ def test_meft1_floor_is_two_streams_kept_bits_and_one_layer(profile, peak, metho
 # -- the issue's setting: the whole step's peak, bf16 ----------------------------------------------
 
 
+@pytest.mark.matrix(keep=lambda p: p["layers"] == 6)
 @pytest.mark.parametrize("layers", [6, 12, 24])
 def test_exact_meft1_step_peak_in_bf16_against_float_and_lora_with_checkpointing(issue, layers):
     exact, float_, ckpt = (issue(layers, m).memory.peak for m in ("meft1", "meft1-float", "lora+ckpt"))

@@ -43,6 +43,7 @@ from pathlib import Path
 import pandas as pd
 
 from memprof.errors import MemprofError
+from memprof.results.files import read_json
 from memprof.results.result import (
     ALWAYS_MEASURED,
     CUDA_ONLY_METRICS,
@@ -465,14 +466,16 @@ def write_baseline(
     """Write ``make_baseline(sources)`` to ``out`` (replacing it): (the baseline, one line saying what
     was written and how it differs from the baseline it replaced, if that one was readable).
 
-    Refuses (MemprofError, nothing written) an ``out`` that is a folder, or whose folder cannot be
-    created; the write itself is atomic (``write_json``)."""
+    Refuses (MemprofError, nothing written) an ``out`` that is a folder, whose folder cannot be
+    created, or that holds per-layer results other than a baseline's (``check_replaceable``); the
+    write itself is atomic (``write_json``)."""
     out = Path(out)
     if out.is_dir():
         raise MemprofError(
             f"baseline --out {str(out)!r} is a folder; pass the path of a JSON file, "
             f"e.g. --out {str(out / 'baseline.json')!r}"
         )
+    check_replaceable(out)
     new = make_baseline(sources, keep_layers=keep_layers)
     old = None
     if out.is_file():
@@ -489,6 +492,30 @@ def write_baseline(
         ) from None
     write_json(new, out)
     return new, refresh_summary(new, old, out)
+
+
+def check_replaceable(out: Path) -> None:
+    """Refuse a baseline ``out`` that holds per-layer rows or timelines and is not a baseline file.
+
+    NOTE [A baseline never replaces a sweep]: ``memprof baseline RUN --out OTHER/results.json`` used
+    to replace another sweep's results with their stripped totals. A file ``memprof baseline`` wrote
+    says so in its options (``baseline_layers``) and is replaced, ``--keep-layers`` or not; so is one
+    without per-layer data (nothing is lost), one that is not JSON (a baseline broken by a merge
+    conflict is regenerated this way) and a missing one."""
+    if not out.is_file():
+        return
+    try:
+        data = read_json(out)
+    except MemprofError:
+        return
+    options, results = data.get("options"), data.get("results", [data])
+    if (isinstance(options, dict) and "baseline_layers" in options) or not isinstance(results, list):
+        return
+    if any(isinstance(r, dict) and (r.get("layers") or r.get("timeline")) for r in results):
+        raise MemprofError(
+            f"baseline --out {str(out)!r} holds results with per-layer rows or timelines and is not a baseline "
+            "that `memprof baseline` wrote, so writing the baseline would strip them; pass another --out"
+        )
 
 
 def refresh_summary(new: ResultSet, old: ResultSet | None, out: str | Path) -> str:

@@ -15,7 +15,11 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
@@ -64,12 +68,60 @@ def _click():
     return importlib.import_module(typer.BadParameter.__module__)
 
 
+# NOTE [Interrupts]: SIGTERM (a cancelled CI job, `timeout`) is handled like Ctrl-C: ``run``
+# installs a handler raising memprof.errors.Interrupted, a KeyboardInterrupt, so every path that
+# keeps partial work on Ctrl-C (a sweep's results on disk, its workers terminated) does so on
+# SIGTERM too. typer turns a KeyboardInterrupt escaping a command into a silent exit 130, so the
+# handler notes the signal, and ``run`` prints one line and exits 128 + its number (130 Ctrl-C,
+# 143 SIGTERM). A command that says itself what the interrupt left (compare: where its results
+# are, how to resume) does so through ``interrupted``, and ``run`` adds nothing.
+_interrupt: dict[str, Any] = {"signum": None, "said": False}
+
+
+def interrupted(message: str, code: int) -> typer.Exit:
+    """Say ``message`` (what an interrupt left, and where) as the command's one line about it, and
+    the exit with ``code`` (``memprof.errors.interrupt_exit_code``) for the command to raise."""
+    say(message, err=True)
+    _interrupt["said"] = True
+    return typer.Exit(code)
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    from memprof.errors import Interrupted
+
+    _interrupt["signum"] = signum
+    raise Interrupted(signum)
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raising Interrupted while the app runs (NOTE [Interrupts]); an ignored SIGTERM or
+    an embedding program's own handler is left alone, as is a thread that cannot take signals."""
+    _interrupt.update(signum=None, said=False)
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run() -> None:
     """Entry point: run the app; user errors become one line and exit code 2 (click's own code
-    for its other errors), anything else keeps its traceback."""
-    args, click = sys.argv[1:], _click()
+    for its other errors), an interrupt one line and 130 (Ctrl-C) or 143 (SIGTERM), anything else
+    keeps its traceback."""
+    with _sigterm_as_interrupt():
+        _run(sys.argv[1:])
+
+
+def _run(args: list[str]) -> None:
+    click = _click()
     try:
         code = app(args=args, prog_name="memprof", standalone_mode=False)
+    except KeyboardInterrupt:  # one that typer did not see (raised outside any command)
+        code = 130
     except _user_errors() as exc:
         _fail(str(exc), 2)
     except click.ClickException as exc:
@@ -80,6 +132,10 @@ def run() -> None:
         _fail(usage_line(exc, args), exc.exit_code)
     except typer.Abort:
         _fail("aborted", 1)
+    if code == 130 and not _interrupt["said"]:  # typer's exit for an interrupt (NOTE [Interrupts])
+        signum = _interrupt["signum"] or signal.SIGINT
+        say(f"interrupted by {signal.Signals(signum).name} before `{_command_path(args)}` finished", err=True)
+        sys.exit(128 + signum)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -26,9 +26,10 @@ def baseline_cmd(
     A configuration found twice keeps its last result. The gate compares totals only.
     """
     from memprof.checks.gate import write_baseline
-    from memprof.outputs import check_file
+    from memprof.outputs import check_distinct, check_file, results_file
 
     check_file(out, "the baseline", "--out", parents=True)  # before reading the sources
+    check_distinct({"SOURCES": map(results_file, sources)}, {"--out": out})
     new, summary = write_baseline(sources, out, keep_layers=keep_layers)
     say(summary)
     for r in new.results:

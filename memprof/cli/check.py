@@ -105,11 +105,12 @@ def check_cmd(
     """
     from memprof.checks import gate
     from memprof.checks.gate_markdown import write_gate_markdown
-    from memprof.outputs import check_file
+    from memprof.outputs import check_distinct, check_file, results_file
     from memprof.results.result import load_results
 
     if markdown is not None:  # before reading the results (NOTE [Fail before the work])
         check_file(markdown, "the Markdown report", "--markdown")
+        check_distinct({"--baseline": baseline, "CURRENT": map(results_file, current)}, {"--markdown": markdown})
     names = gate.parse_metrics(metrics)
     report = gate.compare(
         gate.load_sources(current), load_results(baseline), tolerance=gate.parse_tolerance(tolerance), metrics=names

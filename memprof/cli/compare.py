@@ -17,7 +17,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from memprof.cli.app import app, err_console, say
+from memprof.cli.app import app, err_console, interrupted, say
 from memprof.cli.options import (
     DEFAULT,
     GridAttn,
@@ -79,13 +79,8 @@ class _Bar:
         self.progress.advance(self.task)
 
 
-def _interrupted(message: str) -> typer.Exit:
-    say(message, err=True)
-    return typer.Exit(130)
-
-
 def _sweep(grid, out_dir: Path, resume: bool, jobs: int, quiet: bool, fast: bool = False):
-    """Run the sweep under a progress bar; Ctrl-C says where the results are and how to resume."""
+    """Run the sweep under a progress bar; Ctrl-C or SIGTERM says where the results are and how to resume."""
     from memprof.reporters import RESULTS_FILE
     from memprof.sweep.closed_form import ClosedFormRunner
     from memprof.sweep.run import SweepInterrupted, run_sweep
@@ -105,22 +100,25 @@ def _sweep(grid, out_dir: Path, resume: bool, jobs: int, quiet: bool, fast: bool
             run = ClosedFormRunner(grid.configs(), out_dir) if fast else None
             return run_sweep(grid, out_dir, resume=resume, progress=_Bar(progress), jobs=jobs, run=run)
     except SweepInterrupted as stop:
-        raise _interrupted(
+        raise interrupted(
             f"interrupted after {stop.done} of {stop.total} configurations; the results so far are in "
-            f"{stop.out_dir / RESULTS_FILE}; resume with: memprof compare --resume {shlex.quote(str(stop.out_dir))}"
+            f"{stop.out_dir / RESULTS_FILE}; resume with: memprof compare --resume {shlex.quote(str(stop.out_dir))}",
+            stop.exit_code,
         ) from None
 
 
 def _render(rs, out_dir: Path) -> Path:
+    from memprof.errors import interrupt_exit_code
     from memprof.reporters import REPORT_FILE, RESULTS_FILE, render_all
     from memprof.sweep.closed_form import load_formulas
 
     try:
         render_all(rs, out_dir, formulas=load_formulas(out_dir))
-    except KeyboardInterrupt:
-        raise _interrupted(
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM as memprof.errors.Interrupted
+        raise interrupted(
             f"interrupted while writing the report; the results are complete in {out_dir / RESULTS_FILE}; "
-            f"render them with: memprof report {shlex.quote(str(out_dir / RESULTS_FILE))}"
+            f"render them with: memprof report {shlex.quote(str(out_dir / RESULTS_FILE))}",
+            interrupt_exit_code(stop),
         ) from None
     return out_dir / REPORT_FILE
 
@@ -178,8 +176,11 @@ def compare_cmd(
             "so many tokens: no polynomial in b and s); drop --fast or pass --loss full"
         )
     grid, out_dir, jobs = sweep.plan(options, out=out, resume=resume, jobs=jobs)
-    rs = _sweep(grid, out_dir, resume is not None, jobs, quiet, fast)
-    print_summary(rs, _render(rs, out_dir), quiet=quiet)
+    try:  # the folder stays locked until its report is written (NOTE [One writer per output folder])
+        rs = _sweep(grid, out_dir, resume is not None, jobs, quiet, fast)
+        print_summary(rs, _render(rs, out_dir), quiet=quiet)
+    finally:
+        sweep.release_out(out_dir)
     mismatch = next((r.message for r in rs.results if r.message.startswith("ClosedFormMismatch")), None)
     if mismatch is not None:
         say(("error:", "bold red"), " ", mismatch, err=True)

@@ -133,12 +133,13 @@ def fit_cmd(
     """
     from memprof.fit import gpus
     from memprof.fit import search as fit
-    from memprof.outputs import check_file
+    from memprof.outputs import backbone_inputs, check_distinct, check_file
     from memprof.units import parse_bytes
 
     for path, flag in ((json_out, "--json"), (png_out, "--png")):
         if path is not None:  # before any profile (NOTE [Fail before the work])
             check_file(path, "the fit", flag)
+    check_distinct({"--backbone": backbone_inputs(backbone)}, {"--json": json_out, "--png": png_out})
     size, source = gpus.resolve_budget(budget, gpu)
     config = fit.FitConfig(
         backbone=backbone,

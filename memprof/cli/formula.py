@@ -35,14 +35,15 @@ def formula_cmd(
     in batch size b and sequence length s, from one symbolic trace of the fake engine's step."""
     from memprof.engines.config import ProfileConfig
     from memprof.engines.symbolic import derive
-    from memprof.outputs import check_file
+    from memprof.outputs import backbone_inputs, check_distinct, check_file
 
+    if json_out is not None:  # before the backbone is read (NOTE [Fail before the work])
+        check_file(json_out, "the formula", "--json")
+        check_distinct({"--backbone": backbone_inputs(backbone)}, {"--json": json_out})
     config = ProfileConfig(
         backbone=backbone, method=method, engine="fake", target=target, dtype=dtype, attn=attn, task=task, loss=loss
     )
     points = _parse_at(at)
-    if json_out is not None:
-        check_file(json_out, "the formula", "--json")
     with console.status("tracing one step with symbolic batch size and sequence length"):
         formula = derive(config)
     _print_formula(formula, config.resolved.max_seq_len, points)

@@ -140,7 +140,7 @@ def profile_cmd(
     from memprof import engines
     from memprof.engines.config import ProfileConfig
     from memprof.errors import MemprofError
-    from memprof.outputs import check_file
+    from memprof.outputs import backbone_inputs, check_distinct, check_file, check_single_result
     from memprof.results.result import write_json
     from memprof.units import format_bytes
 
@@ -150,6 +150,8 @@ def profile_cmd(
         )
     if json_out is not None:  # before the profile runs, not after (NOTE [Fail before the work])
         check_file(json_out, "the result", "--json")
+        check_distinct({"--backbone": backbone_inputs(backbone)}, {"--json": json_out})
+        check_single_result(json_out, "--json")
     config = ProfileConfig(
         backbone=backbone,
         method=method,

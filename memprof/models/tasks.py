@@ -79,9 +79,11 @@ def build_model(
     if backbone.weights and pretrained and str(device) != "meta":
         from transformers.utils import logging as hf_logging
 
-        # The task head is new by design; transformers' load report about it is noise here.
-        verbosity = hf_logging.get_verbosity()
+        # The task head is new by design; transformers' load report about it is noise here, and
+        # its progress bar would make a refusal's one line several on stderr.
+        verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
         hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
         try:
             model = cls.from_pretrained(
                 backbone.weights,
@@ -90,8 +92,17 @@ def build_model(
                 dtype=dtype,
                 attn_implementation=attn_implementation,
             )
+        except Exception as exc:  # noqa: BLE001 - corrupt weights the structure checks miss (backbones.check_weights)
+            if "memory" in str(exc).lower():
+                raise  # the host ran out: the engines record that as such
+            raise MemprofError(
+                f"backbone {backbone.name!r}: cannot load the weights in {backbone.weights!r} ({one_line(exc)}); "
+                "download or save the model again, or pass its config.json alone for random weights"
+            ) from None
         finally:
             hf_logging.set_verbosity(verbosity)
+            if bars:
+                hf_logging.enable_progress_bar()
         model = model.to(device)
     else:
         with torch.device(device):

@@ -7,6 +7,7 @@ Byte counts stay integers here; units are chosen only when formatting.
 
 from __future__ import annotations
 
+import csv
 import math
 from pathlib import Path
 from typing import Any
@@ -158,9 +159,30 @@ def render(rs: ResultSet, out_dir: str | Path) -> dict[str, Path]:
     """Write ``results.csv`` and ``layers.csv`` into ``out_dir``."""
     out = Path(out_dir)
     paths = {"results.csv": out / "results.csv", "layers.csv": out / "layers.csv"}
-    results_frame(rs).to_csv(paths["results.csv"], index=False)
-    layers_table(rs).to_csv(paths["layers.csv"], index=False)
+    # every text cell quoted: QUOTE_MINIMAL leaves a carriage return in a message unquoted, which ends the row
+    csv_safe(results_frame(rs)).to_csv(paths["results.csv"], index=False, quoting=csv.QUOTE_NONNUMERIC)
+    csv_safe(layers_table(rs)).to_csv(paths["layers.csv"], index=False, quoting=csv.QUOTE_NONNUMERIC)
     return paths
+
+
+# NOTE [ CSV formula injection ]
+# A spreadsheet runs a cell that starts with =, +, - or @ (and, in some, a tab or carriage return)
+# as a formula, and backbone names, messages and labels are user text: a backbone called
+# '=HYPERLINK("http://x", "ok")' would run when results.csv is opened. OWASP's remedy: a single
+# quote before such a text cell, which spreadsheets show as text. Only text cells: numbers
+# (negative ones included) stay numbers, so the CSV still reads back with its dtypes.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with every text cell a spreadsheet would run as a formula quoted (NOTE [ CSV
+    formula injection ]); numbers and other cells as they are."""
+    out = frame.copy()
+    for column in out.columns:
+        if out[column].dtype == object or pd.api.types.is_string_dtype(out[column].dtype):
+            quoted = [f"'{v}" if isinstance(v, str) and v.startswith(_FORMULA_START) else v for v in out[column]]
+            out[column] = pd.Series(quoted, index=out.index, dtype=out[column].dtype)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,19 +2,21 @@
 
 ``memprof.sweep.run`` records the grid's options and their provenance (``provenance``: the backbone
 config's fingerprint and the library versions) in results.json; ``check_resumable`` compares them
-with what a resumed sweep would record.
+with what a resumed sweep would record. ``Journal`` and ``recorded``: the results a sweep has
+finished but not yet rewritten into results.json (NOTE [Linear sweeps] in ``memprof.sweep.run``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from memprof.errors import MemprofError
-from memprof.results.result import LATER_KEY_FIELDS, ResultSet
+from memprof.results.result import LATER_KEY_FIELDS, Result, ResultSet, load_results
 from memprof.sweep.grid import Grid
 
 # NOTE [What a resumed sweep must find unchanged]: the grid's options (backbone, methods, sizes,
@@ -72,3 +74,70 @@ def _config_source(backbone: str) -> str:
     """Where a backbone's config comes from: a config file, a folder's config.json, or a name."""
     path = Path(backbone)
     return str(path / "config.json") if path.is_dir() else backbone
+
+
+#: results finished since results.json was last written, one JSON object a line (hidden: a
+#: finished sweep's folder holds none)
+JOURNAL_FILE = ".results.journal"
+
+
+class Journal:
+    """The append-only journal of one output folder: ``append`` one result's JSON line, fsync'd,
+    O(1) per result; ``remove`` once results.json holds everything it held."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.path = Path(folder) / JOURNAL_FILE
+        self.fd: int | None = None
+
+    def append(self, line: str) -> None:
+        try:
+            if self.fd is None:
+                self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            os.write(self.fd, (line + "\n").encode())
+            os.fsync(self.fd)
+        except OSError as exc:
+            raise MemprofError(
+                f"cannot write {str(self.path)!r} ({exc.strerror or exc}); free some space, then resume the sweep"
+            ) from None
+
+    def remove(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        self.path.unlink(missing_ok=True)
+
+
+def read_journal(path: str | Path) -> list[Result]:
+    """The results a journal holds, in the order written. A last line cut short by a crash (no
+    newline, or not JSON) is ignored: its result was never recorded. MemprofError naming the line
+    for any other line that is not a result."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    lines = path.read_bytes().split(b"\n")
+    torn = lines.pop()  # b"" after a final newline; otherwise a line the crash cut short
+    results = []
+    for number, line in enumerate(lines, 1):
+        try:
+            data = json.loads(line)
+        except ValueError:
+            if number == len(lines) and not torn:  # the last line, cut inside its JSON
+                break
+            raise MemprofError(
+                f"journal {str(path)!r} line {number} is not JSON; delete the journal and resume, which reruns "
+                "what only it held"
+            ) from None
+        results.append(Result.from_dict(data, source=f"{path}:{number}"))
+    return results
+
+
+def recorded(folder: str | Path, results_file: str = "results.json") -> ResultSet:
+    """What a sweep in ``folder`` has recorded: its results.json with the journal's results over
+    it (a journal result replaces the same configuration's), in results.json's order, then the
+    journal's. O(results): each file is read once."""
+    folder = Path(folder)
+    saved = load_results(folder / results_file)
+    merged = {r.key: r for r in saved.results}
+    for result in read_journal(folder / JOURNAL_FILE):
+        merged[result.key] = result
+    return ResultSet(results=list(merged.values()), command=saved.command, options=saved.options, source=saved.source)

@@ -147,6 +147,7 @@ def test_loss_and_gradients_equal_the_unchunked_loss(tiny, family, method):
     check_equal(tiny[family], method)
 
 
+@pytest.mark.matrix(keep=lambda p: p["method"] in ("ft", "lora", "lora+ckpt", "meft1", "prefix"))
 @pytest.mark.parametrize("method", [m for m in methods.names() if not methods.get(m).alias_of])
 def test_every_method(tiny, method):
     """Every method memprof builds, wrappers and hooks included (peft, MEFT's reversible stack,
@@ -154,6 +155,7 @@ def test_every_method(tiny, method):
     check_equal(tiny["opt"], method)
 
 
+@pytest.mark.matrix(keep=lambda p: p["method"] == "meft1" or p["family"] == "gpt2")
 @pytest.mark.parametrize("method", ["ft", "lora", "meft1"])
 @pytest.mark.parametrize("family", ["qwen2", "mistral", "gpt2"])
 def test_every_causal_family(tiny, family, method):

@@ -138,6 +138,7 @@ def assert_fake_equals_cpu(fake, cpu, family, method):
     assert fake.memory == cpu.memory
 
 
+@pytest.mark.matrix(keep=lambda p: p["family"] == "bert" or p["method"] in ("ft", "lora", "meft1"))
 @pytest.mark.parametrize("method", methods.names())
 @pytest.mark.parametrize("family", FAMILIES + DECODERS)
 def test_fake_equals_cpu(tiny, family, method):
@@ -160,6 +161,7 @@ def observable(kernels: str) -> str:
     return "+".join(fused) if fused else kernels
 
 
+@pytest.mark.matrix(keep=lambda p: p["family"] == "bert" or p["method"] == "meft")
 @pytest.mark.parametrize("method", ["ft", "lora+ckpt", "meft", "meft3-float"])  # plain, checkpoint, reversible
 @pytest.mark.parametrize(
     "family, dtype", [("bart", "mixed-bf16"), ("llama", "mixed-bf16"), ("gpt2", "bf16"), ("bart", "fp16")]
@@ -173,6 +175,7 @@ def test_fake_equals_cpu_under_autocast(tiny, family, dtype, method):
 # -- MEFT's reversible stacks -------------------------------------------------------------------
 
 
+@pytest.mark.matrix(keep=lambda p: p["family"] == "bert" or p["method"] == "meft1")
 @pytest.mark.parametrize("method", [*EXACT_MEFT, *FLOAT_MEFT])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_reversible_stack_keeps_its_streams_and_the_kept_bits(tiny, family, method):
@@ -213,6 +216,7 @@ def test_fake_equals_cpu_in_bf16(tiny):
     assert fake.memory == cpu.memory
 
 
+@pytest.mark.matrix(keep=lambda p: p["method"] in ("ft", "lora+ckpt", "meft1", "meft3-float", "lst"))
 @pytest.mark.parametrize("method", methods.names())
 def test_recomputation_meets_the_same_cuda_kernels(tiny, method):
     # Checkpointing and MEFT recompute in backward; torch.utils.checkpoint compares what the

@@ -14,6 +14,7 @@ from memprof.errors import MemprofError
 from memprof.results.result import config_key, load_results
 from memprof.sweep import grid as sweep_grid
 from memprof.sweep import run as sweep
+from memprof.sweep.resume import recorded
 
 SMALL = dict(backbone="bart-large", methods=["ft", "lora", "adapter"], seq_lens=[128, 256], batch_sizes=[2, 4])
 
@@ -133,7 +134,7 @@ def test_results_are_written_as_each_configuration_finishes(tmp_path):
     seen = []
 
     def run(config, cache):
-        seen.append(len(load_results(tmp_path / "results.json").results))
+        seen.append(len(recorded(tmp_path).results))  # results.json and the journal
         return fake_run(config)
 
     sweep.run_sweep(grid(), tmp_path, run=run)
@@ -285,7 +286,7 @@ def test_parallel_sweep_matches_serial_and_survives_a_dead_worker(tmp_path):
         if p.key[1:4] == ("adapter", 256, 4):
             assert (p.status, p.message) == (
                 "error",
-                "RuntimeError: the worker process profiling it died (exit code 3)",
+                "worker died (exit code 3) while profiling this configuration; memprof compare --resume retries it",
             )
         else:
             assert p.to_dict() == s.to_dict()
