@@ -59,6 +59,7 @@ def profile(
     attn: str = default("attn"),
     task: str | None = default("task"),
     step: str = default("step"),
+    loss: str = default("loss"),
 ) -> Result:
     """Profile one training step of ``backbone`` fine-tuned with ``method``.
 
@@ -66,6 +67,7 @@ def profile(
     the engine. ``target`` defaults to cuda for the fake engine and to the engine's own device
     otherwise; ``task`` to the backbone family's task. ``step="steady"`` profiles a step with AdamW's
     state already resident (every step after the first); ``"first"`` the first step, which creates it.
+    ``loss="chunked"`` computes a causal LM's loss without its full logits (``memprof.chunked_causal_lm_loss``).
 
     Example::
 
@@ -83,5 +85,6 @@ def profile(
         attn=attn,
         task=task,
         step=step,
+        loss=loss,
     )
     return run(config)

@@ -49,6 +49,7 @@ def test_profile_config_is_the_declaration():
 def test_profile_takes_the_declaration_defaults():
     params = inspect.signature(engines.profile).parameters
     assert [n for n in NAMES if n in params] == list(params)  # the declaration's order
+    assert set(KEY_FIELDS) <= set(params)  # every field of a result's key can be chosen from the API
     for name, param in params.items():
         expected = inspect.Parameter.empty if profiled(name).required else default(name)
         assert param.default == expected, name
