@@ -9,6 +9,7 @@ from pathlib import Path
 from memprof.checks.gate import GateReport, GateRow, format_change, key_label, summary
 from memprof.errors import MemprofError
 from memprof.reporters.markdown import md_code, md_text
+from memprof.results.files import write_atomically
 from memprof.units import format_bytes
 
 _MD_VERDICT = {
@@ -61,12 +62,11 @@ def gate_markdown(report: GateReport, *, update_command: str = "") -> str:
 
 
 def write_gate_markdown(report: GateReport, path: str | Path, *, update_command: str = "") -> Path:
-    """``gate_markdown`` written to ``path`` (overwritten); MemprofError naming it when that fails."""
+    """``gate_markdown`` written to ``path`` atomically (a failed write leaves the old file whole);
+    MemprofError naming it when that fails."""
     path = Path(path)
     try:
-        path.write_text(gate_markdown(report, update_command=update_command))
-    except OSError as exc:
-        raise MemprofError(
-            f"cannot write the Markdown report to {str(path)!r} ({exc.strerror}); pass a writable path"
-        ) from None
+        write_atomically(path, gate_markdown(report, update_command=update_command))
+    except MemprofError as exc:
+        raise MemprofError(f"cannot write the Markdown report to {str(path)!r}: {exc}") from None
     return path

@@ -23,8 +23,8 @@ from typing import Any
 
 from memprof.engines.config import ProfileConfig
 from memprof.engines.registry import traceable
-from memprof.errors import MemprofError
-from memprof.results.files import write_atomically
+from memprof.errors import MemprofError, one_line
+from memprof.results.files import BadJSON, parse_json, write_atomically
 from memprof.results.formula import Formula
 from memprof.results.result import Result, environment
 
@@ -120,4 +120,14 @@ def load_formulas(out_dir: str | Path) -> list[Formula]:
     folder = Path(out_dir) / FORMULAS_DIR
     if not folder.is_dir():
         return []
-    return [Formula.from_dict(json.loads(p.read_text(encoding="utf-8"))) for p in sorted(folder.glob("*.json"))]
+    return [_read_formula(p) for p in sorted(folder.glob("*.json"))]
+
+
+def _read_formula(path: Path) -> Formula:
+    """One saved formula, read strictly; MemprofError naming the file when it is not one."""
+    try:
+        return Formula.from_dict(parse_json(path.read_bytes()))
+    except (BadJSON, MemprofError, KeyError, TypeError, ValueError, OSError) as exc:
+        raise MemprofError(
+            f"cannot read the formula {str(path)!r} ({one_line(exc)}); delete it and run compare --fast again"
+        ) from None
