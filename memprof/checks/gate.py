@@ -43,6 +43,7 @@ from pathlib import Path
 import pandas as pd
 
 from memprof.errors import MemprofError
+from memprof.outputs import results_file
 from memprof.results.files import read_json
 from memprof.results.result import (
     ALWAYS_MEASURED,
@@ -405,13 +406,11 @@ def summary(report: GateReport) -> str:
 
 
 def _results_path(source: str | Path) -> Path:
-    path = Path(source)
-    if path.is_dir():
-        if not (path / "results.json").is_file():
-            raise MemprofError(
-                f"folder {str(path)!r} holds no results.json; pass a results.json, a folder with one, or a result JSON"
-            )
-        return path / "results.json"
+    path = results_file(source)
+    if Path(source).is_dir() and not path.is_file():
+        raise MemprofError(
+            f"folder {str(source)!r} holds no results.json; pass a results.json, a folder with one, or a result JSON"
+        )
     return path
 
 

@@ -21,6 +21,7 @@ from memprof.cli.options import (
     Methods,
     Task,
 )
+from memprof.fit import CONTEXT_ALLOWANCE_TEXT, FRAGMENTATION
 
 #: fit's own backbone: a decoder large enough for the question "what fits" to be worth asking
 BACKBONE = "opt-1.3b"
@@ -121,8 +122,8 @@ def fit_cmd(
     task: Task = DEFAULT.task,
     world_size: WorldSize = 1,
     shard: Shard = "none",
-    context: Context = "1GiB",
-    fragmentation: Fragmentation = 0.1,
+    context: Context = CONTEXT_ALLOWANCE_TEXT,
+    fragmentation: Fragmentation = FRAGMENTATION,
     json_out: JsonOut = None,
     png_out: PngOut = None,
     loss: Loss = DEFAULT.loss,

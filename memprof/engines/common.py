@@ -36,7 +36,7 @@ from memprof.instrument.params import count_params
 from memprof.instrument.session import Instrument, Measurement
 from memprof.models import tasks
 from memprof.models.losses import training_loss
-from memprof.results.configuration import MODEL_FIELDS, RECORDED_FIELDS
+from memprof.results.configuration import MODEL_FIELDS, RECORDED_FIELDS, default
 from memprof.results.result import Result, environment
 
 
@@ -150,7 +150,7 @@ def instrumented_step(
     synchronize: Callable[[], None] | None = None,
     after_step: Callable[[], None] | None = None,
     backward: Callable[[torch.Tensor], None] | None = None,
-    loss: str = "full",
+    loss: str = default("loss"),
 ) -> tuple[Measurement, float]:
     """One training step of ``model`` on ``batch`` under ``Instrument``; (measurement, seconds).
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch
 
 from memprof import methods
-from memprof.engines.registry import engine_named, engine_names
+from memprof.engines.registry import engine_named
 from memprof.errors import MemprofError
 from memprof.models import backbones
 from memprof.models.tasks import ATTN_IMPLEMENTATIONS, check_task
@@ -18,7 +18,6 @@ from memprof.results.result import LOSSES, STEPS
 from memprof.units import short_repr
 
 #: the engine table's names (``registry.ENGINE_MODULES``), for messages and help; validation asks the table
-ENGINES = engine_names()
 TARGETS = ("cuda", "cpu")
 #: name -> (parameter dtype, autocast dtype or None)
 DTYPES: dict[str, tuple[torch.dtype, torch.dtype | None]] = {

@@ -30,23 +30,13 @@ from dataclasses import dataclass, field
 from memprof.engines import ModelCache, run
 from memprof.engines.config import DTYPES, ProfileConfig
 from memprof.errors import MemprofError
-from memprof.fit import sharding
+from memprof.fit import CONTEXT_ALLOWANCE, FRAGMENTATION, sharding
 from memprof.fit.bisection import search
 from memprof.results.configuration import default
 from memprof.results.result import Result
 from memprof.sweep.grid import parse_methods
-from memprof.units import GIB, format_bytes
+from memprof.units import format_bytes
 
-#: Default context allowance: 1 GiB. Creating the CUDA context and loading PyTorch's kernels takes
-#: ~0.8 GB before any tensor exists (781 MB in pytorch/pytorch#34323, "~1 GB, can be much higher"
-#: per process in pytorch/pytorch#12873), and cuBLAS keeps workspaces on top.
-CONTEXT_ALLOWANCE = GIB
-#: Default fragmentation margin: 10% of the step's bytes. A margin, not a measurement: ZeRO
-#: (Rajbhandari et al. 2020, "memory fragmentation" among the residual memory) reports
-#: out-of-memory errors with over 30% of memory still free in extreme cases; measure yours with
-#: ``memprof profile --engine cuda`` (``cuda_max_reserved`` over ``cuda_max_allocated``) and pass it
-#: with ``--fragmentation``.
-FRAGMENTATION = 0.10
 #: Largest batch size searched (the fake engine builds the token batch on this machine).
 MAX_BATCH = 1 << 16
 

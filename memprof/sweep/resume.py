@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from memprof.errors import MemprofError
+from memprof.outputs import results_file
+from memprof.results.files import BadJSON, parse_json
 from memprof.results.result import LATER_KEY_FIELDS, Result, ResultSet, load_results
 from memprof.sweep.grid import Grid
 
@@ -119,8 +121,8 @@ def read_journal(path: str | Path) -> list[Result]:
     results = []
     for number, line in enumerate(lines, 1):
         try:
-            data = json.loads(line)
-        except ValueError:
+            data = parse_json(line)
+        except BadJSON:
             if number == len(lines) and not torn:  # the last line, cut inside its JSON
                 break
             raise MemprofError(
@@ -131,12 +133,12 @@ def read_journal(path: str | Path) -> list[Result]:
     return results
 
 
-def recorded(folder: str | Path, results_file: str = "results.json") -> ResultSet:
+def recorded(folder: str | Path) -> ResultSet:
     """What a sweep in ``folder`` has recorded: its results.json with the journal's results over
     it (a journal result replaces the same configuration's), in results.json's order, then the
     journal's. O(results): each file is read once."""
     folder = Path(folder)
-    saved = load_results(folder / results_file)
+    saved = load_results(results_file(folder))
     merged = {r.key: r for r in saved.results}
     for result in read_journal(folder / JOURNAL_FILE):
         merged[result.key] = result

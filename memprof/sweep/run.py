@@ -223,7 +223,7 @@ def run_sweep(
     path = out / RESULTS_FILE
     done: dict[tuple, Result] = {}
     if resume:
-        saved = recorded(out, RESULTS_FILE)
+        saved = recorded(out)
         check_resumable(saved, grid, path, provenance)
         wanted = {config_key(c) for c in configs}
         # retried: a dead worker says nothing about its configuration (NOTE [Parallel sweeps])
