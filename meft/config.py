@@ -15,6 +15,7 @@ from typing import Any
 
 from meft import fixed_point
 from meft.errors import MEFTError
+from meft.strict_json import BadJSON, parse_json
 
 
 @dataclass(frozen=True)
@@ -263,12 +264,9 @@ class MEFTConfig:
     @classmethod
     def from_json(cls, text: str) -> MEFTConfig:
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise MEFTError(
-                f"MEFTConfig JSON is not valid ({exc.msg} at char {exc.pos}); pass the text "
-                "written by MEFTConfig.to_json"
-            ) from None
+            data = parse_json(text, bounded_ints=True)  # NOTE [ One strict JSON reader ]
+        except BadJSON as exc:
+            raise MEFTError(f"MEFTConfig JSON {exc.why}; pass the text written by MEFTConfig.to_json") from None
         if not isinstance(data, dict):
             raise MEFTError(
                 f"MEFTConfig JSON must be an object, got {type(data).__name__}; pass MEFTConfig.to_json output"

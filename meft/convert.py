@@ -23,6 +23,7 @@ from meft.config import MEFTConfig
 from meft.errors import MEFTError
 from meft.families import family_of
 from meft.reversible import MEFTStack
+from meft.strict_json import BadJSON, parse_json
 
 CONFIG_FILE = "meft_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -295,71 +296,16 @@ def _stage(folder: Path, name: str, data: bytes) -> Path:
     return tmp
 
 
-# NOTE [ Strict JSON ]
-# json.loads keeps the last of two equal keys, ends a file nested 100,000 deep in a RecursionError
-# and an integer of 5,000 digits in a bare ValueError; a hand-edited or hostile meft_config.json
-# must be refused in one line instead, and an integer no tensor dimension can have (beyond 64 bits)
-# must not reach MEFTConfig, which would build adapters of that width. memprof's reader
-# (memprof.results.files.parse_json) does the same; meft imports nothing of memprof. NaN and
-# Infinity pass: MEFTConfig refuses them naming the field.
-
-#: Deepest nesting accepted: a meft_config.json nests two levels.
-_MAX_DEPTH = 100
-_MAX_INT = 2**63 - 1
-
-
-class _NotStrictJSON(ValueError):
-    """Completes "<file> ...": why a text is refused by ``_strict_json``."""
-
-
-def _strict_json(text: str) -> Any:
-    """``json.loads(text)``, refusing (_NotStrictJSON) a key twice in one object, nesting deeper than
-    _MAX_DEPTH and an integer beyond 64 bits (NOTE [ Strict JSON ]); JSONDecodeError for bad JSON."""
-    try:
-        data = json.loads(text, object_pairs_hook=_unique_keys, parse_int=_bounded_int)
-    except RecursionError:
-        raise _NotStrictJSON(f"nests JSON deeper than {_MAX_DEPTH} levels") from None
-    stack = [(data, 1)]
-    while stack:  # iteratively: a depth check must not itself hit the recursion limit
-        value, depth = stack.pop()
-        if isinstance(value, (dict, list)):
-            if depth > _MAX_DEPTH:
-                raise _NotStrictJSON(f"nests JSON deeper than {_MAX_DEPTH} levels")
-            stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))
-    return data
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out = dict(pairs)
-    if len(out) != len(pairs):
-        seen: set[str] = set()
-        key = next(k for k, _ in pairs if k in seen or seen.add(k))
-        raise _NotStrictJSON(f"holds the key {key[:60]!r} twice in one object, so it cannot be read unambiguously")
-    return out
-
-
-def _bounded_int(text: str) -> int:
-    digits = len(text.lstrip("-"))
-    if digits > 19 or abs(int(text)) > _MAX_INT:
-        shown = f"the integer {text}" if digits <= 30 else f"an integer of {digits} digits"
-        raise _NotStrictJSON(f"holds {shown}, beyond 64 bits (at most 2**63 - 1)")
-    return int(text)
-
-
 def _read_meta(file: Path) -> tuple[MEFTConfig, dict[str, Any]]:
     """The MEFTConfig and the meta dict of a CONFIG_FILE, every key and type checked."""
     try:
-        meta = _strict_json(file.read_bytes().decode("utf-8"))
+        meta = parse_json(file.read_bytes().decode("utf-8"), bounded_ints=True)
     except OSError as exc:
         raise MEFTError(f"cannot read {str(file)!r} ({_reason(exc)}); check its permissions") from None
     except UnicodeDecodeError as exc:
         raise MEFTError(f"{str(file)!r} is not UTF-8 text (byte {exc.start}); {_RESAVE}") from None
-    except json.JSONDecodeError as exc:
-        raise MEFTError(
-            f"{str(file)!r} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); {_RESAVE}"
-        ) from None
-    except _NotStrictJSON as exc:
-        raise MEFTError(f"{str(file)!r} {exc}; {_RESAVE}") from None
+    except BadJSON as exc:  # NaN and Infinity pass: MEFTConfig refuses them naming the field
+        raise MEFTError(f"{str(file)!r} {exc.why}; {_RESAVE}") from None
     if not isinstance(meta, dict):
         raise MEFTError(
             f"{str(file)!r} holds a JSON {type(meta).__name__}, not an object with {', '.join(_META_KEYS)}; {_RESAVE}"

@@ -13,7 +13,7 @@ from memprof.engines.registry import engine_named
 from memprof.errors import MemprofError
 from memprof.models import backbones
 from memprof.models.tasks import ATTN_IMPLEMENTATIONS, check_task
-from memprof.results.configuration import default
+from memprof.results.configuration import default, profiled
 from memprof.results.result import LOSSES, STEPS
 from memprof.units import short_repr
 
@@ -31,16 +31,17 @@ DTYPES: dict[str, tuple[torch.dtype, torch.dtype | None]] = {
 
 #: Largest seed ``torch.manual_seed`` takes.
 MAX_SEED = 2**64 - 1
-#: Fields that take a string (None too where the field defaults to None: resolved from the others).
+#: Fields that take a string, with an example (None too where the declaration makes the field
+#: optional: resolved from the others).
 _STR_FIELDS = {
-    "method": ("a method name", "method='lora'", False),
-    "engine": ("an engine name", "engine='fake'", False),
-    "target": ("a target device name", "target='cuda'", True),
-    "dtype": ("a dtype name", "dtype='bf16'", False),
-    "attn": ("an attention implementation", "attn='sdpa'", False),
-    "task": ("a task name", "task='classification'", True),
-    "step": ("a step name", "step='steady'", False),
-    "loss": ("a loss name", "loss='chunked'", False),
+    "method": ("a method name", "method='lora'"),
+    "engine": ("an engine name", "engine='fake'"),
+    "target": ("a target device name", "target='cuda'"),
+    "dtype": ("a dtype name", "dtype='bf16'"),
+    "attn": ("an attention implementation", "attn='sdpa'"),
+    "task": ("a task name", "task='classification'"),
+    "step": ("a step name", "step='steady'"),
+    "loss": ("a loss name", "loss='chunked'"),
 }
 #: Fields that take a whole number: the CLI option that sets it, and an example.
 _INT_FIELDS = {
@@ -65,8 +66,8 @@ def _check_types(config: ProfileConfig) -> None:
             "(`memprof backbones` lists them), or a path to a config.json or model folder"
         )
     config.backbone = backbone
-    for name, (what, example, optional) in _STR_FIELDS.items():
-        value = getattr(config, name)
+    for name, (what, example) in _STR_FIELDS.items():
+        value, optional = getattr(config, name), profiled(name).optional
         if not isinstance(value, str) and not (optional and value is None):
             either = "a str, or None for the default" if optional else "a str"
             raise MemprofError(

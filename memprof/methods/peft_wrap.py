@@ -12,6 +12,7 @@ from typing import Any
 
 from torch import nn
 
+from memprof.errors import MemprofError
 from memprof.methods.registry import head_modules
 
 #: memprof's task -> peft's task type
@@ -43,11 +44,17 @@ def peft_model(
 def _head_names(model: nn.Module) -> list[str]:
     """The task head's attribute names: peft's own list ("classifier", "score") misses BART's
     "classification_head", so the family's heads go to ``modules_to_save``."""
-    return [name for name, mod in model.named_children() if any(mod is h for h in head_modules(model))]
+    heads = head_modules(model)
+    return [name for name, mod in model.named_children() if any(mod is h for h in heads)]
 
 
 def _weights_transposed(model: nn.Module, targets: Sequence[str]) -> bool:
     """Whether the adapted modules store weights (in, out): transformers' Conv1D (GPT-2), judged by
     the first module the method adapts."""
-    first = next(name for name, _ in model.named_modules() if name.rpartition(".")[2] in targets)
+    first = next((name for name, _ in model.named_modules() if name.rpartition(".")[2] in targets), None)
+    if first is None:
+        raise MemprofError(
+            f"{type(model).__name__} has no module named {', '.join(targets)}; the method adapts those: "
+            "pass a model of the family it was built for"
+        )
     return type(model.get_submodule(first)).__name__ == "Conv1D"

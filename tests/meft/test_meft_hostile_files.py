@@ -9,7 +9,8 @@ import torch
 from meft_testing import raises_one_line, tiny_model
 
 import meft
-from meft.convert import _MAX_DEPTH, saved_config
+from meft.convert import saved_config
+from meft.strict_json import MAX_DEPTH as _MAX_DEPTH
 
 CONFIG = meft.MEFTConfig(variant="meft1", adapter_dim=4)
 RESAVE = "save the adapters again with meft.save_adapters"

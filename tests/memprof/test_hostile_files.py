@@ -15,11 +15,12 @@ import torch
 from safetensors.torch import save_file
 from synthetic_results import make_result
 
+from meft.strict_json import MAX_DEPTH
 from memprof.errors import MemprofError
 from memprof.models import backbones
 from memprof.models.tasks import build_model
 from memprof.reporters import table
-from memprof.results.files import MAX_DEPTH, BadJSON, parse_json
+from memprof.results.files import BadJSON, parse_json
 from memprof.results.result import ResultSet
 from memprof.units import parse_bytes
 
