@@ -10,23 +10,65 @@ here: the equations, the three variants, the exact arithmetic this implementatio
     meft.save_adapters(model, "out/")
 """
 
-from meft.config import VARIANTS, MEFTConfig
-from meft.convert import config_of, convert, is_converted, load_adapters, save_adapters, trained_parameters, unconvert
-from meft.diagnostics import (
-    GradientFidelity,
-    LayerFidelity,
-    LayerReconstruction,
-    ParameterFidelity,
-    gradient_fidelity,
-    reconstruction_error,
-    starting_point_similarity,
-)
-from meft.errors import MEFTError
-from meft.families import supported_model_types
-from meft.peft_api import MEFTModel, get_meft_model
-from meft.version import __version__
+import sys
+import types
 
-SUPPORTED = supported_model_types()
+# Names are imported on first use (PEP 562): ``meft.strict_json`` and ``meft.version`` serve readers
+# of result files (memprof's reporters) that must not pay for importing torch and transformers.
+_WHERE = {
+    "VARIANTS": "meft.config",
+    "MEFTConfig": "meft.config",
+    "config_of": "meft.convert",
+    "convert": "meft.convert",
+    "is_converted": "meft.convert",
+    "load_adapters": "meft.convert",
+    "save_adapters": "meft.convert",
+    "trained_parameters": "meft.convert",
+    "unconvert": "meft.convert",
+    "GradientFidelity": "meft.diagnostics",
+    "LayerFidelity": "meft.diagnostics",
+    "LayerReconstruction": "meft.diagnostics",
+    "ParameterFidelity": "meft.diagnostics",
+    "gradient_fidelity": "meft.diagnostics",
+    "reconstruction_error": "meft.diagnostics",
+    "starting_point_similarity": "meft.diagnostics",
+    "MEFTError": "meft.errors",
+    "MEFTModel": "meft.peft_api",
+    "get_meft_model": "meft.peft_api",
+    "__version__": "meft.version",
+}
+
+
+def __getattr__(name: str):
+    import importlib
+
+    if name == "SUPPORTED":
+        from meft.families import supported_model_types
+
+        value = supported_model_types()
+    elif name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name]), name)
+    else:
+        raise AttributeError(f"module 'meft' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+class _Package(types.ModuleType):
+    """Importing a submodule binds it on its package; ``meft.convert`` must stay the function after
+    ``meft/convert.py`` is imported (by name, ``from meft.convert import ...``, or lazily above)."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in _WHERE and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 __all__ = [
     "MEFTConfig",

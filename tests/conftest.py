@@ -39,3 +39,17 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.long)
     if none := sorted(f"{path.name}::{name}" for (path, name), kept in kept_any.items() if not kept):
         raise pytest.UsageError(f"the matrices {none} keep no case for the everyday run; widen their keep=")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def own_formula_cache(tmp_path_factory):
+    """The formula cache of this run, never the user's (inherited by the commands tests start)."""
+    import os
+
+    before = os.environ.get("MEMPROF_CACHE_DIR")
+    os.environ["MEMPROF_CACHE_DIR"] = str(tmp_path_factory.mktemp("formula-cache"))
+    yield
+    if before is None:
+        os.environ.pop("MEMPROF_CACHE_DIR", None)
+    else:
+        os.environ["MEMPROF_CACHE_DIR"] = before

@@ -49,6 +49,12 @@ Fragmentation = Annotated[
         help="Margin for the caching allocator's fragmentation, as a fraction of the step's bytes (0.1 = 10%)."
     ),
 ]
+ProfileAll = Annotated[
+    bool, typer.Option("--profile-all", help="Search with profiles only, not each method's closed form.")
+]
+NoCache = Annotated[
+    bool, typer.Option("--no-cache", help="Neither read nor store the formula cache (as in memprof compare).")
+]
 JsonOut = Annotated[Path | None, typer.Option("--json", help="Write, per method, the answer and its memory breakdown.")]
 PngOut = Annotated[
     Path | None, typer.Option("--png", help="Plot memory against the searched size with the budget line.")
@@ -82,7 +88,7 @@ def _answers_table(config, answers, budget_source: str) -> Table:
             format_bytes(a.first_step.step) if a.first_step else "-",
             format_bytes(a.at.required) if a.at else "-",
             a.limit,
-            str(len(a.points)),
+            str(a.profiles),
         )
     return table
 
@@ -127,10 +133,13 @@ def fit_cmd(
     json_out: JsonOut = None,
     png_out: PngOut = None,
     loss: Loss = DEFAULT.loss,
+    profile_all: ProfileAll = False,
+    no_cache: NoCache = False,
 ) -> None:
     """The largest batch size (or sequence length) per method whose steady-state step fits the budget.
 
-    A handful of fake-engine profiles per method; counts the whole step, the context and a fragmentation margin.
+    Searches each method's closed form (cached) and confirms the answer with fake-engine profiles at it
+    and one above; counts the whole step, the context and a fragmentation margin.
     """
     from memprof.fit import gpus
     from memprof.fit import search as fit
@@ -157,6 +166,9 @@ def fit_cmd(
         context=parse_bytes(context, what="context allowance"),
         fragmentation=fragmentation,
     )
+    from memprof.engines.formula_cache import FormulaCache, default_folder
+
+    formulas = None if profile_all or loss != "full" else FormulaCache(None if no_cache else default_folder())
     answers = fit.fit(
         config,
         lambda m, n, step: say(
@@ -164,6 +176,7 @@ def fit_cmd(
             style="dim",
             err=True,
         ),
+        formulas,
     )
     console.print(_answers_table(config, answers, source))
     say(f"counted: {fit.COUNTS}", style="dim")

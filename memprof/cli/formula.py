@@ -40,10 +40,21 @@ def formula_cmd(
     if json_out is not None:  # before the backbone is read (NOTE [Fail before the work])
         check_file(json_out, "the formula", "--json")
         check_distinct({"--backbone": backbone_inputs(backbone)}, {"--json": json_out})
+    # The sizes are the formula's variables, not a configuration: any that every backbone allows
+    # (a backbone with fewer positions than profile's default length has a formula too).
     config = ProfileConfig(
-        backbone=backbone, method=method, engine="fake", target=target, dtype=dtype, attn=attn, task=task, loss=loss
+        backbone=backbone,
+        method=method,
+        seq_len=1,
+        batch_size=2,
+        engine="fake",
+        target=target,
+        dtype=dtype,
+        attn=attn,
+        task=task,
+        loss=loss,
     )
-    points = _parse_at(at)
+    points = _parse_at(at, config.backbone, config.resolved.max_seq_len)
     with console.status("tracing one step with symbolic batch size and sequence length"):
         formula = derive(config)
     _print_formula(formula, config.resolved.max_seq_len, points)
@@ -60,7 +71,7 @@ def _write(formula, path: Path) -> None:
     write_atomically(path, json.dumps(formula.to_dict(), indent=1, ensure_ascii=False) + "\n")
 
 
-def _parse_at(text: str | None) -> list[tuple[int, int]]:
+def _parse_at(text: str | None, backbone: str, max_seq: int) -> list[tuple[int, int]]:
     from memprof.errors import MemprofError
 
     if not text:
@@ -75,6 +86,11 @@ def _parse_at(text: str | None) -> list[tuple[int, int]]:
             ) from None
         if b < 1 or s < 1:
             raise MemprofError(f"--at {text!r}: sizes must be at least 1; pass e.g. --at 8,512")
+        if s > max_seq:  # no step of that length runs: neither a formula nor a profile answers it
+            raise MemprofError(
+                f"--at {text!r}: sequence length {s} is beyond {backbone}'s {max_seq} positions; pass a sequence "
+                f"length of at most {max_seq}, e.g. --at {b},{max_seq}"
+            )
         points.append((b, s))
     return points
 

@@ -109,7 +109,7 @@ class Engine(abc.ABC):
     #: failure is that device's out of memory (a Result with status "oom"); if not, it is this
     #: machine's limit (``host_memory_error``)
     allocates: ClassVar[bool]
-    #: whether its step can be traced with symbolic sizes into a closed form (formulas, compare --fast)
+    #: whether its step can be traced with symbolic sizes into a closed form (formulas, compare's closed form)
     traceable: ClassVar[bool] = False
     #: whether ``Result.step_time_s`` is the step's wall time (real compute), or None
     timed: ClassVar[bool] = True

@@ -43,5 +43,5 @@ def engine_named(name: str) -> Any:
 
 def traceable(name: str) -> bool:
     """Whether ``name`` is an engine whose step can be traced into a closed form (``Engine.traceable``:
-    formulas, ``compare --fast``); False for a name that is no engine."""
+    formulas, ``compare``); False for a name that is no engine."""
     return name in ENGINE_MODULES and engine_named(name).traceable

@@ -94,8 +94,8 @@ def _check(config: ProfileConfig) -> None:
     if config.loss != "full":
         raise MemprofError(
             f"loss {config.loss!r} has no closed form: its step runs one chunk per {CHUNK_SIZE} tokens, a count of "
-            "b·s that a trace fixes (and a fit from small sizes never sees); profile it (memprof profile, or compare "
-            "without --fast), or pass --loss full"
+            "b·s that a trace fixes (and a fit from small sizes never sees); profile it (memprof profile; memprof "
+            "compare profiles it), or pass --loss full"
         )
 
 

@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 
 from memprof.engines import ModelCache, run
 from memprof.engines.config import DTYPES, ProfileConfig
-from memprof.errors import MemprofError
+from memprof.engines.formula_cache import FormulaCache
+from memprof.errors import MemprofError, one_line
 from memprof.fit import CONTEXT_ALLOWANCE, FRAGMENTATION, sharding
 from memprof.fit.bisection import search
 from memprof.results.configuration import default
@@ -198,11 +199,19 @@ class Answer:
     over: Point | None
     first_step: Point | None
     points: dict[int, Point] = field(default_factory=dict)
+    #: how many of ``points`` the closed form answered (the rest were profiled)
+    evaluated: int = 0
+
+    @property
+    def profiles(self) -> int:
+        """Steady-step profiles the answer took (the first-step profile not counted)."""
+        return len(self.points) - self.evaluated
 
     def to_dict(self) -> dict:
         key = "max_batch_size" if self.searched == "batch_size" else "max_seq_len"
         value = self.value * self.world_size if self.searched == "batch_size" else self.value
-        out = {"method": self.method, key: value, "limit": self.limit, "profiles": len(self.points)}
+        out = {"method": self.method, key: value, "limit": self.limit, "profiles": self.profiles}
+        out["evaluated"] = self.evaluated
         if self.searched == "batch_size":
             out["micro_batch_size"] = self.value
         out["memory"] = self.at.breakdown() if self.at is not None else None
@@ -213,13 +222,102 @@ class Answer:
 Progress = Callable[[str, int, str], None]
 
 
-def fit(config: FitConfig, progress: Progress | None = None) -> list[Answer]:
+def fit(config: FitConfig, progress: Progress | None = None, formulas: FormulaCache | None = None) -> list[Answer]:
     """The answer for every method of ``config``; ``progress(method, size, step)`` before each profile.
-    A budget that cannot even hold a method's weights is refused before anything is profiled."""
+    A budget that cannot even hold a method's weights is refused before anything is profiled.
+    ``formulas``: search each method's closed form, cached there (NOTE [ Solving the formula ]);
+    None searches with profiles only."""
     cache = ModelCache(max_models=len(config.methods))  # fake models hold no memory: each built once
     for method in config.methods:
         _check_weights(config, method, weight_bytes(config, method, cache))
-    return [fit_method(config, method, progress, cache) for method in config.methods]
+    answers = []
+    for method in config.methods:
+        answer = solved(config, method, progress, cache, formulas) if formulas is not None else None
+        answers.append(answer or fit_method(config, method, progress, cache))
+    return answers
+
+
+# NOTE [ Solving the formula ]
+# With a formula cache, ``fit`` searches a method's closed form of the steady step (the cache's, or
+# derived: one trace) instead of profiling: ``search`` asks the same question of every size, and the
+# formula answers it exactly without a profile (a size outside its bounds is profiled). The answer
+# is then confirmed with real profiles at the answer and one above (what the profile search ends
+# with too): both must equal the formula's numbers in every byte, and the confirmed formula is
+# cached. A formula that cannot be derived, or that a confirmation contradicts, leaves the method to
+# the profile search (``fit_method``), with a warning that says why. The answer is the same either
+# way; ``Answer.evaluated`` counts the sizes the formula answered.
+
+
+def solved(
+    config: FitConfig,
+    method: str,
+    progress: Progress | None,
+    cache: ModelCache,
+    formulas: FormulaCache,
+) -> Answer | None:
+    """The answer from the method's confirmed closed form, or None (NOTE [ Solving the formula ])."""
+    from memprof.engines.formula_cache import warn
+    from memprof.engines.symbolic import derive, disagreement_with
+    from memprof.sweep.closed_form import evaluate
+
+    steady = config.profile_config(method, 1, "steady")
+    cached = formulas.get(steady)
+    try:
+        formula = cached or derive(steady, profile=lambda c: run(c, cache))
+    except Exception as exc:  # noqa: BLE001 - any failure to derive: the profile search, and why
+        warn(f"fit {method}: no closed form ({one_line(exc)}); searching with profiles")
+        return None
+    points: dict[int, Point] = {}
+    evaluated: set[int] = set()
+
+    def need(size: int) -> int:
+        c = config.profile_config(method, size, "steady")
+        if formula.covers(c.batch_size, c.seq_len):
+            points[size] = _point(config, size, evaluate(formula, c))
+            evaluated.add(size)
+        else:
+            if progress:
+                progress(method, size, "steady")
+            points[size] = _point(config, size, run(c, cache))
+        return points[size].required
+
+    value, limit = search(need, config.budget, _probes(config), config.cap)
+    confirmed = None  # the size whose profile agreed with the formula
+    for n in (value, value + 1):
+        if n not in evaluated:  # 0, past the cap, or outside the formula's bounds: already profiled
+            continue
+        if progress:
+            progress(method, n, "steady")
+        measured = run(config.profile_config(method, n, "steady"), cache)
+        difference = disagreement_with(formula, measured) if measured.status == "ok" else measured.status
+        if difference:
+            if cached is not None:
+                formulas.discard(steady)
+            warn(f"fit {method}: the closed form disagrees with the profile at {n} ({difference}); profiling instead")
+            return None
+        points[n] = _point(config, n, measured)
+        evaluated.discard(n)
+        confirmed = confirmed or n
+    if confirmed is not None:
+        formulas.put(steady, formula, config.profile_config(method, confirmed, "steady"))
+    first = None
+    if value:
+        if progress:
+            progress(method, value, "first")
+        first = _point(config, value, run(config.profile_config(method, value, "first"), cache))
+    answer = Answer(
+        method,
+        config.searched,
+        config.world_size,
+        value,
+        limit,
+        points.get(value),
+        points.get(value + 1),
+        first,
+        points,
+    )
+    answer.evaluated = len(evaluated)
+    return answer
 
 
 def weight_bytes(config: FitConfig, method: str, cache: ModelCache | None = None) -> int:

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import importlib
 import os
+import shlex
 from pathlib import Path
 
 from memprof.errors import MemprofError
 from memprof.reporters.base import REPORT_FILE, RESULTS_FILE, SUMMARY_FILE, Extras, Reporter
+from memprof.results.files import WriteFailed
 from memprof.results.result import ResultSet
 
 #: the reporters ``render_all`` runs, in this order (html embeds the PNGs plots has just drawn)
@@ -71,14 +73,36 @@ def render_saved(results: str | Path, out_dir: str | Path | None = None) -> tupl
 
 def render_all(rs: ResultSet, out_dir: str | Path, formulas=()) -> dict[str, Path]:
     """Write every view of ``rs`` into ``out_dir`` (created if missing); returns {file name: path}.
-    ``formulas`` (``Formula``s) add the report's closed-form section."""
+    ``formulas`` (``Formula``s) add the report's closed-form section. A file that cannot be written
+    stops it with one MemprofError line (NOTE [ A report that cannot be written ])."""
     out = prepare_out_dir(out_dir)
     extras = Extras(formulas=tuple(formulas))
     paths: dict[str, Path] = {}
-    for name in REPORTERS:
+    for i, name in enumerate(REPORTERS):
         reporter: Reporter = importlib.import_module(f"memprof.reporters.{name}")
-        paths.update(reporter.write(rs, out, extras))
+        try:
+            paths.update(reporter.write(rs, out, extras))
+        except WriteFailed as exc:
+            raise _unfinished(out, exc, written=sorted(p.name for p in paths.values()), left=REPORTERS[i:]) from None
     return paths
+
+
+# NOTE [ A report that cannot be written ]
+# Every view is written through a temporary file renamed over the old one (``atomic_output``,
+# ``write_atomically``), so a full disk or a read-only file never leaves a truncated report or
+# plot: each file is its old self or its whole new self. The failure is one line that says what is
+# safe (results.json, written before any view), which views were written and which were not, and
+# the command that writes them once there is room: ``memprof report <results.json>``.
+
+
+def _unfinished(out: Path, exc: WriteFailed, written: list[str], left: tuple[str, ...]) -> MemprofError:
+    saved = out / RESULTS_FILE
+    where = f"the results in {str(saved)!r} are complete; " if saved.is_file() else ""
+    done = f"written: {', '.join(written)}; " if written else ""
+    return MemprofError(
+        f"cannot write {str(exc.path)!r} ({exc.reason}); {where}{done}not written: the {', '.join(left)} views; "
+        f"free some space, then write them with: memprof report {shlex.quote(str(saved))}"
+    )
 
 
 __all__ = [

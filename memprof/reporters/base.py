@@ -24,7 +24,7 @@ SUMMARY_FILE = "summary.md"
 
 @dataclass(frozen=True)
 class Extras:
-    """What a reporter may read besides the results: ``formulas`` (``Formula``s, as ``compare --fast``
+    """What a reporter may read besides the results: ``formulas`` (``Formula``s, as ``compare``
     writes them) add the closed-form section."""
 
     formulas: tuple[Any, ...] = ()

@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from memprof.results.files import atomic_output
+
 DPI = 110
 
 
@@ -20,7 +22,8 @@ def _figure(width: float, height: float):
 
 
 def _save(fig, outfile: str | Path) -> None:
-    fig.savefig(outfile, format="png", facecolor="white")
+    with atomic_output(outfile) as tmp:  # a failed save keeps the old PNG (NOTE [ A report that cannot be written ])
+        fig.savefig(tmp, format="png", facecolor="white")
 
 
 def _empty(outfile: str | Path, title: str, text: str = "no configuration finished") -> None:

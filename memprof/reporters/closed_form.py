@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from memprof.results.formula import Formula
+from memprof.results.formula import EVALUATED_KEY, FALLBACK_KEY, Formula
 from memprof.results.result import ResultSet
 from memprof.units import format_bytes
 
@@ -14,7 +14,7 @@ QUANTITIES = (("saved activations", "saved_activations"), ("peak activations", "
 
 def closed_form_data(formulas: list[Formula], rs: ResultSet) -> list[dict[str, Any]]:
     """Per formula: its method, how it was derived, and per quantity the polynomial, its value at the
-    grid's largest configuration and the result recorded there (a real profile under ``--fast``)."""
+    grid's largest configuration and the result recorded there (a real profile: the check of the formula)."""
     out = []
     for f in formulas:
         ok = [r for r in rs.results if r.method == f.method and r.status == "ok"]
@@ -30,7 +30,7 @@ def closed_form_data(formulas: list[Formula], rs: ResultSet) -> list[dict[str, A
             measured = getattr(largest.memory, name) if largest else None
             rows.append({"quantity": label, "formula": texts[name], "formula_bytes": at, "measured_bytes": measured})
         where = (largest.batch_size, largest.seq_len) if largest else None
-        profiled = largest is not None and "closed_form" not in largest.environment
+        profiled = largest is not None and EVALUATED_KEY not in largest.environment
         out.append(
             {
                 "method": f.method,
@@ -45,15 +45,31 @@ def closed_form_data(formulas: list[Formula], rs: ResultSet) -> list[dict[str, A
     return out
 
 
-def to_html(data: list[dict[str, Any]]) -> str:
-    if not data:
-        return ""
+def provenance(rs: ResultSet) -> dict[str, Any]:
+    """How many results were evaluated from formulas and how many profiled, and each method that was
+    profiled throughout although its sweep answered from closed forms, with why."""
+    evaluated = sum(EVALUATED_KEY in r.environment for r in rs.results)
+    fallbacks = {r.method: r.environment[FALLBACK_KEY] for r in rs.results if FALLBACK_KEY in r.environment}
+    return {"evaluated": evaluated, "profiled": len(rs.results) - evaluated, "fallbacks": fallbacks}
+
+
+def to_html(data: list[dict[str, Any]], how: dict[str, Any] | None = None) -> str:
+    """The section; ``how`` (``provenance``) adds which results were evaluated and which profiled."""
     esc = html.escape
+    counts = how or {"evaluated": 0, "profiled": 0, "fallbacks": {}}
+    if not data and not counts["fallbacks"]:
+        return ""
     parts = [
         "<h2>Closed form</h2>",
         "<p>Bytes as exact polynomials in batch size <code>b</code> and sequence "
-        "length <code>s</code> (<code>memprof formula</code>), beside the measured numbers.</p>",
+        "length <code>s</code> (<code>memprof formula</code>), beside the measured numbers. "
+        f"{counts['evaluated']} of {counts['evaluated'] + counts['profiled']} results were evaluated from "
+        f"these formulas and {counts['profiled']} profiled: a formula's check (none where the cache held a "
+        "checked formula), sizes outside a formula's bounds, methods with too few sizes to pay for a trace, "
+        "and the methods named below, if any.</p>",
     ]
+    for method, why in counts["fallbacks"].items():
+        parts.append(f"<p><b>{esc(method)}</b>: every configuration {esc(why)}.</p>")
     for d in data:
         how = "one symbolic trace" if d["how"] == "symbolic" else d["note"]
         valid = f"; holds where {'; '.join(d['valid'])}" if d["valid"] else ""

@@ -14,6 +14,7 @@ from typing import Any
 from memprof.reporters import exactness, plots
 from memprof.reporters.base import REPORT_FILE, Extras
 from memprof.reporters.table import TEXT_HEADERS, summary_data, summary_sentence
+from memprof.results.files import write_atomically
 from memprof.results.result import ResultSet
 
 
@@ -103,7 +104,7 @@ def to_html(data: dict[str, Any]) -> str:
 def render(rs: ResultSet, outfile: str | Path, image_dir: str | Path | None = None, formulas: Any = ()) -> Path:
     """Write ``report.html``; the plots are read from ``image_dir`` (rendered there if missing),
     or drawn in a temporary folder when no ``image_dir`` is given; ``formulas`` (``Formula``s, as
-    ``compare --fast`` writes them) add the closed-form section."""
+    ``compare`` writes them) add the closed-form section."""
     from memprof.reporters import closed_form
 
     path = Path(outfile)
@@ -113,8 +114,10 @@ def render(rs: ResultSet, outfile: str | Path, image_dir: str | Path | None = No
             plots.render(rs, folder)
         images = {name: (folder / name).read_bytes() for name in plots.PLOTS}
         data = report_data(rs, images)
-        data["closed_form"] = closed_form.to_html(closed_form.closed_form_data(list(formulas), rs))
-        path.write_text(to_html(data))
+        data["closed_form"] = closed_form.to_html(
+            closed_form.closed_form_data(list(formulas), rs), closed_form.provenance(rs)
+        )
+        write_atomically(path, to_html(data))
     return path
 
 

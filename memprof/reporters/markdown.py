@@ -18,6 +18,7 @@ from typing import Any
 from memprof.reporters import exactness
 from memprof.reporters.base import SUMMARY_FILE, Extras
 from memprof.reporters.table import TEXT_HEADERS, summary_data, summary_sentence
+from memprof.results.files import write_atomically
 from memprof.results.result import ResultSet
 
 #: what Markdown (GitHub's included) may read as syntax anywhere in a line: backslash, code,
@@ -75,7 +76,7 @@ def to_markdown(data: dict[str, Any]) -> str:
 
 def render(rs: ResultSet, outfile: str | Path) -> Path:
     path = Path(outfile)
-    path.write_text(to_markdown(summary_data(rs)))
+    write_atomically(path, to_markdown(summary_data(rs)))
     return path
 
 

@@ -16,6 +16,7 @@ import pandas as pd
 
 from memprof.reporters.base import Extras
 from memprof.reporters.exactness import exactness_data
+from memprof.results.files import atomic_output
 from memprof.results.module_names import layer_group
 from memprof.results.result import CATEGORIES, CUDA_ONLY_METRICS, Result, ResultSet
 from memprof.units import HEADLINE_METRICS, METRICS, format_bytes, unit_for
@@ -160,8 +161,9 @@ def render(rs: ResultSet, out_dir: str | Path) -> dict[str, Path]:
     out = Path(out_dir)
     paths = {"results.csv": out / "results.csv", "layers.csv": out / "layers.csv"}
     # every text cell quoted: QUOTE_MINIMAL leaves a carriage return in a message unquoted, which ends the row
-    csv_safe(results_frame(rs)).to_csv(paths["results.csv"], index=False, quoting=csv.QUOTE_NONNUMERIC)
-    csv_safe(layers_table(rs)).to_csv(paths["layers.csv"], index=False, quoting=csv.QUOTE_NONNUMERIC)
+    for name, frame in (("results.csv", results_frame(rs)), ("layers.csv", layers_table(rs))):
+        with atomic_output(paths[name]) as tmp:
+            csv_safe(frame).to_csv(tmp, index=False, quoting=csv.QUOTE_NONNUMERIC)
     return paths
 
 

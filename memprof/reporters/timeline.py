@@ -14,6 +14,7 @@ from typing import Any
 
 from memprof.reporters.canvas import _colors, _empty, _figure, _save
 from memprof.reporters.table import method_order
+from memprof.results.formula import EVALUATED_KEY
 from memprof.results.result import Result, ResultSet
 from memprof.results.timeline import KINDS, PHASES
 from memprof.units import format_bytes, unit_for
@@ -126,11 +127,15 @@ def plot_timeline(rs: ResultSet, outfile: str | Path):
     """Draw ``timeline_data(rs)`` into ``outfile`` (PNG); returns the data."""
     data = timeline_data(rs)
     if not data["methods"]:
-        # results written before timelines were recorded (schema version 2) have none
+        # results written before timelines were recorded (schema version 2) have none, nor does a
+        # result evaluated from a closed form
         finished = any(r.status == "ok" for r in rs.results)
-        _empty(
-            outfile, TITLE, "no finished configuration holds a timeline" if finished else "no configuration finished"
-        )
+        text = "no finished configuration holds a timeline" if finished else "no configuration finished"
+        if any(EVALUATED_KEY in r.environment for r in rs.results):
+            text += (
+                "\n(results evaluated from closed forms hold none:\nmemprof compare --profile-all, or memprof profile)"
+            )
+        _empty(outfile, TITLE, text)
         return data
     _save(timeline_figure(data), outfile)
     return data

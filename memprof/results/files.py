@@ -8,8 +8,10 @@ object. Every failure is one MemprofError line naming the path.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +20,20 @@ from meft.strict_json import BadJSON
 from memprof.errors import MemprofError
 
 
+class WriteFailed(MemprofError):
+    """A file could not be written (a full disk, a read-only folder): ``path`` and the system's
+    ``reason``; callers that know what was kept say so in their own words (a sweep, a report)."""
+
+    def __init__(self, path: Path, exc: OSError) -> None:
+        self.path, self.reason = Path(path), exc.strerror or str(exc)
+        super().__init__(f"cannot write {str(path)!r} ({self.reason}); pass a path in a folder you can write to")
+
+
 def write_atomically(path: Path, text: str) -> Path:
     """Write ``text`` to ``path`` through a temporary file in the same folder, which then replaces
     ``path`` (``os.replace``), so a crash or Ctrl-C at any moment leaves either the old file or the
-    new one, and never a stray temporary file. MemprofError naming ``path`` when it is a folder,
-    its folder does not exist or cannot be written: nothing is written then."""
+    new one, and never a stray temporary file. MemprofError naming ``path`` when it is a folder or
+    its folder does not exist; WriteFailed when it cannot be written: nothing is written then."""
     if path.is_dir():
         raise MemprofError(
             f"cannot write {str(path)!r}: it is a folder; pass the path of a file, e.g. {str(path / 'results.json')!r}"
@@ -32,13 +43,25 @@ def write_atomically(path: Path, text: str) -> Path:
             f"cannot write {str(path)!r}: the folder {str(path.parent)!r} does not exist; create it "
             "or pass a path in an existing folder"
         )
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
+    with atomic_output(path) as tmp:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as for a plain open
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+    return path
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` for a writer that takes a path (pandas' ``to_csv``,
+    matplotlib's ``savefig``): renamed over ``path`` when the block ends, removed when it raises, so
+    ``path`` is the old file or the whole new one, never a truncated one. An OSError (a full disk)
+    becomes WriteFailed naming ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        yield tmp
         os.replace(tmp, path)
     except BaseException as exc:
         try:
@@ -46,11 +69,8 @@ def write_atomically(path: Path, text: str) -> Path:
         except OSError:
             pass
         if isinstance(exc, OSError):
-            raise MemprofError(
-                f"cannot write {str(path)!r} ({exc.strerror or exc}); pass a path in a folder you can write to"
-            ) from None
+            raise WriteFailed(path, exc) from None
         raise
-    return path
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """A closed-form memory formula: one training step's byte counts as exact polynomials in batch size
-``b`` and sequence length ``s`` (``memprof formula``; ``memprof compare --fast`` evaluates it).
+``b`` and sequence length ``s`` (``memprof formula``; ``memprof compare`` evaluates it).
 
 ``memprof.engines.symbolic`` derives it, from one fake-tensor trace with symbolic ``b`` and ``s``
 (``how == "symbolic"``) or, where the trace cannot stay symbolic, by solving for the coefficients
@@ -26,6 +26,9 @@ from memprof.results.polynomial import Poly, max_at
 from memprof.results.result import CATEGORIES, LAYER_COLUMNS, Memory, empty_layers
 
 FORMULA_VERSION = 1
+#: keys of ``Result.environment``: the formula a result was evaluated from ("symbolic" or "fitted");
+#: why a result was profiled although its sweep answered from closed forms
+EVALUATED_KEY, FALLBACK_KEY = "closed_form", "closed_form_fallback"
 HOWS = ("symbolic", "fitted")
 #: Memory fields that are sums (one polynomial each)
 SUM_FIELDS = ("parameters", "saved_activations", "unattributed")

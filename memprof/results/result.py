@@ -6,6 +6,7 @@ else runs a model. JSON round-trips are exact (integers stay integers, byte coun
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
 from dataclasses import asdict, dataclass, field, fields
@@ -432,17 +433,30 @@ def load_results(path: str | Path) -> ResultSet:
 
 def environment(device_name: str = "cpu") -> dict[str, Any]:
     """Versions that can move the numbers, recorded in every result."""
-    import peft
-    import torch
-    import transformers
+    v = _versions()
+    return {
+        **{k: v[k] for k in ("python", "platform", "torch", "transformers")},
+        "device": device_name,
+        "peft": v["peft"],
+        "memprof": __version__,
+    }
 
-    env: dict[str, Any] = {
+
+@functools.cache
+def _versions() -> dict[str, str]:
+    """The installed distributions' versions, read from their metadata: importing peft only to read
+    its ``__version__`` costs seconds, and a result evaluated from a formula imports nothing else."""
+    import importlib
+    import importlib.metadata
+
+    def version(name: str) -> str:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:  # a source tree on the path, without metadata
+            return str(importlib.import_module(name).__version__)
+
+    return {
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "device": device_name,
+        **{name: version(name) for name in ("torch", "transformers", "peft")},
     }
-    env["peft"] = peft.__version__
-    env["memprof"] = __version__
-    return env

@@ -17,7 +17,7 @@ from typing import Any
 
 from memprof.errors import MemprofError
 from memprof.outputs import results_file
-from memprof.results.files import BadJSON, parse_json
+from memprof.results.files import BadJSON, WriteFailed, parse_json
 from memprof.results.result import LATER_KEY_FIELDS, Result, ResultSet, load_results
 from memprof.sweep.grid import Grid
 
@@ -97,10 +97,8 @@ class Journal:
                 self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
             os.write(self.fd, (line + "\n").encode())
             os.fsync(self.fd)
-        except OSError as exc:
-            raise MemprofError(
-                f"cannot write {str(self.path)!r} ({exc.strerror or exc}); free some space, then resume the sweep"
-            ) from None
+        except OSError as exc:  # run_sweep says what is kept and how to resume
+            raise WriteFailed(self.path, exc) from None
 
     def remove(self) -> None:
         if self.fd is not None:

@@ -32,6 +32,7 @@ from memprof.engines.registry import engine_named
 from memprof.errors import MemprofError, interrupt_exit_code
 from memprof.outputs import check_dir
 from memprof.reporters import RESULTS_FILE, prepare_out_dir
+from memprof.results.files import WriteFailed
 from memprof.results.result import Result, ResultSet, config_key, environment, load_results, write_json
 from memprof.sweep.grid import DEFAULTS, Grid
 from memprof.sweep.lock import OutLock
@@ -254,8 +255,18 @@ def run_sweep(
     def record(config: ProfileConfig, result: Result) -> None:
         key = config_key(config)
         done[key], as_dict[key] = result, result.to_dict()
-        if not _journal(journal, as_dict[key]) or _is_power_of_two(len(done)):
-            save()
+        journaled = False
+        try:
+            journaled = _journal(journal, as_dict[key])
+            if not journaled or _is_power_of_two(len(done)):
+                save()
+        except WriteFailed as exc:  # a full disk: what is on disk is valid (NOTE [Linear sweeps])
+            kept = len(done) - (0 if journaled else 1)
+            raise MemprofError(
+                f"cannot write {str(exc.path)!r} ({exc.reason}); the {kept} of {len(configs)} results written "
+                f"before it are valid in {str(out)!r}; free some space, then finish the sweep with: memprof compare "
+                f"--resume {shlex.quote(str(out))}"
+            ) from None
         progress.end(config, result)
 
     save()
@@ -277,7 +288,7 @@ def run_sweep(
 
 
 # NOTE [Linear sweeps]: rewriting results.json after every configuration costs O(n) bytes each,
-# O(n^2) for the sweep (a 10x10 --fast grid spent most of its time writing). So a finished result
+# O(n^2) for the sweep (a 10x10 closed-form grid spent most of its time writing). So a finished result
 # goes to the journal (``memprof.sweep.resume.Journal``: one JSON line, appended and fsync'd, O(1)),
 # and results.json is rewritten, atomically and in grid order as before, only when the count of
 # results reaches a power of two, on Ctrl-C and at the end: the rewrites sum to under 2n results,

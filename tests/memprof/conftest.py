@@ -9,6 +9,7 @@ import pytest
 import torch
 from synthetic_results import fake_run
 
+import memprof.cli.compare
 import memprof.sweep.run
 from memprof.cli import main
 from memprof.models import backbones
@@ -24,6 +25,19 @@ TINY_OPT = {
     "max_position_embeddings": 32,
     "vocab_size": 64,
 }
+
+
+@pytest.fixture
+def closed_form(cli, monkeypatch):
+    """``cli`` with compare's closed-form runner and real profiles (the fake engine)."""
+    from memprof.engines import run
+
+    monkeypatch.setattr(memprof.cli.compare, "_closed_form", _REAL_CLOSED_FORM)
+    monkeypatch.setattr(memprof.sweep.run, "default_runner", lambda: (run, None))
+    return cli
+
+
+_REAL_CLOSED_FORM = memprof.cli.compare._closed_form
 
 
 @pytest.fixture(scope="session")
@@ -46,10 +60,15 @@ def one_thread():
 
 @pytest.fixture
 def cli(monkeypatch, capsys, tmp_path):
-    """cli(*args) -> (exit code, stdout, stderr), run in tmp_path; compare profiles with ``fake_run``."""
+    """cli(*args) -> (exit code, stdout, stderr), run in tmp_path; compare profiles every
+    configuration with ``fake_run`` (add the ``closed_form`` fixture for compare's own runner)."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(memprof.sweep.run, "default_runner", lambda: (fake_run, None))
     monkeypatch.setattr(memprof.sweep.run, "auto_jobs", lambda grid: 1)  # workers would not see the patches
+    # compare answers from closed forms by default, which bypass fake_run: the ``closed_form`` fixture
+    # restores them, and the formula cache is the test's own
+    monkeypatch.setattr(memprof.cli.compare, "_closed_form", lambda *args: None)
+    monkeypatch.setenv("MEMPROF_CACHE_DIR", str(tmp_path / "formula-cache"))
     monkeypatch.delenv("MEMPROF_DEBUG", raising=False)
 
     def invoke(*args):

@@ -54,7 +54,7 @@ def test_a_bad_saved_formula_is_one_line_naming_the_file(tmp_path, text, why):
         load_formulas(tmp_path)
     message = str(err.value)
     assert message.startswith(f"cannot read the formula {str(folder / 'ft.json')!r} (")
-    assert message.endswith("); delete it and run compare --fast again") and why in message and "\n" not in message
+    assert message.endswith("); delete it and run compare again") and why in message and "\n" not in message
 
 
 def test_no_formulas_folder_is_no_formulas(tmp_path):

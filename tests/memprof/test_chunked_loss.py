@@ -376,10 +376,6 @@ def test_no_formula_for_the_chunked_loss():
             ["compare", "--backbone", "bert-base", "--loss", "chunked"],
             "loss 'chunked' is a causal-LM loss and the task",
         ),
-        (
-            ["compare", "--backbone", "opt-125m", "--loss", "chunked", "--fast"],
-            "--fast evaluates closed forms and loss 'chunked' has none",
-        ),
         (["fit", "--backbone", "bert-base", "--loss", "chunked", "--budget", "8GiB"], "loss 'chunked' is a causal-LM"),
         (["formula", "--backbone", "opt-125m", "--loss", "chunked"], "loss 'chunked' has no closed form"),
         (

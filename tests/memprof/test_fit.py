@@ -92,6 +92,71 @@ def test_every_answer_fits_and_one_more_does_not(tiny_opt, answers):
     assert fit.curve_data(answers)["ft"] == [(n, answers[0].points[n].required) for n in sorted(answers[0].points)]
 
 
+@pytest.mark.parametrize("searched, methods", [("batch_size", ["ft", "meft"]), ("seq_len", ["lora"])])
+def test_the_closed_form_finds_the_profile_search_answer_and_confirms_it(tiny_opt, tmp_path, searched, methods):
+    from memprof.engines import ModelCache, run
+    from memprof.engines.formula_cache import FormulaCache
+
+    size = {"seq_len": 16} if searched == "batch_size" else {"batch_size": 8}
+    budget = BUDGET if searched == "batch_size" else 250_000
+    config = FitConfig(tiny_opt, methods, budget, context=0, **size)
+    cache = FormulaCache(tmp_path)
+    profiled = fit.fit(config)
+    solved = fit.fit(config, formulas=cache)
+    models = ModelCache()
+    for p, s in zip(profiled, solved):
+        assert (s.value, s.limit, s.at.required, s.first_step.step) == (
+            p.value,
+            p.limit,
+            p.at.required,
+            p.first_step.step,
+        )
+        assert s.over.required == p.over.required and s.evaluated > 0
+        # what the formula answered equals a profile, and the answer and one above were profiled
+        for n, point in s.points.items():
+            measured = run(config.profile_config(s.method, n, "steady"), models)
+            assert point.required == fit._point(config, n, measured).required
+        assert "closed_form" not in s.at.result.environment and "closed_form" not in s.over.result.environment
+    assert len(list(tmp_path.iterdir())) == len(methods)  # the confirmed formulas are cached
+    again = fit.fit(config, formulas=cache)
+    assert [a.value for a in again] == [a.value for a in profiled]
+
+
+def test_nothing_fits_is_profiled_and_no_unconfirmed_formula_is_cached(tiny_opt, tmp_path):
+    from memprof.engines.formula_cache import FormulaCache
+
+    # b = 1 lies outside a causal LM formula's bounds (b >= 2): it is profiled, nothing is confirmed
+    config = FitConfig(tiny_opt, ["lora"], 60_000, seq_len=16, context=0, task="causal-lm")
+    [answer] = fit.fit(config, formulas=FormulaCache(tmp_path))
+    [profiled] = fit.fit(config)
+    assert answer.value == profiled.value == 0 and answer.profiles == 1 and answer.evaluated == 0
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_closed_form_the_confirmation_contradicts_leaves_the_method_to_profiles(
+    tiny_opt, tmp_path, monkeypatch, capsys
+):
+    from memprof.engines.formula_cache import FormulaCache
+    from memprof.results import formula as formula_module
+
+    real = formula_module.Formula.memory_at
+
+    def less(self, b, s):
+        m = real(self, b, s)
+        m.peak -= 1_000
+        return m
+
+    monkeypatch.setattr(formula_module.Formula, "memory_at", less)
+    config = FitConfig(tiny_opt, ["lora"], BUDGET, seq_len=16, context=0)
+    [answer] = fit.fit(config, formulas=FormulaCache(tmp_path))
+    monkeypatch.setattr(formula_module.Formula, "memory_at", real)
+    [profiled] = fit.fit(config)
+    assert answer.value == profiled.value and answer.evaluated == 0 and answer.profiles == len(profiled.points)
+    err = capsys.readouterr().err
+    assert "warning: fit lora: the closed form disagrees with the profile at" in err and "profiling instead" in err
+    assert not list(tmp_path.iterdir())
+
+
 def test_sequence_length_over_sharded_ranks(tiny_opt):
     # Global batch 8 over 4 ranks: each runs a micro-batch of 2; zero3 divides parameters,
     # gradients and optimizer state by 4 (rounded up); activations and temporaries are one rank's.
@@ -156,8 +221,13 @@ def test_cli_table_json_and_png(cli, tiny_opt, tmp_path, answers):
     )
     assert code == 0, err
     doc = json.loads((tmp_path / "fit.json").read_text())
-    answers = answers[1][1:]  # the same search, lora and meft
-    assert doc["methods"] == [a.to_dict() for a in answers]
+    answers = answers[1][1:]  # the same answers, lora and meft, from the closed form confirmed by profiles
+    for got, a in zip(doc["methods"], answers):
+        want = a.to_dict()
+        assert got["profiles"] + got["evaluated"] >= 2 and got["evaluated"] > 0 and want["evaluated"] == 0
+        assert {k: v for k, v in got.items() if k not in ("profiles", "evaluated")} == {
+            k: v for k, v in want.items() if k not in ("profiles", "evaluated")
+        }
     assert (doc["budget"], doc["searched"], doc["step"], doc["counts"]) == (BUDGET, "batch_size", "steady", fit.COUNTS)
     assert (tmp_path / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for a in answers:
