@@ -370,6 +370,9 @@ class TrackedStep:
                 "measures one step: call memprof.track(model, optimizer) anew for each step"
             )
         self._device = next((p.device for p in self.model.parameters()), torch.device("cpu"))
+        # an optimizer that already holds state (AdamW's moments) runs a steady-state step, as
+        # ``--step steady`` profiles it; an empty one creates its state in this step (the first)
+        self._step = "steady" if self.optimizer is not None and len(self.optimizer.state) else "first"
         self._inst.__enter__()
         try:
             self._inst.begin_forward()
@@ -405,6 +408,7 @@ class TrackedStep:
             memory=m.memory,
             layers=m.layers,
             timeline=m.timeline,
+            step=self._step,
             environment=environment(str(device)),
         )
 

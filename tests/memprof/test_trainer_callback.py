@@ -70,6 +70,8 @@ def test_metrics_reach_the_log_history_at_the_profiled_steps(run):
     trainer, callback, _ = run
     logged = {e["step"]: e for e in trainer.state.log_history if "memprof/peak" in e}
     assert sorted(logged) == [1, 2]
+    # step 1 creates AdamW's state, step 2 runs with it resident: recorded as --step first / steady
+    assert [r.step for r in callback.results] == ["first", "steady"]
     for result, step in zip(callback.results, (1, 2)):
         memory = result.memory
         assert {k: logged[step][k] for k in logged[step] if k.startswith("memprof/")} == {
