@@ -33,8 +33,19 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+
+
+def _console(**kwargs) -> Console:
+    """A rich Console that reads COLUMNS and LINES when it prints, not once when it is made: this
+    module is imported once per process, and a process that runs many commands (the tests, pytest-xdist
+    workers whose environment holds COLUMNS=80, an embedding application) must see the width of each."""
+    made = Console(**kwargs)
+    made._width = made._height = None  # rich keeps what COLUMNS/LINES said at construction there
+    return made
+
+
+console = _console()
+err_console = _console(stderr=True)
 
 #: a part of a printed line: literal text, a Text, or (literal text, style)
 Part = str | Text | tuple[str, str]
