@@ -205,12 +205,13 @@ def _closed_form(grid, out_dir: Path, profile_all: bool, no_cache: bool):
 
 def _say_how(rs, runner, quiet: bool) -> None:
     """Which results came from closed forms, and each method that had to be profiled instead, and why."""
-    from memprof.sweep.closed_form import evaluated_count, fallbacks
+    from memprof.reporters.closed_form import provenance
 
     if runner is None:
         return
-    for method, why in fallbacks(rs.results).items():
+    how = provenance(rs)  # what the report's closed-form section says too
+    for method, why in how["fallbacks"].items():
         say(("warning:", "bold yellow"), f" {method}: {why}; its results are exact all the same", err=True)
     if not quiet:
-        n = evaluated_count(rs.results)
-        say(f"{n} of {len(rs.results)} results evaluated from checked closed forms, {len(rs.results) - n} profiled")
+        n, profiled = how["evaluated"], how["profiled"]
+        say(f"{n} of {len(rs.results)} results evaluated from checked closed forms, {profiled} profiled")

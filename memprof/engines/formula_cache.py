@@ -117,21 +117,23 @@ class FormulaCache:
         self._ignored: set[Path] = set()  # entries already warned about: one warning each
 
     def path(self, config: ProfileConfig) -> Path | None:
-        return None if self.folder is None else self.folder / f"{_digest(cache_key(config))}.json"
+        return self._path(cache_key(config))
+
+    def _path(self, key: dict[str, Any]) -> Path | None:
+        return None if self.folder is None else self.folder / f"{_digest(key)}.json"
 
     def get(self, config: ProfileConfig) -> Formula | None:
         entry = self.lookup(config)
         return None if entry is None else entry[0]
 
     def lookup(self, config: ProfileConfig) -> tuple[Formula, tuple[int, int]] | None:
-        path = self.path(config)
+        key = cache_key(config)
+        path = self._path(key)
         if path is None or path in self._ignored or not path.exists():
             return None
         try:
             entry = parse_json(path.read_bytes())
-            if not isinstance(entry, dict) or entry.get("key") != json.loads(
-                json.dumps(cache_key(config), default=repr)
-            ):
+            if not isinstance(entry, dict) or entry.get("key") != json.loads(json.dumps(key, default=repr)):
                 raise MemprofError("it was written for another configuration")
             at = entry["checked_at"]
             return Formula.from_dict(entry["formula"]), (int(at["batch_size"]), int(at["seq_len"]))
@@ -153,11 +155,12 @@ class FormulaCache:
             self._cannot_write(exc)
 
     def put(self, config: ProfileConfig, formula: Formula, checked: ProfileConfig) -> None:
-        path = self.path(config)
+        key = cache_key(config)
+        path = self._path(key)
         if path is None or self._unwritable:
             return
         entry = {
-            "key": cache_key(config),
+            "key": key,
             "checked_at": {"batch_size": checked.batch_size, "seq_len": checked.seq_len},
             "formula": formula.to_dict(),
         }

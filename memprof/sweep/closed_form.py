@@ -16,8 +16,9 @@ the size its check profiled. The formula used is written to ``<out>/formulas/<me
 the report.
 
 A formula that is not in the cache costs a trace, and a trace costs about as much as
-``TRACE_COST`` profiles (bart-large: a 14 s trace against 2.8 s a profile, 2026-12-07), so a method
-with fewer configurations in the grid than that is profiled throughout instead: the regression
+``TRACE_COST`` profiles (bart-large: a 14 s trace against 2.8 s a profile, timed once on 2 cores,
+2026-12-07), so a method with fewer configurations in the grid than that is profiled throughout
+instead: the regression
 gate's two sizes per method, a quick two-point look. Results are the same bytes either way.
 
 A method whose formula cannot be derived or disagrees with its check profile is not trusted: every
@@ -160,15 +161,6 @@ def _needs_check(formula: Formula, checked_at: tuple[int, int], configs: list[Pr
 def _marked(result: Result, why: str) -> Result:
     result.environment = {**result.environment, FALLBACK_KEY: f"profiled: {why}"}
     return result
-
-
-def fallbacks(results: list[Result]) -> dict[str, str]:
-    """method -> why its configurations were profiled rather than evaluated."""
-    return {r.method: r.environment[FALLBACK_KEY] for r in results if FALLBACK_KEY in r.environment}
-
-
-def evaluated_count(results: list[Result]) -> int:
-    return sum(EVALUATED_KEY in r.environment for r in results)
 
 
 def evaluate(formula: Formula, config: ProfileConfig) -> Result:

@@ -27,6 +27,19 @@ TINY_OPT = {
 }
 
 
+#: a two-layer BERT small enough to build in milliseconds (a literal: no registry lookups)
+TINY_BERT = {
+    "model_type": "bert",
+    "hidden_size": 16,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 32,
+    "vocab_size": 64,
+    "max_position_embeddings": 32,
+    "type_vocab_size": 2,
+}
+
+
 @pytest.fixture
 def closed_form(cli, monkeypatch):
     """``cli`` with compare's closed-form runner and real profiles (the fake engine)."""

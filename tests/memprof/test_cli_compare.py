@@ -3,9 +3,9 @@ turns MemprofError into one line and exit code 2), with the engine replaced by s
 
 import json
 import os
-import sys
 
 import pytest
+from processes import compare_process
 from synthetic_results import fake_run
 
 import memprof.sweep.run
@@ -171,8 +171,7 @@ def test_existing_results_need_resume(cli, tmp_path, stub_plots):
 
 
 SLOW_ENGINE = """
-import sys, time
-sys.path.insert(0, {tests!r})
+import time
 import memprof.sweep.run
 from synthetic_results import fake_run
 
@@ -186,8 +185,6 @@ def slow(config, cache):
     return fake_run(config)
 
 memprof.sweep.run.default_runner = lambda: (slow, None)
-import memprof.cli.compare  # every configuration through ``slow``, none from a closed form
-memprof.cli.compare._closed_form = lambda *args: None
 """
 
 
@@ -195,36 +192,16 @@ def test_real_ctrl_c_leaves_valid_partial_results(tmp_path):
     """SIGINT to a running `memprof compare` process: exit 130, one line saying how to resume, and
     a results.json that loads."""
     import signal
-    import subprocess
     import time
-    from pathlib import Path
 
     from memprof.results.result import load_results
 
-    shim = tmp_path / "shim"
-    shim.mkdir()
-    (shim / "sitecustomize.py").write_text(SLOW_ENGINE.format(tests=str(Path(__file__).parent)))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shim), os.environ.get("PYTHONPATH", "")])}
-    env.pop("MEMPROF_DEBUG", None)
     # As from a terminal: Ctrl-C not ignored, whatever this (pytest) process inherited or was left with
     # (a child inherits an ignored SIGINT, and Python then never raises KeyboardInterrupt).
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from memprof.cli import main; main()",
-            "compare",
-            *SMALL,
-            "--out",
-            "run",
-            "--jobs",
-            "1",
-        ],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    proc = compare_process(
+        tmp_path,
+        SLOW_ENGINE,
+        [*SMALL, "--out", "run", "--jobs", "1"],
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     results = tmp_path / "run" / "results.json"

@@ -20,18 +20,8 @@ import memprof.sweep.grid
 import memprof.sweep.run
 from memprof.engines.config import ProfileConfig
 from memprof.results.result import Result, ResultSet, load_results, write_json
+from tests.memprof.conftest import TINY_BERT
 
-#: a two-layer BERT small enough to build in milliseconds (a literal: no registry lookups)
-TINY_BERT = {
-    "model_type": "bert",
-    "hidden_size": 16,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "intermediate_size": 32,
-    "vocab_size": 64,
-    "max_position_embeddings": 32,
-    "type_vocab_size": 2,
-}
 SMALL = ["--methods", "ft,lora", "--seq-lens", "8,16", "--batch-sizes", "1,2"]
 
 pytestmark = pytest.mark.usefixtures("stub_plots")  # these tests are about other files than the plots

@@ -23,17 +23,8 @@ from memprof.reporters import table
 from memprof.results.files import BadJSON, parse_json
 from memprof.results.result import ResultSet
 from memprof.units import parse_bytes
+from tests.memprof.conftest import TINY_BERT
 
-TINY_BERT = {
-    "model_type": "bert",
-    "hidden_size": 16,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "intermediate_size": 32,
-    "vocab_size": 64,
-    "max_position_embeddings": 32,
-    "type_vocab_size": 2,
-}
 GOOD = json.dumps(TINY_BERT)
 CONFIG_FIX = "pass a readable config.json or a model folder that holds one"
 WEIGHTS_FIX = "download or save the model again, or pass its config.json alone for random weights"

@@ -6,28 +6,18 @@ result; ``baseline --out`` never replaces another sweep's per-layer results."""
 import dataclasses
 import json
 import os
-import sys
 
 import pytest
 
 import memprof.engines
 import memprof.fit.search
-from memprof.cli import run
 from memprof.errors import MemprofError
 from memprof.outputs import check_distinct
 from memprof.results.result import ResultSet, empty_layers, load_results, write_json
 from tests.memprof.conftest import TINY_OPT
-from tests.memprof.test_cli_check import result
+from tests.memprof.test_cli_check import cli, result
 
 pytestmark = pytest.mark.usefixtures("stub_plots")
-
-
-def cli(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["memprof", *map(str, args)])
-    with pytest.raises(SystemExit) as exc:
-        run()
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
 
 
 @pytest.fixture

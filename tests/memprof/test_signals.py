@@ -5,12 +5,11 @@ charging only the configuration it was running, which --resume retries."""
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from processes import compare_process
 from synthetic_results import fake_run
 
 import memprof.engines
@@ -130,8 +129,7 @@ def test_a_killed_worker_charges_only_its_configuration_and_resume_retries_it(tm
 # --- a real SIGTERM to a real `memprof compare` process with worker processes ---------------------
 
 SLOW_ENGINE = """
-import os, sys, time
-sys.path.insert(0, {tests!r})
+import os, time
 import memprof.sweep.run, memprof.sweep.workers
 from synthetic_results import fake_run
 
@@ -142,14 +140,12 @@ def slow(config, cache):
     # soon after the test's SIGTERM (sent once two results are on disk) has terminated its workers.
     calls.append(config)
     with open("pids", "a") as f:
-        f.write(f"{{os.getpid()}}\\n")
+        f.write(f"{os.getpid()}\\n")
     time.sleep(0.1 if len(calls) <= 1 else 60.0)
     return fake_run(config)
 
 # the parent's (run_sweep) and the spawned workers' (this file runs in each: PYTHONPATH) runners
 memprof.sweep.run.default_runner = memprof.sweep.workers.default_runner = lambda: (slow, None)
-import memprof.cli.compare  # every configuration through ``slow``, none from a closed form
-memprof.cli.compare._closed_form = lambda *args: None
 """
 
 
@@ -163,28 +159,10 @@ def _gone(pid: int) -> bool:
 
 @pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads process states from /proc")
 def test_real_sigterm_stops_workers_keeps_results_and_resume_completes(tmp_path, cli, stub_plots):
-    shim = tmp_path / "shim"
-    shim.mkdir()
-    (shim / "sitecustomize.py").write_text(SLOW_ENGINE.format(tests=str(Path(__file__).parent)))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shim), os.environ.get("PYTHONPATH", "")])}
-    env.pop("MEMPROF_DEBUG", None)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from memprof.cli import main; main()",
-            "compare",
-            *SMALL,
-            "--out",
-            "run",
-            "--jobs",
-            "2",
-        ],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    proc = compare_process(
+        tmp_path,
+        SLOW_ENGINE,
+        [*SMALL, "--out", "run", "--jobs", "2"],
         preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL),  # as from a shell or CI runner
     )
     results = tmp_path / "run" / "results.json"

@@ -12,18 +12,19 @@ import time
 from pathlib import Path
 
 import pytest
+from processes import PREAMBLE
 
 from memprof.errors import MemprofError
 from memprof.sweep.lock import LOCK_FILE, OutLock
 
 SMALL = ["--methods", "ft,lora,adapter", "--seq-lens", "128,256", "--batch-sizes", "2,4"]
-TESTS = Path(__file__).parent
 
 # A compare in another process whose runner waits for the file ``go`` (after creating ``started``):
 # it holds the folder for as long as the test wants.
-SLOW_COMPARE = """
-import pathlib, sys, time
-sys.path.insert(0, {tests!r})
+SLOW_COMPARE = (
+    PREAMBLE
+    + """
+import pathlib, time
 import memprof.sweep.run as sweep
 from synthetic_results import fake_run
 from memprof.cli import main
@@ -35,12 +36,11 @@ def slow(config, cache):
     return fake_run(config)
 
 sweep.default_runner = lambda: (slow, None)
-import memprof.cli.compare  # every configuration through ``slow``, none from a closed form
-memprof.cli.compare._closed_form = lambda *args: None
 sweep.auto_jobs = lambda grid: 1
 sys.argv = ["memprof", "compare", *sys.argv[1:]]
 main()
 """
+)
 
 
 def wait_for(path: Path, proc: subprocess.Popen, seconds: float = 120) -> None:
@@ -57,7 +57,7 @@ def slow_compare(tmp_path, stub_plots):
     procs = []
 
     def start(*args):
-        script = SLOW_COMPARE.format(tests=str(TESTS))
+        script = SLOW_COMPARE
         proc = subprocess.Popen(
             [sys.executable, "-c", script, *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
