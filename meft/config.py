@@ -134,13 +134,13 @@ class MEFTConfig:
         ),
     )
     cache_top_layer: bool | None = field(
-        default=None,
+        default=False,
         metadata=_help(
-            "Keep the top layer's autograd graph instead of recomputing it in backward (its activations are what "
-            "its recomputation would hold at the peak anyway, so this saves one layer's recomputation for free when "
-            "little else is live as backward starts). None: only for the last layer stack of a model with a small "
-            "task head (classification, QA); not under an LM head, whose logits are live when backward starts, "
-            "nor for meft3, which recomputes half a layer at a time."
+            "Keep the top layer's autograd graph instead of recomputing it in backward: saves one layer's "
+            "recomputation, at a step peak that is higher, never lower, in every configuration measured "
+            "(BENCHMARKS.md, 'The top layer's graph') and, for a stack with cross-attention (BART's decoder), a "
+            "gradient of the encoder states summed in another order than ordinary backprop's (not bitwise). "
+            "None, as files of earlier versions hold it, means False."
         ),
     )
     arithmetic: str = field(
@@ -203,8 +203,8 @@ class MEFTConfig:
             "cache_top_layer",
             self.cache_top_layer,
             bool,
-            "True, False or None (automatic)",
-            "pass e.g. cache_top_layer=None",
+            "True, False or None (= False)",
+            "pass e.g. cache_top_layer=False",
             none=True,
         )
         self.arithmetic = _choice("arithmetic", self.arithmetic, ARITHMETICS)

@@ -74,6 +74,11 @@ def convert(model: nn.Module, config: MEFTConfig | None = None) -> nn.Module:
         )
     for site in sites:
         depth = len(site.layers)
+        if depth == 0:
+            raise MEFTError(
+                f"the {site.name} of {type(model).__name__} has no layers; MEFT makes a stack of layers reversible, "
+                "so convert a model with at least one layer in each stack"
+            )
         if config.num_rev_layers is not None and config.num_rev_layers > depth:
             raise MEFTError(
                 f"num_rev_layers={config.num_rev_layers} exceeds the {depth} layers of the "
@@ -82,16 +87,12 @@ def convert(model: nn.Module, config: MEFTConfig | None = None) -> nn.Module:
 
     original = {name: p.requires_grad for name, p in model.named_parameters()}
     hidden, activation = family.hidden_size(model.config), family.activation(model.config)
-    small_head = bool(family.head_modules(model))
     built = []
     # Every stack is built before the model changes, so an adapter that cannot be allocated (an
     # absurd adapter_dim, e.g. from a hand-edited meft_config.json) leaves the model as it was.
     try:
-        for i, site in enumerate(sites):
-            cache_top = config.cache_top_layer
-            if cache_top is None:  # free only where the stack's output feeds a small head (MEFTConfig.cache_top_layer),
-                # and not for meft3, which recomputes its attention and feed-forward blocks one at a time
-                cache_top = small_head and i == len(sites) - 1 and config.variant != "meft3"
+        for site in sites:
+            cache_top = bool(config.cache_top_layer)  # None (earlier versions' automatic) = False
             stack = MEFTStack(site.layers, site.kind, config, hidden, activation, name=site.name, cache_top=cache_top)
             stack.train(model.training)
             built.append(stack)
@@ -167,7 +168,9 @@ def save_adapters(model: nn.Module, path: str | Path) -> Path:
 
     config = config_of(model)
     tensors = {name: p.detach().contiguous().cpu() for name, p in trained_parameters(model).items()}
-    meta = {"meft_config": config.to_dict(), "model_class": type(model).__name__, "model_type": model.config.model_type}
+    # the Hugging Face class the user has, not get_meft_model's MEFT<class> subclass of it
+    model_class = next(c for c in type(model).__mro__ if not c.__module__.startswith("meft.")).__name__
+    meta = {"meft_config": config.to_dict(), "model_class": model_class, "model_type": model.config.model_type}
     files = {WEIGHTS_FILE: save(tensors), CONFIG_FILE: (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()}
 
     folder = Path(path)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -220,6 +221,7 @@ def gradient_fidelity(
     config = config_of(model)
     found = stacks(model)
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    _check_fidelity_inputs(model, batch, autocast, params)
     saved_grads = {n: p.grad for n, p in params.items()}
     was_training = model.training
     forward: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
@@ -284,6 +286,32 @@ def gradient_fidelity(
         dtype = f"mixed-{dtype}"
     layers.sort(key=lambda r: ([n for n, _ in found].index(next(n for n, s in found if s.name == r.stack)), r.layer))
     return GradientFidelity(config.arithmetic, dtype, layers, out)
+
+
+#: the dtypes torch.autocast runs in, and how a user may spell them
+_AUTOCAST = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
+
+
+def _check_fidelity_inputs(model: nn.Module, batch: Any, autocast: Any, params: dict[str, nn.Parameter]) -> None:
+    """One-line errors for what gradient_fidelity cannot run, before anything runs."""
+    if not isinstance(batch, Mapping):
+        raise MEFTError(
+            f"batch must be a dict of the model's inputs with labels, got {type(batch).__name__}; pass e.g. "
+            "{'input_ids': ids, 'attention_mask': mask, 'labels': labels}"
+        )
+    if autocast is not None and autocast not in (torch.bfloat16, torch.float16):
+        hint = _AUTOCAST.get(str(autocast).lower().removeprefix("torch."))
+        fix = (
+            f"pass autocast=torch.{str(hint).removeprefix('torch.')}"
+            if hint
+            else "pass torch.bfloat16 or torch.float16"
+        )
+        raise MEFTError(f"autocast={autocast!r} is not a torch.autocast dtype (torch.bfloat16 or torch.float16); {fix}")
+    if not params:
+        raise MEFTError(
+            f"{type(model).__name__} has no trainable parameter, so there is no gradient to compare (a model loaded "
+            "for inference?); load it with MEFTModel.from_pretrained(..., is_trainable=True) or use meft.convert"
+        )
 
 
 def _parameter_places(found) -> dict[str, tuple[str, int]]:

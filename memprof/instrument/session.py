@@ -25,7 +25,7 @@ from memprof.instrument.live import LiveSummary, LiveTracker
 from memprof.instrument.modules import ModuleStack
 from memprof.instrument.params import count_params
 from memprof.instrument.saved import SavedSummary, SavedTensorTracker
-from memprof.results.result import Memory, Result, empty_layers, environment
+from memprof.results.result import TRACK_ENGINE, Memory, Result, empty_layers, environment
 from memprof.results.timeline import Timeline
 from memprof.units import short_repr
 
@@ -131,7 +131,8 @@ class Instrument:
         #: "new", then "measuring" inside the with block, then "done"
         self.state = "new"
         #: (batch size, sequence length) of the first 2-D input the model saw; (0, 0) if none
-        self.batch_shape: tuple[int, int] = (0, 0)
+        self.batch_shape: tuple[int, int] = (0, 0)  # (0, 0): no input of two or more dimensions seen
+        self.ran_backward = False  # set when the step ends
 
     # -- entering and leaving --------------------------------------------------------------
 
@@ -181,7 +182,8 @@ class Instrument:
         try:
             try:
                 if exc_type is None:
-                    if self.live.phase in ("", "forward"):
+                    self.ran_backward = self.live.phase not in ("", "forward")
+                    if not self.ran_backward:  # a forward-only block: what it saved is its measure
                         self.begin_backward()
                     if self.live.phase == "backward":
                         self._collect_gradients()
@@ -394,10 +396,15 @@ class TrackedStep:
         trainable, total = count_params(model)
         dtype = next((p.dtype for p in model.parameters()), torch.float32)
         dtype_name = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype)[6:])
+        notes = []
+        if not inst.ran_backward:
+            notes.append("the block ran no backward: the figures are its forward's (saved activations: what it kept)")
+        if inst.batch_shape == (0, 0):
+            notes.append("no input of shape (batch, seq, ...) was seen: seq_len and batch_size are recorded as 0")
         self.result = Result(
             backbone=self.name,
             method="custom",
-            engine="track",
+            engine=TRACK_ENGINE,
             target=device.type,
             dtype=dtype_name,
             attn_implementation=attention_name(m.attention_kernels, _attn_config(model), observed=True),
@@ -409,6 +416,7 @@ class TrackedStep:
             layers=m.layers,
             timeline=m.timeline,
             step=self._step,
+            message="; ".join(notes),
             environment=environment(str(device)),
         )
 

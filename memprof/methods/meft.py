@@ -3,8 +3,7 @@ package: ``meft1``, ``meft2``, ``meft3`` in meft's default exact arithmetic, ``m
 ``meft1``, and ``meft1-float``, ``meft2-float``, ``meft3-float`` in the paper's float arithmetic.
 
 Each converts the task model with ``meft.convert`` and the defaults of ``meft.MEFTConfig``
-(adapters of width 8, merge="plm", every layer reversible except, under a classification head, the
-top one, whose graph meft keeps: ``cache_top_layer``), only ``arithmetic`` set: PLM weights and
+(adapters of width 8, merge="plm", every layer reversible), only ``arithmetic`` set: PLM weights and
 embeddings frozen, adapters and the task head trainable. Conversion works on the meta device.
 
 Exact arithmetic carries both streams in fixed point (int64 for float32 and float16 models, int32
@@ -53,14 +52,15 @@ def description(config: MEFTConfig) -> str:
     )
 
 
-def _register(name: str, config: MEFTConfig, alias_of: str | None = None) -> None:
+def register_meft(name: str, config: MEFTConfig, alias_of: str | None = None) -> None:
+    """Register method ``name``: ``meft.convert`` with ``config`` (how benchmarks add other settings)."""
     said = f"alias of {alias_of} ({config.arithmetic} arithmetic)" if alias_of else description(config)
     register(name, said, alias_of=alias_of, trains=TRAINS, settings=config)(_apply(config))
 
 
 # The order users see: the exact variants, the alias, then the float ones.
 for _variant in VARIANTS:
-    _register(_variant, MEFTConfig(variant=_variant, arithmetic="exact"))
-_register("meft", MEFTConfig(variant="meft1", arithmetic="exact"), alias_of="meft1")
+    register_meft(_variant, MEFTConfig(variant=_variant, arithmetic="exact"))
+register_meft("meft", MEFTConfig(variant="meft1", arithmetic="exact"), alias_of="meft1")
 for _variant in VARIANTS:
-    _register(f"{_variant}-float", MEFTConfig(variant=_variant, arithmetic="float"))
+    register_meft(f"{_variant}-float", MEFTConfig(variant=_variant, arithmetic="float"))

@@ -272,7 +272,7 @@ class ResultSet:
 #     and no other field (a misspelt one would otherwise be dropped without a word);
 #   - strings are strings; counts are whole numbers (a JSON boolean is not one, nor is 5.0), byte
 #     counts in ``memory`` and ``layers`` from 0 to 2**63 - 1 (int64, what the tables hold);
-#     seq_len and batch_size at least 1; step_time_s null or a finite number >= 0;
+#     seq_len and batch_size at least 1 (0 too for memprof.track's); step_time_s null or a finite number >= 0;
 #   - status is one of STATUSES, a layer's categories are CATEGORIES;
 #   - ``environment`` is an object of strings; ``options`` (free-form) an object holding no NaN or
 #     Infinity anywhere: the json module reads those literals (and 1e999 as infinity), JSON has neither;
@@ -281,6 +281,8 @@ class ResultSet:
 # ``memprof.results.schema.Reader``'s and the strict JSON read is ``memprof.results.files.read_json``: they
 # know JSON, not Results, so they sit below this module.
 
+#: the engine name of a result ``memprof.track`` measured in a user's own step
+TRACK_ENGINE = "track"
 _SET_FIELDS = ("schema_version", "command", "options", "results")
 _TEXT_FIELDS = ("backbone", "method", "engine", "target", "dtype", "attn_implementation", "task", "message")
 _RESULT_FIELDS = tuple(f.name for f in fields(Result))
@@ -339,8 +341,9 @@ def _read_result(data: Any, where: str, fix: str) -> Result:
         status=status,
         step=step,
         loss=loss,
-        seq_len=check.whole(get("seq_len"), "seq_len", lowest=1),
-        batch_size=check.whole(get("batch_size"), "batch_size", lowest=1),
+        # 0 only from memprof.track, for a step whose model took no (batch, seq) input
+        seq_len=check.whole(get("seq_len"), "seq_len", lowest=0 if kwargs["engine"] == TRACK_ENGINE else 1),
+        batch_size=check.whole(get("batch_size"), "batch_size", lowest=0 if kwargs["engine"] == TRACK_ENGINE else 1),
         trainable_params=check.whole(get("trainable_params"), "trainable_params"),
         total_params=check.whole(get("total_params"), "total_params"),
         memory=_read_memory(check, get("memory")),

@@ -137,7 +137,7 @@ WRONG = {
     "merge": ([3, None, "sum", ""], "merge {v} is unknown; use one of mean, plm, e.g. merge='mean'"),
     "cache_top_layer": (
         [1, 0, "yes", 1.0],
-        "cache_top_layer={v} must be True, False or None (automatic); pass e.g. cache_top_layer=None",
+        "cache_top_layer={v} must be True, False or None (= False); pass e.g. cache_top_layer=False",
     ),
     "arithmetic": (
         [None, 1, "fixed", b"exact"],

@@ -433,3 +433,33 @@ def test_failed_rename_leaves_no_loadable_mismatched_pair(saved, monkeypatch):
     raises_one_line(lambda: meft.save_adapters(model, saved), ["Input/output error", "no complete save"])
     assert os.listdir(saved) == []  # neither the old config nor the new weights without their config
     raises_one_line(lambda: meft.load_adapters(_target(), saved), ["holds no meft_config.json"])
+
+
+def test_the_saved_config_names_the_hugging_face_class_not_meft_s_subclass(tmp_path):
+    model = meft.get_meft_model(tiny_model("bert-cls", dtype=torch.float32), meft.MEFTConfig())
+    assert type(model).__name__ == "MEFTBertForSequenceClassification"
+    meft.save_adapters(model, tmp_path)
+    meta = json.loads((tmp_path / "meft_config.json").read_text())
+    assert (meta["model_class"], meta["model_type"]) == ("BertForSequenceClassification", "bert")
+
+
+# Configs a model cannot take, found before anything changes: (model overrides, MEFTConfig kwargs, needles)
+REFUSED_CONVERSIONS = {
+    "a stack with no layers": (dict(num_hidden_layers=0), {}, ["the encoder of BertForSequenceClassification has no"]),
+    "more reversible layers than the stack": ({}, dict(num_rev_layers=5), ["num_rev_layers=5 exceeds the 2 layers"]),
+    "adapters that cannot be allocated": ({}, dict(adapter_dim=10**12), ["adapter_dim=1000000000000"]),
+}
+
+
+@pytest.mark.parametrize("api", ["convert", "get_meft_model"])
+@pytest.mark.parametrize("case", list(REFUSED_CONVERSIONS))
+def test_a_refused_conversion_leaves_the_model_exactly_as_it_was(case, api):
+    overrides, config, needles = REFUSED_CONVERSIONS[case]
+    model = tiny_model("bert-cls", dtype=torch.float32, **overrides)
+    model.bert.embeddings.requires_grad_(False)  # the user's own choice of what trains survives too
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    before, cls, modules = _bits(model), type(model), [type(m) for m in model.modules()]
+    raises_one_line(lambda: getattr(meft, api)(model, meft.MEFTConfig(**config)), needles)
+    _assert_unchanged(model, before)
+    assert type(model) is cls and [type(m) for m in model.modules()] == modules
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == flags

@@ -138,9 +138,9 @@ def test_only_adapters_and_score_are_trainable_and_lm_heads_stay_frozen(case):
         assert set(meft.trained_parameters(model)) == trainable
         out = model.get_output_embeddings()
         assert out is None or not out.weight.requires_grad  # the tied LM head is the embedding: frozen
-        # the top layer keeps its graph only under a small head (MEFTConfig.cache_top_layer), never for meft3
+        # every layer reversible: the top layer keeps its graph only when asked (MEFTConfig.cache_top_layer)
         ((_, stack),) = stacks(model)
-        assert stack.cache_top == (case.endswith("cls") and variant != "meft3")
+        assert not stack.cache_top and stack.reversible_layers == len(stack.base_layers)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

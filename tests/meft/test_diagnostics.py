@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from meft_testing import batch_for, tiny_model
+from meft_testing import batch_for, raises_one_line, tiny_model
 
 import meft
 
@@ -100,3 +100,27 @@ def test_meft_variants_keep_the_starting_point_better_than_a_naive_reversible_mo
         assert max(by_merge.values()) > naive + 0.2, variant
         assert by_merge["plm"] > by_merge["mean"], variant  # hence merge="plm" is the default
     assert meft.MEFTConfig().merge == "plm"
+
+
+@pytest.mark.parametrize(
+    "kwargs, needles",
+    [
+        (dict(batch="ids"), ["batch must be a dict of the model's inputs with labels, got Tensor", "'labels': labels"]),
+        (dict(autocast="bf16"), ["autocast='bf16' is not a torch.autocast dtype", "pass autocast=torch.bfloat16"]),
+        (dict(autocast="torch.float16"), ["autocast='torch.float16'", "pass autocast=torch.float16"]),
+        (dict(autocast=torch.float32), ["autocast=torch.float32", "pass torch.bfloat16 or torch.float16"]),
+        (dict(inference=True), ["has no trainable parameter", "is_trainable=True"]),
+    ],
+)
+def test_gradient_fidelity_refuses_what_it_cannot_run_in_one_line(tmp_path, kwargs, needles):
+    model = meft.get_meft_model(tiny_model("bert-cls", dtype=torch.float32), meft.MEFTConfig())
+    batch = batch_for("bert-cls")
+    if kwargs.pop("inference", False):  # loaded as peft loads: for inference unless is_trainable=True
+        model.save_pretrained(tmp_path)
+        model = meft.MEFTModel.from_pretrained(tiny_model("bert-cls", dtype=torch.float32), tmp_path)
+    if kwargs.get("batch") == "ids":
+        kwargs["batch"] = batch["input_ids"]
+    call = {"batch": batch, **kwargs}
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    raises_one_line(lambda: meft.gradient_fidelity(model, call.pop("batch"), **call), needles)
+    assert all(torch.equal(p, before[n]) and p.grad is None for n, p in model.named_parameters())

@@ -47,10 +47,9 @@ def _batch(case: str) -> dict[str, torch.Tensor]:
 
 
 def check_fidelity(report: meft.GradientFidelity, model, dtype_name: str) -> None:
-    # every layer the step ran through the reversible Function (the top one of a classifier's last
-    # stack keeps its graph: MEFTConfig.cache_top_layer)
+    # every layer the step ran through the reversible Function (MEFTConfig.cache_top_layer is off)
     reversible = [s.reversible_layers for _, s in stacks(model)]
-    assert reversible == [DEPTH - s.cache_top for _, s in stacks(model)]
+    assert reversible == [DEPTH for _, s in stacks(model)]
     assert len(report.layers) == sum(reversible)
     assert all(r.max_abs == 0 and r.relative == 0 for r in report.layers)  # bit for bit
     assert report.missing == []  # every trainable parameter has a non-zero gradient
@@ -69,10 +68,8 @@ def test_exact_reversible_backprop_on_24_layers_in_every_dtype(case, variant):
         report = meft.gradient_fidelity(model, _batch(case), autocast=autocast)
         assert report.arithmetic == "exact"
         check_fidelity(report, model, dtype_name)
-        # In a single dtype the gradients are the very same bits; except where the encoder states'
-        # gradient adds a term from the decoder's cached top layer to the reversible layers' sum
-        # (BART classification), in another order than autograd's: equal up to rounding.
-        if autocast is None and case != "bart-cls":
+        # In a single dtype the gradients are the very same bits.
+        if autocast is None:
             assert report.worst_relative_error == 0, dtype_name
 
 
@@ -252,11 +249,11 @@ def _kept_tensors(model, batch) -> tuple[torch.Tensor, list[tuple[int, list[int]
 def test_each_layers_kept_bits_are_freed_once_backward_has_restored_it():
     model = meft.convert(tiny_model("bert-cls", num_hidden_layers=5), meft.MEFTConfig(variant="meft1"))
     loss, kept, seen = _kept_tensors(model, _batch("bert-cls"))
-    assert len(kept) == 4  # layers 0-3 reversible (the top layer keeps its graph), one scaled stream each
+    assert len(kept) == 5  # layers 0-4 reversible, one scaled stream each
     held = [t.untyped_storage().nbytes() for t in kept]
     assert all(n > 0 for n in held)
     loss.backward()
-    assert [i for i, _ in seen] == [3, 2, 1, 0]
+    assert [i for i, _ in seen] == [4, 3, 2, 1, 0]
     for i, sizes in seen:  # layers i and above are freed, those below still held
         assert sizes == [n if j < i else 0 for j, n in enumerate(held)]
 

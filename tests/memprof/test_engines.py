@@ -78,14 +78,13 @@ BUILTIN = {
     "mistral": "mistral-7b",
     "gpt2": "gpt2",
 }
-#: Layers each reversible stack runs through the reversible Function, bottom-up (BART: encoder, decoder).
-#: The last stack under a classification head keeps its top layer's graph (meft's cache_top_layer),
-#: except with meft3, which recomputes half a layer at a time.
-REVERSIBLE = {"bert": (1,), "roberta": (1,), "bart": (2, 1), "opt": (2,)}
+#: Reversible stacks per family, bottom-up (BART: encoder, decoder).
+STACKS = {"bert": 1, "roberta": 1, "bart": 2, "opt": 1}
 
 
 def reversible(family: str, method: str) -> tuple[int, ...]:
-    return (LAYERS,) * len(REVERSIBLE[family]) if method.startswith("meft3") else REVERSIBLE[family]
+    """Layers each stack runs through the reversible Function: all (meft's cache_top_layer is off by default)."""
+    return (LAYERS,) * STACKS[family]
 
 
 #: MEFT methods in exact arithmetic, and how many streams each reversible layer scales (and keeps bits of)

@@ -288,3 +288,36 @@ def test_track_without_optimizer_and_exception_propagates():
         with memprof.track(model) as prof:
             1 / 0  # noqa: B018 - the error is the point
     assert prof.result is None
+
+
+def test_a_forward_without_backward_is_measured_as_what_it_saved_and_says_so():
+    torch.manual_seed(0)
+    B, D_IN, D_HID = 8, 16, 32
+    model = nn.Sequential(nn.Linear(D_IN, D_HID), nn.ReLU(), nn.Linear(D_HID, 4))
+    x = torch.randn(B, D_IN)
+    with memprof.track(model) as prof:
+        out = model(x)
+    r = prof.result
+    # Linear 0 keeps its input, ReLU its output, Linear 2 its input (the ReLU's output, the same storage)
+    assert r.memory.saved_activations == (B * D_IN + B * D_HID) * F32
+    assert r.memory.gradients == 0
+    assert r.message.startswith("the block ran no backward: the figures are its forward's")
+    assert out.grad_fn is not None  # the block's graph is the caller's, untouched
+    with memprof.track(model) as prof:  # a whole step says nothing
+        model(x).sum().backward()
+    assert prof.result.message == ""
+
+
+def test_a_model_without_a_batch_input_records_what_it_can_and_its_file_reads_back(tmp_path):
+    from memprof.results.result import ResultSet, load_results, write_json
+
+    model = nn.Linear(4, 4)
+    with memprof.track(model, name="vector") as prof:
+        model(torch.randn(4)).sum().backward()
+    r = prof.result
+    assert (r.seq_len, r.batch_size) == (0, 0)
+    assert r.message == "no input of shape (batch, seq, ...) was seen: seq_len and batch_size are recorded as 0"
+    assert r.memory.saved_activations == 4 * F32  # the input, kept for the weight's gradient
+    path = write_json(ResultSet([r]), tmp_path / "results.json")
+    (back,) = load_results(path).results
+    assert back.to_dict() == r.to_dict()

@@ -99,12 +99,14 @@ def test_module_paths_name_the_stack_and_give_its_layers_their_own_paths():
 
 
 def test_module_paths_name_each_stack_with_its_reversible_layers():
-    # Under a classification head the last stack keeps its top layer's graph (meft's cache_top_layer,
-    # for meft1 and meft2): BART's decoder runs one of its two layers through the reversible Function,
-    # the encoder both.
+    # A stack whose top layer keeps its graph (meft's cache_top_layer=True) names how many layers
+    # run through the reversible Function; by default every one does.
     model = converted("bart-base", "meft1-float")
     paths = module_paths(model)
     assert paths[id(model.model.encoder.layers[0])] == "model.encoder.layers (reversible stack, 2 layers)"
+    assert paths[id(model.model.decoder.layers[0])] == "model.decoder.layers (reversible stack, 2 layers)"
+    model.model.decoder.layers[0].cache_top = True
+    paths = module_paths(model)
     decoder = "model.decoder.layers (reversible stack, 1 of 2 layers reversible)"
     assert paths[id(model.model.decoder.layers[0])] == decoder
     assert {"model.decoder.layers.1.fc1", "model.decoder.layers.1.adapters.ffn"} <= set(paths.values())
