@@ -149,7 +149,8 @@ def trained_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
 # writes each to a temporary file in the target folder (the same file system, so os.replace is atomic),
 # removes an older CONFIG_FILE, replaces WEIGHTS_FILE (then TRAINER_WEIGHTS_FILE, if asked) and
 # replaces CONFIG_FILE last: at every moment the folder holds the old pair, no CONFIG_FILE (which
-# load_adapters refuses), or the new pair, never a mismatched pair. Whatever fails, no temporary file stays and the folders it created are removed.
+# load_adapters refuses), or the new pair, never a mismatched pair. Whatever fails, no temporary file
+# stays and the folders it created are removed.
 # load_adapters reads and checks everything (the meta file, the MEFTConfig, every tensor's name, shape
 # and dtype) and moves the tensors to the parameters' devices before it writes the first parameter, so a
 # refused load leaves the model exactly as it was.
