@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 from sst2_common import arguments, data, meft_model
 
-import memprof
 import meft
+import memprof
 
 
 def evaluate(model, dev) -> float:
