@@ -185,9 +185,10 @@ def test_gradient_accumulation_gives_one_result_per_optimizer_step_holding_every
     # holds at its peak with no gradient resident before its backward.
     one = trainer(tmp_path / "one", callbacks=[MemprofCallback(steps=(2,))], per_device_train_batch_size=1)
     one.train()
-    steady_one = memprof_entries(one)[2]["memprof/peak"]
-    steady_four = memprof_entries(t)[2]["memprof/peak"]
-    assert steady_four > steady_one
+    steady_one, steady_four = memprof_entries(one)[2], memprof_entries(t)[2]
+    assert steady_four["memprof/peak"] > steady_one["memprof/peak"]
+    # saved activations are one micro-batch's (the first forward's), as the message says
+    assert steady_four["memprof/saved_activations"] == steady_one["memprof/saved_activations"]
 
 
 def test_a_step_that_raises_leaves_no_measurement_open(tmp_path):
