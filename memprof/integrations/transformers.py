@@ -119,6 +119,7 @@ class MemprofCallback(TrainerCallback):
             )
 
     def on_step_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
+        self.close()  # never two measurements: one left open by an exception the hook did not see
         if state.global_step + 1 not in self.steps:
             return
         # The Trainer's optimizer is accelerate's wrapper; the step hooks belong on the torch optimizer.
