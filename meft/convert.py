@@ -27,6 +27,9 @@ from meft.strict_json import BadJSON, parse_json
 
 CONFIG_FILE = "meft_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
+#: The same tensors under the name transformers.Trainer loads a checkpoint's weights from
+#: (NOTE [ Checkpoints the Trainer loads ], meft/peft_api.py).
+TRAINER_WEIGHTS_FILE = "model.safetensors"
 _REQUIRES_GRAD = "_meft_original_requires_grad"
 
 
@@ -145,9 +148,10 @@ def trained_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
 # NOTE [ Saving and loading fail closed ]
 # save_adapters checks the model and builds both files in memory before it touches the disk. It then
 # writes each to a temporary file in the target folder (the same file system, so os.replace is atomic),
-# removes an older CONFIG_FILE, replaces WEIGHTS_FILE and replaces CONFIG_FILE last: at every moment the
-# folder holds the old pair, no CONFIG_FILE (which load_adapters refuses), or the new pair, never a
-# mismatched pair. Whatever fails, no temporary file stays and the folders it created are removed.
+# removes an older CONFIG_FILE, replaces WEIGHTS_FILE (then TRAINER_WEIGHTS_FILE, if asked) and
+# replaces CONFIG_FILE last: at every moment the folder holds the old pair, no CONFIG_FILE (which
+# load_adapters refuses), or the new pair, never a mismatched pair. Whatever fails, no temporary file
+# stays and the folders it created are removed.
 # load_adapters reads and checks everything (the meta file, the MEFTConfig, every tensor's name, shape
 # and dtype) and moves the tensors to the parameters' devices before it writes the first parameter, so a
 # refused load leaves the model exactly as it was.
@@ -156,9 +160,11 @@ _JSON_TYPES = {dict: "a JSON object", str: "a string"}
 _RESAVE = "save the adapters again with meft.save_adapters"
 
 
-def save_adapters(model: nn.Module, path: str | Path) -> Path:
+def save_adapters(model: nn.Module, path: str | Path, *, trainer_weights: bool = False) -> Path:
     """Write the adapters and the task head (``adapter_model.safetensors``) and the MEFTConfig
     (``meft_config.json``) into the folder ``path``, created if missing; return the folder.
+    ``trainer_weights=True`` also writes the same tensors as ``model.safetensors``, the file
+    ``transformers.Trainer`` resumes and loads the best model from (``MEFTModel.save_pretrained``).
 
     Each file is replaced atomically (NOTE [ Saving and loading fail closed ]). Raises MEFTError, having
     written nothing, for a model that is not converted, a ``path`` that is a file, or a place it cannot
@@ -171,7 +177,11 @@ def save_adapters(model: nn.Module, path: str | Path) -> Path:
     # the Hugging Face class the user has, not get_meft_model's MEFT<class> subclass of it
     model_class = next(c for c in type(model).__mro__ if not c.__module__.startswith("meft.")).__name__
     meta = {"meft_config": config.to_dict(), "model_class": model_class, "model_type": model.config.model_type}
-    files = {WEIGHTS_FILE: save(tensors), CONFIG_FILE: (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()}
+    weights = save(tensors)
+    files = {WEIGHTS_FILE: weights, CONFIG_FILE: (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()}
+    if trainer_weights:
+        files[TRAINER_WEIGHTS_FILE] = weights
+    order = [name for name in (WEIGHTS_FILE, TRAINER_WEIGHTS_FILE, CONFIG_FILE) if name in files]
 
     folder = Path(path)
     created = _make_folder(folder)
@@ -182,7 +192,7 @@ def save_adapters(model: nn.Module, path: str | Path) -> Path:
             staged[name] = _stage(folder, name, data)
         (folder / CONFIG_FILE).unlink(missing_ok=True)
         touched = True
-        for name in (WEIGHTS_FILE, CONFIG_FILE):
+        for name in order:
             os.replace(staged[name], folder / name)
             del staged[name]
     except BaseException as exc:
@@ -190,6 +200,8 @@ def save_adapters(model: nn.Module, path: str | Path) -> Path:
             tmp.unlink(missing_ok=True)
         if CONFIG_FILE in staged and WEIGHTS_FILE not in staged:  # new weights without their config: useless
             (folder / WEIGHTS_FILE).unlink(missing_ok=True)
+            if trainer_weights:
+                (folder / TRAINER_WEIGHTS_FILE).unlink(missing_ok=True)
         for made in reversed(created):
             with contextlib.suppress(OSError):
                 made.rmdir()

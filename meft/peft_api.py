@@ -3,14 +3,15 @@ and ``print_trainable_parameters``, beside ``convert``, ``save_adapters`` and ``
 
     model = meft.get_meft_model(hf_model, meft.MEFTConfig(variant="meft1"))
     model.print_trainable_parameters()
-    ...train (a transformers.Trainer saves its checkpoints through model.save_pretrained)...
-    model.save_pretrained("out/")                     # adapter_model.safetensors + meft_config.json
+    ...train (a transformers.Trainer saves, resumes and loads the best checkpoint through it)...
+    model.save_pretrained("out/")     # adapter_model.safetensors + model.safetensors + meft_config.json
     model = meft.MEFTModel.from_pretrained(fresh_hf_model, "out/")
 
 The files are those of ``save_adapters`` (one format, readable by both APIs): the trained weights in
 ``adapter_model.safetensors``, peft's weights file name, and the config in ``meft_config.json``.
 Not ``adapter_config.json``: transformers and peft take a folder holding that file for a peft
-adapter and would try to load it as one, which a MEFT folder is not.
+adapter and would try to load it as one, which a MEFT folder is not. ``save_pretrained`` adds a
+copy of the weights as ``model.safetensors`` for the Trainer (NOTE [ Checkpoints the Trainer loads ]).
 """
 
 from __future__ import annotations
@@ -20,7 +21,15 @@ from pathlib import Path
 from torch import nn
 
 from meft.config import MEFTConfig
-from meft.convert import config_of, convert, load_adapters, save_adapters, saved_config, unconvert
+from meft.convert import (
+    config_of,
+    convert,
+    load_adapters,
+    save_adapters,
+    saved_config,
+    trained_parameters,
+    unconvert,
+)
 
 # NOTE [ A MEFT model is its own Hugging Face class ]
 # transformers.Trainer saves a checkpoint by calling ``save_pretrained`` only on a PreTrainedModel (or
@@ -32,6 +41,20 @@ from meft.convert import config_of, convert, load_adapters, save_adapters, saved
 # ``from_pretrained`` and the helpers below are MEFT's. The layers themselves stay wrapped, not
 # patched (``convert``), and ``unload`` gives the original class and layers back.
 _CLASSES: dict[type, type] = {}
+
+# NOTE [ Checkpoints the Trainer loads ]
+# transformers.Trainer (5.x, ``_load_from_checkpoint`` and ``_load_best_model``) loads a checkpoint
+# it saved in one of two ways: a peft PeftModel through its ``load_adapter`` (the Trainer asks
+# ``isinstance(model, PeftModel)``, which a MEFT model is not and cannot honestly be), and any other
+# model by reading ``model.safetensors`` and calling ``model.load_state_dict(weights, strict=False)``.
+# So ``save_pretrained`` writes the trained tensors a second time, under that name and under the
+# model's own parameter names, beside MEFT's ``adapter_model.safetensors`` (twice the adapters'
+# bytes, never a frozen weight): ``resume_from_checkpoint`` and ``load_best_model_at_end`` then
+# work with the plain Trainer, which restores the optimizer, scheduler, RNG and trainer state from
+# its own files. The keys the file lacks are exactly the frozen ones, which the model holds already;
+# ``_keys_to_ignore_on_save`` names them, so the Trainer's check after loading (missing keys equal to
+# the keys a save leaves out) passes without a warning listing every backbone weight, and a
+# checkpoint that lacks anything else still warns.
 
 
 class MEFTModel:
@@ -47,14 +70,28 @@ class MEFTModel:
         self, save_directory: str | Path, is_main_process: bool = True, state_dict=None, safe_serialization: bool = True
     ) -> None:
         """Write only the trained weights (adapters and task head) and the MEFTConfig into
-        ``save_directory``: ``save_adapters``, atomically, one file at a time.
+        ``save_directory``: ``save_adapters``, atomically, one file at a time, with the weights also
+        as ``model.safetensors``, which ``transformers.Trainer`` loads when it resumes from a
+        checkpoint or loads the best one (NOTE [ Checkpoints the Trainer loads ]).
 
         ``is_main_process=False`` writes nothing (the Trainer's other ranks). ``state_dict`` and
         ``safe_serialization`` are accepted because Trainer passes them; the weights are always read
         from the model's trained parameters and written as safetensors.
         """
         if is_main_process:
-            save_adapters(self, save_directory)
+            save_adapters(self, save_directory, trainer_weights=True)
+
+    @property
+    def _keys_to_ignore_on_save(self) -> set[str]:
+        """The frozen weights ``save_pretrained`` leaves out (NOTE [ Checkpoints the Trainer loads ]),
+        with whatever the original class left out of its own saves."""
+        trained = trained_parameters(self)
+        own = self.__dict__.get("_keys_to_ignore_on_save") or set()
+        return set(own) | {k for k in self.state_dict() if k not in trained}
+
+    @_keys_to_ignore_on_save.setter
+    def _keys_to_ignore_on_save(self, value) -> None:
+        self.__dict__["_keys_to_ignore_on_save"] = value
 
     @classmethod
     def from_pretrained(cls, model: nn.Module, model_id: str | Path, is_trainable: bool = False) -> MEFTModel:

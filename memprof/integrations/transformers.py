@@ -1,7 +1,7 @@
 """``MemprofCallback``: memprof's measurement of chosen steps of a real ``transformers.Trainer`` run.
 
-    trainer = Trainer(model=model, args=args, train_dataset=data)
-    trainer.add_callback(MemprofCallback(trainer))        # steps 1 and 2 by default
+    trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=[MemprofCallback()])
+    # or: trainer.add_callback(MemprofCallback(trainer)), which also reaches report_to's reporters
     trainer.train()
     # trainer.state.log_history holds memprof/saved_activations, memprof/peak_activations and
     # memprof/peak (bytes) at steps 1 and 2; args.output_dir holds memprof_results.json.
@@ -9,11 +9,14 @@
 A profiled step is measured as ``memprof.track`` measures one (memprof/instrument/session.py): the
 block opens in ``on_step_begin`` and closes in ``on_step_end``, so it holds the Trainer's forward,
 backward, gradient clipping and ``optimizer.step()`` (bracketed by the torch optimizer's step hooks),
-the scheduler step and ``zero_grad``.
+the scheduler step and ``zero_grad``. With ``gradient_accumulation_steps`` = n the Trainer calls
+``on_step_begin`` before the first of the n micro-batches and ``on_step_end`` after the optimizer
+step, so the measurement holds the whole optimizer step, every micro-batch (NOTE [ Accumulated steps ]).
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,35 +33,64 @@ PREFIX = "memprof/"
 
 # NOTE [ Logging through the Trainer ]
 # A callback's on_log sees the logs after the Trainer has copied them into log_history and after the
-# reporting callbacks (report_to) have sent them: what it adds there reaches neither. So the callback
-# holds the Trainer and, when a profiled step ends, logs its figures with ``trainer.log``, the call
-# the Trainer makes for its own loss: one more entry in log_history at that step, seen by every
-# reporter. ``trainer.log`` clears ``control.should_log``; the callback sets it back, so the Trainer's
-# own log of that step (its loss) still follows.
+# reporting callbacks (report_to) have sent them: what it adds there reaches neither. So a callback
+# given the Trainer logs its figures, when a profiled step ends, with ``trainer.log``, the call the
+# Trainer makes for its own loss: one more entry in log_history at that step, seen by every
+# reporter. ``trainer.log`` clears ``control.should_log``; the callback sets it back, so the
+# Trainer's own log of that step (its loss) still follows.
+# A callback made without the Trainer (``Trainer(callbacks=[MemprofCallback()])``) is handed the
+# args, state, control, model and optimizer, never the Trainer: it appends the same entry to
+# ``state.log_history`` itself (what ``trainer.log`` appends: the figures, the epoch and the step).
+# The reporters it cannot reach: the Trainer places the callbacks given to its constructor after the
+# reporting ones, so each on_log reaches the reporters first. Such a callback therefore refuses, when
+# training starts, a run whose ``report_to`` names a reporter, in one line naming the form that
+# reaches them, rather than leave the reporters silently without the figures.
+
+# NOTE [ Accumulated steps ]
+# With gradient accumulation one measurement holds the optimizer step's n forwards and backwards:
+# ``peak`` and ``peak_activations`` are the highest over all of them (the gradients accumulated so
+# far are resident from the second micro-batch on), ``saved_activations`` is the first forward's
+# (``memprof.track``: one micro-batch's, the same shape for each), and ``batch_size`` is one
+# micro-batch's. The result says so in its ``message``, and the results file's options record
+# ``gradient_accumulation_steps``; one result per optimizer step, as ``steps`` counts them.
+
+# NOTE [ A step that raises ]
+# The measurement is open from on_step_begin to on_step_end, but no callback runs when the Trainer's
+# step raises. So the callback hangs a forward hook with ``always_call=True`` on the model, which
+# torch runs also when the forward raises: there (an exception being handled) it ends the
+# measurement, recording nothing, and the exception goes on. An exception elsewhere in the step
+# (backward, the optimizer) is not seen by any hook: that measurement ends at the callback's next
+# event (a new ``train()``) or with ``close()``; a ``memprof.track`` opened meanwhile says one is running.
 
 
 class MemprofCallback(TrainerCallback):
     """Profile ``steps`` (1-based optimizer steps, as ``state.global_step`` counts them after the step;
-    default the first, where AdamW creates its state, and the second, a steady-state one) of the run
-    of ``trainer``.
+    default the first, where AdamW creates its state, and the second, a steady-state one) of a
+    ``transformers.Trainer`` run.
 
-    Each profiled step logs ``memprof/saved_activations``, ``memprof/peak_activations`` and
-    ``memprof/peak`` (bytes) through ``trainer.log`` (NOTE [ Logging through the Trainer ]) and
-    rewrites ``<output_dir>/memprof_results.json``, a results file ``memprof report`` reads, with
-    every step profiled so far (backbone ``name``, default the model's ``name_or_path`` or class;
-    method ``step <n>``). ``results`` holds the same Results.
+    Both forms of a Trainer callback work: ``Trainer(..., callbacks=[MemprofCallback()])`` and
+    ``trainer.add_callback(MemprofCallback(trainer))``. Each profiled step adds
+    ``memprof/saved_activations``, ``memprof/peak_activations`` and ``memprof/peak`` (bytes) to
+    ``state.log_history`` at that step; given the trainer, it logs them with ``trainer.log``, which
+    also sends them to ``report_to``'s reporters (NOTE [ Logging through the Trainer ]). Each rewrites
+    ``<output_dir>/memprof_results.json``, a results file ``memprof report`` reads, with every step
+    profiled so far in this ``train()`` call (backbone ``name``, default the model's ``name_or_path`` or
+    class; method ``step <n>``). ``results`` holds the same Results; a new ``train()`` starts them anew.
+    With ``gradient_accumulation_steps`` > 1 each result is a whole optimizer step, all its
+    micro-batches, and its ``message`` says so (NOTE [ Accumulated steps ]).
 
     Raises MemprofError for steps that are not whole numbers >= 1, for a ``trainer`` without ``log``,
-    and, when training starts, for ``gradient_accumulation_steps`` > 1 (a step would hold several
-    forwards, which one measurement does not split).
+    and, when training starts, for a callback made without the trainer in a run with reporters.
     """
 
-    def __init__(self, trainer: Any, steps: tuple[int, ...] | list[int] = (1, 2), *, name: str | None = None) -> None:
-        if not callable(getattr(trainer, "log", None)):
+    def __init__(
+        self, trainer: Any = None, steps: tuple[int, ...] | list[int] = (1, 2), *, name: str | None = None
+    ) -> None:
+        if trainer is not None and not callable(getattr(trainer, "log", None)):
             raise MemprofError(
-                f"MemprofCallback needs the transformers.Trainer it reports to, got "
-                f"{type(trainer).__name__}; pass the trainer: "
-                "trainer.add_callback(MemprofCallback(trainer))"
+                f"MemprofCallback(trainer) needs the transformers.Trainer it reports to, got "
+                f"{type(trainer).__name__}; pass the trainer, trainer.add_callback(MemprofCallback(trainer)), "
+                "or nothing, Trainer(callbacks=[MemprofCallback()])"
             )
         bad = [s for s in steps if type(s) is not int or s < 1] if isinstance(steps, (tuple, list)) else [steps]
         if bad or not steps:
@@ -69,61 +101,90 @@ class MemprofCallback(TrainerCallback):
         self.trainer = trainer
         self.steps = tuple(sorted(set(steps)))
         self.name = name
-        #: The Results of the steps profiled so far, in step order, and those steps (global, 1-based).
+        #: The Results of the steps profiled in this train() call, in step order, and those steps.
         self.results: list[Result] = []
         self.profiled: list[int] = []
         self._step: TrackedStep | None = None
+        self._hook: Any = None
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self._abandon()  # a measurement an exception left open (a failed earlier train() call)
-        if args.gradient_accumulation_steps > 1:
+        self.close()  # a measurement an exception left open (a failed earlier train() call)
+        self.results, self.profiled = [], []
+        reporters = [r for r in (args.report_to or []) if r != "none"]
+        if self.trainer is None and reporters:
             raise MemprofError(
-                f"MemprofCallback measures one forward, backward and optimizer step, but "
-                f"gradient_accumulation_steps={args.gradient_accumulation_steps} runs that many "
-                "forwards per step; profile a run with gradient_accumulation_steps=1"
+                f"MemprofCallback() made without the trainer cannot send its figures to report_to={reporters} "
+                "(the Trainer calls its reporters before the callbacks passed to it); use "
+                "trainer.add_callback(MemprofCallback(trainer)), or report_to='none' for log_history only"
             )
 
     def on_step_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
+        self.close()  # never two measurements: one left open by an exception the hook did not see
         if state.global_step + 1 not in self.steps:
             return
         # The Trainer's optimizer is accelerate's wrapper; the step hooks belong on the torch optimizer.
         inner = getattr(optimizer, "optimizer", optimizer)
         self._step = track(model, inner, name=self.name or _model_name(model))
         self._step.__enter__()
+        self._hook = model.register_forward_hook(self._on_forward, always_call=True)
+
+    def _on_forward(self, module, args, output) -> None:
+        if sys.exc_info()[0] is not None:  # the forward raised (NOTE [ A step that raises ])
+            self.close()
 
     def on_step_end(self, args, state, control, **kwargs):
         if self._step is None:
             return
+        self._remove_hook()
         step, self._step = self._step, None
         step.__exit__(None, None, None)
         result = step.result
         result.method = f"step {state.global_step}"
+        accumulated = args.gradient_accumulation_steps
+        if accumulated > 1:
+            result.message = (
+                f"one optimizer step of {accumulated} micro-batches (gradient_accumulation_steps={accumulated}): "
+                "peaks over all of them, saved activations and batch size of one"
+            )
         self.results.append(result)
         self.profiled.append(state.global_step)
-        should_log = control.should_log  # the Trainer's own log of this step, which trainer.log would cancel
-        self.trainer.log({PREFIX + m: getattr(result.memory, m) for m in HEADLINE_METRICS})
-        control.should_log = should_log
+        figures = {PREFIX + m: getattr(result.memory, m) for m in HEADLINE_METRICS}
+        if self.trainer is not None:
+            should_log = control.should_log  # the Trainer's own log of this step, which trainer.log would cancel
+            self.trainer.log(figures)
+            control.should_log = should_log
+        else:  # NOTE [ Logging through the Trainer ]: the entry trainer.log would append
+            epoch = {"epoch": state.epoch} if state.epoch is not None else {}
+            state.log_history.append({**figures, **epoch, "step": state.global_step})
         if args.should_save:
-            folder = Path(args.output_dir)
-            folder.mkdir(parents=True, exist_ok=True)
-            options = {"steps": list(self.steps), "profiled": list(self.profiled)}
-            write_json(
-                ResultSet(
-                    results=list(self.results), command="transformers.Trainer with MemprofCallback", options=options
-                ),
-                folder / RESULTS_FILE,
-            )
+            self._write(Path(args.output_dir), accumulated)
         return control
 
     def on_train_end(self, args, state, control, **kwargs):
-        self._abandon()
+        self.close()
 
-    def _abandon(self) -> None:
+    def close(self) -> None:
         """End a measurement whose step never reached on_step_end, recording nothing (one measurement
         runs at a time in a thread: an open one would refuse every later ``memprof.track``)."""
+        self._remove_hook()
         if self._step is not None:
             step, self._step = self._step, None
             step.__exit__(RuntimeError, RuntimeError("step abandoned"), None)
+
+    def _remove_hook(self) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+    def _write(self, folder: Path, accumulated: int) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        options = {"steps": list(self.steps), "profiled": list(self.profiled)}
+        if accumulated > 1:
+            options["gradient_accumulation_steps"] = accumulated
+        results = ResultSet(
+            results=list(self.results), command="transformers.Trainer with MemprofCallback", options=options
+        )
+        write_json(results, folder / RESULTS_FILE)
 
 
 def _model_name(model: Any) -> str:

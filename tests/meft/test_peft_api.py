@@ -58,11 +58,15 @@ def test_trainer_checkpoint_reloads_into_a_fresh_base_model_with_identical_logit
     )
     tf.Trainer(model=model, args=args, train_dataset=Rows()).train()
     checkpoint = tmp_path / "checkpoint-3"
-    # Trainer saved through MEFTModel.save_pretrained: the two MEFT files, no full state dict.
-    assert {"adapter_model.safetensors", "meft_config.json"} <= {p.name for p in checkpoint.iterdir()}
-    assert not list(checkpoint.glob("model*.safetensors"))
+    # Trainer saved through MEFTModel.save_pretrained: the MEFT files and the Trainer's copy of the
+    # same tensors (NOTE [ Checkpoints the Trainer loads ]), no full state dict.
+    names = {"adapter_model.safetensors", "model.safetensors", "meft_config.json"}
+    assert names <= {p.name for p in checkpoint.iterdir()}
+    assert not list(checkpoint.glob("model*.safetensors.index.json"))
     saved = load_file(str(checkpoint / "adapter_model.safetensors"))
     assert set(saved) == set(meft.trained_parameters(model))
+    copy_ = load_file(str(checkpoint / "model.safetensors"))
+    assert saved.keys() == copy_.keys() and all(torch.equal(saved[k], copy_[k]) for k in saved)
 
     batch = batch_for("bert-cls", seed=7, batch=4)
     fresh = meft.get_meft_model(base_model(), CONFIG)
@@ -80,7 +84,11 @@ def test_save_pretrained_writes_what_load_adapters_reads(tmp_path):
         for p in meft.trained_parameters(model).values():
             p.add_(torch.randn_like(p))
     model.save_pretrained(tmp_path / "out")
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["adapter_model.safetensors", "meft_config.json"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "adapter_model.safetensors",
+        "meft_config.json",
+        "model.safetensors",
+    ]
     other = meft.load_adapters(meft.convert(base_model(), CONFIG), tmp_path / "out")
     batch = batch_for("bert-cls")
     assert torch.equal(logits(other, batch), logits(model, batch))

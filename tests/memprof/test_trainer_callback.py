@@ -1,10 +1,15 @@
-"""MemprofCallback in a real transformers.Trainer run: a tiny random BERT, 3 steps on the CPU."""
+"""MemprofCallback in a real transformers.Trainer run: a tiny random BERT, 3 steps on the CPU, in both
+forms (given the trainer, and made without it), with gradient accumulation, and after a step that raised."""
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import pytest
 import torch
 import transformers as tf
+from test_cli_check import cli
+from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
 
 import memprof
 from memprof import MemprofError, load_results
@@ -36,7 +41,7 @@ def tiny_bert() -> tf.BertForSequenceClassification:
     return tf.BertForSequenceClassification(config)
 
 
-def trainer(out, **overrides) -> tf.Trainer:
+def trainer(out, callbacks=None, **overrides) -> tf.Trainer:
     args = dict(
         output_dir=str(out),
         max_steps=3,
@@ -50,7 +55,13 @@ def trainer(out, **overrides) -> tf.Trainer:
         dataloader_pin_memory=False,
         seed=0,
     )
-    return tf.Trainer(model=tiny_bert(), args=tf.TrainingArguments(**{**args, **overrides}), train_dataset=Rows())
+    return tf.Trainer(
+        model=tiny_bert(), args=tf.TrainingArguments(**{**args, **overrides}), train_dataset=Rows(), callbacks=callbacks
+    )
+
+
+def memprof_entries(t: tf.Trainer) -> dict[int, dict]:
+    return {e["step"]: e for e in t.state.log_history if "memprof/peak" in e}
 
 
 @pytest.fixture(scope="module")
@@ -112,14 +123,75 @@ def test_the_result_file_in_the_output_folder_holds_the_profiled_steps(run):
     assert saved.options == {"steps": [1, 2], "profiled": [1, 2]}
 
 
-def test_gradient_accumulation_is_refused_when_training_starts(tmp_path):
-    t = trainer(tmp_path, gradient_accumulation_steps=2)
+def test_the_callback_made_without_the_trainer_logs_the_same_entries(run, tmp_path):
+    trained, _, _ = run
+    callback = MemprofCallback()
+    t = trainer(tmp_path, callbacks=[callback])
+    t.train()
+    assert memprof_entries(t) == memprof_entries(trained)  # figures, epoch and step, as trainer.log writes them
+    assert [e["step"] for e in t.state.log_history if "loss" in e] == [1, 2, 3]
+    saved = load_results(tmp_path / RESULTS_FILE)
+    assert [r.memory for r in saved.results] == [r.memory for r in callback.results] and len(saved.results) == 2
+
+
+class Reporter(tf.TrainerCallback):
+    """Stands for a report_to integration: the Trainer calls those before any callback added later."""
+
+    def __init__(self) -> None:
+        self.logged: list[dict] = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self.logged.append(dict(logs))
+
+
+def test_given_the_trainer_the_figures_reach_the_reporters_too(tmp_path):
+    reporter = Reporter()
+    t = trainer(tmp_path, callbacks=[reporter])
     t.add_callback(MemprofCallback(t))
-    with pytest.raises(MemprofError, match="gradient_accumulation_steps=2"):
-        t.train()
+    t.train()
+    seen = [{k: v for k, v in logs.items() if k.startswith("memprof/")} for logs in reporter.logged]
+    assert [s for s in seen if s] == [
+        {k: v for k, v in e.items() if k.startswith("memprof/")} for e in memprof_entries(t).values()
+    ]
+    assert len([s for s in seen if s]) == 2
 
 
-def test_a_step_that_raises_leaves_no_measurement_open_once_training_starts_again(tmp_path):
+def test_made_without_the_trainer_it_refuses_reporters_it_cannot_reach_in_one_line():
+    state, control = tf.TrainerState(), tf.TrainerControl()
+    with pytest.raises(
+        MemprofError, match=r"report_to=\['wandb'\].*add_callback\(MemprofCallback\(trainer\)\)"
+    ) as info:
+        MemprofCallback().on_train_begin(SimpleNamespace(report_to=["wandb"]), state, control)
+    assert "\n" not in str(info.value)
+    MemprofCallback().on_train_begin(SimpleNamespace(report_to=["none"]), state, control)  # log_history only
+
+
+def test_gradient_accumulation_gives_one_result_per_optimizer_step_holding_every_micro_batch(run, tmp_path):
+    plain, single, _ = run
+    callback = MemprofCallback(steps=(1, 2, 3))
+    t = trainer(tmp_path, callbacks=[callback], gradient_accumulation_steps=4, per_device_train_batch_size=1)
+    t.train()
+    assert sorted(memprof_entries(t)) == [1, 2, 3] and callback.profiled == [1, 2, 3]
+    assert [r.method for r in callback.results] == ["step 1", "step 2", "step 3"]
+    assert {r.message for r in callback.results} == {
+        "one optimizer step of 4 micro-batches (gradient_accumulation_steps=4): peaks over all of them, "
+        "saved activations and batch size of one"
+    }
+    assert {r.batch_size for r in callback.results} == {1}
+    saved = load_results(tmp_path / RESULTS_FILE)
+    assert saved.options == {"steps": [1, 2, 3], "profiled": [1, 2, 3], "gradient_accumulation_steps": 4}
+    # From the second micro-batch on, the first one's gradients are resident during the forward and
+    # backward: a steady step of 4 micro-batches peaks above what one micro-batch's step alone
+    # holds at its peak with no gradient resident before its backward.
+    one = trainer(tmp_path / "one", callbacks=[MemprofCallback(steps=(2,))], per_device_train_batch_size=1)
+    one.train()
+    steady_one, steady_four = memprof_entries(one)[2], memprof_entries(t)[2]
+    assert steady_four["memprof/peak"] > steady_one["memprof/peak"]
+    # saved activations are one micro-batch's (the first forward's), as the message says
+    assert steady_four["memprof/saved_activations"] == steady_one["memprof/saved_activations"]
+
+
+def test_a_step_that_raises_leaves_no_measurement_open(tmp_path):
     t = trainer(tmp_path, max_steps=1)
     callback = MemprofCallback(t)
     t.add_callback(callback)
@@ -131,11 +203,30 @@ def test_a_step_that_raises_leaves_no_measurement_open_once_training_starts_agai
     with pytest.raises(RuntimeError, match="broken forward"):
         t.train()
     hook.remove()
-    t.train()
-    assert [r.method for r in callback.results] == ["step 1"] and callback.results[0].memory.saved_activations > 0
-    with memprof.track(t.model) as prof:  # nothing is left measuring in this thread
+    # nothing is left measuring in this thread: no dispatch mode, no saved-tensor hooks
+    assert _get_current_dispatch_mode_stack() == []
+    assert torch._C._autograd._top_saved_tensors_default_hooks(False) is None
+    with memprof.track(t.model) as prof:
         t.model(input_ids=IDS[:2], labels=LABELS[:2]).loss.backward()
     assert prof.result.memory.saved_activations > 0
+    t.train()
+    assert [r.method for r in callback.results] == ["step 1"] and callback.results[0].memory.saved_activations > 0
+
+
+def test_train_twice_with_one_callback_writes_a_file_memprof_reads_and_reports(tmp_path, monkeypatch, capsys):
+    callback = MemprofCallback()
+    t = trainer(tmp_path / "run", callbacks=[callback])
+    t.train()
+    first = list(callback.results)
+    t.train()
+    saved = load_results(tmp_path / "run" / RESULTS_FILE)
+    assert [r.method for r in saved.results] == ["step 1", "step 2"]  # the second train() call's steps
+    assert [r.to_dict() for r in saved.results] == [r.to_dict() for r in callback.results]
+    assert len(first) == 2 and all(a is not b for a, b in zip(first, callback.results))
+    code, _, err = cli(
+        monkeypatch, capsys, "report", tmp_path / "run" / RESULTS_FILE, "--out", tmp_path / "report", "--quiet"
+    )
+    assert (code, err) == (0, "") and (tmp_path / "report" / "summary.md").is_file()
 
 
 @pytest.mark.parametrize("steps", [(), (0,), (1.0,), "1", (True,)])
@@ -145,6 +236,6 @@ def test_bad_steps_are_refused_in_one_line(steps, run):
     assert "\n" not in str(info.value)
 
 
-def test_a_trainer_is_required():
+def test_a_trainer_without_log_is_refused():
     with pytest.raises(MemprofError, match="pass the trainer"):
-        MemprofCallback(None)
+        MemprofCallback(object())
