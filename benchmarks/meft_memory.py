@@ -59,8 +59,8 @@ def kept_bits(r: Result) -> int:
 
 
 def reversible_layers(r: Result) -> int:
-    """How many layers ran through the reversible Function, from the stack's name (``11 of 12 layers
-    reversible`` when meft keeps the top layer's graph under a small head, ``12 layers`` otherwise)."""
+    """How many layers ran through the reversible Function, from the stack's name (``12 layers``, or
+    ``11 of 12 layers reversible`` when the top layer keeps its graph: ``cache_top_layer=True``)."""
     (name,) = [m for m in r.layers["module"] if "(reversible stack, " in m]
     match = re.search(r"\(reversible stack, (\d+) (?:of \d+ )?layers", name)
     return int(match.group(1))
@@ -83,9 +83,9 @@ def main() -> None:
         f"bert-base width, seq {SEQ}, batch {BATCH}, fp32, eager, fake engine target cpu. One stream has "
         f"B*T*H = {elements:,} elements: half a byte each is {elements / 2 / MIB:.1f} MiB. Floor = two top streams "
         f"+ kept bits + one frozen layer ({frozen_layer / MIB:.0f} MiB); meft3 recomputes its attention and "
-        "feed-forward blocks one at a time, so it stays below. Under the classification head meft1 and meft2 keep "
-        f"the top layer's graph (cache_top_layer): {reversible_layers(results[(top, 'meft1')])} of {top} layers "
-        f"are reversible; meft3: {reversible_layers(results[(top, 'meft3')])}.\n"
+        "feed-forward blocks one at a time, so it stays below. Layers run through the reversible Function "
+        f"at {top} layers: meft1 {reversible_layers(results[(top, 'meft1')])}, meft3 "
+        f"{reversible_layers(results[(top, 'meft3')])} (a top layer kept with cache_top_layer=True would not).\n"
     )
     print(
         "| method | "

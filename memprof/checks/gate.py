@@ -500,13 +500,19 @@ def check_replaceable(out: Path) -> None:
     to replace another sweep's results with their stripped totals. A file ``memprof baseline`` wrote
     says so in its options (``baseline_layers``) and is replaced, ``--keep-layers`` or not; so is one
     without per-layer data (nothing is lost), one that is not JSON (a baseline broken by a merge
-    conflict is regenerated this way) and a missing one."""
+    conflict is regenerated this way) and a missing one; JSON that is no memprof file (a model's
+    config.json) is refused."""
     if not out.is_file():
         return
     try:
         data = read_json(out)
     except MemprofError:
         return
+    if not isinstance(data, dict) or "schema_version" not in data:  # JSON, but someone else's (a config.json)
+        raise MemprofError(
+            f"baseline --out {str(out)!r} holds JSON that is not a memprof results file, which writing the baseline "
+            "would replace; pass another --out, or delete the file first"
+        )
     options, results = data.get("options"), data.get("results", [data])
     if (isinstance(options, dict) and "baseline_layers" in options) or not isinstance(results, list):
         return

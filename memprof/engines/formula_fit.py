@@ -21,6 +21,13 @@ BASIS = [Poly.const(1), _B, _S, _B * _S, _S * _S, _B * _S * _S]
 
 def fit(config: ProfileConfig, note: str, profile: Callable[[ProfileConfig], Result] | None = None) -> Formula:
     """The formula solved exactly from profiles at ``FIT_POINTS`` and checked at ``CHECK_POINT``."""
+    longest = max(s for _, s in (*FIT_POINTS, CHECK_POINT))
+    if config.resolved.max_seq_len < longest:
+        raise MemprofError(
+            f"no formula for {config.backbone} {config.method}: {note.removeprefix('fitted: ')}, and a fit "
+            f"profiles sequence lengths up to {longest}, beyond its {config.resolved.max_seq_len} positions; "
+            "profile its sizes instead (memprof profile, or memprof compare --profile-all)"
+        )
     if profile is None:
         from memprof.engines import ModelCache, run
 

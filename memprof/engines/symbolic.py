@@ -131,6 +131,8 @@ def trace(config: ProfileConfig) -> Formula:
             optimizer.state.clear()
     except DATA_DEPENDENT as exc:
         raise NotSymbolic(f"{type(exc).__name__}: {_first_line(exc)}") from None
+    except RuntimeError as exc:  # the model refused the symbolic sizes, e.g. a position table shorter than them
+        raise NotSymbolic(f"the step failed on symbolic sizes ({_first_line(exc)})") from None
     finally:
         built.model.zero_grad(set_to_none=True)
     fixed = [

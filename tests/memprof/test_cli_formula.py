@@ -8,6 +8,7 @@ from memprof.engines import ModelCache, run
 from memprof.engines.config import ProfileConfig
 from memprof.results.formula import Formula
 from memprof.results.result import load_results
+from tests.memprof.conftest import TINY_BERT
 
 SMALL = ("--backbone", "all-minilm-l6-v2")
 
@@ -42,6 +43,22 @@ def test_formula_of_a_backbone_shorter_than_the_default_length_and_at_beyond_its
     assert err.strip().endswith(
         "sequence length 64 is beyond tiny-opt's 32 positions; pass a sequence length of at most 32, e.g. --at 2,32"
     )
+
+
+def test_formula_of_a_short_backbone_that_cannot_be_traced_is_refused_in_one_line(cli, tmp_path):
+    # BERT expands its 32-position token-type buffer to the batch: a symbolic length cannot be traced,
+    # and a fit profiles up to 192 positions; so neither gives a formula
+    folder = tmp_path / "tiny-bert"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(TINY_BERT))
+    code, out, err = cli("formula", "--backbone", str(folder), "--json", str(tmp_path / "f.json"))
+    assert (code, out) == (2, "") and len(err.strip().splitlines()) == 1
+    assert err.startswith("error: no formula for tiny-bert ft: the trace cannot stay symbolic (the step failed on ")
+    assert err.strip().endswith(
+        "and a fit profiles sequence lengths up to 192, beyond its 32 positions; profile its sizes instead "
+        "(memprof profile, or memprof compare --profile-all)"
+    )
+    assert not (tmp_path / "f.json").exists()
 
 
 GRID = ("--methods", "ft,lora", "--seq-lens", "16,40", "--batch-sizes", "2,3")

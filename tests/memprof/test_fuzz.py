@@ -271,3 +271,97 @@ def test_generated_compare_command_lines(methods, seq_lens, batch_sizes):
         if code == 2:
             assert not (out / "results.json").exists()
         assert not leftovers(Path(tmp))
+
+
+# -- MEFT configs ---------------------------------------------------------------------------------
+
+#: each field of MEFTConfig: values it takes, beside the generated hostile ones
+MEFT_FIELDS = {
+    "variant": st.sampled_from(["meft1", "meft2", "meft3", "MEFT1", "meft4"]),
+    "adapter_dim": st.sampled_from([1, 4, 8, 0, -1, 2**31, 10**12]),
+    "lam": st.sampled_from([None, 0.1, 1.0, 0.5, 1 / 3, 0.0, -0.1]),
+    "beta": st.sampled_from([None, 0.1, 1.0, 0.25, 1e-30, 7.0]),
+    "num_rev_layers": st.sampled_from([None, 0, 1, 2, 3, -1]),
+    "adapter_dropout": st.sampled_from([0.0, 0.1, 0.99, 1.0]),
+    "init_std": st.sampled_from([0.0, 0.02, 1e300]),
+    "merge": st.sampled_from(["plm", "mean", "sum"]),
+    "cache_top_layer": st.sampled_from([None, True, False]),
+    "arithmetic": st.sampled_from(["exact", "float", "fixed"]),
+}
+
+
+@FUZZ
+@given(data=st.data())
+def test_generated_meft_configs(data):
+    """A MEFTConfig from a generated dict is built or refused in one MEFTError line; a built one
+    converts a tiny model and trains a step, or is refused with the model left as it was."""
+    import torch
+    import transformers as tf
+
+    import meft
+
+    names = data.draw(st.lists(st.sampled_from([*MEFT_FIELDS, "rank"]), max_size=4, unique=True))
+    spec = {name: data.draw(st.one_of(MEFT_FIELDS.get(name, JSON_VALUES), JSON_VALUES), label=name) for name in names}
+    try:
+        config = meft.MEFTConfig.from_dict(spec)
+    except meft.MEFTError as exc:
+        assert "\n" not in str(exc)
+        return
+    torch.manual_seed(0)
+    model = tf.BertForSequenceClassification(tf.BertConfig(**TINY["bert-base"], num_labels=2))
+    before = {n: (p.detach().clone(), p.requires_grad) for n, p in model.named_parameters()}
+    try:
+        meft.convert(model, config)
+    except meft.MEFTError as exc:
+        assert "\n" not in str(exc)
+        after = dict(model.named_parameters())
+        assert after.keys() == before.keys()
+        assert all(torch.equal(p, before[n][0]) and p.requires_grad == before[n][1] for n, p in after.items())
+        return
+    ids = torch.randint(4, 64, (2, 6), generator=torch.Generator().manual_seed(0))
+    try:
+        model(input_ids=ids, labels=torch.tensor([0, 1])).loss.backward()
+    except meft.MEFTError as exc:  # e.g. a stream outside the fixed-point range: named, one line
+        assert "\n" not in str(exc)
+
+
+# -- output paths ---------------------------------------------------------------------------------
+
+#: where a generated command writes, relative to a folder holding ``model/config.json``, a sweep
+#: ``run/`` and a single result ``one.json``
+OUTPUTS = st.sampled_from(
+    ["new", "model", "model/config.json", "run", "run/results.json", "one.json", "new/deeper", "one.json/x", "."]
+)
+
+
+@FUZZ
+@given(command=st.sampled_from(["compare", "profile", "report", "baseline", "formula"]), out=OUTPUTS)
+def test_generated_output_paths(command, out):
+    """Any output path: the command writes or refuses in one line, and never changes an input it read
+    (the backbone's config.json) or a results file it was not asked to replace."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "model").mkdir()
+        (root / "model" / "config.json").write_text(
+            json.dumps({**backbones.builtin()["bert-base"], **TINY["bert-base"]})
+        )
+        (root / "run").mkdir()
+        (root / "run" / "results.json").write_text(json.dumps(BASE_RESULTS))
+        (root / "one.json").write_text(json.dumps(BASE_RESULTS["results"][0]))
+        inputs = {p: p.read_bytes() for p in (root / "model" / "config.json", root / "run" / "results.json")}
+        target, size = str(root / out), ["--seq-len", "8", "--batch-size", "1"]
+        args = {
+            "compare": ["--backbone", str(root / "model"), "--methods", "ft", "--seq-lens", "8", "--batch-sizes", "1",
+                        "--jobs", "1", "--quiet", "--out", target],
+            "profile": ["--backbone", str(root / "model"), *size, "--json", target],
+            "report": [str(root / "run" / "results.json"), "--out", target, "--quiet"],
+            "baseline": [str(root / "run"), "--out", target],
+            "formula": ["--backbone", str(root / "model"), "--json", target],
+        }[command]  # fmt: skip
+        code, stdout, stderr = invoke(command, *args)
+        assert_clean(code, stdout, stderr)
+        kept = {p: p.read_bytes() for p in inputs}
+        assert kept[root / "model" / "config.json"] == inputs[root / "model" / "config.json"]
+        if not (command == "compare" and out == "run"):  # a compare into a sweep's folder replaces its results
+            assert kept[root / "run" / "results.json"] == inputs[root / "run" / "results.json"]
+        assert not leftovers(root)

@@ -102,6 +102,11 @@ ALIASES = {
         "error: baseline --out 'other/results.json' holds results with per-layer rows or timelines and is not a "
         "baseline that `memprof baseline` wrote, so writing the baseline would strip them; pass another --out",
     ),
+    "baseline --out is a backbone config": (
+        ["baseline", "run", "--out", "cfg.json"],
+        "error: baseline --out 'cfg.json' holds JSON that is not a memprof results file, which writing the baseline "
+        "would replace; pass another --out, or delete the file first",
+    ),
     "fit --png is --json": (
         ["fit", "--gpu", "t4", "--json", "plot.png", "--png", "plot.png"],
         "error: --png 'plot.png' is the same file as --json 'plot.png', so one would overwrite the other; "
@@ -178,6 +183,28 @@ def test_a_model_folder_backbone_is_read_from_its_config_json(tmp_path, monkeypa
 
 
 # -- what stays allowed ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backbone", ["model", "model/config.json"])
+def test_compare_into_the_folder_of_its_backbone_config_keeps_the_config(tmp_path, monkeypatch, capsys, backbone):
+    # compare writes only its own file names (results.json, report.html, ...), never config.json
+    monkeypatch.chdir(tmp_path)
+    os.mkdir("model")
+    (tmp_path / "model" / "config.json").write_text(json.dumps(TINY_OPT))
+    before = (tmp_path / "model" / "config.json").read_bytes()
+    args = ["--methods", "ft", "--seq-lens", "8", "--batch-sizes", "1", "--jobs", "1", "--quiet"]
+    code, _, err = cli(monkeypatch, capsys, "compare", "--backbone", backbone, "--out", "model", *args)
+    assert (code, err) == (0, "")
+    assert (tmp_path / "model" / "config.json").read_bytes() == before
+    assert [r.method for r in load_results(tmp_path / "model" / "results.json").results] == ["ft"]
+    code, _, err = cli(
+        monkeypatch, capsys, "compare", "--backbone", "model/config.json", "--out", "model/config.json", *args
+    )
+    assert (code, err) == (
+        2,
+        "error: output directory 'model/config.json' is a file; pass --out with a folder path (new or existing)\n",
+    )
+    assert (tmp_path / "model" / "config.json").read_bytes() == before
 
 
 @pytest.mark.parametrize("out", [[], ["--out", "run"], ["--out", "run-link"]])
