@@ -60,7 +60,7 @@ def resume(args, folder):
     model.unload()  # from_pretrained converts the model itself, with the saved MEFTConfig
     model = meft.MEFTModel.from_pretrained(model, folder, is_trainable=True)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr)
-    state = torch.load(folder / "state.pt", weights_only=False)
+    state = torch.load(folder / "state.pt", weights_only=True)  # tensors, numbers and dicts: no pickled code
     optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["rng"])
     return model, optimizer, state["step"]

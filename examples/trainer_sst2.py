@@ -25,7 +25,8 @@ class StopHalfway(tf.TrainerCallback):
         self.step = step
 
     def on_step_end(self, args, state, control, **kwargs):
-        control.should_training_stop = state.global_step == self.step
+        if state.global_step == self.step:  # never clear a stop another callback asked for
+            control.should_training_stop = True
 
 
 def accuracy(prediction: tf.EvalPrediction) -> dict[str, float]:

@@ -148,7 +148,8 @@ def trained_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
 # NOTE [ Saving and loading fail closed ]
 # save_adapters checks the model and builds both files in memory before it touches the disk. It then
 # writes each to a temporary file in the target folder (the same file system, so os.replace is atomic),
-# removes an older CONFIG_FILE, replaces WEIGHTS_FILE (then TRAINER_WEIGHTS_FILE, if asked) and
+# removes an older CONFIG_FILE (and an older TRAINER_WEIGHTS_FILE when it writes none), replaces
+# WEIGHTS_FILE (then TRAINER_WEIGHTS_FILE, if asked) and
 # replaces CONFIG_FILE last: at every moment the folder holds the old pair, no CONFIG_FILE (which
 # load_adapters refuses), or the new pair, never a mismatched pair. Whatever fails, no temporary file
 # stays and the folders it created are removed.
@@ -191,6 +192,8 @@ def save_adapters(model: nn.Module, path: str | Path, *, trainer_weights: bool =
         for name, data in files.items():
             staged[name] = _stage(folder, name, data)
         (folder / CONFIG_FILE).unlink(missing_ok=True)
+        if not trainer_weights:  # an earlier save_pretrained's copy would no longer match what is saved
+            (folder / TRAINER_WEIGHTS_FILE).unlink(missing_ok=True)
         touched = True
         for name in order:
             os.replace(staged[name], folder / name)

@@ -36,6 +36,7 @@ symbol a trace keeps nor a polynomial a fit finds.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -61,6 +62,8 @@ from memprof.results.polynomial import Poly, add_candidate, floor_variable
 from memprof.results.result import Result
 
 __all__ = ["HINT", "NotSymbolic", "derive", "disagreement_with", "fit", "trace"]
+
+_MEMPROF = Path(__file__).resolve().parents[1]  # the memprof package: errors raised there are not the model's
 
 #: example sizes of the symbolic trace (distinct, so each batch dimension names one symbol)
 HINT = (8, 128)
@@ -131,7 +134,10 @@ def trace(config: ProfileConfig) -> Formula:
             optimizer.state.clear()
     except DATA_DEPENDENT as exc:
         raise NotSymbolic(f"{type(exc).__name__}: {_first_line(exc)}") from None
-    except RuntimeError as exc:  # the model refused the symbolic sizes, e.g. a position table shorter than them
+    except RuntimeError as exc:
+        if isinstance(exc, NotImplementedError) or _raised_by_memprof(exc):
+            raise  # a gap or a bug of the trace itself, not a model refusing symbolic sizes
+        # the model refused the symbolic sizes, e.g. a position table shorter than them
         raise NotSymbolic(f"the step failed on symbolic sizes ({_first_line(exc)})") from None
     finally:
         built.model.zero_grad(set_to_none=True)
@@ -162,6 +168,14 @@ def trace(config: ProfileConfig) -> Formula:
         points=[HINT],
         bounds=bounds,
     )
+
+
+def _raised_by_memprof(exc: BaseException) -> bool:
+    """Whether the innermost frame of ``exc``'s traceback is memprof's own code."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(_MEMPROF)
 
 
 def _symbolic_batch(config: ProfileConfig, size_of: dict[int, torch.SymInt]) -> dict[str, torch.Tensor]:

@@ -129,7 +129,9 @@ class MemprofCallback(TrainerCallback):
         self._hook = model.register_forward_hook(self._on_forward, always_call=True)
 
     def _on_forward(self, module, args, output) -> None:
-        if sys.exc_info()[0] is not None:  # the forward raised (NOTE [ A step that raises ])
+        # the forward raised (NOTE [ A step that raises ]): torch calls an always_call hook with no output
+        # then; a train() run inside the user's own ``except`` block has an exception in flight too
+        if output is None and sys.exc_info()[0] is not None:
             self.close()
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -142,10 +144,11 @@ class MemprofCallback(TrainerCallback):
         result.method = f"step {state.global_step}"
         accumulated = args.gradient_accumulation_steps
         if accumulated > 1:
-            result.message = (
+            whole = (
                 f"one optimizer step of {accumulated} micro-batches (gradient_accumulation_steps={accumulated}): "
                 "peaks over all of them, saved activations and batch size of one"
             )
+            result.message = "; ".join(m for m in (whole, result.message) if m)
         self.results.append(result)
         self.profiled.append(state.global_step)
         figures = {PREFIX + m: getattr(result.memory, m) for m in HEADLINE_METRICS}

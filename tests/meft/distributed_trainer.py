@@ -1,4 +1,5 @@
-"""Run by ``accelerate launch --num_processes 2 --cpu`` (tests/meft/test_accelerate_trainer.py):
+"""Run by ``accelerate launch --multi_gpu --num_processes 2`` with ``ACCELERATE_USE_CPU=1`` on 2 CPU
+processes (tests/meft/test_accelerate_trainer.py):
 a tiny MEFT BERT trained through transformers.Trainer on 2 processes (gloo), interrupted after its
 step-2 checkpoint, resumed from it, and trained uninterrupted for comparison. Rank 0 writes what
 the test checks to ``<out>/outcome.json``: every trained tensor equal or not, the world size, the losses.

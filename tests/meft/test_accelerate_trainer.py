@@ -22,11 +22,22 @@ pytest.importorskip("accelerate")
 HERE = Path(__file__).parent
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_accelerate_launch_on_two_cpu_processes_saves_and_resumes(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
     env.update(OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="1")
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
     command += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    # not the default 29500 another run may hold (a port free now could be taken before the launch binds
+    # it: unlikely enough on one machine)
+    command += ["--main_process_port", str(_free_port())]
     done = subprocess.run(
         [*command, str(HERE / "distributed_trainer.py"), str(tmp_path)],
         env=env,

@@ -463,3 +463,13 @@ def test_a_refused_conversion_leaves_the_model_exactly_as_it_was(case, api):
     _assert_unchanged(model, before)
     assert type(model) is cls and [type(m) for m in model.modules()] == modules
     assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
+
+
+def test_save_adapters_over_a_save_pretrained_folder_leaves_no_stale_trainer_copy(tmp_path):
+    # transformers.Trainer loads model.safetensors and never reads meft_config.json: an old copy beside
+    # new adapters would load weights that no longer match
+    model = meft.get_meft_model(tiny_model("bert-cls", dtype=torch.float32), meft.MEFTConfig())
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").is_file()
+    meft.save_adapters(model, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter_model.safetensors", "meft_config.json"]

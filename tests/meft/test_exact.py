@@ -73,6 +73,28 @@ def test_exact_reversible_backprop_on_24_layers_in_every_dtype(case, variant):
             assert report.worst_relative_error == 0, dtype_name
 
 
+@pytest.mark.matrix(keep=lambda p: p["case"] == "bert-cls")
+@pytest.mark.parametrize("case", ["bert-cls", "bart-cls"])
+def test_keeping_the_top_layers_graph_runs_one_layer_less_through_the_function(case):
+    # MEFTConfig(cache_top_layer=True): the top layer of each stack keeps its autograd graph. BERT's
+    # gradients stay the same bits; BART's encoder states' gradient then adds the kept decoder layer's
+    # term to the reversible layers' sum in another order than autograd's (BENCHMARKS.md, "The top
+    # layer's graph"): equal up to rounding.
+    for dtype_name in ("fp32", "bf16"):
+        model = _deep(case, DTYPES[dtype_name][0], "meft1", cache_top_layer=True)
+        report = meft.gradient_fidelity(model, _batch(case))
+        reversible = [s.reversible_layers for _, s in stacks(model)]
+        assert reversible == [DEPTH - 1] * len(reversible) and all(s.cache_top for _, s in stacks(model))
+        assert len(report.layers) == sum(reversible)
+        assert all(r.max_abs == 0 for r in report.layers)
+        assert report.missing == []
+        if case == "bert-cls":
+            assert report.worst_relative_error == 0, dtype_name
+        else:
+            assert report.worst_relative_error <= (1e-5 if dtype_name == "fp32" else 5e-2), dtype_name
+            assert report.lowest_cosine >= 0.999, dtype_name
+
+
 def test_float_arithmetic_fails_the_same_check():
     # The check above can fail: the paper's float arithmetic loses ~3.3 bits per layer.
     report = meft.gradient_fidelity(_deep("bert-cls", torch.float32, "meft1", arithmetic="float"), _batch("bert-cls"))

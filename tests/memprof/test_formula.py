@@ -121,6 +121,22 @@ def test_a_trace_that_cannot_stay_symbolic_is_fitted_and_says_so(depth, monkeypa
     assert [m for m, _ in fitted.saved_by_module()] == [m for m, _ in traced.saved_by_module()]
 
 
+@pytest.mark.parametrize("error", [RuntimeError("the model refuses"), NotImplementedError("a gap of the trace")])
+def test_only_a_model_refusing_symbolic_sizes_turns_the_trace_into_a_fit(depth, monkeypatch, error):
+    config = ProfileConfig(backbone=depth("all-minilm-l6-v2"), method="lora", engine="fake", target="cpu")
+
+    def batch(config, sizes):
+        raise error
+
+    monkeypatch.setattr(symbolic, "_symbolic_batch", batch)
+    if isinstance(error, NotImplementedError):  # not the model's: it propagates
+        with pytest.raises(NotImplementedError, match="a gap of the trace"):
+            symbolic.trace(config)
+    else:
+        with pytest.raises(symbolic.NotSymbolic, match=r"the step failed on symbolic sizes \(the model refuses\)"):
+            symbolic.trace(config)
+
+
 def test_a_fit_the_check_profile_contradicts_is_an_error(depth, monkeypatch):
     config = ProfileConfig(backbone=depth("all-minilm-l6-v2"), method="ft", engine="fake", target="cpu")
     cache = ModelCache()

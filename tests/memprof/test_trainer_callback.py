@@ -213,6 +213,18 @@ def test_a_step_that_raises_leaves_no_measurement_open(tmp_path):
     assert [r.method for r in callback.results] == ["step 1"] and callback.results[0].memory.saved_activations > 0
 
 
+def test_a_run_inside_an_except_block_is_still_measured(tmp_path):
+    # an exception in flight (the caller's, being handled) is not the step's: the forward returned
+    t = trainer(tmp_path, max_steps=1)
+    callback = MemprofCallback(t)
+    t.add_callback(callback)
+    try:
+        raise KeyError("the caller's own error")
+    except KeyError:
+        t.train()
+    assert [r.method for r in callback.results] == ["step 1"] and callback.results[0].memory.saved_activations > 0
+
+
 def test_train_twice_with_one_callback_writes_a_file_memprof_reads_and_reports(tmp_path, monkeypatch, capsys):
     callback = MemprofCallback()
     t = trainer(tmp_path / "run", callbacks=[callback])
