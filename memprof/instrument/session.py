@@ -349,7 +349,9 @@ class TrackedStep:
     """The step a ``memprof.track`` block runs, and what the block yields: ``result`` (a Result)
     and ``measurement`` are filled when the block ends. A context manager good for one step."""
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None, name: str) -> None:
+    def __init__(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer | None, name: str, label: str = TRACK
+    ) -> None:
         if not isinstance(name, str):
             raise MemprofError(
                 f"memprof.track name={short_repr(name)} ({type(name).__name__}) is not a str; pass e.g. "
@@ -360,7 +362,7 @@ class TrackedStep:
         self.name = name
         self.result: Result | None = None
         self.measurement: Measurement | None = None
-        self._inst = Instrument(model, optimizer, auto=True, label=TRACK)
+        self._inst = Instrument(model, optimizer, auto=True, label=label)  # label: who measures, in errors
 
     def __enter__(self) -> TrackedStep:
         if self._inst.state != "new":

@@ -17,13 +17,14 @@ step, so the measurement holds the whole optimizer step, every micro-batch (NOTE
 from __future__ import annotations
 
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 
 from memprof.errors import MemprofError
-from memprof.instrument.session import TrackedStep, track
+from memprof.instrument.session import TrackedStep
 from memprof.results.result import Result, ResultSet, write_json
 from memprof.units import HEADLINE_METRICS
 
@@ -59,8 +60,11 @@ PREFIX = "memprof/"
 # step raises. So the callback hangs a forward hook with ``always_call=True`` on the model, which
 # torch runs also when the forward raises: there (an exception being handled) it ends the
 # measurement, recording nothing, and the exception goes on. An exception elsewhere in the step
-# (backward, the optimizer) is not seen by any hook: that measurement ends at the callback's next
-# event (a new ``train()``) or with ``close()``; a ``memprof.track`` opened meanwhile says one is running.
+# (backward, the optimizer) is not seen by any hook: that measurement ends at the next event of any
+# MemprofCallback in the thread (a Trainer runs one step at a time, so a measurement still open when
+# a callback begins a step or a ``train()``, its own or another one's, was abandoned: a retry with a
+# new Trainer and a new callback after an out-of-memory error just works), or with ``close()``; a
+# ``memprof.track`` opened meanwhile refuses in one line that names the open step and ``close()``.
 
 
 class MemprofCallback(TrainerCallback):
@@ -108,7 +112,7 @@ class MemprofCallback(TrainerCallback):
         self._hook: Any = None
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.close()  # a measurement an exception left open (a failed earlier train() call)
+        _close_abandoned()  # a measurement an exception left open (a failed earlier train() call)
         self.results, self.profiled = [], []
         reporters = [r for r in (args.report_to or []) if r != "none"]
         if self.trainer is None and reporters:
@@ -119,13 +123,16 @@ class MemprofCallback(TrainerCallback):
             )
 
     def on_step_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
-        self.close()  # never two measurements: one left open by an exception the hook did not see
+        _close_abandoned()  # never two measurements: one left open by an exception no hook saw
         if state.global_step + 1 not in self.steps:
             return
         # The Trainer's optimizer is accelerate's wrapper; the step hooks belong on the torch optimizer.
         inner = getattr(optimizer, "optimizer", optimizer)
-        self._step = track(model, inner, name=self.name or _model_name(model))
+        step = state.global_step + 1
+        label = f"MemprofCallback's measurement of step {step} (left open if that step raised: call its close())"
+        self._step = TrackedStep(model, inner, self.name or _model_name(model), label=label)
         self._step.__enter__()
+        _open.callback = self
         self._hook = model.register_forward_hook(self._on_forward, always_call=True)
 
     def _on_forward(self, module, args, output) -> None:
@@ -139,6 +146,7 @@ class MemprofCallback(TrainerCallback):
             return
         self._remove_hook()
         step, self._step = self._step, None
+        _open.callback = None
         step.__exit__(None, None, None)
         result = step.result
         result.method = f"step {state.global_step}"
@@ -170,6 +178,8 @@ class MemprofCallback(TrainerCallback):
         """End a measurement whose step never reached on_step_end, recording nothing (one measurement
         runs at a time in a thread: an open one would refuse every later ``memprof.track``)."""
         self._remove_hook()
+        if getattr(_open, "callback", None) is self:
+            _open.callback = None
         if self._step is not None:
             step, self._step = self._step, None
             step.__exit__(RuntimeError, RuntimeError("step abandoned"), None)
@@ -188,6 +198,16 @@ class MemprofCallback(TrainerCallback):
             results=list(self.results), command="transformers.Trainer with MemprofCallback", options=options
         )
         write_json(results, folder / RESULTS_FILE)
+
+
+#: the callback whose measurement is open in this thread, if any (NOTE [ A step that raises ])
+_open = threading.local()
+
+
+def _close_abandoned() -> None:
+    callback = getattr(_open, "callback", None)
+    if callback is not None:
+        callback.close()
 
 
 def _model_name(model: Any) -> str:

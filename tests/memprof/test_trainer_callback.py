@@ -213,6 +213,34 @@ def test_a_step_that_raises_leaves_no_measurement_open(tmp_path):
     assert [r.method for r in callback.results] == ["step 1"] and callback.results[0].memory.saved_activations > 0
 
 
+def test_a_step_whose_backward_raises_is_closed_by_the_next_callback_that_begins(tmp_path):
+    # No hook sees an exception in backward: the measurement stays open until a MemprofCallback begins
+    # a step or a train(), as a retry does after an out-of-memory error (a new Trainer, a new callback).
+    t = trainer(tmp_path / "first", max_steps=1)
+    t.add_callback(MemprofCallback(t))
+
+    def broken(grad):
+        raise RuntimeError("broken backward")
+
+    hook = t.model.classifier.weight.register_hook(broken)
+    with pytest.raises(RuntimeError, match="broken backward"):
+        t.train()
+    hook.remove()
+    with pytest.raises(MemprofError) as info:
+        memprof.track(t.model).__enter__()
+    assert str(info.value).startswith(
+        "MemprofCallback's measurement of step 1 (left open if that step raised: call its close()) is already "
+        "measuring a step"
+    )
+    retry = trainer(tmp_path / "retry", max_steps=1)
+    callback = MemprofCallback(retry)
+    retry.add_callback(callback)
+    retry.train()
+    assert [r.method for r in callback.results] == ["step 1"] and callback.results[0].memory.saved_activations > 0
+    assert _get_current_dispatch_mode_stack() == []
+    assert torch._C._autograd._top_saved_tensors_default_hooks(False) is None
+
+
 def test_a_run_inside_an_except_block_is_still_measured(tmp_path):
     # an exception in flight (the caller's, being handled) is not the step's: the forward returned
     t = trainer(tmp_path, max_steps=1)
