@@ -16,6 +16,7 @@ step, so the measurement holds the whole optimizer step, every micro-batch (NOTE
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 from pathlib import Path
@@ -60,11 +61,15 @@ PREFIX = "memprof/"
 # step raises. So the callback hangs a forward hook with ``always_call=True`` on the model, which
 # torch runs also when the forward raises: there (an exception being handled) it ends the
 # measurement, recording nothing, and the exception goes on. An exception elsewhere in the step
-# (backward, the optimizer) is not seen by any hook: that measurement ends at the next event of any
-# MemprofCallback in the thread (a Trainer runs one step at a time, so a measurement still open when
-# a callback begins a step or a ``train()``, its own or another one's, was abandoned: a retry with a
-# new Trainer and a new callback after an out-of-memory error just works), or with ``close()``; a
-# ``memprof.track`` opened meanwhile refuses in one line that names the open step and ``close()``.
+# (backward, the optimizer) is not seen by any hook. For those, while a profiled step runs, the
+# callback wraps the optimizer's ``step`` and, given the trainer, ``trainer.training_step`` (each
+# micro-batch's forward and backward) so that an exception there ends the measurement too; the
+# wrappers are removed when the step ends. Made without the trainer, a backward that raises is seen
+# by nothing: that measurement ends at the next event of any MemprofCallback in the thread (a Trainer
+# runs one step at a time, so a measurement still open when a callback begins a step or a
+# ``train()``, its own or another one's, was abandoned: a retry with a new Trainer and a new callback
+# after an out-of-memory error just works), or with ``close()``; a ``memprof.track`` opened meanwhile
+# refuses in one line that names the open step and ``close()``.
 
 
 class MemprofCallback(TrainerCallback):
@@ -110,6 +115,7 @@ class MemprofCallback(TrainerCallback):
         self.profiled: list[int] = []
         self._step: TrackedStep | None = None
         self._hook: Any = None
+        self._guarded: list[tuple[Any, str, Any]] = []  # (object, method name, its own attribute or _NONE)
 
     def on_train_begin(self, args, state, control, **kwargs):
         _close_abandoned()  # a measurement an exception left open (a failed earlier train() call)
@@ -133,7 +139,36 @@ class MemprofCallback(TrainerCallback):
         self._step = TrackedStep(model, inner, self.name or _model_name(model), label=label)
         self._step.__enter__()
         _open.callback = self
+        # Exceptions no hook sees (NOTE [ A step that raises ]): the optimizer's step, and, given the
+        # trainer, its training_step (forward and backward of a micro-batch) end the measurement.
+        self._guard(optimizer, "step")
+        if self.trainer is not None:
+            self._guard(self.trainer, "training_step")
         self._hook = model.register_forward_hook(self._on_forward, always_call=True)
+
+    def _guard(self, owner: Any, name: str) -> None:
+        original = getattr(owner, name, None)
+        if owner is None or not callable(original):
+            return
+
+        @functools.wraps(original)  # keeps the marks others left on it (an LR scheduler's on optimizer.step)
+        def guarded(*args, **kwargs):
+            try:
+                return original(*args, **kwargs)
+            except BaseException:
+                self.close()
+                raise
+
+        self._guarded.append((owner, name, vars(owner).get(name, _NONE) if hasattr(owner, "__dict__") else _NONE))
+        setattr(owner, name, guarded)
+
+    def _unguard(self) -> None:
+        while self._guarded:
+            owner, name, own = self._guarded.pop()
+            if own is _NONE:
+                delattr(owner, name)  # the class's method shows through again
+            else:
+                setattr(owner, name, own)
 
     def _on_forward(self, module, args, output) -> None:
         # the forward raised (NOTE [ A step that raises ]): torch calls an always_call hook with no output
@@ -145,6 +180,7 @@ class MemprofCallback(TrainerCallback):
         if self._step is None:
             return
         self._remove_hook()
+        self._unguard()
         step, self._step = self._step, None
         _open.callback = None
         step.__exit__(None, None, None)
@@ -178,6 +214,7 @@ class MemprofCallback(TrainerCallback):
         """End a measurement whose step never reached on_step_end, recording nothing (one measurement
         runs at a time in a thread: an open one would refuse every later ``memprof.track``)."""
         self._remove_hook()
+        self._unguard()
         if getattr(_open, "callback", None) is self:
             _open.callback = None
         if self._step is not None:
@@ -199,6 +236,8 @@ class MemprofCallback(TrainerCallback):
         )
         write_json(results, folder / RESULTS_FILE)
 
+
+_NONE = object()  # a guarded method that was the class's, not an attribute of the object
 
 #: the callback whose measurement is open in this thread, if any (NOTE [ A step that raises ])
 _open = threading.local()

@@ -3,6 +3,7 @@ forms (given the trainer, and made without it), with gradient accumulation, and 
 
 from __future__ import annotations
 
+import warnings
 from types import SimpleNamespace
 
 import pytest
@@ -213,32 +214,65 @@ def test_a_step_that_raises_leaves_no_measurement_open(tmp_path):
     assert [r.method for r in callback.results] == ["step 1"] and callback.results[0].memory.saved_activations > 0
 
 
-def test_a_step_whose_backward_raises_is_closed_by_the_next_callback_that_begins(tmp_path):
-    # No hook sees an exception in backward: the measurement stays open until a MemprofCallback begins
-    # a step or a train(), as a retry does after an out-of-memory error (a new Trainer, a new callback).
-    t = trainer(tmp_path / "first", max_steps=1)
-    t.add_callback(MemprofCallback(t))
+def _nothing_measuring() -> bool:
+    return (
+        _get_current_dispatch_mode_stack() == [] and torch._C._autograd._top_saved_tensors_default_hooks(False) is None
+    )
 
-    def broken(grad):
-        raise RuntimeError("broken backward")
 
-    hook = t.model.classifier.weight.register_hook(broken)
+def _broken_backward(grad):
+    raise RuntimeError("broken backward")
+
+
+def test_given_the_trainer_a_step_whose_backward_raises_leaves_nothing_measuring(tmp_path):
+    # the callback wraps trainer.training_step while a profiled step runs (NOTE [ A step that raises ])
+    t = trainer(tmp_path, max_steps=1)
+    callback = MemprofCallback(t)
+    t.add_callback(callback)
+    hook = t.model.classifier.weight.register_hook(_broken_backward)
+    with pytest.raises(RuntimeError, match="broken backward"):
+        t.train()
+    hook.remove()
+    assert _nothing_measuring() and callback.results == []
+    assert "training_step" not in vars(t)  # the wrapper is gone: the class's method again
+
+
+def test_an_optimizer_step_that_raises_leaves_nothing_measuring(tmp_path):
+    callback = MemprofCallback()
+    t = trainer(tmp_path, callbacks=[callback], max_steps=1)
+    t.create_optimizer()
+
+    def broken(optimizer, args, kwargs):
+        raise RuntimeError("broken optimizer step")
+
+    handle = t.optimizer.register_step_pre_hook(broken)
+    with pytest.raises(RuntimeError, match="broken optimizer step"):
+        t.train()
+    handle.remove()
+    assert _nothing_measuring() and callback.results == []
+
+
+def test_made_without_the_trainer_a_backward_that_raises_ends_at_the_next_callback_that_begins(tmp_path):
+    # No hook sees an exception in backward and this form cannot wrap the Trainer's training_step: the
+    # measurement stays open until a MemprofCallback begins a step or a train(), as a retry does after
+    # an out-of-memory error (a new Trainer, a new callback).
+    t = trainer(tmp_path / "first", callbacks=[MemprofCallback()], max_steps=1)
+    hook = t.model.classifier.weight.register_hook(_broken_backward)
     with pytest.raises(RuntimeError, match="broken backward"):
         t.train()
     hook.remove()
     with pytest.raises(MemprofError) as info:
-        memprof.track(t.model).__enter__()
+        with memprof.track(t.model):
+            pass
     assert str(info.value).startswith(
         "MemprofCallback's measurement of step 1 (left open if that step raised: call its close()) is already "
         "measuring a step"
     )
-    retry = trainer(tmp_path / "retry", max_steps=1)
-    callback = MemprofCallback(retry)
-    retry.add_callback(callback)
+    callback = MemprofCallback()
+    retry = trainer(tmp_path / "retry", callbacks=[callback], max_steps=1)
     retry.train()
     assert [r.method for r in callback.results] == ["step 1"] and callback.results[0].memory.saved_activations > 0
-    assert _get_current_dispatch_mode_stack() == []
-    assert torch._C._autograd._top_saved_tensors_default_hooks(False) is None
+    assert _nothing_measuring()
 
 
 def test_a_run_inside_an_except_block_is_still_measured(tmp_path):
@@ -246,11 +280,15 @@ def test_a_run_inside_an_except_block_is_still_measured(tmp_path):
     t = trainer(tmp_path, max_steps=1)
     callback = MemprofCallback(t)
     t.add_callback(callback)
-    try:
-        raise KeyError("the caller's own error")
-    except KeyError:
-        t.train()
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        try:
+            raise KeyError("the caller's own error")
+        except KeyError:
+            t.train()
     assert [r.method for r in callback.results] == ["step 1"] and callback.results[0].memory.saved_activations > 0
+    # the optimizer.step wrapper keeps the LR scheduler's mark, so the scheduler does not warn
+    assert not [w for w in seen if "optimizer.step()" in str(w.message)]
 
 
 def test_train_twice_with_one_callback_writes_a_file_memprof_reads_and_reports(tmp_path, monkeypatch, capsys):
