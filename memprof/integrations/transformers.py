@@ -148,8 +148,8 @@ class MemprofCallback(TrainerCallback):
 
     def _guard(self, owner: Any, name: str) -> None:
         original = getattr(owner, name, None)
-        if owner is None or not callable(original):
-            return
+        if owner is None or not callable(original) or not hasattr(owner, "__dict__"):
+            return  # nothing to wrap, or nowhere to put the wrapper (slots): the next callback event ends it
 
         @functools.wraps(original)  # keeps the marks others left on it (an LR scheduler's on optimizer.step)
         def guarded(*args, **kwargs):
@@ -159,7 +159,7 @@ class MemprofCallback(TrainerCallback):
                 self.close()
                 raise
 
-        self._guarded.append((owner, name, vars(owner).get(name, _NONE) if hasattr(owner, "__dict__") else _NONE))
+        self._guarded.append((owner, name, vars(owner).get(name, _NONE)))
         setattr(owner, name, guarded)
 
     def _unguard(self) -> None:
