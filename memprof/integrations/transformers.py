@@ -65,10 +65,11 @@ PREFIX = "memprof/"
 # callback wraps the optimizer's ``step`` and, given the trainer, ``trainer.training_step`` (each
 # micro-batch's forward and backward) so that an exception there ends the measurement too; the
 # wrappers are removed when the step ends. Made without the trainer, a backward that raises is seen
-# by nothing: that measurement ends at the next event of any MemprofCallback in the thread (a Trainer
-# runs one step at a time, so a measurement still open when a callback begins a step or a
-# ``train()``, its own or another one's, was abandoned: a retry with a new Trainer and a new callback
-# after an out-of-memory error just works), or with ``close()``; a ``memprof.track`` opened meanwhile
+# by nothing: that measurement ends at the next event of any MemprofCallback in the thread that comes
+# between steps (a Trainer runs one step at a time, so a measurement still open when a callback
+# begins a step or a ``train()``, its own or another one's, or sees an evaluation or prediction step,
+# was abandoned: a retry with a new Trainer and a new callback after an out-of-memory error, or a
+# ``trainer.evaluate()``, just works), or with ``close()``; a ``memprof.track`` opened meanwhile
 # refuses in one line that names the open step and ``close()``.
 
 
@@ -209,6 +210,17 @@ class MemprofCallback(TrainerCallback):
 
     def on_train_end(self, args, state, control, **kwargs):
         self.close()
+
+    # Evaluation and prediction run between steps, never inside one: a measurement open then was
+    # abandoned (NOTE [ A step that raises ]), e.g. trainer.evaluate() after a train() that raised.
+    def on_prediction_step(self, args, state, control, **kwargs):
+        _close_abandoned()
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        _close_abandoned()
+
+    def on_predict(self, args, state, control, **kwargs):
+        _close_abandoned()
 
     def close(self) -> None:
         """End a measurement whose step never reached on_step_end, recording nothing (one measurement

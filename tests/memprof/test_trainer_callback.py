@@ -268,6 +268,11 @@ def test_made_without_the_trainer_a_backward_that_raises_ends_at_the_next_callba
         "MemprofCallback's measurement of step 1 (left open if that step raised: call its close()) is already "
         "measuring a step"
     )
+    t.evaluate(Rows())  # between steps: its prediction steps end the abandoned measurement
+    assert _nothing_measuring()
+    t.model.classifier.weight.register_hook(_broken_backward)
+    with pytest.raises(RuntimeError, match="broken backward"):
+        t.train()
     callback = MemprofCallback()
     retry = trainer(tmp_path / "retry", callbacks=[callback], max_steps=1)
     retry.train()
