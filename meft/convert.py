@@ -42,6 +42,12 @@ def is_converted(model: nn.Module) -> bool:
     return bool(stacks(model))
 
 
+def hf_class(model: nn.Module) -> type:
+    """The Hugging Face class the user has: ``model``'s own, or the one get_meft_model's ``MEFT<class>``
+    subclasses (every class meft defines lives in a ``meft.`` module)."""
+    return next(c for c in type(model).__mro__ if not c.__module__.startswith("meft."))
+
+
 def config_of(model: nn.Module) -> MEFTConfig:
     found = stacks(model)
     if not found:
@@ -175,9 +181,11 @@ def save_adapters(model: nn.Module, path: str | Path, *, trainer_weights: bool =
 
     config = config_of(model)
     tensors = {name: p.detach().contiguous().cpu() for name, p in trained_parameters(model).items()}
-    # the Hugging Face class the user has, not get_meft_model's MEFT<class> subclass of it
-    model_class = next(c for c in type(model).__mro__ if not c.__module__.startswith("meft.")).__name__
-    meta = {"meft_config": config.to_dict(), "model_class": model_class, "model_type": model.config.model_type}
+    meta = {
+        "meft_config": config.to_dict(),
+        "model_class": hf_class(model).__name__,
+        "model_type": model.config.model_type,
+    }
     weights = save(tensors)
     files = {WEIGHTS_FILE: weights, CONFIG_FILE: (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()}
     if trainer_weights:

@@ -24,6 +24,7 @@ from meft.config import MEFTConfig
 from meft.convert import (
     config_of,
     convert,
+    hf_class,
     load_adapters,
     save_adapters,
     saved_config,
@@ -126,7 +127,7 @@ class MEFTModel:
 
     def unload(self) -> nn.Module:
         """Undo ``get_meft_model`` in place: the original class, layers and requires_grad flags back."""
-        base = next(c for c in type(self).__mro__[1:] if c is not MEFTModel and not issubclass(c, MEFTModel))
+        base = hf_class(self)
         unconvert(self)
         self.__class__ = base
         return self

@@ -191,14 +191,14 @@ def compare_cmd(
 def _closed_form(grid, out_dir: Path, profile_all: bool, no_cache: bool):
     """The closed-form runner, or None where every configuration is profiled: --profile-all, an
     engine that runs real steps, or the chunked loss (one chunk per so many tokens: no polynomial)."""
-    from memprof.engines.formula_cache import FormulaCache, default_folder
+    from memprof.engines.formula_cache import user_cache
     from memprof.engines.registry import traceable
     from memprof.sweep.closed_form import ClosedFormRunner
 
     configs = grid.configs()
     if profile_all or not all(traceable(c.engine) and c.loss == "full" for c in configs):
         return None
-    formulas = FormulaCache(None if no_cache else default_folder())
+    formulas = user_cache(enabled=not no_cache)
     formulas.probe()  # here, once, not in each worker
     return ClosedFormRunner(configs, out_dir, formulas)
 

@@ -166,9 +166,9 @@ def fit_cmd(
         context=parse_bytes(context, what="context allowance"),
         fragmentation=fragmentation,
     )
-    from memprof.engines.formula_cache import FormulaCache, default_folder
+    from memprof.engines.formula_cache import user_cache
 
-    formulas = None if profile_all or loss != "full" else FormulaCache(None if no_cache else default_folder())
+    formulas = None if profile_all or loss != "full" else user_cache(enabled=not no_cache)
     answers = fit.fit(
         config,
         lambda m, n, step: say(

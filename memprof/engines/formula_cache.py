@@ -52,6 +52,11 @@ def default_folder() -> Path:
     return base / "memprof" / "formulas"
 
 
+def user_cache(enabled: bool = True) -> FormulaCache:
+    """The cache the command line uses: ``default_folder()``, or one that holds nothing (``--no-cache``)."""
+    return FormulaCache(default_folder() if enabled else None)
+
+
 def _version(dist: str) -> str:
     try:
         return importlib.metadata.version(dist)

@@ -276,9 +276,7 @@ def solved(
             points[size] = _point(config, size, evaluate(formula, c))
             evaluated.add(size)
         else:
-            if progress:
-                progress(method, size, "steady")
-            points[size] = _point(config, size, run(c, cache))
+            points[size] = _measure(config, method, size, "steady", progress, cache)
         return points[size].required
 
     value, limit = search(need, config.budget, _probes(config), config.cap)
@@ -286,38 +284,24 @@ def solved(
     for n in (value, value + 1):
         if n not in evaluated:  # 0, past the cap, or outside the formula's bounds: already profiled
             continue
-        if progress:
-            progress(method, n, "steady")
-        measured = run(config.profile_config(method, n, "steady"), cache)
-        difference = disagreement_with(formula, measured) if measured.status == "ok" else measured.status
+        measured = _measure(config, method, n, "steady", progress, cache)
+        result = measured.result
+        difference = disagreement_with(formula, result) if result.status == "ok" else result.status
         if difference:
             if cached is not None:
                 formulas.discard(steady)
             warn(f"fit {method}: the closed form disagrees with the profile at {n} ({difference}); profiling instead")
             return None
-        points[n] = _point(config, n, measured)
+        points[n] = measured
         evaluated.discard(n)
         confirmed = confirmed or n
     if confirmed is not None:
         formulas.put(steady, formula, config.profile_config(method, confirmed, "steady"))
-    first = None
-    if value:
-        if progress:
-            progress(method, value, "first")
-        first = _point(config, value, run(config.profile_config(method, value, "first"), cache))
-    answer = Answer(
-        method,
-        config.searched,
-        config.world_size,
-        value,
-        limit,
-        points.get(value),
-        points.get(value + 1),
-        first,
-        points,
+    first = _measure(config, method, value, "first", progress, cache) if value else None
+    at, over = points.get(value), points.get(value + 1)
+    return Answer(
+        method, config.searched, config.world_size, value, limit, at, over, first, points, evaluated=len(evaluated)
     )
-    answer.evaluated = len(evaluated)
-    return answer
 
 
 def weight_bytes(config: FitConfig, method: str, cache: ModelCache | None = None) -> int:
@@ -340,20 +324,23 @@ def fit_method(
     cache = cache if cache is not None else ModelCache()
     points: dict[int, Point] = {}
 
-    def measure(size: int, step: str = "steady") -> Point:
-        if progress:
-            progress(method, size, step)
-        result = run(config.profile_config(method, size, step), cache)
-        return _point(config, size, result)
-
     def need(size: int) -> int:
-        points[size] = measure(size)
+        points[size] = _measure(config, method, size, "steady", progress, cache)
         return points[size].required
 
     value, limit = search(need, config.budget, _probes(config), config.cap)
     at = points.get(value)
-    first = measure(value, "first") if value else None
+    first = _measure(config, method, value, "first", progress, cache) if value else None
     return Answer(method, config.searched, config.world_size, value, limit, at, points.get(value + 1), first, points)
+
+
+def _measure(
+    config: FitConfig, method: str, size: int, step: str, progress: Progress | None, cache: ModelCache
+) -> Point:
+    """One fake-engine profile of ``method`` at ``size`` (``progress`` told first), as a Point."""
+    if progress:
+        progress(method, size, step)
+    return _point(config, size, run(config.profile_config(method, size, step), cache))
 
 
 def _point(config: FitConfig, size: int, result: Result) -> Point:

@@ -242,3 +242,12 @@ def check_float64_gradients(
             assert relative_error(grads_rev[name], g) < tolerance, name
     adapters = [n for n in grads_rev if ".adapters." in n]
     assert adapters and all(grads_rev[n].abs().max() > 0 for n in adapters), adapters
+
+
+def free_port() -> int:
+    """A TCP port free now on this machine, for a process group's rendezvous."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -16,18 +16,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from meft_testing import free_port
 from safetensors.torch import load_file
 
 pytest.importorskip("accelerate")
 HERE = Path(__file__).parent
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_accelerate_launch_on_two_cpu_processes_saves_and_resumes(tmp_path):
@@ -37,7 +30,7 @@ def test_accelerate_launch_on_two_cpu_processes_saves_and_resumes(tmp_path):
     command += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     # not the default 29500 another run may hold (a port free now could be taken before the launch binds
     # it: unlikely enough on one machine)
-    command += ["--main_process_port", str(_free_port())]
+    command += ["--main_process_port", str(free_port())]
     done = subprocess.run(
         [*command, str(HERE / "distributed_trainer.py"), str(tmp_path)],
         env=env,

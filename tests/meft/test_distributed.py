@@ -19,7 +19,6 @@ only difference is the order of the sums (all-reduce vs one batch): compared to 
 
 from __future__ import annotations
 
-import socket
 import sys
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from meft_testing import batch_for, grads_after_step, relative_error, tiny_model
+from meft_testing import batch_for, free_port, grads_after_step, relative_error, tiny_model
 
 import meft
 from meft.convert import stacks
@@ -45,12 +44,6 @@ def converted_model():
 
 def whole_batch():
     return batch_for(CASE, seed=3, batch=WORLD * PER_RANK)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _ddp_step(model, half) -> dict[str, torch.Tensor]:
@@ -85,7 +78,7 @@ def two_ranks(tmp_path_factory) -> Path:
     """The folder of both engines' per-rank gradients (one spawn of 2 processes for both)."""
     out = tmp_path_factory.mktemp("distributed")
     sys.path.insert(0, str(Path(__file__).parent))  # the spawned processes import this module by name
-    mp.spawn(_worker, args=(_free_port(), str(out)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(free_port(), str(out)), nprocs=WORLD, join=True)
     return out
 
 
