@@ -13,6 +13,7 @@ import torch
 import memprof
 from memprof.models import backbones
 from memprof.results.result import Memory, Result, load_results
+from tests.memprof.conftest import TINY_BERT
 
 _spec = importlib.util.spec_from_file_location(
     "gpu_validate", Path(__file__).parents[2] / "benchmarks" / "gpu_validate.py"
@@ -28,19 +29,7 @@ B, SEQS, METHODS = 2, (8, 16), ("ft", "lora", "meft1")
 def tiny_bert(tmp_path_factory):
     """bert-base's config at two layers of width 16 (vocabulary 64)."""
     path = tmp_path_factory.mktemp("tiny") / "tiny-bert.json"
-    path.write_text(
-        json.dumps(
-            {
-                **backbones.builtin()["bert-base"],
-                "hidden_size": 16,
-                "num_hidden_layers": 2,
-                "num_attention_heads": 2,
-                "intermediate_size": 32,
-                "vocab_size": 64,
-                "max_position_embeddings": 32,
-            }
-        )
-    )
+    path.write_text(json.dumps({**backbones.builtin()["bert-base"], **TINY_BERT}))
     return str(path)
 
 
