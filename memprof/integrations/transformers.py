@@ -64,13 +64,17 @@ PREFIX = "memprof/"
 # (backward, the optimizer) is not seen by any hook. For those, while a profiled step runs, the
 # callback wraps the optimizer's ``step`` and, given the trainer, ``trainer.training_step`` (each
 # micro-batch's forward and backward) so that an exception there ends the measurement too; the
-# wrappers are removed when the step ends. Made without the trainer, a backward that raises is seen
-# by nothing: that measurement ends at the next event of any MemprofCallback in the thread that comes
-# between steps (a Trainer runs one step at a time, so a measurement still open when a callback
-# begins a step or a ``train()``, its own or another one's, or sees an evaluation or prediction step,
-# was abandoned: a retry with a new Trainer and a new callback after an out-of-memory error, or a
-# ``trainer.evaluate()``, just works), or with ``close()``; a ``memprof.track`` opened meanwhile
-# refuses in one line that names the open step and ``close()``.
+# wrappers are removed when the step ends.
+# A callback made without the trainer is handed no Trainer, but its events are called by one: the
+# Trainer's loop calls ``callback_handler.on_step_begin``, which calls each callback, so the frame a
+# few levels up whose ``self`` is a ``transformers.Trainer`` is the Trainer running this step, and its
+# ``training_step`` is wrapped the same way (only that; its figures still go to log_history as NOTE
+# [ Logging through the Trainer ] says). Where no such frame is found (a loop of one's own calling the
+# callback's events), a backward that raises is seen by nothing: that measurement ends at the next
+# event of any MemprofCallback in the thread that comes between steps (a Trainer runs one step at a
+# time, so a measurement still open when a callback begins a step or a ``train()``, or sees an
+# evaluation or prediction step, was abandoned), or with ``close()``; a ``memprof.track`` opened
+# meanwhile refuses in one line that names the open step and ``close()``.
 
 
 class MemprofCallback(TrainerCallback):
@@ -143,8 +147,9 @@ class MemprofCallback(TrainerCallback):
         # Exceptions no hook sees (NOTE [ A step that raises ]): the optimizer's step, and, given the
         # trainer, its training_step (forward and backward of a micro-batch) end the measurement.
         self._guard(optimizer, "step")
-        if self.trainer is not None:
-            self._guard(self.trainer, "training_step")
+        running = self.trainer if self.trainer is not None else _calling_trainer()
+        if running is not None:
+            self._guard(running, "training_step")
         self._hook = model.register_forward_hook(self._on_forward, always_call=True)
 
     def _guard(self, owner: Any, name: str) -> None:
@@ -259,6 +264,26 @@ def _close_abandoned() -> None:
     callback = getattr(_open, "callback", None)
     if callback is not None:
         callback.close()
+
+
+#: how many frames above a callback event to look for the Trainer that called it: the handler's
+#: on_<event> and call_event stand between them (NOTE [ A step that raises ])
+_TRAINER_FRAMES = 6
+
+
+def _calling_trainer() -> Any:
+    """The ``transformers.Trainer`` whose loop called the current callback event, or None."""
+    from transformers import Trainer
+
+    frame = sys._getframe(1)
+    for _ in range(_TRAINER_FRAMES):
+        frame = frame.f_back
+        if frame is None:
+            return None
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, Trainer):
+            return owner
+    return None
 
 
 def _model_name(model: Any) -> str:

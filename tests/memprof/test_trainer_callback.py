@@ -252,30 +252,58 @@ def test_an_optimizer_step_that_raises_leaves_nothing_measuring(tmp_path):
     assert _nothing_measuring() and callback.results == []
 
 
-def test_made_without_the_trainer_a_backward_that_raises_ends_at_the_next_callback_that_begins(tmp_path):
-    # No hook sees an exception in backward and this form cannot wrap the Trainer's training_step: the
-    # measurement stays open until a MemprofCallback begins a step or a train(), as a retry does after
-    # an out-of-memory error (a new Trainer, a new callback).
-    t = trainer(tmp_path / "first", callbacks=[MemprofCallback()], max_steps=1)
+def test_made_without_the_trainer_a_step_whose_backward_raises_leaves_nothing_measuring(tmp_path):
+    # the callback finds the Trainer whose loop calls it and wraps its training_step (NOTE [ A step that raises ])
+    callback = MemprofCallback()
+    t = trainer(tmp_path / "first", callbacks=[callback], max_steps=1)
     hook = t.model.classifier.weight.register_hook(_broken_backward)
     with pytest.raises(RuntimeError, match="broken backward"):
         t.train()
     hook.remove()
+    assert _nothing_measuring() and callback.results == []
+    assert "training_step" not in vars(t) and callback.trainer is None  # still logs to log_history only
+    with memprof.track(t.model) as prof:
+        t.model(input_ids=IDS[:2], labels=LABELS[:2]).loss.backward()
+    assert prof.result.memory.saved_activations > 0
+    t.train()  # a retry with the same Trainer and callback is measured
+    assert [r.method for r in callback.results] == ["step 1"] and callback.results[0].memory.saved_activations > 0
+    assert _nothing_measuring()
+
+
+def _own_loop_step(callback, model, state, batch) -> None:
+    """One step of a loop of one's own that calls the callback's events (no Trainer above them)."""
+    args = tf.TrainingArguments(output_dir="unused", report_to=[], use_cpu=True)
+    control = tf.TrainerControl()
+    callback.on_step_begin(args, state, control, model=model, optimizer=None)
+    model(**batch).loss.backward()
+
+
+def test_in_a_loop_of_ones_own_a_backward_that_raises_ends_at_the_next_callback_event(tmp_path):
+    # No Trainer calls the events, so nothing wraps the backward: the measurement stays open until a
+    # MemprofCallback begins a step or a train() or sees an evaluation or prediction step.
+    model = tiny_bert()
+    batch = {"input_ids": IDS[:2], "labels": LABELS[:2]}
+    hook = model.classifier.weight.register_hook(_broken_backward)
+    state = tf.TrainerState()
+    with pytest.raises(RuntimeError, match="broken backward"):
+        _own_loop_step(MemprofCallback(), model, state, batch)
+    hook.remove()
     with pytest.raises(MemprofError) as info:
-        with memprof.track(t.model):
+        with memprof.track(model):
             pass
     assert str(info.value).startswith(
         "MemprofCallback's measurement of step 1 (left open if that step raised: call its close()) is already "
         "measuring a step"
     )
+    t = trainer(tmp_path, callbacks=[MemprofCallback()], max_steps=1)
     t.evaluate(Rows())  # between steps: its prediction steps end the abandoned measurement
     assert _nothing_measuring()
-    t.model.classifier.weight.register_hook(_broken_backward)
+    model.classifier.weight.register_hook(_broken_backward)
     with pytest.raises(RuntimeError, match="broken backward"):
-        t.train()
+        _own_loop_step(MemprofCallback(), model, state, batch)
     callback = MemprofCallback()
     retry = trainer(tmp_path / "retry", callbacks=[callback], max_steps=1)
-    retry.train()
+    retry.train()  # a new callback beginning a step ends the abandoned one first
     assert [r.method for r in callback.results] == ["step 1"] and callback.results[0].memory.saved_activations > 0
     assert _nothing_measuring()
 
