@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers.activations import ACT2FN
 
 
 class Adapter(nn.Module):
@@ -30,6 +29,10 @@ class Adapter(nn.Module):
         super().__init__()
         self.init_std = init_std
         self.down = nn.Linear(hidden_size, adapter_dim, device=device, dtype=dtype)
+        # imported here: transformers.activations pulls in its kernel hub and distributed tensors (about
+        # 3 s), which a command answered from cached formulas never needs
+        from transformers.activations import ACT2FN
+
         self.act = ACT2FN[activation]
         self.dropout = nn.Dropout(dropout)
         self.up = nn.Linear(adapter_dim, hidden_size, device=device, dtype=dtype)

@@ -105,6 +105,18 @@ def _defaults(model_type: str) -> dict[str, Any]:
     return CONFIG_MAPPING[model_type]().to_dict()
 
 
+#: activations of the built-in backbones and common configs, all in transformers' ACT2FN (tested): a
+#: config using one is checked without importing transformers.activations, which pulls in its kernel
+#: hub and distributed tensors (about 3 s of a command otherwise answered from cached formulas)
+COMMON_ACTIVATIONS = frozenset({"gelu", "gelu_new", "gelu_pytorch_tanh", "quick_gelu", "relu", "silu", "swish", "tanh"})
+
+
+def _activations() -> Any:
+    from transformers.activations import ACT2FN
+
+    return ACT2FN
+
+
 def _kind(value: Any) -> str:
     if isinstance(value, bool):
         return "true or false"
@@ -116,7 +128,6 @@ def check_config(source: str, cfg: dict[str, Any], family: Family) -> None:
     another type than the HF config's default for that field (a string where a number belongs,
     true/false where a count belongs), a count below 1, a dropout outside [0, 1], heads that do not
     divide the hidden size, key/value heads that do not divide the heads, an unknown activation."""
-    from transformers.activations import ACT2FN
 
     def bad(field: str, why: str, fix: str) -> MemprofError:
         return MemprofError(f"backbone config {source!r}: {field}={cfg[field]!r} {why}; {fix}")
@@ -167,8 +178,8 @@ def check_config(source: str, cfg: dict[str, Any], family: Family) -> None:
     if isinstance(kv, int) and isinstance(heads, int) and heads % kv:
         raise bad(f.kv_heads, f"does not divide {f.heads}={heads}", f"pass a divisor of {heads}")
     act = cfg.get(f.activation)
-    if act is not None and (not isinstance(act, str) or act not in ACT2FN):
-        raise bad(f.activation, "is not an activation transformers knows", f"use one of {', '.join(ACT2FN)}")
+    if act is not None and (not isinstance(act, str) or act not in COMMON_ACTIVATIONS and act not in _activations()):
+        raise bad(f.activation, "is not an activation transformers knows", f"use one of {', '.join(_activations())}")
     _check_token_ids(cfg, family, bad)
     positions = cfg.get(f.positions)
     reserved = family.profiling.reserved_positions(cfg)

@@ -149,3 +149,25 @@ def test_backbones_command_lists_every_entry_with_its_parameters():
     assert set(backbones.known_names()) <= set(rows)
     assert "124.4 M" in rows["gpt2"]  # GPT-2 small: 124,439,808 parameters, embeddings tied
     assert "causal-lm" in rows["llama-3.1-8b"] and "llama" in rows["llama-3.1-8b"]
+
+
+def test_the_activations_checked_without_transformers_are_all_in_its_table():
+    from transformers.activations import ACT2FN
+
+    assert backbones.COMMON_ACTIVATIONS <= set(ACT2FN)
+
+
+def test_resolving_a_builtin_backbone_leaves_transformers_activations_unimported():
+    # what a command answered from cached formulas needs; transformers.activations costs seconds (the
+    # configs of some families, Llama's, validate their fields with a module that imports it anyway)
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from memprof.models import backbones; from memprof.engines.config import ProfileConfig; "
+        "[backbones.resolve(n).hf_config() for n in ('bart-large', 'bert-base', 'opt-1.3b')]; "
+        "ProfileConfig(backbone='bart-large', method='meft', seq_len=128, batch_size=8).resolved; "
+        "print('transformers.activations' in sys.modules, 'peft' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
