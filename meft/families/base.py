@@ -51,7 +51,8 @@ class LayerKind:
         return hidden, call
 
     def without_cache(self, call: Call) -> Call:
-        """The call for a training pass: no key/value cache, since F and G run twice (forward, recompute)."""
+        """The call for a training pass: no key/value cache (F and G run twice, forward and recompute; and the
+        ordinary layers too, so both paths give attention the same key layout: ``MEFTStack.forward``)."""
         call = dict(call)
         if "cache" in call:
             call["cache"] = None

@@ -6,7 +6,7 @@
 The adapter reads what the MLP reads (ln_2(h)) and its output is added to the MLP's (after its
 dropout) before the residual add, as in opt.py. The loop in GPT2Model passes the cache, the causal
 mask and the encoder states positionally; ``LayerKind.bind`` names them by GPT2Block's signature.
-The cache reaches attn as in GPT2Block (and is dropped for a reversible training pass by
+The cache reaches attn as in GPT2Block (and is dropped for a training pass by
 ``LayerKind.without_cache``); in eval each layer's attn runs once per forward, so ``generate``
 decodes with the KV cache. Embedding dropout (``drop``) and the final ``ln_f`` stay outside the
 layers, untouched.

@@ -16,7 +16,7 @@ What the decoder loop passes to each layer (transformers 5.x) and how it reaches
 - ``attention_mask`` is the 4-d causal (or sliding-window) mask, or None where the attention kernel
   applies causality itself (sdpa without padding); grouped-query attention (num_key_value_heads <
   num_attention_heads) happens inside self_attn, which repeats the key/value heads;
-- ``cache`` and ``use_cache`` are dropped by ``LayerKind.without_cache`` for a reversible training
+- ``cache`` and ``use_cache`` are dropped by ``LayerKind.without_cache`` for every training
   pass; in eval every layer's self_attn runs exactly once per forward, so each layer's cache slot
   gets one update per forward, as in the original model, and ``generate`` decodes incrementally.
 
