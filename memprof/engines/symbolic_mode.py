@@ -44,6 +44,8 @@ class SymbolicFakeMode(FakeTensorMode):
         kwargs = kwargs or {}
         if asks_all_finite(func, args):
             return True
+        if func is aten.slice_backward.default and _elided_slice(*args):
+            func, args, kwargs = aten.alias.default, (args[0],), {}  # NOTE [ Slices indexing elides ]
         example = _example_call(func, args, kwargs)
         if example is _NONE:
             if func is aten.index.Tensor and _has_example(args[1]):
@@ -87,6 +89,30 @@ aten = torch.ops.aten
 #: values): run through their Python decomposition, which keeps sizes symbolic. Causal-LM losses
 #: pad the labels (``F.pad(labels, (0, 1))``).
 _DECOMPOSED = frozenset({aten.constant_pad_nd.default})
+
+
+# NOTE [ Slices indexing elides ]
+# Python indexing skips a slice that keeps a whole dimension (``x[:, 0]``: ``:`` from 0 to the end):
+# on concrete sizes it runs only the select, so backward allocates one gradient (select_backward's).
+# On a symbolic dimension torch cannot tell that the open end (2**63 - 1) is past the size, so it runs
+# the slice too: a view, free in the forward, but backward's slice_backward then allocates a second
+# gradient of the whole input (b·s·hidden for BERT's and RoBERTa's first-token pooling), which a
+# profile never allocates, and the formula's peak came out above the profile's where that moment is
+# the peak (a RoBERTa LST step at b = 2, s = 37). Such a slice's backward is the gradient itself: an
+# alias, no new storage, as the concrete step has it.
+_OPEN_END = 2**62  # Python's open slice end is sys.maxsize; anything this large is past any size
+
+
+def _elided_slice(grad: Any, input_sizes: Any, dim: int, start: Any, end: Any, step: Any) -> bool:
+    """Whether slice_backward's slice kept a whole symbolic dimension, as indexing's ``:`` does."""
+    return (
+        isinstance(input_sizes[dim], torch.SymInt)
+        and isinstance(start, int)
+        and start == 0
+        and isinstance(end, int)
+        and end >= _OPEN_END
+        and step == 1
+    )
 
 
 def _has_example(xs: Any) -> bool:

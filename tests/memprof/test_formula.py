@@ -188,3 +188,20 @@ def test_a_batch_of_one_is_outside_a_causal_lm_formula_and_compare_fast_profiles
     runner._checked["lora"] = run(replace(config, batch_size=2))
     result = runner(config)
     assert result.memory == measured.memory and "closed_form" not in result.environment
+
+
+def test_first_token_pooling_costs_in_the_formula_what_a_profile_measures(tmp_path):
+    # x[:, 0] (RoBERTa's head, BERT's pooler): indexing skips the whole-dimension slice on concrete
+    # sizes, not on symbolic ones, and the trace's backward allocated a b·s·hidden gradient a profile
+    # never allocates (NOTE [ Slices indexing elides ]). It shows where that moment is the peak: a
+    # small RoBERTa's LST step at batch size 2 and 37 or 38 positions.
+    config = backbones.resolve("roberta-base").config
+    small = dict(hidden_size=96, num_attention_heads=6, num_hidden_layers=5, intermediate_size=288, vocab_size=1000)
+    (tmp_path / "config.json").write_text(json.dumps({**config, **small}))
+    config = ProfileConfig(backbone=str(tmp_path), method="lst", engine="fake", target="cuda", dtype="bf16")
+    formula = symbolic.derive(config)
+    cache = ModelCache()
+    for b, s in ((2, 37), (2, 38), (5, 200)):
+        measured = run(replace(config, batch_size=b, seq_len=s), cache)
+        assert symbolic.disagreement_with(formula, measured) == ""
+        assert formula.memory_at(b, s).peak == measured.memory.peak
