@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from meft_testing import batch_for, tiny_model
+from meft_testing import DECODERS, MODELS, batch_for, tiny_model
 
 import meft
 from meft import fixed_point as fx
@@ -110,6 +110,28 @@ def test_the_default_kv_cache_changes_no_gradient_bit_at_longer_sequences(case):
     report = meft.gradient_fidelity(model, batch)
     assert all(r.max_abs == 0 for r in report.layers) and report.missing == []
     assert report.worst_relative_error == 0
+
+
+#: (depth, batch size, sequence length) away from the other tests' 6 positions: a row alone, odd lengths
+OTHER_SHAPES = ((2, 1, 33), (5, 3, 16))
+
+
+@pytest.mark.matrix(keep=lambda p: p["variant"] == "meft1")
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("case", [*MODELS, *DECODERS])
+def test_exact_gradients_are_ordinary_backprops_bits_at_other_depths_and_lengths(case, variant):
+    for depth, batch_size, seq_len in OTHER_SHAPES:
+        batch = batch_for(case, seed=batch_size, batch=batch_size, seq=seq_len)
+        if case.endswith("cls"):
+            batch["labels"] = torch.ones_like(batch["labels"])
+        stack = dict(encoder_layers=depth, decoder_layers=depth) if case.startswith("bart") else {}
+        for dtype in (torch.float32, torch.bfloat16, torch.float16):
+            torch.manual_seed(depth)
+            model = tiny_model(case, dtype=dtype, **(stack or dict(num_hidden_layers=depth)))
+            report = meft.gradient_fidelity(meft.convert(model, meft.MEFTConfig(variant=variant)), batch)
+            where = (depth, batch_size, seq_len, dtype)
+            assert all(r.max_abs == 0 for r in report.layers), where
+            assert report.worst_relative_error == 0, where
 
 
 def test_float_arithmetic_fails_the_same_check():
