@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from memprof.errors import MemprofError
+from memprof.results.conditions import holds
 from memprof.results.module_names import layer_group
 from memprof.results.polynomial import Poly, max_at
 from memprof.results.result import CATEGORIES, LAYER_COLUMNS, Memory, empty_layers
@@ -73,9 +74,17 @@ class Formula:
     # -- evaluation ------------------------------------------------------------------------
 
     def covers(self, b: int, s: int) -> bool:
-        """Whether ``(b, s)`` lies where the formula holds (``bounds``)."""
+        """Whether ``(b, s)`` lies where the formula holds: within ``bounds``, and every condition of
+        ``valid`` true there (NOTE [ Conditions a formula holds under ], memprof/results/conditions.py)."""
+        return self.within_bounds(b, s) and not self.failing(b, s)
+
+    def within_bounds(self, b: int, s: int) -> bool:
         lo_b, lo_s, hi_s = self.bounds["b_min"], self.bounds["s_min"], self.bounds["s_max"]
         return b >= lo_b and s >= lo_s and (hi_s == 0 or s <= hi_s)
+
+    def failing(self, b: int, s: int) -> list[str]:
+        """The conditions of ``valid`` that are not true at ``(b, s)`` (or cannot be read)."""
+        return [c for c in self.valid if not holds(c, b, s)]
 
     @property
     def bounds_text(self) -> str:

@@ -9,7 +9,8 @@ shows most, is profiled for real with the fake engine, and that profile is its r
 agree in every byte (the Memory fields, the per-module table) the formula is stored in the cache;
 every other configuration of the grid is the formula evaluated at its batch size and sequence length
 (``environment["closed_form"]`` says "symbolic" or "fitted"), except those outside the sizes where it
-holds (``Formula.bounds``: a batch of one can take other branches than the trace), which are
+holds (``Formula.bounds``: a batch of one can take other branches than the trace; and its conditions,
+``Formula.valid``, e.g. an attention bias padded only where s + 20 is no multiple of 8), which are
 profiled. A cached traced formula holds wherever its bounds say and answers without a profile; a
 cached fitted one was solved from small sizes, so it is checked again when the grid reaches beyond
 the size its check profiled. The formula used is written to ``<out>/formulas/<method>.json`` for

@@ -205,3 +205,23 @@ def test_first_token_pooling_costs_in_the_formula_what_a_profile_measures(tmp_pa
         measured = run(replace(config, batch_size=b, seq_len=s), cache)
         assert symbolic.disagreement_with(formula, measured) == ""
         assert formula.memory_at(b, s).peak == measured.memory.peak
+
+
+def test_a_formula_covers_only_sizes_where_its_conditions_hold(tmp_path):
+    # Prefix tuning (20 virtual tokens) gives attention a bias of s + 20 columns, padded to a multiple
+    # of 8 for CUDA's kernel: the trace at s = 128 pads, s = 300 does not (NOTE [ Conditions a formula
+    # holds under ]). The condition is in valid, and covers() holds the formula to it.
+    config = backbones.resolve("opt-125m").config
+    small = dict(hidden_size=64, num_attention_heads=4, num_hidden_layers=4, ffn_dim=192, vocab_size=1000)
+    small["word_embed_proj_dim"] = 64
+    (tmp_path / "config.json").write_text(json.dumps({**config, **small}))
+    config = ProfileConfig(backbone=str(tmp_path), method="prefix", engine="fake", target="cuda", dtype="mixed-bf16")
+    formula = symbolic.derive(config)
+    assert "Mod(s + 20, 8) != 0" in formula.valid
+    assert formula.within_bounds(2, 300) and not formula.covers(2, 300)
+    assert formula.failing(2, 300) == ["Mod(s + 20, 8) != 0"]
+    cache = ModelCache()
+    beyond = run(replace(config, batch_size=2, seq_len=300), cache)
+    assert formula.memory_at(2, 300).saved_activations > beyond.memory.saved_activations  # it would be wrong there
+    assert formula.covers(2, 256)
+    assert symbolic.disagreement_with(formula, run(replace(config, batch_size=2, seq_len=256), cache)) == ""
