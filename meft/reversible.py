@@ -425,14 +425,15 @@ class MEFTStack(nn.Module):
         couplings = self.couplings(hidden.dtype)
         arith = couplings[0].arith
         n = self.reversible_layers
-        if self.training and torch.is_grad_enabled():
+        training = self.training and torch.is_grad_enabled()
+        if training:
             # No key/value cache in a training pass, for the reversible layers (F and G run twice) and the
             # ordinary ones alike: the step never reads it back, and attention given the cache's keys
             # (torch.cat's contiguous copy) instead of the projection's view can round differently in
             # fp32 (GPT-2, OPT from 8 positions on), so reversible gradients would not be ordinary
             # backprop's bits (tests/meft/test_decoders.py, test_exact.py).
             call = self.kind.without_cache(call)
-        if n > 0 and self.training and torch.is_grad_enabled():
+        if n > 0 and training:
             s1, s2 = reversible(couplings[:n], hidden, call, self.observer)
             couplings = couplings[n:]
         else:

@@ -114,13 +114,11 @@ def _print_formula(formula, max_seq: int, points: list[tuple[int, int]]) -> None
     _print_peak(formula, max_seq)
     for b, s in points:
         m = formula.memory_at(b, s)
-        outside = (
-            f" (outside {formula.bounds_text}: profile it to be sure)"
-            if not formula.within_bounds(b, s)
-            else f" (where {'; '.join(formula.failing(b, s))} is not true: profile it to be sure)"
-            if not formula.covers(b, s)
-            else ""
-        )
+        outside = ""
+        if not formula.within_bounds(b, s):
+            outside = f" (outside {formula.bounds_text}: profile it to be sure)"
+        elif failing := formula.failing(b, s):
+            outside = f" (where {'; '.join(failing)} is not true: profile it to be sure)"
         say(
             f"at b={b}, s={s}: saved {m.saved_activations:,}, peak activations {m.peak_activations:,}, "
             f"peak {m.peak:,} bytes{outside}"

@@ -39,8 +39,9 @@ def _deep(case: str, dtype: torch.dtype, variant: str, **config):
     return meft.convert(tiny_model(case, dtype=dtype, **depth), meft.MEFTConfig(variant=variant, **config))
 
 
-def _batch(case: str) -> dict[str, torch.Tensor]:
-    batch = batch_for(case)
+def _batch(case: str, **sizes: int) -> dict[str, torch.Tensor]:
+    """batch_for(case, **sizes) (seed, batch, seq), labels all 1 for a classifier."""
+    batch = batch_for(case, **sizes)
     if case.endswith("cls"):  # equal labels: the head's bias gradient cannot cancel to exactly 0 in bf16
         batch["labels"] = torch.ones_like(batch["labels"])
     return batch
@@ -101,9 +102,7 @@ def test_the_default_kv_cache_changes_no_gradient_bit_at_longer_sequences(case):
     # ordinary ones too. Given the cache's contiguous keys, the ordinary path's attention rounded
     # differently in fp32 from 8 positions on (GPT-2, OPT: about 1e-7 relative), which the 6-position
     # batches above never showed.
-    batch = batch_for(case, batch=3, seq=16)
-    if case.endswith("cls"):
-        batch["labels"] = torch.ones_like(batch["labels"])
+    batch = _batch(case, batch=3, seq=16)
     torch.manual_seed(1)
     model = meft.convert(tiny_model(case, num_hidden_layers=4), meft.MEFTConfig(variant="meft1"))
     assert model.config.use_cache is True
@@ -121,9 +120,7 @@ OTHER_SHAPES = ((2, 1, 33), (5, 3, 16))
 @pytest.mark.parametrize("case", [*MODELS, *DECODERS])
 def test_exact_gradients_are_ordinary_backprops_bits_at_other_depths_and_lengths(case, variant):
     for depth, batch_size, seq_len in OTHER_SHAPES:
-        batch = batch_for(case, seed=batch_size, batch=batch_size, seq=seq_len)
-        if case.endswith("cls"):
-            batch["labels"] = torch.ones_like(batch["labels"])
+        batch = _batch(case, seed=batch_size, batch=batch_size, seq=seq_len)
         stack = dict(encoder_layers=depth, decoder_layers=depth) if case.startswith("bart") else {}
         for dtype in (torch.float32, torch.bfloat16, torch.float16):
             torch.manual_seed(depth)

@@ -262,3 +262,20 @@ def _tiny_formula_dict() -> dict:
         peak_activations=[b * s],
         layers=[],
     ).to_dict()
+
+
+def test_formula_at_a_size_where_a_condition_fails_says_which_and_to_profile(cli, tmp_path):
+    # prefix tuning's 20 virtual tokens: the modelled CUDA attention pads its bias only where s + 20 is
+    # no multiple of 8 (NOTE [ Conditions a formula holds under ])
+    from memprof.models import backbones
+
+    small = dict(hidden_size=64, num_attention_heads=4, num_hidden_layers=2, ffn_dim=192, vocab_size=1000)
+    config = {**backbones.resolve("opt-125m").config, **small, "word_embed_proj_dim": 64}
+    (tmp_path / "small-opt").mkdir()
+    (tmp_path / "small-opt" / "config.json").write_text(json.dumps(config))
+    args = ("formula", "--backbone", str(tmp_path / "small-opt"), "--method", "prefix", "--dtype", "mixed-bf16")
+    code, out, err = cli(*args, "--at", "2,300;2,256")
+    assert code == 0, err
+    lines = {line.split(":")[0]: line for line in out.replace("\n ", " ").splitlines() if line.startswith("at b=")}
+    assert lines["at b=2, s=300"].endswith("(where Mod(s + 20, 8) != 0 is not true: profile it to be sure)")
+    assert lines["at b=2, s=256"].endswith(" bytes")

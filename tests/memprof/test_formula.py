@@ -84,6 +84,7 @@ def _check_formula(backbone: str, method: str, points) -> list:
     config = ProfileConfig(backbone=backbone, method=method, engine="fake")
     formula = symbolic.derive(config)
     assert formula.how == "symbolic", formula.note
+    assert formula.covers(*symbolic.HINT)  # every condition it wrote reads, and holds where it was traced
     cache = ModelCache()
     profiles = []
     for b, s in points:
@@ -217,7 +218,7 @@ def test_a_formula_covers_only_sizes_where_its_conditions_hold(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({**config, **small}))
     config = ProfileConfig(backbone=str(tmp_path), method="prefix", engine="fake", target="cuda", dtype="mixed-bf16")
     formula = symbolic.derive(config)
-    assert "Mod(s + 20, 8) != 0" in formula.valid
+    assert "Mod(s + 20, 8) != 0" in formula.valid and formula.covers(*symbolic.HINT)
     assert formula.within_bounds(2, 300) and not formula.covers(2, 300)
     assert formula.failing(2, 300) == ["Mod(s + 20, 8) != 0"]
     cache = ModelCache()
