@@ -171,3 +171,13 @@ def test_resolving_a_builtin_backbone_leaves_transformers_activations_unimported
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("name", sorted(backbones.builtin()))
+def test_a_builtin_backbone_is_the_config_a_user_would_pass_and_passes_its_checks(name):
+    # built-ins skip check_config when looked up (it imports transformers): held to it here instead
+    entry = backbones.builtin()[name]
+    checked = backbones._from_config_dict(name, entry, None)  # runs check_config; raises on a bad value
+    looked_up = backbones.resolve(name)
+    assert looked_up == checked and looked_up.config == checked.config
+    assert backbones.resolve(name.upper()) is looked_up  # looked up once per process
