@@ -21,6 +21,7 @@ parameters are themselves the master weights), the same ``foreach`` choice.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -89,7 +90,10 @@ class ModelCache:
 
     @staticmethod
     def key(config: ProfileConfig) -> tuple:
-        return tuple(getattr(config, name) for name in MODEL_FIELDS)
+        # the backbone's config too: a copy of a backbone with fewer layers keeps its name
+        # (memprof.engines.composition), and must not be answered with the model of the original
+        hyper = json.dumps(config.resolved.config, sort_keys=True, default=str)
+        return (*(getattr(config, name) for name in MODEL_FIELDS), hyper)
 
     def get(self, config: ProfileConfig, build: Callable[[ProfileConfig], Built]) -> Built:
         key = self.key(config)

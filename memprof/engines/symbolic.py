@@ -57,8 +57,9 @@ from memprof.instrument.saved import SavedSummary
 from memprof.instrument.session import Instrument
 from memprof.models import tasks
 from memprof.models.losses import CHUNK_SIZE, training_loss
+from memprof.results.depth import Token, replay
 from memprof.results.formula import Formula
-from memprof.results.polynomial import Poly, add_candidate, floor_variable
+from memprof.results.polynomial import Poly, floor_variable
 from memprof.results.result import Result
 
 __all__ = ["HINT", "NotSymbolic", "derive", "disagreement_with", "fit", "trace"]
@@ -68,9 +69,7 @@ _MEMPROF = Path(__file__).resolve().parents[1]  # the memprof package: errors ra
 #: example sizes of the symbolic trace (distinct, so each batch dimension names one symbol)
 HINT = (8, 128)
 _B, _S = Poly.var("b"), Poly.var("s")
-_PARAM, _GRAD, _OPT, _ACT, _TMP = (
-    KINDS.index(k) for k in ("parameters", "gradients", "optimizer_state", "activations", "temporaries")
-)
+_ACT = KINDS.index("activations")
 
 
 class NotSymbolic(Exception):
@@ -83,9 +82,22 @@ def derive(config: ProfileConfig, profile: Callable[[ProfileConfig], Result] | N
     fake engine)."""
     _check(config)
     try:
-        return trace(config)
+        return _composed(config) or trace(config)
     except NotSymbolic as why:
         return fit(config, note=f"fitted: the trace cannot stay symbolic ({why})", profile=profile)
+
+
+def _composed(config: ProfileConfig) -> Formula | None:
+    """The formula composed from shallow copies (``engines.composition``) where the model is deep
+    enough for that to pay; None where it is not, or where the copies' steps do not compose."""
+    from memprof.engines.composition import MIN_DEPTH, NotComposable, compose, depth_of
+
+    if (depth_of(config.resolved) or 0) < MIN_DEPTH:
+        return None
+    try:
+        return compose(config, _trace)
+    except NotComposable:
+        return None  # traced whole: the same formula, at the cost of every layer
 
 
 def _check(config: ProfileConfig) -> None:
@@ -107,6 +119,11 @@ def _check(config: ProfileConfig) -> None:
 
 def trace(config: ProfileConfig) -> Formula:
     """The formula from one symbolic step (NOTE [ A symbolic step ]); NotSymbolic if it cannot be."""
+    return _trace(config)[0]
+
+
+def _trace(config: ProfileConfig) -> tuple[Formula, list[Token]]:
+    """``trace``'s formula and the step's storage timeline it was replayed from."""
     mode = SymbolicFakeMode()
     built = common.build(config, "meta", lambda model: (fakeify(model, mode), {})[1])
     env = mode.shape_env
@@ -150,7 +167,7 @@ def trace(config: ProfileConfig) -> Formula:
         raise NotSymbolic(f"the step fixed {', '.join(fixed)} to its example value")
     parts = inst.measurement
     bounds, other = _bounds(env, symbols, config.resolved.max_seq_len)
-    return Formula(
+    formula = Formula(
         backbone=config.backbone,
         method=config.method,
         task=config.task,
@@ -168,6 +185,7 @@ def trace(config: ProfileConfig) -> Formula:
         points=[HINT],
         bounds=bounds,
     )
+    return formula, parts["tokens"]
 
 
 def _raised_by_memprof(exc: BaseException) -> bool:
@@ -203,9 +221,10 @@ class _SymbolicInstrument(Instrument):
 
     def _measure(self) -> dict[str, Any]:  # type: ignore[override]
         live = self.live
-        kinds = self._classify()
         poly = self._to_poly
-        parts = _replay(live, kinds, self._saved_keys, [poly(n) for n in live.nbytes])
+        tokens = _tokens(live, self._classify(), self._saved_keys, [poly(n) for n in live.nbytes])
+        parts = replay(tokens)
+        parts["tokens"] = tokens
         parts["layers"] = [(m, {c: poly(n) for c, n in cats.items() if n != 0}) for m, cats in self._rows.items()]
         parts["assumed"] = poly.assumed
         parts["sums"]["saved_activations"] = sum(
@@ -214,46 +233,22 @@ class _SymbolicInstrument(Instrument):
         return parts
 
 
-def _replay(live, kinds: list[int], saved_keys: set[int], nbytes: list[Poly]) -> dict[str, Any]:
-    """``LiveTracker.replay`` over polynomials: every event that can be the peak is kept."""
-    now = [Poly()] * len(KINDS)
-    total = Poly()
-    peaks: list[tuple[Poly, tuple[Poly, ...]]] = [(Poly(), tuple(now))]
-    peak_acts: list[tuple[Poly, None]] = [(Poly(), None)]
+def _tokens(live, kinds: list[int], saved_keys: set[int], nbytes: list[Poly]) -> list[Token]:
+    """The step's storage timeline as tokens (``memprof.results.depth``): each event's storage kind
+    and bytes, and whether it is an activation alive when backward starts that no saved tensor keeps."""
+    bwd = live.marks.get("backward", live.marks.get("end", len(live.events)))
+    tokens = []
     for ev in live.events:
         key = ev if ev >= 0 else ~ev
-        n, kind = nbytes[key], kinds[key]
-        if ev >= 0:
-            now[kind] = now[kind] + n
-            total = total + n
-            add_candidate(peaks, total, tuple(now))
-            if kind == _ACT:
-                add_candidate(peak_acts, now[_ACT], None)
-        else:
-            now[kind] = now[kind] - n
-            total = total - n
-    bwd = live.marks.get("backward", live.marks.get("end", len(live.events)))
-    unattributed = Poly()
-    for key in range(len(nbytes)):
-        alive_at_bwd = live.born[key] < bwd and (live.died[key] < 0 or live.died[key] >= bwd)
-        if kinds[key] == _ACT and alive_at_bwd and key not in saved_keys:
-            unattributed = unattributed + nbytes[key]
-    parameters = sum((nbytes[k] for k in range(len(nbytes)) if kinds[k] == _PARAM), Poly())
-    at_peak = [
-        {
-            "peak": p,
-            "gradients": split[_GRAD],
-            "optimizer_state": split[_OPT],
-            "temporaries": split[_TMP],
-            "activations_at_peak": split[_ACT],
-        }
-        for p, split in peaks
-    ]
-    return {
-        "sums": {"parameters": parameters, "unattributed": unattributed},
-        "peaks": at_peak,
-        "peak_activations": [p for p, _ in peak_acts],
-    }
+        unattributed = (
+            ev >= 0
+            and kinds[key] == _ACT
+            and live.born[key] < bwd
+            and (live.died[key] < 0 or live.died[key] >= bwd)
+            and key not in saved_keys
+        )
+        tokens.append(Token(ev >= 0, kinds[key], nbytes[key], unattributed))
+    return tokens
 
 
 class _Converter:

@@ -43,6 +43,10 @@ class Method:
     #: the method's hyper-parameters, a frozen dataclass its description is generated from, or None
     #: for a method without any (NOTE [ Method settings as data ] in memprof.methods.settings)
     settings: Any = None
+    #: whether every layer of a stack is treated alike at any depth, so that a formula for a deep
+    #: model can be composed from shallow copies of it (NOTE [ Composing depth ]); False where the
+    #: depth decides what a layer does (top-k: the top quarter of the layers trains)
+    layers_alike: bool = True
 
 
 _REGISTRY: dict[str, Method] = {}
@@ -52,17 +56,24 @@ _entry_points_loaded = False
 
 
 def register(
-    name: str, description: str, *, alias_of: str | None = None, trains: str = "", settings: Any = None
+    name: str,
+    description: str,
+    *,
+    alias_of: str | None = None,
+    trains: str = "",
+    settings: Any = None,
+    layers_alike: bool = True,
 ) -> Callable[[ApplyFn], ApplyFn]:
     """Decorator: ``@register("ft", "full fine-tuning", trains="every parameter")`` on an
     ``apply(model, backbone, task)``; ``alias_of`` names the method another name stands for,
     ``trains`` says in words which parameters the method leaves trainable, ``settings`` holds its
-    hyper-parameters (the description is generated from them)."""
+    hyper-parameters (the description is generated from them); ``layers_alike=False`` for a method
+    whose layers do what the depth decides (``Method.layers_alike``)."""
 
     def deco(fn: ApplyFn) -> ApplyFn:
         if name in _REGISTRY:
             raise RuntimeError(f"method {name!r} registered twice")
-        _REGISTRY[name] = Method(name, description, fn, alias_of, trains, settings)
+        _REGISTRY[name] = Method(name, description, fn, alias_of, trains, settings, layers_alike)
         return fn
 
     return deco

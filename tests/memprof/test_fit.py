@@ -92,6 +92,8 @@ def test_every_answer_fits_and_one_more_does_not(tiny_opt, answers):
     assert fit.curve_data(answers)["ft"] == [(n, answers[0].points[n].required) for n in sorted(answers[0].points)]
 
 
+# every day the sequence-length case; the CLI tests fit batch sizes from the closed form every day too
+@pytest.mark.matrix(keep=lambda p: p["searched"] == "seq_len")
 @pytest.mark.parametrize("searched, methods", [("batch_size", ["ft", "meft"]), ("seq_len", ["lora"])])
 def test_the_closed_form_finds_the_profile_search_answer_and_confirms_it(tiny_opt, tmp_path, searched, methods):
     from memprof.engines import ModelCache, run

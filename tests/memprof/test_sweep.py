@@ -342,6 +342,7 @@ def test_real_fake_engine_sweep(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.long  # every day: parallel sweeps with injected runs (above), real workers in test_signals.py
 def test_real_fake_engine_sweep_parallel_equals_serial(tmp_path):
     """Two spawned worker processes, each with its own ModelCache, write the same results.json as
     one process (step times aside)."""

@@ -1,0 +1,146 @@
+"""A formula for a deep model composed from shallow copies (NOTE [ Composing depth ]): the growth of
+timelines and tables by hand, and composed formulas held to real profiles at depths, batch sizes and
+sequence lengths no trace saw, for every method on six backbones."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from memprof import methods
+from memprof.engines import ModelCache, run, symbolic
+from memprof.engines.composition import START, NotComposable, compose, depth_of, shallow_copy
+from memprof.engines.config import ProfileConfig
+from memprof.engines.formula_fit import disagreement_with
+from memprof.results.depth import Token, grow_count, grow_rows, grow_timeline, replay
+from memprof.results.polynomial import Poly
+
+B, S = Poly.var("b"), Poly.var("s")
+PARAM, GRAD, ACT, TMP = 0, 1, 3, 4
+
+
+def alloc(kind: int, n) -> Token:
+    return Token(True, kind, n if isinstance(n, Poly) else Poly.const(n))
+
+
+def free(kind: int, n) -> Token:
+    return Token(False, kind, n if isinstance(n, Poly) else Poly.const(n))
+
+
+def layer(i: int) -> list[Token]:
+    """A layer's forward: one activation kept for backward, one temporary freed at once."""
+    return [alloc(ACT, 10 * B * S), alloc(TMP, 4 * B * S), free(TMP, 4 * B * S)]
+
+
+def step(depth: int) -> list[Token]:
+    """Parameters per layer, then an adapter's per layer (two runs side by side), a gate vector
+    of one element per layer (its size counts the layers), the forward, the backward."""
+    params = [alloc(PARAM, 100)] * depth + [alloc(PARAM, 7)] * depth + [alloc(PARAM, 2 * depth)]
+    forward = [t for i in range(depth) for t in layer(i)]
+    backward = [t for _ in range(depth) for t in (alloc(GRAD, 100), free(ACT, 10 * B * S))]
+    return [alloc(ACT, 3 * B * S), *params, *forward, *backward]
+
+
+def test_a_timeline_grows_by_repeating_each_inserted_layer_where_it_was_inserted():
+    grown = grow_timeline([step(3), step(4), step(5)], 9)
+    assert grown == step(12)  # the two runs of parameters stay apart; the gate vector counts 12 layers
+
+
+def test_the_grown_timeline_replays_to_the_step_of_that_depth():
+    parts = replay(grow_timeline([step(3), step(4), step(5)], 9))
+    # 12 layers: parameters 12·100 + 12·7 + 24 = 1,308 bytes. The peak is the last layer's temporary
+    # in the forward (the batch's 3·b·s, 12 kept activations of 10·b·s, 4·b·s) or the first gradient
+    # of the backward (its 100 bytes before the top layer's activation goes), whichever is larger
+    assert parts["sums"]["parameters"] == Poly.const(1308)
+    for b, s in ((2, 8), (4, 8), (3, 100)):
+        bs = b * s
+        assert max(c["peak"](b, s) for c in parts["peaks"]) == 1308 + max(127 * bs, 123 * bs + 100)
+        assert max(p(b, s) for p in parts["peak_activations"]) == 123 * bs
+
+
+def test_a_third_depth_that_does_not_follow_is_refused():
+    wrong = step(5)[:-2]  # two layers deeper, one layer's backward short
+    with pytest.raises(NotComposable):
+        grow_timeline([step(3), step(4), wrong], 9)
+    changed = [alloc(ACT, 3 * B * S), alloc(PARAM, 6)]  # a size that does not grow by the same step
+    with pytest.raises(NotComposable):
+        grow_timeline([[alloc(ACT, 3 * B * S), alloc(PARAM, 2)], [alloc(ACT, 3 * B * S), alloc(PARAM, 3)], changed], 5)
+
+
+def test_layer_rows_are_renumbered_and_a_row_counting_the_layers_grows():
+    def table(depth: int):
+        rows = [("embeddings", {"embedding": 2 * B * S})]
+        rows += [(f"encoder.layer.{i}.attention", {"attention_scores": 12 * B * S * S}) for i in range(depth - 1)]
+        rows += [(f"encoder.layer.{depth - 1}.output", {"linear_input": 5 * B * S})]  # the top layer differs
+        rows += [(f"encoder.layer (reversible stack, {depth} layers)", {"reversible_bits": depth * B * S})]
+        return rows
+
+    assert grow_rows([table(3), table(4), table(5)], 9) == table(12)
+
+
+def test_counts_grow_by_the_same_step():
+    assert grow_count(10, 13, 9) == 37
+
+
+# -- composed formulas against real profiles ---------------------------------------------------
+
+BACKBONES = ("bert-base", "bart-base", "opt-125m", "llama-3.2-1b", "gpt2", "qwen2.5-0.5b")
+METHODS = [m for m in methods.names() if not methods.get(m).alias_of]
+DEPTHS = (6, 8)  # the copies traced have 3, 4 and 5 layers
+SIZES = ((2, 37), (5, 90), (3, 61), (4, 200), (2, 250))
+
+
+def _traced_once():
+    """A trace function for ``compose`` that traces each depth once, and the traces it made."""
+    traces: dict = {}
+
+    def trace(config: ProfileConfig):
+        depth = depth_of(config.resolved)
+        if depth not in traces:
+            traces[depth] = symbolic._trace(config)
+        return traces[depth]
+
+    return trace, traces
+
+
+def _everyday(p) -> bool:
+    return (p["backbone"], p["method"]) in {("gpt2", "lst"), ("bart-base", "meft1")}
+
+
+@pytest.mark.matrix(keep=_everyday)
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_a_composed_formula_is_the_profile_at_depths_and_sizes_no_trace_saw(backbone, method):
+    config = ProfileConfig(backbone, method=method, engine="fake")
+    trace, traced = _traced_once()
+    if not methods.get(method).layers_alike:
+        with pytest.raises(NotComposable, match="treats layers by the depth"):
+            compose(shallow_copy(config, DEPTHS[0]), trace)
+        return
+    cache, compared = ModelCache(), 0  # one cache: it must know the copies of 6 and 8 layers apart
+    for depth in DEPTHS:
+        deep = shallow_copy(config, depth)
+        formula = compose(deep, trace)
+        assert f"of {START}, {START + 1} and {START + 2} of its {depth} layers" in formula.note
+        sizes = [(b, s) for b, s in SIZES if formula.covers(b, s)][:2]
+        assert sizes, formula.valid
+        for b, s in sizes:
+            measured = run(replace(deep, batch_size=b, seq_len=s), cache)
+            assert measured.status == "ok"
+            assert disagreement_with(formula, measured) == "", (depth, b, s)
+            assert (formula.trainable_params, formula.total_params) == (
+                measured.trainable_params,
+                measured.total_params,
+            )
+            compared += 1
+    assert compared == 2 * len(DEPTHS)
+    assert sorted(traced) == [START, START + 1, START + 2]  # the same three shallow traces for both depths
+
+
+def test_a_model_whose_stacks_differ_in_depth_is_not_composed():
+    config = ProfileConfig("bart-base", method="lora", engine="fake")
+    uneven = replace(config, resolved=replace(config.resolved, config={**config.resolved.config, "decoder_layers": 4}))
+    assert depth_of(uneven.resolved) is None
+    with pytest.raises(NotComposable, match="differ in depth"):
+        compose(uneven, _traced_once()[0])
