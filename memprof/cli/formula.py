@@ -32,7 +32,8 @@ def formula_cmd(
     loss: Loss = DEFAULT.loss,
 ) -> None:
     """Saved activations per layer and in total, peak activations and the peak, as exact polynomials
-    in batch size b and sequence length s, from one symbolic trace of the fake engine's step."""
+    in batch size b and sequence length s, from one symbolic trace of the fake engine's step (of
+    shallow copies of a deep model, composed)."""
     from memprof.engines.config import ProfileConfig
     from memprof.engines.symbolic import derive
     from memprof.outputs import backbone_inputs, check_distinct, check_file
@@ -96,7 +97,7 @@ def _parse_at(text: str | None, backbone: str, max_seq: int) -> list[tuple[int, 
 
 
 def _print_formula(formula, max_seq: int, points: list[tuple[int, int]]) -> None:
-    how = "one symbolic trace" if formula.how == "symbolic" else formula.note
+    how = formula.note or "one symbolic trace"  # a fit, or a composition from shallow copies, says so
     say(
         (f"{formula.backbone} {formula.method}", "bold"),
         f"  {formula.dtype} on {formula.target}, {formula.attn_implementation}: {how}",

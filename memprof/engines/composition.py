@@ -26,8 +26,9 @@ __all__ = ["MIN_DEPTH", "START", "NotComposable", "compose", "depth_of", "shallo
 
 #: the depth of the shallowest copy traced: a bottom, a middle and a top layer
 START = 3
-#: composing is worth its three traces from about this depth on (NOTE in ``compose``)
-MIN_DEPTH = 12
+#: composing is worth its three traces from about this depth on: 0.52-0.68 of one trace's time at
+#: 32 layers, 1.16-1.24 at 16 (benchmarks/composition_speed.py, BENCHMARKS.md "Composing depth")
+MIN_DEPTH = 24
 
 TraceFn = Callable[[ProfileConfig], tuple[Formula, list[Token]]]
 
@@ -61,8 +62,8 @@ def compose(config: ProfileConfig, trace: TraceFn, start: int = START) -> Formul
     is not the first two grown by one layer, or the model is no deeper than the copies.
 
     It pays from about ``MIN_DEPTH`` layers: a trace costs a fixed part (building the model, the
-    symbolic machinery's first calls) and a part per layer, and three shallow traces pay the fixed
-    part three times (2 cores, 2026-12-07: measured in BENCHMARKS.md, "Composing depth")."""
+    symbolic machinery's calls outside the layers) and a part per layer, and three shallow traces
+    pay the fixed part three times."""
     if not methods.get(config.method).layers_alike:
         raise NotComposable(f"method {config.method!r} treats layers by the depth, so a shallow copy is no model")
     depth = depth_of(config.resolved)

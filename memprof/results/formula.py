@@ -58,7 +58,8 @@ class Formula:
     layers: list[tuple[str, dict[str, Poly]]]
     #: conditions the trace assumed (``s <= 512``: the position table), as text
     valid: list[str] = field(default_factory=list)
-    #: why the formula was fitted rather than traced; "" when symbolic
+    #: why the formula was fitted rather than traced, or how a symbolic one was composed from
+    #: shallow copies of the model (``memprof.engines.composition``); "" for one whole trace
     note: str = ""
     #: the (b, s) points profiled to fit it, or the trace's example sizes
     points: list[tuple[int, int]] = field(default_factory=list)
