@@ -107,7 +107,9 @@ def _traced_once():
 
 
 def _everyday(p) -> bool:
-    return (p["backbone"], p["method"]) in {("gpt2", "lst"), ("bart-base", "meft1")}
+    # every day: sizes that count the layers inside inserted layers (LST's gates); MEFT's reversible
+    # stacks and BART's two stacks every day through derive (below)
+    return (p["backbone"], p["method"]) == ("gpt2", "lst")
 
 
 @pytest.mark.matrix(keep=_everyday)
@@ -150,3 +152,33 @@ def test_a_model_whose_stacks_differ_in_depth_is_not_composed():
     assert depth_of(uneven.resolved) is None
     with pytest.raises(NotComposable, match="differ in depth"):
         compose(uneven, _traced_once()[0])
+
+
+# -- behind derive ------------------------------------------------------------------------------
+
+
+def test_derive_composes_a_model_from_min_depth_on_and_the_result_is_the_profile(monkeypatch):
+    import memprof.engines.composition as composition
+
+    monkeypatch.setattr(composition, "MIN_DEPTH", 6)  # bart-base's 6 layers count as deep here
+    config = ProfileConfig("bart-base", method="meft1", engine="fake")
+    formula = symbolic.derive(config)
+    assert formula.how == "symbolic" and formula.note == "composed from symbolic traces of 3, 4 and 5 of its 6 layers"
+    measured = run(replace(config, batch_size=3, seq_len=77))
+    assert disagreement_with(formula, measured) == ""
+    monkeypatch.setattr(composition, "MIN_DEPTH", 7)  # one layer short of it: derive traces it whole
+    assert symbolic._composed(config) is None
+
+
+def test_derive_traces_whole_what_does_not_compose(monkeypatch):
+    import memprof.engines.composition as composition
+
+    monkeypatch.setattr(composition, "MIN_DEPTH", 6)
+    for method in ("top-k", "lora"):  # the depth decides which layers train; the stacks differ in depth
+        config = ProfileConfig("bart-base", method=method, engine="fake")
+        if method == "lora":
+            cfg = {**config.resolved.config, "encoder_layers": 8}
+            config = replace(config, resolved=replace(config.resolved, config=cfg))
+        with pytest.raises(NotComposable):
+            compose(config, _traced_once()[0])
+        assert symbolic._composed(config) is None  # so derive traces it whole
