@@ -79,6 +79,7 @@ def test_meft1_below_lora_with_checkpointing(peak, method, layers):
     assert peak(layers, method) < peak(layers, "lora+ckpt")
 
 
+@pytest.mark.matrix(keep=lambda p: p["method"] in ("meft1", "meft3-float"))  # the rest with -m long
 @pytest.mark.parametrize(
     "method, scaled_streams",
     [
