@@ -73,10 +73,15 @@ def test_a_result_records_what_the_declaration_says():
 
 
 def test_the_model_cache_key_is_what_a_model_depends_on():
+    backbone = SimpleNamespace(config={"model_type": "bert", "num_hidden_layers": 12})
     base = {name: f"<{name}>" for name in NAMES}
+    key = ModelCache.key(SimpleNamespace(**base, resolved=backbone))
     for name in NAMES:
-        changed = ModelCache.key(SimpleNamespace(**{**base, name: "other"})) != ModelCache.key(SimpleNamespace(**base))
+        changed = ModelCache.key(SimpleNamespace(**{**base, name: "other"}, resolved=backbone)) != key
         assert changed == profiled(name).model, name
+    # a copy of the backbone with fewer layers keeps its name (memprof.engines.composition): its config tells them apart
+    shallow = SimpleNamespace(config={**backbone.config, "num_hidden_layers": 3})
+    assert ModelCache.key(SimpleNamespace(**base, resolved=shallow)) != key
 
 
 def test_the_grid_is_the_declaration():
