@@ -75,7 +75,8 @@ def build(
 
 
 class ModelCache:
-    """Memoises built models per ``MODEL_FIELDS`` (backbone, method, engine, target, dtype, attn, task).
+    """Memoises built models per ``MODEL_FIELDS`` (backbone, method, engine, target, dtype, attn, task)
+    and the backbone's resolved config.
 
     A sweep that runs method by method builds each model once. Only the ``max_models`` most
     recently used models are kept (one by default: a sweep is method-major, and a real model can

@@ -3,11 +3,15 @@ in memprof.results.depth): three traces of a few layers instead of one of them a
 
 The copies differ from the model only in their number of layers (every layer field of the family:
 BART's encoder and decoder together, so a model whose stacks differ in depth is traced whole) and
-in per-layer lists cut to that depth (Qwen2's ``layer_types``). Traces at ``START``, ``START + 1``
-and ``START + 2`` layers: the first two grown by one layer must give the third exactly, or the
-model is traced whole (``NotComposable`` says why). ``START`` is two, so a stack's bottom and top
-layer, which MEFT treats apart from the others, are in every copy, and one layer of the middle is
-what the next copy adds.
+in per-layer lists cut to that depth (Qwen2's ``layer_types``); a model whose layers are not all of
+one type (transformers' ``layer_types``: sliding-window layers above ``max_window_layers``) is traced
+whole, as is one whose stacks differ in depth. Traces at ``START``, ``START + 1`` and ``START + 2``
+layers: the first two grown by one layer must give the third exactly, or the model is traced whole
+(``NotComposable`` says why). ``START`` is three: a stack's bottom and top layer, which MEFT treats
+apart from the others (its bottom skips the input's gradient, its top can keep its graph), and a
+layer of the middle are in every copy, so what the next copy adds is one more layer like the middle
+one, next to it. Only a method that says its layers are alike at any depth is composed
+(``Method.layers_alike``; top-k, whose trainable layers the depth decides, is traced whole).
 """
 
 from __future__ import annotations
@@ -53,6 +57,13 @@ def shallow_copy(config: ProfileConfig, depth: int) -> ProfileConfig:
             if any(v != value[0] for v in value):
                 raise NotComposable(f"{backbone.name}'s layers differ ({key} = {value!r})")
             cfg[key] = value[:depth]
+    # a type per layer that transformers derives from a threshold (Qwen2's sliding-window layers from
+    # max_window_layers): copies below the threshold would have one type where the model has two
+    types = getattr(backbone.hf_config(), "layer_types", None)
+    if types is not None and len(set(types)) > 1:
+        raise NotComposable(
+            f"{backbone.name}'s layers are of {len(set(types))} types ({', '.join(sorted(set(types)))})"
+        )
     return replace(config, resolved=replace(backbone, config=cfg))
 
 
@@ -65,7 +76,9 @@ def compose(config: ProfileConfig, trace: TraceFn, start: int = START) -> Formul
     symbolic machinery's calls outside the layers) and a part per layer, and three shallow traces
     pay the fixed part three times."""
     if not methods.get(config.method).layers_alike:
-        raise NotComposable(f"method {config.method!r} treats layers by the depth, so a shallow copy is no model")
+        raise NotComposable(
+            f"method {config.method!r} does not say its layers are alike at any depth (Method.layers_alike)"
+        )
     depth = depth_of(config.resolved)
     if depth is None:
         raise NotComposable(f"{config.resolved.name}'s stacks differ in depth")

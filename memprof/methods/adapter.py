@@ -149,4 +149,6 @@ def _apply(adapters: AdapterSettings):
 
 
 for _name, _adapters in (("adapter", HOULSBY), ("adapter-pfeiffer", PFEIFFER)):
-    register(_name, _adapters.description, trains=_adapters.trains, settings=_adapters)(_apply(_adapters))
+    register(_name, _adapters.description, trains=_adapters.trains, settings=_adapters, layers_alike=True)(
+        _apply(_adapters)
+    )

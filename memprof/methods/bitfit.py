@@ -18,6 +18,7 @@ def _head_parameters(model) -> set[int]:
     "bitfit",
     "BitFit: only the bias terms and the task head train",
     trains="every bias term (attention, feed-forward, LayerNorm) and the task head",
+    layers_alike=True,
 )
 def apply(model, backbone, task):
     from meft.families import families, family_of

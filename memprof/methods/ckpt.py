@@ -18,11 +18,19 @@ def checkpoint(model):
     return model
 
 
-@register("ft+ckpt", "full fine-tuning with gradient checkpointing per layer", trains="every parameter")
+@register(
+    "ft+ckpt", "full fine-tuning with gradient checkpointing per layer", trains="every parameter", layers_alike=True
+)
 def apply_ft(model, backbone, task):
     return ft.apply(checkpoint(model), backbone, task)
 
 
-@register("lora+ckpt", "LoRA with gradient checkpointing per layer", trains=lora.TRAINS, settings=lora.LORA)
+@register(
+    "lora+ckpt",
+    "LoRA with gradient checkpointing per layer",
+    trains=lora.TRAINS,
+    settings=lora.LORA,
+    layers_alike=True,
+)
 def apply_lora(model, backbone, task):
     return lora.lora_model(checkpoint(model), task)

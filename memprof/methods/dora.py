@@ -19,6 +19,7 @@ DORA = replace(LORA, use_dora=True)
     DORA.description,
     settings=DORA,
     trains="LoRA A and B, one magnitude per output feature of each adapted weight, and the task head",
+    layers_alike=True,
 )
 def apply(model, backbone, task):
     return lora_model(model, task, DORA)

@@ -3,7 +3,7 @@
 from memprof.methods.registry import register
 
 
-@register("ft", "full fine-tuning: every parameter trainable", trains="every parameter")
+@register("ft", "full fine-tuning: every parameter trainable", trains="every parameter", layers_alike=True)
 def apply(model, backbone, task):
     for p in model.parameters():
         p.requires_grad_(True)

@@ -25,6 +25,7 @@ def ia3_model(model, task):
     "ia3",
     "(IA)3 (peft): learned scaling vectors on keys, values and the feed-forward input",
     trains="one scaling vector per target module (its output width, feed-forward: its input width) and the task head",
+    layers_alike=True,
 )
 def apply(model, backbone, task):
     return ia3_model(model, task)

@@ -61,6 +61,6 @@ def lora_model(model, task, lora: LoraSettings = LORA):
     return peft_model(model, task, LoraConfig, family_of(model).profiling.lora_targets, **lora.peft_options())
 
 
-@register("lora", LORA.description, trains=TRAINS, settings=LORA)
+@register("lora", LORA.description, trains=TRAINS, settings=LORA, layers_alike=True)
 def apply(model, backbone, task):
     return lora_model(model, task)

@@ -175,6 +175,7 @@ def _keep_padding(ladder: Ladder):
     LADDER.description,
     settings=LADDER,
     trains="the side network (downsamplers, gates, side layers, upsampler) and the task head",
+    layers_alike=True,
 )
 def apply(model, backbone, task):
     from meft.families import family_of

@@ -55,7 +55,7 @@ def description(config: MEFTConfig) -> str:
 def register_meft(name: str, config: MEFTConfig, alias_of: str | None = None) -> None:
     """Register method ``name``: ``meft.convert`` with ``config`` (how benchmarks add other settings)."""
     said = f"alias of {alias_of} ({config.arithmetic} arithmetic)" if alias_of else description(config)
-    register(name, said, alias_of=alias_of, trains=TRAINS, settings=config)(_apply(config))
+    register(name, said, alias_of=alias_of, trains=TRAINS, settings=config, layers_alike=True)(_apply(config))
 
 
 # The order users see: the exact variants, the alias, then the float ones.

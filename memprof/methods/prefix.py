@@ -117,7 +117,7 @@ def _inject(prefix: Prefix, reserved: int, takes_positions: bool):
     return hook
 
 
-@register("prefix", PREFIX.description, trains=PREFIX.trains, settings=PREFIX)
+@register("prefix", PREFIX.description, trains=PREFIX.trains, settings=PREFIX, layers_alike=True)
 def apply(model, backbone, task):
     from meft.families import family_of
 

@@ -43,10 +43,10 @@ class Method:
     #: the method's hyper-parameters, a frozen dataclass its description is generated from, or None
     #: for a method without any (NOTE [ Method settings as data ] in memprof.methods.settings)
     settings: Any = None
-    #: whether every layer of a stack is treated alike at any depth, so that a formula for a deep
-    #: model can be composed from shallow copies of it (NOTE [ Composing depth ]); False where the
-    #: depth decides what a layer does (top-k: the top quarter of the layers trains)
-    layers_alike: bool = True
+    #: whether the method treats every layer of a stack alike at any depth, so that a formula for a
+    #: deep model can be composed from shallow copies of it (NOTE [ Composing depth ]); a method says
+    #: so, else its formulas are traced whole (top-k does not: the depth decides which layers train)
+    layers_alike: bool = False
 
 
 _REGISTRY: dict[str, Method] = {}
@@ -62,13 +62,13 @@ def register(
     alias_of: str | None = None,
     trains: str = "",
     settings: Any = None,
-    layers_alike: bool = True,
+    layers_alike: bool = False,
 ) -> Callable[[ApplyFn], ApplyFn]:
     """Decorator: ``@register("ft", "full fine-tuning", trains="every parameter")`` on an
     ``apply(model, backbone, task)``; ``alias_of`` names the method another name stands for,
     ``trains`` says in words which parameters the method leaves trainable, ``settings`` holds its
-    hyper-parameters (the description is generated from them); ``layers_alike=False`` for a method
-    whose layers do what the depth decides (``Method.layers_alike``)."""
+    hyper-parameters (the description is generated from them); ``layers_alike=True`` where it treats
+    every layer alike at any depth (``Method.layers_alike``)."""
 
     def deco(fn: ApplyFn) -> ApplyFn:
         if name in _REGISTRY:

@@ -48,7 +48,7 @@ def top_layers(model, top_k: TopKSettings = TOP_K):
     return list(layers)[-k:]
 
 
-@register("top-k", TOP_K.description, trains=TOP_K.trains, settings=TOP_K, layers_alike=False)
+@register("top-k", TOP_K.description, trains=TOP_K.trains, settings=TOP_K)
 def apply(model, backbone, task):
     freeze(model)
     for layer in top_layers(model):

@@ -71,7 +71,7 @@ def to_html(data: list[dict[str, Any]], how: dict[str, Any] | None = None) -> st
     for method, why in counts["fallbacks"].items():
         parts.append(f"<p><b>{esc(method)}</b>: every configuration {esc(why)}.</p>")
     for d in data:
-        how = "one symbolic trace" if d["how"] == "symbolic" else d["note"]
+        how = d["note"] or "one symbolic trace"  # a fit, or a composition from shallow copies, says so
         valid = f"; holds where {'; '.join(d['valid'])}" if d["valid"] else ""
         parts.append(f"<h3>{esc(d['method'])}</h3><p>{esc(how + valid)}</p>")
         if d["at"] is None:

@@ -17,6 +17,15 @@ depth ``d + k``:
   from ``d`` to ``d + 1`` (the top layer, a stack named for its depth) grows by ``k``, and the
   ``c``-th copy of an inserted layer's rows is the layer ``c`` above it.
 
+difflib's alignment is read with care where it is ambiguous: an equal run of at most ``_CHANCE``
+items between two differing stretches is read with them (an item of the new layer matched by
+chance); a stretch that differs is read item by item (``_resolve``) as changed items in order and
+inserted runs between them, an inserted run as one run of layers or as the end of one run and the
+start of the next (the last layer's parameters, then the first adapter's: they must stay apart),
+and an inserted run whose items' sizes count the layers too (Ladder side tuning's gates, which every
+layer's backward reads) takes its sizes from the copy two layers deeper. Of the readings, the one
+that grows ``d`` into ``d + 2`` is kept.
+
 Nothing is assumed that a third trace does not confirm: the caller grows ``d`` and ``d + 1`` into
 ``d + 2`` and compares it with a trace of ``d + 2``, token for token and row for row, before it grows
 them into the model's depth (``NotComposable`` otherwise). A timeline of the full depth is then
@@ -102,9 +111,7 @@ def grow_timeline(timelines: Sequence[Sequence[Token]], k: int) -> list[Token]:
     """The timeline ``k`` layers deeper than ``timelines[0]``, given the timelines one and two layers
     deeper than it (``timelines[1]``, ``timelines[2]``)."""
 
-    def scaled(a: Token, b: Token, k: int) -> Token:
-        if (a.alloc, a.kind, a.unattributed) != (b.alloc, b.kind, b.unattributed):
-            raise NotComposable("an event of the shallow step is of another kind one layer deeper")
+    def scaled(a: Token, b: Token, k: int) -> Token:  # a and b of the same coarse key (``_resolve``)
         return a._replace(nbytes=_linear(a.nbytes, b.nbytes, k))
 
     return _grow(
@@ -156,7 +163,8 @@ class _Grower(NamedTuple):
     equal: Callable[[Any, Any, int], Any]
     changed: Callable[[Any, Any, int], Any]
     copy: Callable[[Any, int], Any]
-    #: an inserted item ``k`` layers deeper, given it two layers deeper (None: inserted items keep their sizes)
+    #: an inserted item ``k`` layers deeper than the shallow step, given it one and two layers deeper
+    #: (None: inserted items keep their sizes)
     sized: Callable[[Any, Any, int], Any] | None
 
     def inserted(self, runs: list[list], k: int) -> list:
@@ -178,7 +186,7 @@ class _Grower(NamedTuple):
     def resized(self, runs: list[list], deepest: list, pos: int, coarse: Callable) -> list[list] | None:
         """The inserted ``runs`` as two layers deeper has them, where sizes of theirs count the layers
         (Ladder side tuning's gates: a layer's backward reads all of them): both copies alike."""
-        if self.sized is None:
+        if self.sized is None or not any(runs):
             return None
         out = []
         for run in runs:
@@ -190,8 +198,10 @@ class _Grower(NamedTuple):
         return out
 
 
-#: the most partial readings ``_resolve`` tries for one stretch where the two steps differ
+#: the most partial readings ``_resolve`` tries for one stretch where the two steps differ, and the
+#: most items of the shallow step such a stretch may hold (one level of its search each)
 _MAX_TRIES = 20_000
+_MAX_CHANGED = 300
 
 
 def _grow(
@@ -264,6 +274,8 @@ def _resolve(
     """The reading of the stretch ``shallow[i1:i2]`` -> ``b`` that grows into ``deepest[at:]`` (see
     ``_grow``), found item by item, each partial reading checked against ``deepest`` as it grows."""
     a = shallow[i1:i2]
+    if len(a) > _MAX_CHANGED:
+        raise NotComposable(f"one layer deeper, a stretch of {len(a)} events of the step changes: too long to read")
     tries = 0
 
     def gaps(lo: int, hi: int, before: int) -> list[list[list]]:

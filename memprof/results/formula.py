@@ -2,7 +2,8 @@
 ``b`` and sequence length ``s`` (``memprof formula``; ``memprof compare`` evaluates it).
 
 ``memprof.engines.symbolic`` derives it, from one fake-tensor trace with symbolic ``b`` and ``s``
-(``how == "symbolic"``) or, where the trace cannot stay symbolic, by solving for the coefficients
+(``how == "symbolic"``; for a deep model traces of shallow copies, composed: ``note`` says so) or,
+where the trace cannot stay symbolic, by solving for the coefficients
 from a few exact profiles (``how == "fitted"``, ``note`` says why). Like a Result, it only holds
 numbers: evaluating it at ``(b, s)`` gives the Memory and the per-module table a profile of that
 configuration gives.

@@ -3,18 +3,18 @@
 
 NOTE [ A checked closed form ]
 Per method, the formula comes from the formula cache (``memprof.engines.formula_cache``: a formula
-that already passed its check) or is derived (``engines.symbolic.derive``: one symbolic trace, or a
-fit) and checked: the largest configuration of the grid that the formula covers, where a wrong term
-shows most, is profiled for real with the fake engine, and that profile is its result. If the two
-agree in every byte (the Memory fields, the per-module table) the formula is stored in the cache;
-every other configuration of the grid is the formula evaluated at its batch size and sequence length
-(``environment["closed_form"]`` says "symbolic" or "fitted"), except those outside the sizes where it
-holds (``Formula.bounds``: a batch of one can take other branches than the trace; and its conditions,
-``Formula.valid``, e.g. an attention bias padded only where s + 20 is no multiple of 8), which are
-profiled. A cached traced formula holds wherever its bounds say and answers without a profile; a
-cached fitted one was solved from small sizes, so it is checked again when the grid reaches beyond
-the size its check profiled. The formula used is written to ``<out>/formulas/<method>.json`` for
-the report.
+that already passed its check) or is derived (``engines.symbolic.derive``: one symbolic trace,
+traces of shallow copies of a deep model composed, or a fit) and checked: the largest configuration
+of the grid that the formula covers, where a wrong term shows most, is profiled for real with the
+fake engine, and that profile is its result. If the two agree in every byte (the Memory fields, the
+per-module table) the formula is stored in the cache; every other configuration of the grid is the
+formula evaluated at its batch size and sequence length (``environment["closed_form"]`` says
+"symbolic" or "fitted"), except those outside the sizes where it holds (``Formula.bounds``: a batch
+of one can take other branches than the trace; and its conditions, ``Formula.valid``, e.g. an
+attention bias padded only where s + 20 is no multiple of 8), which are profiled. A cached traced
+formula holds wherever its bounds say and answers without a profile; a cached fitted one was solved
+from small sizes, so it is checked again when the grid reaches beyond the size its check profiled.
+The formula used is written to ``<out>/formulas/<method>.json`` for the report.
 
 A formula that is not in the cache costs a trace, and a trace costs about as much as
 ``TRACE_COST`` profiles (bart-large: a 14 s trace against 2.8 s a profile, timed once on 2 cores,

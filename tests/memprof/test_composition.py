@@ -123,7 +123,7 @@ def test_a_composed_formula_is_the_profile_at_depths_and_sizes_no_trace_saw(back
             compose(shallow_copy(config, DEPTHS[0]), trace)
         return
     if not methods.get(method).layers_alike:
-        with pytest.raises(NotComposable, match="treats layers by the depth"):
+        with pytest.raises(NotComposable, match="does not say its layers are alike"):
             compose(shallow_copy(config, DEPTHS[0]), trace)
         return
     cache, compared = ModelCache(), 0  # one cache: it must know the copies of 6 and 8 layers apart
@@ -174,11 +174,44 @@ def test_derive_traces_whole_what_does_not_compose(monkeypatch):
     import memprof.engines.composition as composition
 
     monkeypatch.setattr(composition, "MIN_DEPTH", 6)
-    for method in ("top-k", "lora"):  # the depth decides which layers train; the stacks differ in depth
-        config = ProfileConfig("bart-base", method=method, engine="fake")
-        if method == "lora":
-            cfg = {**config.resolved.config, "encoder_layers": 8}
-            config = replace(config, resolved=replace(config.resolved, config=cfg))
-        with pytest.raises(NotComposable):
+    whole = object()
+    monkeypatch.setattr(symbolic, "trace", lambda config: whole)  # what derive returns where it traces whole
+    top_k = ProfileConfig("bart-base", method="top-k", engine="fake")  # the depth decides which layers train
+    bart = ProfileConfig("bart-base", method="lora", engine="fake")
+    uneven = replace(bart, resolved=replace(bart.resolved, config={**bart.resolved.config, "encoder_layers": 8}))
+    qwen = ProfileConfig("qwen2.5-0.5b", method="lora", engine="fake")
+    sliding = {**qwen.resolved.config, "use_sliding_window": True, "max_window_layers": 12, "sliding_window": 64}
+    sliding.pop("layer_types", None)  # transformers derives them: full attention below 12, sliding above
+    mixed = replace(qwen, resolved=replace(qwen.resolved, config=sliding))
+    for config, says in (
+        (top_k, "does not say its layers are alike"),
+        (uneven, "stacks differ in depth"),
+        (mixed, "layers are of 2 types"),
+    ):
+        with pytest.raises(NotComposable, match=says):
             compose(config, _traced_once()[0])
-        assert symbolic._composed(config) is None  # so derive traces it whole
+        assert symbolic.derive(config) is whole
+
+
+def test_a_method_is_composed_only_where_it_says_its_layers_are_alike():
+    assert methods.Method("x", "a third-party method", lambda model, backbone, task: model).layers_alike is False
+    assert [m for m in METHODS if not methods.get(m).layers_alike] == ["top-k"]
+
+
+def step_with_gates(depth: int) -> list[Token]:
+    """Each layer's backward reads a gate vector of one element per layer (Ladder side tuning's)."""
+    gates = Poly.const(2 * depth)
+    backward = [t for _ in range(depth) for t in (alloc(TMP, gates), alloc(GRAD, 100), free(TMP, gates))]
+    return [alloc(ACT, 3 * B * S), *[alloc(PARAM, 100)] * depth, *backward]
+
+
+def test_an_inserted_layer_whose_events_count_the_layers_takes_their_size_at_the_depth():
+    assert grow_timeline([step_with_gates(3), step_with_gates(4), step_with_gates(5)], 9) == step_with_gates(12)
+
+
+def test_a_stretch_too_long_to_read_is_refused_not_overflowed():
+    def changing(depth: int) -> list[Token]:
+        return [alloc(PARAM, 1000 * i + depth) for i in range(1_200)]  # every event's size counts the layers
+
+    with pytest.raises(NotComposable, match="too long to read"):
+        grow_timeline([changing(3), changing(4), changing(5)], 9)
