@@ -72,8 +72,11 @@ def known_names() -> list[str]:
     return [*builtin(), *PRETRAINED]
 
 
-def _from_config_dict(name: str, cfg: dict[str, Any], weights: str | None, source: str | None = None) -> Backbone:
-    """``source``: where the config came from, for messages (a file's path; default the name)."""
+def _from_config_dict(
+    name: str, cfg: dict[str, Any], weights: str | None, source: str | None = None, checked: bool = True
+) -> Backbone:
+    """``source``: where the config came from, for messages (a file's path; default the name);
+    ``checked=False`` skips ``check_config`` (the built-ins, held to it by a test)."""
     model_type = cfg.get("model_type")
     if not isinstance(model_type, str) or model_type not in supported_model_types():
         raise MemprofError(
@@ -84,7 +87,8 @@ def _from_config_dict(name: str, cfg: dict[str, Any], weights: str | None, sourc
         k: v for k, v in cfg.items() if not k.startswith("_") and k not in ("architectures", "transformers_version")
     }
     family = family_named(model_type)
-    check_config(source or name, keep, family)
+    if checked:
+        check_config(source or name, keep, family)
     return Backbone(name=name, family=family.name, config=keep, weights=weights)
 
 
@@ -240,9 +244,7 @@ def _builtin(name: str) -> Backbone:
     """A built-in backbone, looked up once per process: a grid resolves it for every configuration.
     Its config is the family file's, held to ``check_config`` by a test rather than on every lookup,
     which would import transformers (about 1.5 s) for a command answered from cached formulas."""
-    cfg = builtin()[name]
-    family = family_named(cfg["model_type"])
-    return Backbone(name=name, family=family.name, config=dict(cfg))
+    return _from_config_dict(name, builtin()[name], None, checked=False)
 
 
 def _pretrained(name: str) -> Backbone:

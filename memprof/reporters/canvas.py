@@ -22,10 +22,9 @@ def _figure(width: float, height: float):
 
 
 def _save(fig, outfile: str | Path) -> None:
+    # laid out once here, then saved as it is: savefig would draw the whole figure once more to lay it out
     engine = fig.get_layout_engine()
-    if (
-        engine is not None and fig.axes
-    ):  # laid out once here: savefig would draw the whole figure once more to lay it out
+    if engine is not None and fig.axes:
         engine.execute(fig)
         fig.set_layout_engine("none")
     with atomic_output(outfile) as tmp:  # a failed save keeps the old PNG (NOTE [ A report that cannot be written ])

@@ -119,10 +119,9 @@ def grow_timeline(timelines: Sequence[Sequence[Token]], k: int) -> list[Token]:
         k,
         key=lambda t: t,
         coarse=lambda t: (t.alloc, t.kind, t.unattributed),
-        equal=lambda a, b, k: a,
         changed=scaled,
         copy=lambda t, c: t,
-        sized=lambda one, two, k: scaled(one, two, k - 1),
+        resizes=True,
     )
 
 
@@ -132,9 +131,6 @@ def grow_rows(tables: Sequence[Sequence[Row]], k: int) -> list[Row]:
 
     def coarse(row: Row) -> tuple:
         return _NUMBER.sub("#", row[0]), tuple(sorted(row[1]))
-
-    def equal(a: Row, b: Row, k: int) -> Row:
-        return _renumbered(a[0], b[0], k), a[1]
 
     def changed(a: Row, b: Row, k: int) -> Row:
         return _renumbered(a[0], b[0], k), {c: _linear(a[1][c], b[1][c], k) for c in a[1]}
@@ -147,10 +143,9 @@ def grow_rows(tables: Sequence[Sequence[Row]], k: int) -> list[Row]:
         k,
         key=lambda row: (coarse(row), tuple(sorted(row[1].items(), key=lambda kv: kv[0]))),
         coarse=coarse,
-        equal=equal,
         changed=changed,
         copy=copy,
-        sized=None,
+        resizes=False,
     )
 
 
@@ -160,12 +155,12 @@ def grow_count(shallow: int, deeper: int, k: int) -> int:
 
 
 class _Grower(NamedTuple):
-    equal: Callable[[Any, Any, int], Any]
+    #: an item ``k`` layers deeper, given it and its counterpart one layer deeper (an item kept
+    #: unchanged is the same item, renumbered)
     changed: Callable[[Any, Any, int], Any]
     copy: Callable[[Any, int], Any]
-    #: an inserted item ``k`` layers deeper than the shallow step, given it one and two layers deeper
-    #: (None: inserted items keep their sizes)
-    sized: Callable[[Any, Any, int], Any] | None
+    #: whether an inserted item may take its size from its copy two layers deeper (else it keeps its own)
+    resizes: bool
 
     def inserted(self, runs: list[list], k: int) -> list:
         return [self.copy(y, c) for run in runs for c in range(k) for y in run]
@@ -173,12 +168,15 @@ class _Grower(NamedTuple):
     def grown(self, steps: list[tuple], k: int) -> list:
         out: list = []
         for how, x, y in steps:
-            if how == "kept":
-                out.append(self.equal(x, y, k))
-            elif how == "changed":
+            if how in ("kept", "changed"):
                 out.append(self.changed(x, y, k))
-            elif how == "sized":
-                out += [self.copy(self.sized(i, j, k), c) for r, s in zip(x, y) for c in range(k) for i, j in zip(r, s)]
+            elif how == "sized":  # x at one layer deeper, y at two: k layers deeper is k - 1 past x
+                out += [
+                    self.copy(self.changed(i, j, k - 1), c)
+                    for r, s in zip(x, y)
+                    for c in range(k)
+                    for i, j in zip(r, s)
+                ]
             else:
                 out += self.inserted(x, k)
         return out
@@ -186,7 +184,7 @@ class _Grower(NamedTuple):
     def resized(self, runs: list[list], deepest: list, pos: int, coarse: Callable) -> list[list] | None:
         """The inserted ``runs`` as two layers deeper has them, where sizes of theirs count the layers
         (Ladder side tuning's gates: a layer's backward reads all of them): both copies alike."""
-        if self.sized is None or not any(runs):
+        if not self.resizes or not any(runs):
             return None
         out = []
         for run in runs:
@@ -210,13 +208,12 @@ def _grow(
     *,
     key: Callable[[T], Any],
     coarse: Callable[[T], Any],
-    equal: Callable[[T, T, int], T],
     changed: Callable[[T, T, int], T],
     copy: Callable[[T, int], T],
-    sized: Callable[[T, T, int], T] | None,
+    resizes: bool,
 ) -> list[T]:
     """``seqs[0]`` grown by ``k`` layers, where ``seqs[1]`` and ``seqs[2]`` are it grown by one and
-    by two. Aligned with ``seqs[1]`` (by ``key``): equal items are kept (``equal``); where the two
+    by two. Aligned with ``seqs[1]`` (by ``key``): equal items are kept (renumbered by ``changed``); where the two
     differ, each item of ``seqs[0]`` is an item of the same ``coarse`` key whose size counts the
     layers (``changed``: ``k`` times the change) and the others are inserted runs of layers, each
     repeated ``k`` times (``copy`` of the c-th), one run or two (the end of one run of layers and
@@ -224,7 +221,7 @@ def _grow(
     read a stretch so, the one that grows it by two layers into ``seqs[2]`` is the one grown by
     ``k``; NotComposable where none does."""
     shallow, deeper, deepest = (list(x) for x in seqs)
-    grower = _Grower(equal, changed, copy, sized)
+    grower = _Grower(changed, copy, resizes)
     steps: list[tuple] = []
     at = 0  # where the next stretch, grown by two layers, starts in ``deepest``
     for op, i1, i2, j1, j2 in _stretches(shallow, deeper, key):
@@ -325,7 +322,7 @@ def _readings(shallow: Sequence[T], i: int, run: list[T]) -> list[list[list[T]]]
 
 
 def _linear(a: Poly, b: Poly, k: int) -> Poly:
-    return a + (b - a) * k
+    return a if a == b else a + (b - a) * k
 
 
 def _renumbered(a: str, b: str, k: int) -> str:

@@ -215,3 +215,14 @@ def test_a_stretch_too_long_to_read_is_refused_not_overflowed():
 
     with pytest.raises(NotComposable, match="too long to read"):
         grow_timeline([changing(3), changing(4), changing(5)], 9)
+
+
+def test_a_per_layer_list_whose_entries_differ_is_not_cut_to_a_copy():
+    qwen = ProfileConfig("qwen2.5-0.5b", method="lora", engine="fake")
+    layers = qwen.resolved.config["num_hidden_layers"]
+    types = ["full_attention"] * (layers - 1) + ["sliding_attention"]
+    mixed = replace(qwen, resolved=replace(qwen.resolved, config={**qwen.resolved.config, "layer_types": types}))
+    with pytest.raises(NotComposable, match="layers differ"):
+        shallow_copy(mixed, 3)
+    alike = shallow_copy(qwen, 3)  # a list of one type is cut to the copy's depth
+    assert alike.resolved.config.get("layer_types", ["full_attention"] * 3)[:4] == ["full_attention"] * 3
