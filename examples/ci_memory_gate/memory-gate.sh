@@ -17,7 +17,7 @@ BASELINE=${BASELINE:-$(dirname "$0")/baseline.json}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 memprof compare --backbone "$BACKBONE" --methods "$METHODS" --seq-lens "$SEQ_LENS" \
-    --batch-sizes "$BATCH_SIZES" --engine fake --out "$out" --quiet >/dev/null
+    --batch-sizes "$BATCH_SIZES" --engine fake --no-report --out "$out" --quiet >/dev/null  # results.json alone
 
 if [ "${REFRESH:-0}" = 1 ]; then
     memprof baseline "$out" --out "$BASELINE"

@@ -62,6 +62,14 @@ NoCache = Annotated[
         "$XDG_CACHE_HOME/memprof/formulas, else ~/.cache/memprof/formulas).",
     ),
 ]
+NoReport = Annotated[
+    bool,
+    typer.Option(
+        "--no-report",
+        help="Write results.json only: no CSVs, plots or report (a CI gate reads results.json; memprof report "
+        "renders it later).",
+    ),
+]
 Fast = Annotated[bool, typer.Option("--fast", hidden=True, help="The default now; kept so old scripts run.")]
 
 
@@ -148,6 +156,7 @@ def compare_cmd(
     loss: GridLoss = None,
     profile_all: ProfileAll = False,
     no_cache: NoCache = False,
+    no_report: NoReport = False,
     fast: Fast = False,
 ) -> None:
     """Every method x sequence length x batch size; write results.json, CSVs, plots, report.html, summary.md.
@@ -181,7 +190,12 @@ def compare_cmd(
             jobs = 1  # every answer is an evaluation: a worker would only pay for its imports
         rs = _sweep(grid, out_dir, resume is not None, jobs, quiet, runner)
         _say_how(rs, runner, quiet)
-        print_summary(rs, _render(rs, out_dir), quiet=quiet)
+        if no_report:
+            from memprof.reporters import RESULTS_FILE
+
+            print_summary(rs, out_dir / RESULTS_FILE, quiet=quiet, what="results")
+        else:
+            print_summary(rs, _render(rs, out_dir), quiet=quiet)
     finally:
         sweep.release_out(out_dir)
     if not any(r.status == "ok" for r in rs.results):

@@ -26,9 +26,10 @@ from rich.table import Table
 from memprof.cli.app import cell, console, say
 
 
-def print_summary(rs, report: Path, *, quiet: bool = False) -> None:
-    """The summary table, a line about configurations that did not finish, and the report's path
-    (``quiet``: the path only, and the line about failures on stderr)."""
+def print_summary(rs, report: Path, *, quiet: bool = False, what: str = "report") -> None:
+    """The summary table, a line about configurations that did not finish, and the path of the
+    report (``what``: of the file written instead, e.g. "results"); ``quiet``: the path only, and the
+    line about failures on stderr."""
     failed = sum(r.status != "ok" for r in rs.results)
     note = (
         f"{failed} of {len(rs.results)} configurations did not finish "
@@ -42,7 +43,7 @@ def print_summary(rs, report: Path, *, quiet: bool = False) -> None:
     console.print(summary_table(rs))
     if failed:
         say(note, style="yellow")
-    say("report: ", str(report))
+    say(f"{what}: ", str(report))
 
 
 def summary_table(rs) -> Table:

@@ -38,6 +38,25 @@ def test_compare_writes_every_output(cli, tmp_path):
     assert "12/12" in err  # the progress bar
 
 
+def test_no_report_writes_results_json_alone(cli, tmp_path, stub_plots):
+    code, out, err = cli("compare", *SMALL, "--out", "bare", "--no-report")
+    assert code == 0, err
+    assert {p.name for p in (tmp_path / "bare").iterdir()} == {"results.json"}
+    assert len(json.loads((tmp_path / "bare" / "results.json").read_text())["results"]) == 12
+    assert "ft" in out and "23.8" in out  # the summary table all the same
+    assert out.strip().splitlines()[-1] == f"results: {os.path.join('bare', 'results.json')}"
+    assert cli("compare", *SMALL, "--out", "quiet", "--no-report", "--quiet") == (
+        0,
+        f"{os.path.join('quiet', 'results.json')}\n",
+        "",
+    )
+    # rendered later from the results alone, as a gate's artefacts are
+    assert cli("compare", *SMALL, "--out", "full", "--quiet")[0] == 0
+    assert cli("report", "bare/results.json", "--quiet")[0] == 0
+    for name in ("summary.md", "results.csv", "layers.csv"):
+        assert (tmp_path / "bare" / name).read_text() == (tmp_path / "full" / name).read_text()
+
+
 def test_default_out_dir_and_latest(cli, tmp_path):
     code, out, err = cli("compare", *SMALL, "--quiet")
     assert code == 0, err
