@@ -279,7 +279,15 @@ def solved(
             points[size] = _measure(config, method, size, "steady", progress, cache)
         return points[size].required
 
-    value, limit = search(need, config.budget, _probes(config), config.cap)
+    def covered(size: int) -> bool:
+        c = config.profile_config(method, size, "steady")
+        return formula.covers(c.batch_size, c.seq_len)
+
+    # A probe below the formula's bounds (a batch of one) costs a profile; the search takes the need
+    # to grow with the size, so when a larger probe fits, the smaller one fits too and is never asked
+    # (if none fits, the search comes down to it all the same).
+    probes = tuple(p for p in _probes(config) if covered(p)) or _probes(config)
+    value, limit = search(need, config.budget, probes, config.cap)
     confirmed = None  # the size whose profile agreed with the formula
     for n in (value, value + 1):
         if n not in evaluated:  # 0, past the cap, or outside the formula's bounds: already profiled

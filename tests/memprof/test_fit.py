@@ -127,11 +127,13 @@ def test_the_closed_form_finds_the_profile_search_answer_and_confirms_it(tiny_op
 def test_nothing_fits_is_profiled_and_no_unconfirmed_formula_is_cached(tiny_opt, tmp_path):
     from memprof.engines.formula_cache import FormulaCache
 
-    # b = 1 lies outside a causal LM formula's bounds (b >= 2): it is profiled, nothing is confirmed
+    # the formula says b = 2 does not fit; b = 1 lies outside a causal LM formula's bounds (b >= 2): it
+    # is profiled, and nothing is confirmed
     config = FitConfig(tiny_opt, ["lora"], 60_000, seq_len=16, context=0, task="causal-lm")
     [answer] = fit.fit(config, formulas=FormulaCache(tmp_path))
     [profiled] = fit.fit(config)
-    assert answer.value == profiled.value == 0 and answer.profiles == 1 and answer.evaluated == 0
+    assert answer.value == profiled.value == 0 and answer.profiles == 1 and answer.evaluated == 1
+    assert sorted(answer.points) == [1, 2] and answer.points[1].required == profiled.points[1].required
     assert not list(tmp_path.iterdir())
 
 
@@ -234,7 +236,15 @@ def test_cli_table_json_and_png(cli, tiny_opt, tmp_path, answers):
     assert (tmp_path / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for a in answers:
         assert f"{a.method} " in out and f" {a.value} " in out
-    assert "profiling lora at batch size 1" in err
+    for a in answers:  # the progress names each profile: the confirmations and the first step
+        for line in (
+            f"at batch size {a.value}",
+            f"at batch size {a.value + 1}",
+            f"at batch size {a.value} (first step)",
+        ):
+            assert f"profiling {a.method} {line}\n" in err
+    # a batch of one lies outside the formulas' bounds, and 2 fits: the search never asks for it
+    assert "at batch size 1\n" not in err
 
 
 def one_line_error(result, says):
