@@ -245,7 +245,10 @@ def fit(config: FitConfig, progress: Progress | None = None, formulas: FormulaCa
 # with too): both must equal the formula's numbers in every byte, and the confirmed formula is
 # cached. A formula that cannot be derived, or that a confirmation contradicts, leaves the method to
 # the profile search (``fit_method``), with a warning that says why. The answer is the same either
-# way; ``Answer.evaluated`` counts the sizes the formula answered.
+# way; ``Answer.evaluated`` counts the sizes the formula answered. Without a cached formula the
+# smallest probe is profiled first: where even it does not fit, that profile is the answer and no
+# trace is paid for. With a formula, a probe outside its bounds (a causal LM's batch of one) is
+# asked only if the search comes down to it, as the need grows with the size.
 
 
 def solved(
@@ -255,22 +258,33 @@ def solved(
     cache: ModelCache,
     formulas: FormulaCache,
 ) -> Answer | None:
-    """The answer from the method's confirmed closed form, or None (NOTE [ Solving the formula ])."""
+    """The answer from the method's confirmed closed form; the profile search's where the method
+    has none, or not even the smallest size fits; None where a confirmation contradicts the formula
+    (NOTE [ Solving the formula ])."""
     from memprof.engines.formula_cache import warn
     from memprof.engines.symbolic import derive, disagreement_with
     from memprof.sweep.closed_form import evaluate
 
     steady = config.profile_config(method, 1, "steady")
     cached = formulas.get(steady)
+    points: dict[int, Point] = {}
+    if cached is None:
+        # The smallest probe first, profiled: where not even it fits (the answer is 0), a trace would
+        # cost several profiles to answer nothing, and no confirmed formula could be cached.
+        smallest = _probes(config)[0]
+        points[smallest] = _measure(config, method, smallest, "steady", progress, cache)
+        if points[smallest].required > config.budget:
+            return fit_method(config, method, progress, cache, points)
     try:
         formula = cached or derive(steady, profile=lambda c: run(c, cache))
     except Exception as exc:  # noqa: BLE001 - any failure to derive: the profile search, and why
         warn(f"fit {method}: no closed form ({one_line(exc)}); searching with profiles")
-        return None
-    points: dict[int, Point] = {}
+        return fit_method(config, method, progress, cache, points)
     evaluated: set[int] = set()
 
     def need(size: int) -> int:
+        if size in points:  # the smallest probe, profiled before the trace
+            return points[size].required
         c = config.profile_config(method, size, "steady")
         if formula.covers(c.batch_size, c.seq_len):
             points[size] = _point(config, size, evaluate(formula, c))
@@ -283,9 +297,7 @@ def solved(
         c = config.profile_config(method, size, "steady")
         return formula.covers(c.batch_size, c.seq_len)
 
-    # A probe below the formula's bounds (a batch of one) costs a profile; the search takes the need
-    # to grow with the size, so when a larger probe fits, the smaller one fits too and is never asked
-    # (if none fits, the search comes down to it all the same).
+    # a probe outside the formula's bounds costs a profile: asked only if the search comes down to it
     probes = tuple(p for p in _probes(config) if covered(p)) or _probes(config)
     value, limit = search(need, config.budget, probes, config.cap)
     confirmed = None  # the size whose profile agreed with the formula
@@ -325,15 +337,21 @@ def weight_bytes(config: FitConfig, method: str, cache: ModelCache | None = None
 
 
 def fit_method(
-    config: FitConfig, method: str, progress: Progress | None = None, cache: ModelCache | None = None
+    config: FitConfig,
+    method: str,
+    progress: Progress | None = None,
+    cache: ModelCache | None = None,
+    points: dict[int, Point] | None = None,
 ) -> Answer:
     """The answer for ``method``: the search (NOTE [ Searching ] in fit_search.py), then one profile
-    of the first step at the size found (``cache``: models already built, e.g. by ``weight_bytes``)."""
+    of the first step at the size found (``cache``: models already built, e.g. by ``weight_bytes``;
+    ``points``: sizes already profiled, not profiled again)."""
     cache = cache if cache is not None else ModelCache()
-    points: dict[int, Point] = {}
+    points = dict(points or {})
 
     def need(size: int) -> int:
-        points[size] = _measure(config, method, size, "steady", progress, cache)
+        if size not in points:
+            points[size] = _measure(config, method, size, "steady", progress, cache)
         return points[size].required
 
     value, limit = search(need, config.budget, _probes(config), config.cap)

@@ -124,16 +124,37 @@ def test_the_closed_form_finds_the_profile_search_answer_and_confirms_it(tiny_op
     assert [a.value for a in again] == [a.value for a in profiled]
 
 
-def test_nothing_fits_is_profiled_and_no_unconfirmed_formula_is_cached(tiny_opt, tmp_path):
+def test_a_cached_formula_leaves_out_the_probe_outside_its_bounds(tiny_opt, tmp_path):
     from memprof.engines.formula_cache import FormulaCache
 
-    # the formula says b = 2 does not fit; b = 1 lies outside a causal LM formula's bounds (b >= 2): it
-    # is profiled, and nothing is confirmed
+    # a causal LM's formula holds from b = 2: once cached, the search starts there (b = 2 fits, so
+    # b = 1 does); the first run profiled b = 1 before it had a formula
+    config = FitConfig(tiny_opt, ["lora"], BUDGET, seq_len=16, context=0, task="causal-lm")
+    [cold] = fit.fit(config, formulas=FormulaCache(tmp_path))
+    [warm] = fit.fit(config, formulas=FormulaCache(tmp_path))
+    [profiled] = fit.fit(config)
+    assert cold.value == warm.value == profiled.value > 2
+    assert 1 in cold.points and 1 in profiled.points and 1 not in warm.points
+    assert warm.profiles == 2 and cold.profiles == 3  # the answer and the size above it; cold: and b = 1
+    assert warm.at.required == cold.at.required == profiled.at.required
+    assert warm.over.required == cold.over.required == profiled.over.required
+
+
+def test_nothing_fits_is_profiled_and_no_unconfirmed_formula_is_cached(tiny_opt, tmp_path, monkeypatch):
+    from memprof.engines import symbolic
+    from memprof.engines.formula_cache import FormulaCache
+
+    def no_trace(*args, **kwargs):
+        raise AssertionError("traced a method whose smallest size does not fit")
+
+    # the smallest probe is profiled before any trace: b = 1 does not fit, so the answer is 0 with no
+    # formula derived, and nothing is cached
+    monkeypatch.setattr(symbolic, "derive", no_trace)
     config = FitConfig(tiny_opt, ["lora"], 60_000, seq_len=16, context=0, task="causal-lm")
     [answer] = fit.fit(config, formulas=FormulaCache(tmp_path))
     [profiled] = fit.fit(config)
-    assert answer.value == profiled.value == 0 and answer.profiles == 1 and answer.evaluated == 1
-    assert sorted(answer.points) == [1, 2] and answer.points[1].required == profiled.points[1].required
+    assert answer.value == profiled.value == 0 and answer.profiles == 1 and answer.evaluated == 0
+    assert sorted(answer.points) == [1] and answer.points[1].required == profiled.points[1].required
     assert not list(tmp_path.iterdir())
 
 
@@ -243,8 +264,7 @@ def test_cli_table_json_and_png(cli, tiny_opt, tmp_path, answers):
             f"at batch size {a.value} (first step)",
         ):
             assert f"profiling {a.method} {line}\n" in err
-    # a batch of one lies outside the formulas' bounds, and 2 fits: the search never asks for it
-    assert "at batch size 1\n" not in err
+    assert "profiling lora at batch size 1\n" in err  # no formula cached yet: the smallest probe first
 
 
 def one_line_error(result, says):
