@@ -282,20 +282,19 @@ def solved(
         return fit_method(config, method, progress, cache, points)
     evaluated: set[int] = set()
 
+    def covered(size: int) -> bool:
+        c = config.profile_config(method, size, "steady")
+        return formula.covers(c.batch_size, c.seq_len)
+
     def need(size: int) -> int:
         if size in points:  # the smallest probe, profiled before the trace
             return points[size].required
-        c = config.profile_config(method, size, "steady")
-        if formula.covers(c.batch_size, c.seq_len):
-            points[size] = _point(config, size, evaluate(formula, c))
+        if covered(size):
+            points[size] = _point(config, size, evaluate(formula, config.profile_config(method, size, "steady")))
             evaluated.add(size)
         else:
             points[size] = _measure(config, method, size, "steady", progress, cache)
         return points[size].required
-
-    def covered(size: int) -> bool:
-        c = config.profile_config(method, size, "steady")
-        return formula.covers(c.batch_size, c.seq_len)
 
     # a probe outside the formula's bounds costs a profile: asked only if the search comes down to it
     probes = tuple(p for p in _probes(config) if covered(p)) or _probes(config)
