@@ -328,7 +328,8 @@ def weight_bytes(config: FitConfig, method: str, cache: ModelCache | None = None
     arithmetic), as ``Memory.parameters`` counts them (each storage once)."""
     from memprof.engines import fake
 
-    built = (cache or ModelCache()).get(config.profile_config(method, 1, "steady"), fake.build)
+    cache = cache if cache is not None else ModelCache()  # not `or`: an empty ModelCache is falsy
+    built = cache.get(config.profile_config(method, 1, "steady"), fake.build)
     seen: dict[int, int] = {}
     for t in [*built.model.parameters(), *built.model.buffers()]:
         seen.setdefault(id(t), t.numel() * t.element_size())

@@ -68,7 +68,9 @@ class ClosedFormRunner:
         from memprof.engines import ModelCache, run
 
         if cache is None:
-            cache = self._models = self._models or ModelCache()
+            if self._models is None:  # not `or`: an empty ModelCache is falsy
+                self._models = ModelCache()
+            cache = self._models
         if not traceable(config.engine):
             raise MemprofError(
                 f"the closed form models the fake engine's step; engine {config.engine!r} profiles every "

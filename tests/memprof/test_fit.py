@@ -140,6 +140,18 @@ def test_a_cached_formula_leaves_out_the_probe_outside_its_bounds(tiny_opt, tmp_
     assert warm.over.required == cold.over.required == profiled.over.required
 
 
+def test_each_method_model_is_built_once(tiny_opt, monkeypatch):
+    from memprof.engines import fake
+
+    # the weights' check, the steady search and the first-step profile share one model per method
+    built = []
+    real = fake.build
+    monkeypatch.setattr(fake, "build", lambda config: built.append(config.method) or real(config))
+    answers = fit.fit(FitConfig(tiny_opt, ["ft", "lora"], BUDGET, seq_len=16, context=0))
+    assert all(a.value > 0 and a.first_step is not None for a in answers)
+    assert sorted(built) == ["ft", "lora"]
+
+
 def test_nothing_fits_is_profiled_and_no_unconfirmed_formula_is_cached(tiny_opt, tmp_path, monkeypatch):
     from memprof.engines import symbolic
     from memprof.engines.formula_cache import FormulaCache
