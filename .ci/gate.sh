@@ -12,7 +12,7 @@ SEQ_LENS=128,512
 BATCH_SIZES=8
 BASELINE=reports/baseline/baseline.json
 out=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$out"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$out"' EXIT
 
 # Every registered method once: an alias (meft = meft1) would profile the same thing twice.
 methods=$(python -c "from memprof import methods; print(','.join(m for m in methods.names() if not methods.get(m).alias_of))")

@@ -1,5 +1,6 @@
 """memprof's command line: ``memprof COMMAND --help``."""
 
+import atexit
 import gc
 import importlib
 
@@ -12,13 +13,13 @@ for _name in COMMANDS:
 
 
 def main() -> None:
-    try:
-        run()
-    finally:
-        # The interpreter's last collection would walk every object torch, pandas and matplotlib
-        # made (about half a second on 2 cores) only to free memory the process gives back as it
-        # ends; frozen, they are left out of it. Files are closed and exit handlers still run.
-        gc.freeze()
+    # The interpreter's last collection would walk every object torch, pandas and matplotlib made
+    # (about half a second on 2 cores) only to free memory the process gives back as it ends. Frozen
+    # by an exit handler, they are left out of it, and only when the process ends: a program (or a
+    # test) that calls main() and goes on keeps its collector as it was.
+    atexit.unregister(gc.freeze)
+    atexit.register(gc.freeze)
+    run()
 
 
 __all__ = ["app", "main"]

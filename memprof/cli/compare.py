@@ -66,8 +66,8 @@ NoReport = Annotated[
     bool,
     typer.Option(
         "--no-report",
-        help="Write results.json only: no CSVs, plots or report (a CI gate reads results.json; memprof report "
-        "renders it later).",
+        help="Write results.json (and formulas/) only: no CSVs, plots or report (a CI gate reads results.json; "
+        "memprof report renders it later).",
     ),
 ]
 Fast = Annotated[bool, typer.Option("--fast", hidden=True, help="The default now; kept so old scripts run.")]

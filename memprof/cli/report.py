@@ -31,8 +31,10 @@ def report_cmd(
     """Write results.csv, layers.csv, the PNG plots, report.html and summary.md from saved results."""
     from memprof.outputs import check_dir, check_distinct
     from memprof.reporters import render_saved
+    from memprof.sweep.closed_form import load_formulas
 
     folder = check_dir(out if out is not None else results.parent, "--out")  # before reading the results
     check_distinct({"RESULTS": results}, {"--out": [folder / name for name in written_names()]})
-    rs, report = render_saved(results, out)
+    # the formulas a compare wrote beside its results.json: the report's closed-form section
+    rs, report = render_saved(results, out, formulas=load_formulas(results.parent))
     print_summary(rs, report, quiet=quiet)

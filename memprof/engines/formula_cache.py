@@ -154,8 +154,9 @@ class FormulaCache:
             return
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            write_atomically(self.folder / ".probe", "")
-            (self.folder / ".probe").unlink()
+            probe = self.folder / f".probe-{os.getpid()}"  # one per process: compares run side by side
+            write_atomically(probe, "")
+            probe.unlink(missing_ok=True)
         except (OSError, MemprofError) as exc:
             self._cannot_write(exc)
 

@@ -232,8 +232,10 @@ def fit(config: FitConfig, progress: Progress | None = None, formulas: FormulaCa
         _check_weights(config, method, weight_bytes(config, method, cache))
     answers = []
     for method in config.methods:
-        answer = solved(config, method, progress, cache, formulas) if formulas is not None else None
-        answers.append(answer or fit_method(config, method, progress, cache))
+        if formulas is not None:
+            answers.append(solved(config, method, progress, cache, formulas))
+        else:
+            answers.append(fit_method(config, method, progress, cache))
     return answers
 
 
@@ -246,8 +248,8 @@ def fit(config: FitConfig, progress: Progress | None = None, formulas: FormulaCa
 # cached. A formula that cannot be derived, or that a confirmation contradicts, leaves the method to
 # the profile search (``fit_method``), with a warning that says why. The answer is the same either
 # way; ``Answer.evaluated`` counts the sizes the formula answered. Without a cached formula the
-# smallest probe is profiled first: where even it does not fit, that profile is the answer and no
-# trace is paid for. With a formula, a probe outside its bounds (a causal LM's batch of one) is
+# smallest probe is profiled first: where it is a batch of one and does not fit, the answer is 0 and
+# no trace is paid for. With a formula, a probe outside its bounds (a causal LM's batch of one) is
 # asked only if the search comes down to it, as the need grows with the size.
 
 
@@ -257,10 +259,10 @@ def solved(
     progress: Progress | None,
     cache: ModelCache,
     formulas: FormulaCache,
-) -> Answer | None:
-    """The answer from the method's confirmed closed form; the profile search's where the method
-    has none, or not even the smallest size fits; None where a confirmation contradicts the formula
-    (NOTE [ Solving the formula ])."""
+) -> Answer:
+    """The answer from the method's confirmed closed form; the profile search's (reusing every
+    profile taken) where the method has none, where not even a batch of one fits, or where a
+    confirmation contradicts the formula (NOTE [ Solving the formula ])."""
     from memprof.engines.formula_cache import warn
     from memprof.engines.symbolic import derive, disagreement_with
     from memprof.sweep.closed_form import evaluate
@@ -268,12 +270,13 @@ def solved(
     steady = config.profile_config(method, 1, "steady")
     cached = formulas.get(steady)
     points: dict[int, Point] = {}
+    smallest = _probes(config)[0]
     if cached is None:
-        # The smallest probe first, profiled: where not even it fits (the answer is 0), a trace would
-        # cost several profiles to answer nothing, and no confirmed formula could be cached.
-        smallest = _probes(config)[0]
+        # The smallest probe first, profiled: a batch of one that does not fit means the answer is
+        # 0, which a trace would cost several profiles to find. (A sequence length below the
+        # smallest probe may still fit: that search goes on with the formula.)
         points[smallest] = _measure(config, method, smallest, "steady", progress, cache)
-        if points[smallest].required > config.budget:
+        if smallest == 1 and points[smallest].required > config.budget:
             return fit_method(config, method, progress, cache, points)
     try:
         formula = cached or derive(steady, profile=lambda c: run(c, cache))
@@ -306,13 +309,14 @@ def solved(
         measured = _measure(config, method, n, "steady", progress, cache)
         result = measured.result
         difference = disagreement_with(formula, result) if result.status == "ok" else result.status
+        points[n] = measured
+        evaluated.discard(n)
         if difference:
             if cached is not None:
                 formulas.discard(steady)
             warn(f"fit {method}: the closed form disagrees with the profile at {n} ({difference}); profiling instead")
-            return None
-        points[n] = measured
-        evaluated.discard(n)
+            profiled = {k: p for k, p in points.items() if k not in evaluated}  # not profiled again
+            return fit_method(config, method, progress, cache, profiled)
         confirmed = confirmed or n
     if confirmed is not None:
         formulas.put(steady, formula, config.profile_config(method, confirmed, "steady"))
@@ -343,7 +347,7 @@ def fit_method(
     cache: ModelCache | None = None,
     points: dict[int, Point] | None = None,
 ) -> Answer:
-    """The answer for ``method``: the search (NOTE [ Searching ] in fit_search.py), then one profile
+    """The answer for ``method``: the search (NOTE [ Searching ] in bisection.py), then one profile
     of the first step at the size found (``cache``: models already built, e.g. by ``weight_bytes``;
     ``points``: sizes already profiled, not profiled again)."""
     cache = cache if cache is not None else ModelCache()

@@ -51,10 +51,12 @@ def prepare_out_dir(out_dir: str | Path) -> Path:
     return out
 
 
-def render_saved(results: str | Path, out_dir: str | Path | None = None) -> tuple[ResultSet, Path]:
+def render_saved(results: str | Path, out_dir: str | Path | None = None, formulas=()) -> tuple[ResultSet, Path]:
     """Render every view of a saved results file into ``out_dir`` (default: the file's folder):
     (the results, the report's path). The folder ends up holding the results.json its report
-    shows: a copy is written there unless it already holds another one (MemprofError)."""
+    shows: a copy is written there unless it already holds another one (MemprofError).
+    ``formulas`` (``Formula``s, e.g. those a compare wrote beside the results) add the report's
+    closed-form section."""
     from memprof.results.result import load_results, write_json
 
     rs = load_results(results)
@@ -67,7 +69,7 @@ def render_saved(results: str | Path, out_dir: str | Path | None = None) -> tupl
             f"{str(out)!r} already holds another results.json; pass an --out folder without one, "
             f"or the folder of {str(results)!r}"
         )
-    render_all(rs, out)
+    render_all(rs, out, formulas=formulas)
     return rs, out / REPORT_FILE
 
 

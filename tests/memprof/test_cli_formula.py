@@ -108,11 +108,18 @@ def test_compare_evaluates_checked_formulas_then_answers_from_the_cache(
     assert "6 of 8 results were evaluated from these formulas and 2 profiled: " in page
     assert len(list((tmp_path / "formula-cache").glob("*.json"))) == 2
 
-    code, out, err = closed_form("compare", *SMALL, *GRID, "--out", "warm")
+    code, out, err = closed_form("compare", *SMALL, *GRID, "--out", "warm", "--no-report")
     assert code == 0, err
     warm = load_results(tmp_path / "warm" / "results.json")
     assert _same_as_profiles(warm) == 0  # nothing traced or profiled: the cache answered
     assert "8 of 8 results evaluated from checked closed forms, 0 profiled" in out
+    assert {p.name for p in (tmp_path / "warm").iterdir()} == {"results.json", "formulas"}
+    # rendered later, the report still shows the formulas the compare wrote beside its results
+    assert closed_form("report", "warm/results.json", "--quiet")[0] == 0
+    page = (tmp_path / "warm" / "report.html").read_text()
+    assert (
+        "<h2>Closed form</h2>" in page and "8 of 8 results were evaluated from these formulas and 0 profiled: " in page
+    )
 
 
 def test_profile_all_and_no_cache(closed_form, trace_small_grids, tmp_path, stub_plots):

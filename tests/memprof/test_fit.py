@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import memprof
+from memprof.engines import ModelCache
 from memprof.errors import MemprofError
 from memprof.fit import search as fit
 from memprof.fit.bisection import search
@@ -152,18 +153,40 @@ def test_each_method_model_is_built_once(tiny_opt, monkeypatch):
     assert sorted(built) == ["ft", "lora"]
 
 
+def test_a_sequence_length_below_the_smallest_probe_is_searched_with_the_formula(tiny_opt, tmp_path, monkeypatch):
+    from memprof.engines import symbolic
+    from memprof.engines.formula_cache import FormulaCache
+
+    # searching the sequence length, the smallest probe is s > 1: when it does not fit, shorter
+    # lengths may, so the search goes on with the method's formula (a batch of one that does not fit
+    # ends it without one); the answer is the profile search's
+    traced = []
+    real = symbolic.derive
+    monkeypatch.setattr(symbolic, "derive", lambda *a, **k: traced.append(a) or real(*a, **k))
+    probe = FitConfig(tiny_opt, ["lora"], BUDGET, batch_size=8, context=0)
+    s = fit._probes(probe)[0]
+    assert s > 2
+    below = fit._measure(probe, "lora", s // 2, "steady", None, ModelCache()).required
+    config = FitConfig(tiny_opt, ["lora"], below, batch_size=8, context=0)
+    [closed] = fit.fit(config, formulas=FormulaCache(tmp_path))
+    [profiled] = fit.fit(config)
+    assert len(traced) == 1
+    assert closed.value == profiled.value and s // 2 <= closed.value < s
+    assert closed.at.required == profiled.at.required and closed.over.required == profiled.over.required
+
+
 def test_nothing_fits_is_profiled_and_no_unconfirmed_formula_is_cached(tiny_opt, tmp_path, monkeypatch):
     from memprof.engines import symbolic
     from memprof.engines.formula_cache import FormulaCache
 
-    def no_trace(*args, **kwargs):
-        raise AssertionError("traced a method whose smallest size does not fit")
-
+    traced = []
+    real = symbolic.derive
+    monkeypatch.setattr(symbolic, "derive", lambda *a, **k: traced.append(a) or real(*a, **k))
     # the smallest probe is profiled before any trace: b = 1 does not fit, so the answer is 0 with no
     # formula derived, and nothing is cached
-    monkeypatch.setattr(symbolic, "derive", no_trace)
     config = FitConfig(tiny_opt, ["lora"], 60_000, seq_len=16, context=0, task="causal-lm")
     [answer] = fit.fit(config, formulas=FormulaCache(tmp_path))
+    assert traced == []
     [profiled] = fit.fit(config)
     assert answer.value == profiled.value == 0 and answer.profiles == 1 and answer.evaluated == 0
     assert sorted(answer.points) == [1] and answer.points[1].required == profiled.points[1].required
@@ -185,10 +208,15 @@ def test_a_closed_form_the_confirmation_contradicts_leaves_the_method_to_profile
 
     monkeypatch.setattr(formula_module.Formula, "memory_at", less)
     config = FitConfig(tiny_opt, ["lora"], BUDGET, seq_len=16, context=0)
-    [answer] = fit.fit(config, formulas=FormulaCache(tmp_path))
+    steady = []  # every steady-step profile taken: the profile search reuses those taken before it
+    [answer] = fit.fit(
+        config, lambda m, n, step: steady.append(n) if step == "steady" else None, FormulaCache(tmp_path)
+    )
     monkeypatch.setattr(formula_module.Formula, "memory_at", real)
     [profiled] = fit.fit(config)
-    assert answer.value == profiled.value and answer.evaluated == 0 and answer.profiles == len(profiled.points)
+    assert answer.value == profiled.value and answer.evaluated == 0
+    assert len(steady) == len(set(steady)) == answer.profiles and set(steady) == set(answer.points)
+    assert answer.at.required == profiled.at.required and answer.over.required == profiled.over.required
     err = capsys.readouterr().err
     assert "warning: fit lora: the closed form disagrees with the profile at" in err and "profiling instead" in err
     assert not list(tmp_path.iterdir())
