@@ -26,10 +26,10 @@ from rich.table import Table
 from memprof.cli.app import cell, console, say
 
 
-def print_summary(rs, report: Path, *, quiet: bool = False, what: str = "report") -> None:
-    """The summary table, a line about configurations that did not finish, and the path of the
-    report (``what``: of the file written instead, e.g. "results"); ``quiet``: the path only, and the
-    line about failures on stderr."""
+def print_summary(rs, path: Path, *, quiet: bool = False, what: str = "report") -> None:
+    """The summary table, a line about configurations that did not finish, and the ``path`` of
+    what was written (``what``: "report", or "results" for results.json alone); ``quiet``: the path
+    only, and the line about failures on stderr."""
     failed = sum(r.status != "ok" for r in rs.results)
     note = (
         f"{failed} of {len(rs.results)} configurations did not finish "
@@ -38,12 +38,12 @@ def print_summary(rs, report: Path, *, quiet: bool = False, what: str = "report"
     if quiet:
         if failed:
             say(note, style="yellow", err=True)
-        say(str(report))
+        say(str(path))
         return
     console.print(summary_table(rs))
     if failed:
         say(note, style="yellow")
-    say(f"{what}: ", str(report))
+    say(f"{what}: ", str(path))
 
 
 def summary_table(rs) -> Table:

@@ -114,6 +114,11 @@ class ModelCache:
     def __len__(self) -> int:
         return len(self._models)
 
+    def __bool__(self) -> bool:
+        # a cache is something to share, empty or not: without this, ``cache or ModelCache()``
+        # would throw away an empty one it was given (``__len__`` alone makes it falsy)
+        return True
+
 
 def adamw(model: nn.Module, *, foreach: bool) -> torch.optim.AdamW:
     """AdamW over the trainable parameters; ``foreach`` as the target's default (cuda: yes, cpu: no)."""

@@ -156,7 +156,7 @@ class FormulaCache:
             self.folder.mkdir(parents=True, exist_ok=True)
             probe = self.folder / f".probe-{os.getpid()}"  # one per process: compares run side by side
             write_atomically(probe, "")
-            probe.unlink(missing_ok=True)
+            probe.unlink()
         except (OSError, MemprofError) as exc:
             self._cannot_write(exc)
 

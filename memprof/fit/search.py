@@ -285,22 +285,22 @@ def solved(
         return fit_method(config, method, progress, cache, points)
     evaluated: set[int] = set()
 
-    def covered(size: int) -> bool:
-        c = config.profile_config(method, size, "steady")
+    def covered(c: ProfileConfig) -> bool:
         return formula.covers(c.batch_size, c.seq_len)
 
     def need(size: int) -> int:
         if size in points:  # the smallest probe, profiled before the trace
             return points[size].required
-        if covered(size):
-            points[size] = _point(config, size, evaluate(formula, config.profile_config(method, size, "steady")))
+        c = config.profile_config(method, size, "steady")
+        if covered(c):
+            points[size] = _point(config, size, evaluate(formula, c))
             evaluated.add(size)
         else:
             points[size] = _measure(config, method, size, "steady", progress, cache)
         return points[size].required
 
     # a probe outside the formula's bounds costs a profile: asked only if the search comes down to it
-    probes = tuple(p for p in _probes(config) if covered(p)) or _probes(config)
+    probes = tuple(p for p in _probes(config) if covered(config.profile_config(method, p, "steady"))) or _probes(config)
     value, limit = search(need, config.budget, probes, config.cap)
     confirmed = None  # the size whose profile agreed with the formula
     for n in (value, value + 1):
@@ -332,7 +332,7 @@ def weight_bytes(config: FitConfig, method: str, cache: ModelCache | None = None
     arithmetic), as ``Memory.parameters`` counts them (each storage once)."""
     from memprof.engines import fake
 
-    cache = cache if cache is not None else ModelCache()  # not `or`: an empty ModelCache is falsy
+    cache = cache if cache is not None else ModelCache()
     built = cache.get(config.profile_config(method, 1, "steady"), fake.build)
     seen: dict[int, int] = {}
     for t in [*built.model.parameters(), *built.model.buffers()]:

@@ -68,7 +68,7 @@ class ClosedFormRunner:
         from memprof.engines import ModelCache, run
 
         if cache is None:
-            if self._models is None:  # not `or`: an empty ModelCache is falsy
+            if self._models is None:
                 self._models = ModelCache()
             cache = self._models
         if not traceable(config.engine):

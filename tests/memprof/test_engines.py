@@ -339,6 +339,14 @@ def test_model_cache_builds_once_and_leaves_the_model_reusable(tiny):
     assert cache.builds == 2 and len(cache) == 1
 
 
+def test_an_empty_model_cache_is_still_the_one_given():
+    from memprof.engines import ModelCache
+
+    # ``cache or ModelCache()`` must keep the caller's cache even before anything is built in it
+    given = ModelCache()
+    assert len(given) == 0 and (given or ModelCache()) is given
+
+
 def test_out_of_memory_becomes_a_result(tiny, monkeypatch):
     from memprof.engines import cpu
 
