@@ -52,6 +52,9 @@ def main(out: Path) -> None:
             "steps": [resumed.state.global_step, whole.state.global_step],
         }
         (out / "outcome.json").write_text(json.dumps(outcome))
+    # Without this, gloo's worker threads can outlive the interpreter's teardown and abort the process
+    # ("terminate called without an active exception", SIGABRT) after the work is done.
+    torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
