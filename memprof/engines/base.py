@@ -10,10 +10,11 @@ memray's ``Command`` protocol do.
 NOTE [ One step, every engine ]
 Every engine profiles the same step in the same order (``Engine.run``): seed torch's generator
 from ``config.seed``; make the batch; a fresh AdamW (``foreach`` as the target's default); the
-optimizer state ``config.step`` asks for (``common.prepare``); then the instrumented step
+optimizer state ``config.step`` asks for (``Step.prepare``); then the instrumented step
 (``common.instrumented_step``), the attention kernel it ran, and the Result. What differs is the
 ``Step`` an engine makes for each run: what the step runs under (the fake engine's FakeTensorMode
-and kernel model), where the batch lives, how the forward is autocast and the backward run, how the
+and kernel model), how the optimizer state is made (the fake engine makes it once per model),
+where the batch lives, how the forward is autocast and the backward run, how the
 device is waited for, the engine's own metrics (cuda: the allocator's peaks, NVML), the attention
 name (the fake engine's modelled kernel choices, or the kernels a real step observably ran) and
 the device the result names. The defaults are those of an engine computing for real on
@@ -70,6 +71,10 @@ class Step:
 
     def backward(self, loss: torch.Tensor) -> None:
         loss.backward()
+
+    def prepare(self, optimizer: torch.optim.Optimizer) -> None:
+        """Give ``optimizer`` the state ``config.step`` asks for (``common.prepare``)."""
+        prepare(self.built.model, optimizer, self.config.step)
 
     def before_measuring(self) -> None:
         """After the optimizer state exists, before the instruments start (cuda: reset the peaks)."""
@@ -143,7 +148,7 @@ class Engine(abc.ABC):
         with self.step(built, config) as step:
             batch = step.batch()
             optimizer = adamw(built.model, foreach=step.foreach)
-            prepare(built.model, optimizer, config.step)
+            step.prepare(optimizer)
             step.before_measuring()
             measurement, seconds = instrumented_step(
                 built.model,

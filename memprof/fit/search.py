@@ -253,6 +253,13 @@ def fit(config: FitConfig, progress: Progress | None = None, formulas: FormulaCa
 # asked only if the search comes down to it, as the need grows with the size.
 
 
+def _derive(config: ProfileConfig, cache: ModelCache):
+    # imported here: the symbolic machinery costs about a second of imports that a cached formula never needs
+    from memprof.engines.symbolic import derive
+
+    return derive(config, profile=lambda c: run(c, cache))
+
+
 def solved(
     config: FitConfig,
     method: str,
@@ -264,7 +271,7 @@ def solved(
     profile taken) where the method has none, where not even a batch of one fits, or where a
     confirmation contradicts the formula (NOTE [ Solving the formula ])."""
     from memprof.engines.formula_cache import warn
-    from memprof.engines.symbolic import derive, disagreement_with
+    from memprof.engines.formula_fit import disagreement_with
     from memprof.sweep.closed_form import evaluate
 
     steady = config.profile_config(method, 1, "steady")
@@ -279,7 +286,7 @@ def solved(
         if smallest == 1 and points[smallest].required > config.budget:
             return fit_method(config, method, progress, cache, points)
     try:
-        formula = cached or derive(steady, profile=lambda c: run(c, cache))
+        formula = cached or _derive(steady, cache)
     except Exception as exc:  # noqa: BLE001 - any failure to derive: the profile search, and why
         warn(f"fit {method}: no closed form ({one_line(exc)}); searching with profiles")
         return fit_method(config, method, progress, cache, points)

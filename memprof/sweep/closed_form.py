@@ -102,7 +102,6 @@ class ClosedFormRunner:
         """The method's formula, from the cache or derived, and checked where it must be, before any
         result is given."""
         from memprof.engines import run
-        from memprof.engines.symbolic import derive
 
         method, configs = config.method, self.configs.get(config.method, [config])
         entry = self.formulas.lookup(config)
@@ -115,6 +114,10 @@ class ClosedFormRunner:
         if entry is not None:
             formula = entry[0]
         else:
+            # imported only here: about a second of imports that a cached formula or a method profiled
+            # throughout (the gate's) never needs
+            from memprof.engines.symbolic import derive
+
             try:
                 formula = derive(config, profile=lambda c: run(c, cache))
             except Exception as exc:  # noqa: BLE001 - any failure to derive: profile instead, and say why

@@ -60,6 +60,21 @@ def test_importing_the_configuration_loads_no_engine():
     assert done.stdout.strip() == "[]"
 
 
+def test_a_method_profiled_throughout_imports_no_symbolic_machinery(tiny_opt):
+    # the gate's methods (two sizes each, fewer than a trace is worth) and a warm cache derive nothing,
+    # so they do not pay the second of imports the symbolic trace costs
+    code = (
+        "import sys\n"
+        "from memprof.engines.config import ProfileConfig\n"
+        "from memprof.sweep.closed_form import ClosedFormRunner\n"
+        f"c = ProfileConfig({tiny_opt!r}, engine='fake', batch_size=2, seq_len=8, step='steady')\n"
+        "r = ClosedFormRunner([c], out_dir='unused')(c)\n"
+        "print(r.status, 'memprof.engines.symbolic' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["ok", "False"]
+
+
 # -- a new engine: one module, one table entry -------------------------------------------------
 
 
@@ -176,3 +191,25 @@ def test_the_cuda_step_reads_the_device_around_the_shared_step(tiny_opt, monkeyp
         cpu.memory.saved_activations,
         cpu.memory.optimizer_state,
     )
+
+
+@pytest.mark.parametrize("target", ["cuda", "cpu"])  # AdamW's foreach on the cuda target, not on cpu
+def test_the_fake_engine_makes_the_optimizer_state_once_per_model_and_measures_as_if_fresh(
+    tiny_opt, target, monkeypatch
+):
+    made = []
+    create = common.create_optimizer_state
+    monkeypatch.setattr(common, "create_optimizer_state", lambda m, o: made.append(1) or create(m, o))
+    sizes = [(2, 8), (3, 16), (2, 8)]
+    configs = [
+        ProfileConfig(tiny_opt, engine="fake", target=target, batch_size=b, seq_len=s, step="steady") for b, s in sizes
+    ]
+    first = ProfileConfig(tiny_opt, engine="fake", target=target, batch_size=3, seq_len=16, step="first")
+    cache = engines.ModelCache()
+    shared = [engines.run(c, cache) for c in [*configs, first]]
+    assert len(made) == 1 and cache.builds == 1  # three steady steps of one model: its state made once
+    fresh = [engines.run(c, engines.ModelCache()) for c in [*configs, first]]
+    assert len(made) == 1 + len(configs)
+    for a, b in zip(shared, fresh):
+        assert a.memory == b.memory and a.timeline == b.timeline and a.layers.equals(b.layers)
+    assert shared[0].memory == shared[2].memory  # the state the measured steps updated in place is still as made
