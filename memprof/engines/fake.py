@@ -275,8 +275,9 @@ class FakeStep(Step):
     def prepare(self, optimizer: torch.optim.Optimizer) -> None:
         """The steady step's optimizer state, made by AdamW's own code once per model and given to
         every later steady step of it: fake tensors cost no memory to keep, and making the state is
-        a whole optimizer step (a tenth of a profile). The measured step updates the state in
-        place, so each run finds the tensors it would have made, of the same sizes and dtypes."""
+        a whole optimizer step (0.1-0.4 s of a 0.9-1.4 s profile of opt-1.3b). The measured step
+        updates the state in place, so each run finds the tensors it would have made, of the same
+        sizes and dtypes (a test compares every byte with fresh builds)."""
         if self.config.step != "steady":
             return super().prepare(optimizer)
         key = ("adamw_state", self.foreach)
