@@ -15,7 +15,9 @@ gradients at learning rate 0 (so no weight moves: ``p * (1 - 0 * wd) - 0 * updat
 exactly), the gradients are dropped, and the measured step then runs with the state live from its
 first operator (the instruments register it as optimizer state). Nothing else differs: the same
 dtypes (pure bf16/fp16 runs keep bf16/fp16 state and no fp32 master copy; the mixed dtypes' fp32
-parameters are themselves the master weights), the same ``foreach`` choice.
+parameters are themselves the master weights), the same ``foreach`` choice. The fake engine makes
+the state so on a model's first steady step and gives the same fake tensors to its later ones
+(``FakeStep.prepare``).
 """
 
 from __future__ import annotations

@@ -277,7 +277,8 @@ class FakeStep(Step):
         every later steady step of it: fake tensors cost no memory to keep, and making the state is
         a whole optimizer step (0.1-0.4 s of a 0.9-1.4 s profile of opt-1.3b). The measured step
         updates the state in place, so each run finds the tensors it would have made, of the same
-        sizes and dtypes (a test compares every byte with fresh builds)."""
+        sizes and dtypes; only AdamW's step count differs, which enters nothing but the Python-float
+        bias corrections (a test compares every byte with fresh builds)."""
         if self.config.step != "steady":
             return super().prepare(optimizer)
         key = ("adamw_state", self.foreach)

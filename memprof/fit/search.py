@@ -253,13 +253,6 @@ def fit(config: FitConfig, progress: Progress | None = None, formulas: FormulaCa
 # asked only if the search comes down to it, as the need grows with the size.
 
 
-def _derive(config: ProfileConfig, cache: ModelCache):
-    # imported here: the symbolic machinery costs about a second of imports that a cached formula never needs
-    from memprof.engines.symbolic import derive
-
-    return derive(config, profile=lambda c: run(c, cache))
-
-
 def solved(
     config: FitConfig,
     method: str,
@@ -285,11 +278,18 @@ def solved(
         points[smallest] = _measure(config, method, smallest, "steady", progress, cache)
         if smallest == 1 and points[smallest].required > config.budget:
             return fit_method(config, method, progress, cache, points)
-    try:
-        formula = cached or _derive(steady, cache)
-    except Exception as exc:  # noqa: BLE001 - any failure to derive: the profile search, and why
-        warn(f"fit {method}: no closed form ({one_line(exc)}); searching with profiles")
-        return fit_method(config, method, progress, cache, points)
+    if cached is not None:
+        formula = cached
+    else:
+        # imported only here, outside the try (a broken install is an error, not a fit without a
+        # formula): about a second of imports that a cached formula never needs
+        from memprof.engines.symbolic import derive
+
+        try:
+            formula = derive(steady, profile=lambda c: run(c, cache))
+        except Exception as exc:  # noqa: BLE001 - any failure to derive: the profile search, and why
+            warn(f"fit {method}: no closed form ({one_line(exc)}); searching with profiles")
+            return fit_method(config, method, progress, cache, points)
     evaluated: set[int] = set()
 
     def covered(c: ProfileConfig) -> bool:

@@ -4,9 +4,11 @@ formula is made of.
 A ``Poly`` maps monomials to coefficients (ints, or Fractions when fitted). Its variables are
 ``b``, ``s`` and, where a kernel rounds a length up (CUDA's memory-efficient attention keeps its
 log-sum-exp in rows rounded up to 32), floor quotients such as ``⌊(s + 31)/32⌋``: a variable defined
-by a polynomial numerator and an integer divisor. Every variable is at least 0 for ``b, s >= 1``,
-so a polynomial whose coefficients are all at least 0 is at least 0 there: that is how
-``dominates`` compares two of them without choosing a point.
+by a polynomial numerator and an integer divisor. The numerators a trace gives never decrease as
+``b`` and ``s`` grow, so every variable is at least its value at ``b = s = 1``, and a polynomial
+written in ``v - lo`` whose coefficients are all at least 0 is at least 0 there: that is how
+``dominates`` decides between two of them without choosing a point (a few sizes, ``PROBES``, rule
+out most pairs first).
 """
 
 from __future__ import annotations

@@ -61,8 +61,8 @@ def test_importing_the_configuration_loads_no_engine():
 
 
 def test_a_method_profiled_throughout_imports_no_symbolic_machinery(tiny_opt):
-    # the gate's methods (two sizes each, fewer than a trace is worth) and a warm cache derive nothing,
-    # so they do not pay the second of imports the symbolic trace costs
+    # the gate's methods (two sizes each, fewer than a trace is worth) derive nothing, so they do not
+    # pay the second of imports the symbolic trace costs
     code = (
         "import sys\n"
         "from memprof.engines.config import ProfileConfig\n"
@@ -212,4 +212,3 @@ def test_the_fake_engine_makes_the_optimizer_state_once_per_model_and_measures_a
     assert len(made) == 1 + len(configs)
     for a, b in zip(shared, fresh):
         assert a.memory == b.memory and a.timeline == b.timeline and a.layers.equals(b.layers)
-    assert shared[0].memory == shared[2].memory  # the state the measured steps updated in place is still as made

@@ -141,6 +141,26 @@ def test_a_cached_formula_leaves_out_the_probe_outside_its_bounds(tiny_opt, tmp_
     assert warm.over.required == cold.over.required == profiled.over.required
 
 
+def test_a_fit_answered_by_a_cached_formula_imports_no_symbolic_machinery(tiny_opt, tmp_path):
+    import subprocess
+    import sys
+
+    from memprof.engines.formula_cache import FormulaCache
+
+    config = FitConfig(tiny_opt, ["lora"], BUDGET, seq_len=16, context=0, task="causal-lm")
+    [cold] = fit.fit(config, formulas=FormulaCache(tmp_path))
+    code = (
+        "import sys\n"
+        "from memprof.engines.formula_cache import FormulaCache\n"
+        "from memprof.fit import search as fit\n"
+        f"config = fit.FitConfig({tiny_opt!r}, ['lora'], {BUDGET}, seq_len=16, context=0, task='causal-lm')\n"
+        f"[warm] = fit.fit(config, formulas=FormulaCache({str(tmp_path)!r}))\n"
+        "print(warm.value, warm.evaluated > 0, 'memprof.engines.symbolic' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == [str(cold.value), "True", "False"]
+
+
 def test_each_method_model_is_built_once(tiny_opt, monkeypatch):
     from memprof.engines import fake
 
