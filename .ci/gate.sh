@@ -14,14 +14,13 @@ BASELINE=reports/baseline/baseline.json
 out=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$out"' EXIT
 
-# Every registered method once: an alias (meft = meft1) would profile the same thing twice.
-methods=$(python -c "from memprof import methods; print(','.join(m for m in methods.names() if not methods.get(m).alias_of))")
 # One compare per backbone, all at once, each in one process (--jobs 1): three processes keep two
 # cores busy to the end, and each pays its imports and first model build once instead of once per
 # worker. The gate reads results.json alone (--no-report: no plots to draw).
 pids=()
 for backbone in "${BACKBONES[@]}"; do
-    memprof compare --backbone "$backbone" --methods "$methods" --seq-lens "$SEQ_LENS" \
+    # --methods all: every registered method once (an alias, meft = meft1, would profile the same thing twice)
+    memprof compare --backbone "$backbone" --methods all --seq-lens "$SEQ_LENS" \
         --batch-sizes "$BATCH_SIZES" --engine fake --jobs 1 --no-report --out "$out/$backbone" --quiet >/dev/null &
     pids+=("$!")
 done

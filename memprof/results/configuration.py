@@ -104,7 +104,7 @@ FIELDS: tuple[Profiled, ...] = (
         "ft",
         "Fine-tuning method (memprof methods: ft, lora, adapter, ...).",
         key=1,
-        sweep=Sweep("methods", ("ft", "lora", "meft"), "Comma-separated methods."),
+        sweep=Sweep("methods", ("ft", "lora", "meft"), "Comma-separated methods, or 'all' (aliases left out)."),
     ),
     Profiled(
         "seq_len",

@@ -26,8 +26,15 @@ _SHARED = tuple(f.name for f in configuration.GRID_FIELDS if f.sweep is None)
 # Parsing the comma-separated lists the CLI takes
 
 
+#: the method list that stands for every registered method (each alias left out: it profiles what it stands for)
+ALL_METHODS = "all"
+
+
 def parse_methods(text: str) -> list[str]:
-    """``"ft,lora,meft"`` -> ``["ft", "lora", "meft"]``: non-empty, no duplicates, all registered."""
+    """``"ft,lora,meft"`` -> ``["ft", "lora", "meft"]``: non-empty, no duplicates, all registered;
+    ``"all"``: every registered method, in the registry's order, aliases left out."""
+    if text.strip() == ALL_METHODS:
+        return [n for n in method_registry.names() if not method_registry.get(n).alias_of]
     names = [part.strip() for part in text.split(",")]
     if not text.strip() or any(not n for n in names):
         raise MemprofError(

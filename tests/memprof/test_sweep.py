@@ -28,6 +28,9 @@ def grid(**kw):
 
 def test_parse_lists():
     assert sweep_grid.parse_methods(" ft, lora ") == ["ft", "lora"]
+    every = sweep_grid.parse_methods(" all ")
+    assert every == [m for m in methods.names() if methods.get(m).alias_of is None]
+    assert {"ft", "lora", "meft1"} <= set(every) and "meft" not in every  # an alias profiles what it stands for
     assert sweep_grid.parse_ints("128, 256,512", "sequence length", "--seq-lens") == [128, 256, 512]
 
 
@@ -38,6 +41,7 @@ def test_parse_lists():
         ("ft,,lora", "empty entry"),
         ("ft,ft", "'ft' is listed twice"),
         ("ft,nope", "unknown method 'nope'"),
+        ("all,ft", "unknown method 'all'"),  # 'all' is the whole list or nothing
     ],
 )
 def test_bad_methods(text, fragment):
