@@ -281,11 +281,10 @@ class FakeStep(Step):
         bias corrections (a test compares every byte with fresh builds)."""
         if self.config.step != "steady":
             return super().prepare(optimizer)
-        key = ("adamw_state", self.foreach)
-        made = self.built.state.get(key)
+        made = self.built.state.get("adamw_state")  # one per model: its target fixes foreach
         if made is None:
             super().prepare(optimizer)
-            self.built.state[key] = {p: dict(state) for p, state in optimizer.state.items()}
+            self.built.state["adamw_state"] = {p: dict(state) for p, state in optimizer.state.items()}
         else:
             for p, state in made.items():
                 optimizer.state[p] = dict(state)

@@ -270,17 +270,17 @@ def solved(
     steady = config.profile_config(method, 1, "steady")
     cached = formulas.get(steady)
     points: dict[int, Point] = {}
-    smallest = _probes(config)[0]
-    if cached is None:
-        # The smallest probe first, profiled: a batch of one that does not fit means the answer is
-        # 0, which a trace would cost several profiles to find. (A sequence length below the
-        # smallest probe may still fit: that search goes on with the formula.)
-        points[smallest] = _measure(config, method, smallest, "steady", progress, cache)
-        if smallest == 1 and points[smallest].required > config.budget:
-            return fit_method(config, method, progress, cache, points)
+    probes = _probes(config)
     if cached is not None:
         formula = cached
     else:
+        # The smallest probe first, profiled: a batch of one that does not fit means the answer is
+        # 0, which a trace would cost several profiles to find. (A sequence length below the
+        # smallest probe may still fit: that search goes on with the formula.)
+        smallest = probes[0]
+        points[smallest] = _measure(config, method, smallest, "steady", progress, cache)
+        if smallest == 1 and points[smallest].required > config.budget:
+            return fit_method(config, method, progress, cache, points)
         # imported only here, outside the try (a broken install is an error, not a fit without a
         # formula): about a second of imports that a cached formula never needs
         from memprof.engines.symbolic import derive
@@ -307,7 +307,7 @@ def solved(
         return points[size].required
 
     # a probe outside the formula's bounds costs a profile: asked only if the search comes down to it
-    probes = tuple(p for p in _probes(config) if covered(config.profile_config(method, p, "steady"))) or _probes(config)
+    probes = tuple(p for p in probes if covered(config.profile_config(method, p, "steady"))) or probes
     value, limit = search(need, config.budget, probes, config.cap)
     confirmed = None  # the size whose profile agreed with the formula
     for n in (value, value + 1):
@@ -339,8 +339,7 @@ def weight_bytes(config: FitConfig, method: str, cache: ModelCache | None = None
     arithmetic), as ``Memory.parameters`` counts them (each storage once)."""
     from memprof.engines import fake
 
-    cache = cache if cache is not None else ModelCache()
-    built = cache.get(config.profile_config(method, 1, "steady"), fake.build)
+    built = (cache or ModelCache()).get(config.profile_config(method, 1, "steady"), fake.build)
     seen: dict[int, int] = {}
     for t in [*built.model.parameters(), *built.model.buffers()]:
         seen.setdefault(id(t), t.numel() * t.element_size())

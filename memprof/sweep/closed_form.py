@@ -68,9 +68,7 @@ class ClosedFormRunner:
         from memprof.engines import ModelCache, run
 
         if cache is None:
-            if self._models is None:
-                self._models = ModelCache()
-            cache = self._models
+            cache = self._models = self._models or ModelCache()
         if not traceable(config.engine):
             raise MemprofError(
                 f"the closed form models the fake engine's step; engine {config.engine!r} profiles every "

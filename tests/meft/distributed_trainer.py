@@ -58,8 +58,9 @@ def main(out: Path) -> None:
 if __name__ == "__main__":
     main(Path(sys.argv[1]))
     # The process group is destroyed last, once the trainers and their DDP models (which hold it) are
-    # gone: left to the interpreter's teardown, gloo's threads can abort the process ("terminate
-    # called without an active exception"); destroyed while a DDP model is still alive, freeing that
-    # model afterwards can hang (3 of 16 launches, two at a time, on 2 cores). main's frame has freed them; collect cycles.
+    # gone (main's frame freed them; collect what cycles kept): left to the interpreter's teardown,
+    # gloo's threads can abort the process ("terminate called without an active exception");
+    # destroyed while a DDP model is still alive, freeing that model afterwards can hang (3 of 16
+    # launches, two at a time, on 2 cores).
     gc.collect()
     torch.distributed.destroy_process_group()
